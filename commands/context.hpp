@@ -1,0 +1,35 @@
+#pragma once
+
+#include <functional>
+#include <iostream>
+#include <optional>
+#include <string>
+
+namespace CLI {
+class App;
+}
+
+namespace gpurun::commands {
+
+// Options every command accepts (before or after the subcommand).
+struct GlobalOptions {
+  std::optional<std::string> config_path;  // --config FILE
+};
+
+// What a command needs from the outside world; tests pass string streams.
+struct Context {
+  GlobalOptions global;
+  std::ostream& out = std::cout;  // results only (tables, JSON)
+  std::ostream& err = std::cerr;  // progress, warnings, errors
+  bool out_is_tty = false;
+  bool err_is_tty = false;
+  // Set by the chosen subcommand's parse callback; run after parsing succeeded.
+  std::function<int()> action;
+};
+
+// Each command adds its subcommand to `root`; the callback stores the command's action in ctx.
+void add_validate(CLI::App& root, Context& ctx);
+void add_plan(CLI::App& root, Context& ctx);
+void add_gpus(CLI::App& root, Context& ctx);
+
+}  // namespace gpurun::commands

@@ -1,0 +1,45 @@
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "util/diagnostic.hpp"
+
+namespace gpurun::manifest {
+
+// A YAML node with its 1-based source position, built from yaml-cpp's event parser so that
+// positions are exact and duplicate keys are caught (YAML::Load keeps neither).
+struct YamlNode {
+  enum class Kind { null, scalar, sequence, map };
+
+  Kind kind = Kind::null;
+  int line = 0;
+  int column = 0;
+  std::string value;    // scalars only
+  bool quoted = false;  // scalar was quoted ('...' or "..."): never null/bool/number-like
+  std::vector<YamlNode> items;                           // sequence items
+  std::vector<std::pair<YamlNode, YamlNode>> entries;    // map entries in file order (keys are scalars)
+
+  bool is_null() const { return kind == Kind::null; }
+  bool is_scalar() const { return kind == Kind::scalar; }
+  bool is_sequence() const { return kind == Kind::sequence; }
+  bool is_map() const { return kind == Kind::map; }
+  // The value for `key` in a map, or nullptr (also for non-maps).
+  const YamlNode* find(std::string_view key) const;
+  // "a string", "a number", "a list", "a mapping", "null": for "expected X, got Y" messages.
+  std::string describe() const;
+};
+
+// A parsed file: the root (null when empty) and every syntax or duplicate-key error found.
+struct YamlDocument {
+  YamlNode root;
+  std::vector<util::Diagnostic> errors;
+};
+
+// Parses YAML text; `file` is used in diagnostics. Anchors, aliases and `<<` merge keys are
+// resolved; duplicate keys are reported (the first one is kept).
+YamlDocument parse_yaml(std::string_view text, const std::string& file);
+
+}  // namespace gpurun::manifest
