@@ -16,6 +16,9 @@ void build(CLI::App& app, commands::Context& ctx) {
       ->type_name("FILE");
   app.fallthrough();
   app.require_subcommand(1);
+  commands::add_validate(app, ctx);
+  commands::add_plan(app, ctx);
+  commands::add_gpus(app, ctx);
 }
 
 }  // namespace

@@ -1,0 +1,36 @@
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cloud/config.hpp"
+#include "cloud/local_inventory.hpp"
+#include "cloud/placement.hpp"
+#include "commands/context.hpp"
+#include "manifest/manifest.hpp"
+#include "util/diagnostic.hpp"
+#include "util/result.hpp"
+
+namespace gpurun::commands {
+
+// Prints "gpurun: error: <message>" to ctx.err and returns the error's exit code.
+int report(Context& ctx, const util::Error& error);
+
+// Prints diagnostics (file:line:col) then the error; returns its exit code.
+int report(Context& ctx, const util::Error& error, const std::vector<util::Diagnostic>& diagnostics);
+
+// Loads the config named by --config / the environment; on failure reports and sets `exit_code`.
+std::optional<cloud::Config> load_config(Context& ctx, int& exit_code);
+
+// The manifest path: the positional argument, else -f, else ./gpurun.yaml (usage error if both).
+util::Result<std::string> manifest_path(const std::string& positional, const std::string& file_option);
+
+// Loads and validates a manifest against the config; on failure reports and sets `exit_code`.
+std::optional<manifest::Manifest> load_manifest(Context& ctx, const cloud::Config& config, const std::string& path,
+                                                int& exit_code);
+
+// PlanInputs with the local inventory filled in; on failure reports and sets `exit_code`.
+std::optional<cloud::PlanInputs> plan_inputs(Context& ctx, const cloud::Config& config, int& exit_code);
+
+}  // namespace gpurun::commands
