@@ -52,22 +52,28 @@ util::Result<GpuRequest> parse_gpu_request(std::string_view text, const Catalog&
 
 // Canonical text: "any", "any:2", "T4", "A10G:4", "A100-40GB" (memory shown when asked), "A100-80GB:2".
 std::string to_string(const GpuChoice& choice);
-// "A100-40GB:2"-style text for a concrete slot (count omitted when 1 unless `always_count`).
+// "A100-40GB:2"-style text for a concrete slot (count omitted when 1 unless `always_count`); the
+// memory is shown for types with several variants ("T4:4", "A100-80GB:8"). Judged by the builtin catalog.
 std::string to_string(const GpuSlot& slot, bool always_count = false);
+// The same, judging "several variants" by `catalog` (types it lacks show their memory).
+std::string to_string(const GpuSlot& slot, const Catalog& catalog, bool always_count = false);
 
 // Parses a cloud's offer "T4:4", "A100-40GB:2", "A100:8" (no memory size = the default variant).
 // The number after ':' is the most per function (default 1); it may not exceed max_count.
 util::Result<GpuSlot> parse_offer(std::string_view text, const Catalog& catalog);
 
 // The concrete alternatives a choice expands to, in preference order: `any` becomes the
-// catalog's any_pool entries (default variants) with the choice's count.
+// catalog's any_pool entries (default variants) with the choice's count, leaving out pool entries
+// the catalog lacks or that allow fewer GPUs per function; a concrete choice is returned as is.
 std::vector<GpuChoice> expand(const GpuChoice& choice, const Catalog& catalog);
 
 // True when `slot` (type, memory variant, max count) can serve a concrete (non-any) choice:
-// same type, memory >= the asked (or default) size, count <= slot.count.
+// same type, memory >= the asked (or default) size, count <= slot.count. For `any`: when one of
+// its expansions is satisfied.
 bool satisfies(const GpuSlot& offer, const GpuChoice& choice, const Catalog& catalog);
 
-// The memory a concrete choice asks for: its memory_gb, else its type's default.
+// The memory a concrete choice asks for: its memory_gb, else its type's default (0 for `any` or a
+// type the catalog lacks).
 int effective_memory_gb(const GpuChoice& choice, const Catalog& catalog);
 
 }  // namespace gpurun::gpu
