@@ -1,0 +1,2 @@
+#!/bin/sh
+echo "inference on ${CUDA_VISIBLE_DEVICES:-no GPU}"

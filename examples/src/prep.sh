@@ -1,0 +1,2 @@
+#!/bin/sh
+echo "preparing data in ${GPURUN_RUN_DIR:-.}"
