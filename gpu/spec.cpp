@@ -115,6 +115,7 @@ util::Result<Head> parse_head(std::string_view text, std::string_view raw_head, 
   const Field memory = parse_field(suffix);
   if (!memory.error.empty()) {
     if (prefix_any || type != nullptr) {
+      if (util::trim(suffix).empty()) return malformed(text, "the memory size after '-' is missing");
       return malformed(text, fmt::format("'{}' after '-' is not a memory size like '40GB'", util::trim(suffix)));
     }
     return unknown_type(head, catalog, allow_any);

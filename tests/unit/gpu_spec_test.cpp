@@ -1,0 +1,559 @@
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <optional>
+#include <ostream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "gpu/catalog.hpp"
+#include "gpu/spec.hpp"
+
+namespace gpurun::gpu {
+// Readable values in doctest failure output.
+std::ostream& operator<<(std::ostream& os, const GpuChoice& choice) {
+  return os << "GpuChoice{any=" << choice.any << ", type=" << choice.type
+            << ", memory=" << (choice.memory_gb ? std::to_string(*choice.memory_gb) : std::string("-"))
+            << ", count=" << choice.count << "}";
+}
+std::ostream& operator<<(std::ostream& os, const GpuSlot& slot) {
+  return os << "GpuSlot{" << slot.type << ", " << slot.memory_gb << ", " << slot.count << "}";
+}
+}  // namespace gpurun::gpu
+
+using namespace gpurun::gpu;
+using gpurun::util::ExitCode;
+
+namespace {
+
+const Catalog& builtin() {
+  static const Catalog catalog = Catalog::builtin();
+  return catalog;
+}
+
+GpuChoice concrete(std::string type, std::optional<int> memory_gb = std::nullopt, int count = 1) {
+  return GpuChoice{false, std::move(type), memory_gb, count};
+}
+
+GpuChoice any_of(int count = 1) { return GpuChoice{true, "", std::nullopt, count}; }
+
+GpuChoice parsed(std::string_view text, const Catalog& catalog = builtin()) {
+  auto result = parse_gpu_choice(text, catalog);
+  INFO("spec: '", std::string(text), "'");
+  REQUIRE_MESSAGE(result.ok(), (result.ok() ? std::string() : result.error().message));
+  return *result;
+}
+
+std::string choice_error(std::string_view text, const Catalog& catalog = builtin()) {
+  auto result = parse_gpu_choice(text, catalog);
+  INFO("spec: '", std::string(text), "'");
+  REQUIRE_FALSE(result.ok());
+  CHECK(result.error().code == ExitCode::usage);
+  return result.error().message;
+}
+
+GpuSlot offer(std::string_view text, const Catalog& catalog = builtin()) {
+  auto result = parse_offer(text, catalog);
+  INFO("offer: '", std::string(text), "'");
+  REQUIRE_MESSAGE(result.ok(), (result.ok() ? std::string() : result.error().message));
+  return *result;
+}
+
+std::string offer_error(std::string_view text, const Catalog& catalog = builtin()) {
+  auto result = parse_offer(text, catalog);
+  INFO("offer: '", std::string(text), "'");
+  REQUIRE_FALSE(result.ok());
+  CHECK(result.error().code == ExitCode::usage);
+  return result.error().message;
+}
+
+std::string request_error(std::string_view text) {
+  auto result = parse_gpu_request(text, builtin());
+  INFO("request: '", std::string(text), "'");
+  REQUIRE_FALSE(result.ok());
+  CHECK(result.error().code == ExitCode::usage);
+  return result.error().message;
+}
+
+std::string make_error_text(std::string_view type, std::optional<int> memory_gb, std::optional<int> count) {
+  auto result = make_gpu_choice(type, memory_gb, count, builtin());
+  REQUIRE_FALSE(result.ok());
+  CHECK(result.error().code == ExitCode::usage);
+  return result.error().message;
+}
+
+const std::string kForms =
+    "write TYPE[:COUNT], TYPE-MEMGB[:COUNT] or TYPE:MEM[:COUNT] (e.g. 'T4', 'A100-80GB:2', 'A100:40:2', 'any:2')";
+
+}  // namespace
+
+TEST_CASE("builtin catalog lists the types in order with their variants and limits") {
+  const Catalog& catalog = builtin();
+  CHECK(catalog.names() == std::vector<std::string>{"T4", "A10G", "L4", "A100", "L40S", "H100", "H200"});
+  struct Expected {
+    const char* name;
+    std::vector<int> memory;
+    int default_memory;
+    int max_count;
+  };
+  const std::vector<Expected> expected = {
+      {"T4", {16}, 16, 4},          {"A10G", {24}, 24, 4}, {"L4", {24}, 24, 8},      {"A100", {20, 40, 80}, 40, 8},
+      {"L40S", {48}, 48, 8},        {"H100", {80}, 80, 8}, {"H200", {141}, 141, 8},
+  };
+  REQUIRE(catalog.types().size() == expected.size());
+  for (std::size_t i = 0; i < expected.size(); ++i) {
+    const GpuType& type = catalog.types()[i];
+    CAPTURE(type.name);
+    CHECK(type.name == expected[i].name);
+    CHECK(type.memory_gb == expected[i].memory);
+    CHECK(type.default_memory_gb == expected[i].default_memory);
+    CHECK(type.max_count == expected[i].max_count);
+  }
+  CHECK(catalog.any_pool == std::vector<std::string>{"T4", "A10G"});
+}
+
+TEST_CASE("catalog find is case-insensitive and returns the canonical entry") {
+  const Catalog& catalog = builtin();
+  REQUIRE(catalog.find("a10g") != nullptr);
+  CHECK(catalog.find("a10g")->name == "A10G");
+  CHECK(catalog.find("l40s")->name == "L40S");
+  CHECK(catalog.find("H100")->name == "H100");
+  CHECK(catalog.find("A200") == nullptr);
+  CHECK(catalog.find("") == nullptr);
+  CHECK(catalog.find("A100-80GB") == nullptr);
+}
+
+TEST_CASE("catalog put replaces case-insensitively in place and appends new types") {
+  Catalog catalog = Catalog::builtin();
+  catalog.put(GpuType{"a100", {40, 80}, 80, 4});
+  CHECK(catalog.types().size() == 7);
+  CHECK(catalog.names() == std::vector<std::string>{"T4", "A10G", "L4", "a100", "L40S", "H100", "H200"});
+  REQUIRE(catalog.find("A100") != nullptr);
+  CHECK(catalog.find("A100")->memory_gb == std::vector<int>{40, 80});
+  CHECK(catalog.find("A100")->default_memory_gb == 80);
+  CHECK(catalog.find("A100")->max_count == 4);
+
+  catalog.put(GpuType{"RTX4090", {24}, 24, 2});
+  CHECK(catalog.names().back() == "RTX4090");
+  CHECK(catalog.find("rtx4090")->max_count == 2);
+}
+
+TEST_CASE("parse_gpu_choice: any and any:N") {
+  CHECK(parsed("any") == any_of());
+  CHECK(parsed("ANY") == any_of());
+  CHECK(parsed("any:2") == any_of(2));
+  CHECK(parsed("Any:4") == any_of(4));
+  CHECK(parsed("  any:1  ") == any_of(1));
+}
+
+TEST_CASE("parse_gpu_choice: type and type:count") {
+  CHECK(parsed("T4") == concrete("T4"));
+  CHECK(parsed("t4") == concrete("T4"));
+  CHECK(parsed("A10G:4") == concrete("A10G", std::nullopt, 4));
+  CHECK(parsed("a10g:4") == concrete("A10G", std::nullopt, 4));
+  CHECK(parsed("L4:8") == concrete("L4", std::nullopt, 8));
+  CHECK(parsed("l40s:3") == concrete("L40S", std::nullopt, 3));
+  CHECK(parsed("H100:8") == concrete("H100", std::nullopt, 8));
+  CHECK(parsed("A100:8") == concrete("A100", std::nullopt, 8));
+  CHECK(parsed("A100:1") == concrete("A100", std::nullopt, 1));
+  CHECK(parsed("T4:4") == concrete("T4", std::nullopt, 4));
+  CHECK(parsed("T4:04") == concrete("T4", std::nullopt, 4));
+}
+
+TEST_CASE("parse_gpu_choice: memory in the name (TYPE-NNGB)") {
+  CHECK(parsed("A100-20GB") == concrete("A100", 20));
+  CHECK(parsed("A100-40GB") == concrete("A100", 40));
+  CHECK(parsed("A100-80GB:2") == concrete("A100", 80, 2));
+  CHECK(parsed("a100-80gb:2") == concrete("A100", 80, 2));
+  CHECK(parsed("A100-80") == concrete("A100", 80));
+  CHECK(parsed("T4-16GB") == concrete("T4", 16));
+  CHECK(parsed("H200-141GB:8") == concrete("H200", 141, 8));
+  // After a memory size in the name, a bare number is always a count.
+  CHECK(parsed("A100-40GB:8") == concrete("A100", 40, 8));
+}
+
+TEST_CASE("parse_gpu_choice: memory after ':' (TYPE:MEM, TYPE:MEMGB, TYPE:MEM:COUNT)") {
+  CHECK(parsed("A100:40") == concrete("A100", 40));
+  CHECK(parsed("A100:40GB") == concrete("A100", 40));
+  CHECK(parsed("A100:40gb") == concrete("A100", 40));
+  CHECK(parsed("A100:20") == concrete("A100", 20));
+  CHECK(parsed("A100:80") == concrete("A100", 80));
+  CHECK(parsed("A100:40:2") == concrete("A100", 40, 2));
+  CHECK(parsed("A100:40GB:2") == concrete("A100", 40, 2));
+  CHECK(parsed("a100:80gb:8") == concrete("A100", 80, 8));
+  // A bare number is a memory size when the type has that size, else a count.
+  CHECK(parsed("T4:16") == concrete("T4", 16));
+  CHECK(parsed("H200:141") == concrete("H200", 141));
+  CHECK(parsed("H100:80") == concrete("H100", 80));
+  // The GB form is a memory size even for a single-variant type, and checked as one.
+  CHECK(parsed("T4:16GB:4") == concrete("T4", 16, 4));
+}
+
+TEST_CASE("parse_gpu_choice trims whitespace around the spec and its fields") {
+  CHECK(parsed("  A100:40:2 \t") == concrete("A100", 40, 2));
+  CHECK(parsed("\nT4\r\n") == concrete("T4"));
+  CHECK(parsed("A100 : 40 : 2") == concrete("A100", 40, 2));
+  CHECK(parsed("A100:40 GB") == concrete("A100", 40));
+}
+
+TEST_CASE("parse_gpu_choice errors say what is allowed") {
+  SUBCASE("count above the type's limit") {
+    CHECK(choice_error("A10G-24GB:8") == "A10G supports at most 4 GPUs per function (asked 8)");
+    CHECK(choice_error("A10G:24:8") == "A10G supports at most 4 GPUs per function (asked 8)");
+    CHECK(choice_error("A100-80GB:9") == "A100 supports at most 8 GPUs per function (asked 9)");
+    CHECK(choice_error("T4:16GB:5") == "T4 supports at most 4 GPUs per function (asked 5)");
+    CHECK(choice_error("any:8") == "any supports at most 4 GPUs per function (asked 8)");
+  }
+  SUBCASE("memory that is not a variant of the type") {
+    CHECK(choice_error("A100-60GB") == "A100 comes with 20, 40 or 80 GB (asked 60)");
+    CHECK(choice_error("A100:60GB") == "A100 comes with 20, 40 or 80 GB (asked 60)");
+    CHECK(choice_error("A100:60:2") == "A100 comes with 20, 40 or 80 GB (asked 60)");
+    CHECK(choice_error("A100:60GB:2") == "A100 comes with 20, 40 or 80 GB (asked 60)");
+    CHECK(choice_error("T4-32GB") == "T4 comes with 16 GB (asked 32)");
+    CHECK(choice_error("T4:32GB") == "T4 comes with 16 GB (asked 32)");
+    CHECK(choice_error("A100:-40GB") == "A100 comes with 20, 40 or 80 GB (asked -40)");
+  }
+  SUBCASE("a bare number that is neither a memory size nor an allowed count") {
+    CHECK(choice_error("A100:60") == "A100:60: 60 is neither a memory size of A100 (20, 40 or 80 GB) nor a GPU count it allows (1 to 8)");
+    CHECK(choice_error("A10G:8") == "A10G:8: 8 is neither a memory size of A10G (24 GB) nor a GPU count it allows (1 to 4)");
+    CHECK(choice_error("t4:32") == "t4:32: 32 is neither a memory size of T4 (16 GB) nor a GPU count it allows (1 to 4)");
+    CHECK(choice_error(" H100:9 ") == "H100:9: 9 is neither a memory size of H100 (80 GB) nor a GPU count it allows (1 to 8)");
+  }
+  SUBCASE("count zero or negative") {
+    CHECK(choice_error("A100:0") == "GPU count must be at least 1 (asked 0)");
+    CHECK(choice_error("A100:-1") == "GPU count must be at least 1 (asked -1)");
+    CHECK(choice_error("A100-80GB:0") == "GPU count must be at least 1 (asked 0)");
+    CHECK(choice_error("A100:40:0") == "GPU count must be at least 1 (asked 0)");
+    CHECK(choice_error("A100:40:-3") == "GPU count must be at least 1 (asked -3)");
+    CHECK(choice_error("any:0") == "GPU count must be at least 1 (asked 0)");
+    CHECK(choice_error("any:-2") == "GPU count must be at least 1 (asked -2)");
+  }
+  SUBCASE("unknown types, with or without a suggestion") {
+    CHECK(choice_error("A200") == "unknown GPU type 'A200' (did you mean 'A100'?)");
+    CHECK(choice_error("A200:2") == "unknown GPU type 'A200' (did you mean 'A100'?)");
+    CHECK(choice_error("A200-80GB") == "unknown GPU type 'A200' (did you mean 'A100'?)");
+    CHECK(choice_error("h10") == "unknown GPU type 'h10' (did you mean 'H100'?)");
+    CHECK(choice_error("ani") == "unknown GPU type 'ani' (did you mean 'any'?)");
+    CHECK(choice_error("X") == "unknown GPU type 'X'; known types: T4, A10G, L4, A100, L40S, H100, H200");
+    CHECK(choice_error("Quadro") == "unknown GPU type 'Quadro'; known types: T4, A10G, L4, A100, L40S, H100, H200");
+    CHECK(choice_error("A100 80GB") == "unknown GPU type 'A100 80GB'; known types: T4, A10G, L4, A100, L40S, H100, H200");
+    CHECK(choice_error("none") == "unknown GPU type 'none'; known types: T4, A10G, L4, A100, L40S, H100, H200");
+  }
+  SUBCASE("'any' with a memory size") {
+    CHECK(choice_error("any:40GB") == "'any' takes no memory size (asked 40 GB); name a GPU type instead");
+    CHECK(choice_error("any-40GB") == "'any' takes no memory size (asked 40 GB); name a GPU type instead");
+    CHECK(choice_error("any:40:2") == "'any' takes no memory size (asked 40 GB); name a GPU type instead");
+  }
+  SUBCASE("malformed specs") {
+    CHECK(choice_error("") == "empty GPU spec; " + kForms);
+    CHECK(choice_error(" \t ") == "empty GPU spec; " + kForms);
+    CHECK(choice_error("A100-40GB:40GB") == "invalid GPU spec 'A100-40GB:40GB': the memory size is given twice; " + kForms);
+    CHECK(choice_error("A100-40GB:40:2") == "invalid GPU spec 'A100-40GB:40:2': the memory size is given twice; " + kForms);
+    CHECK(choice_error("A100:40:2GB") == "invalid GPU spec 'A100:40:2GB': '2GB' is not a GPU count; " + kForms);
+    CHECK(choice_error("A100:40:2:1") == "invalid GPU spec 'A100:40:2:1': too many ':' fields; " + kForms);
+    CHECK(choice_error("A100:") == "invalid GPU spec 'A100:': a field after ':' is empty; " + kForms);
+    CHECK(choice_error("A100::2") == "invalid GPU spec 'A100::2': a field after ':' is empty; " + kForms);
+    CHECK(choice_error(":4") == "invalid GPU spec ':4': the GPU type is missing; " + kForms);
+    CHECK(choice_error("A100:abc") == "invalid GPU spec 'A100:abc': 'abc' is not a number; " + kForms);
+    CHECK(choice_error("A100:4x") == "invalid GPU spec 'A100:4x': '4x' is not a number; " + kForms);
+    CHECK(choice_error("A100:+2") == "invalid GPU spec 'A100:+2': '+2' is not a number; " + kForms);
+    CHECK(choice_error("A100:GB") == "invalid GPU spec 'A100:GB': 'GB' is not a number; " + kForms);
+    CHECK(choice_error("A100:99999999999") == "invalid GPU spec 'A100:99999999999': '99999999999' is out of range; " + kForms);
+    CHECK(choice_error("A100-xyz") == "invalid GPU spec 'A100-xyz': 'xyz' after '-' is not a memory size like '40GB'; " + kForms);
+    CHECK(choice_error("A100-") == "invalid GPU spec 'A100-': the memory size after '-' is missing; " + kForms);
+  }
+}
+
+TEST_CASE("make_gpu_choice applies the same checks as the string form") {
+  auto made = [](std::string_view type, std::optional<int> memory_gb, std::optional<int> count) {
+    auto result = make_gpu_choice(type, memory_gb, count, builtin());
+    REQUIRE_MESSAGE(result.ok(), (result.ok() ? std::string() : result.error().message));
+    return *result;
+  };
+  CHECK(made("A100", 40, 2) == concrete("A100", 40, 2));
+  CHECK(made("a100", std::nullopt, std::nullopt) == concrete("A100"));
+  CHECK(made("H100", std::nullopt, 8) == concrete("H100", std::nullopt, 8));
+  CHECK(made("T4", 16, std::nullopt) == concrete("T4", 16));
+  CHECK(made(" A10G ", std::nullopt, 4) == concrete("A10G", std::nullopt, 4));
+  CHECK(made("A100-80GB", std::nullopt, 2) == concrete("A100", 80, 2));
+  CHECK(made("any", std::nullopt, 2) == any_of(2));
+  CHECK(made("ANY", std::nullopt, std::nullopt) == any_of());
+
+  CHECK(make_error_text("A10G", std::nullopt, 8) == "A10G supports at most 4 GPUs per function (asked 8)");
+  CHECK(make_error_text("A100", 60, std::nullopt) == "A100 comes with 20, 40 or 80 GB (asked 60)");
+  CHECK(make_error_text("T4", 32, 1) == "T4 comes with 16 GB (asked 32)");
+  CHECK(make_error_text("A100", 0, 1) == "A100 comes with 20, 40 or 80 GB (asked 0)");
+  CHECK(make_error_text("A100", std::nullopt, 0) == "GPU count must be at least 1 (asked 0)");
+  CHECK(make_error_text("A100", 40, -1) == "GPU count must be at least 1 (asked -1)");
+  CHECK(make_error_text("A200", std::nullopt, 1) == "unknown GPU type 'A200' (did you mean 'A100'?)");
+  CHECK(make_error_text("X", std::nullopt, 1) == "unknown GPU type 'X'; known types: T4, A10G, L4, A100, L40S, H100, H200");
+  CHECK(make_error_text("", 40, 1) == "the GPU type is empty; known types: T4, A10G, L4, A100, L40S, H100, H200");
+  CHECK(make_error_text("any", 40, 1) == "'any' takes no memory size (asked 40 GB); name a GPU type instead");
+  CHECK(make_error_text("any", std::nullopt, 5) == "any supports at most 4 GPUs per function (asked 5)");
+  CHECK(make_error_text("A100-40GB", 80, 1) ==
+        "GPU type 'A100-40GB' already names a memory size; leave out the separate memory (80 GB) or write the type without '-40GB'");
+  CHECK(make_error_text("A100:40", std::nullopt, 1) == "unknown GPU type 'A100:40'; known types: T4, A10G, L4, A100, L40S, H100, H200");
+}
+
+TEST_CASE("parse_gpu_request: none, a single spec or a fallback list") {
+  auto request = [](std::string_view text) {
+    auto result = parse_gpu_request(text, builtin());
+    REQUIRE_MESSAGE(result.ok(), (result.ok() ? std::string() : result.error().message));
+    return *result;
+  };
+  CHECK(request("none").cpu_only());
+  CHECK(request(" NONE ").cpu_only());
+  CHECK(request("A100:40:2").alternatives == std::vector<GpuChoice>{concrete("A100", 40, 2)});
+  CHECK(request("H100,A100-80GB,any").alternatives ==
+        std::vector<GpuChoice>{concrete("H100"), concrete("A100", 80), any_of()});
+  CHECK(request(" h100:2 , a100:80:2 , any:2 ").alternatives ==
+        std::vector<GpuChoice>{concrete("H100", std::nullopt, 2), concrete("A100", 80, 2), any_of(2)});
+  CHECK_FALSE(request("T4").cpu_only());
+
+  CHECK(request_error("") ==
+        "empty GPU request; write 'none' for CPU only, a GPU spec such as 'A100-80GB:2' or a fallback list such as 'H100,A100-80GB,any'");
+  CHECK(request_error("  ") ==
+        "empty GPU request; write 'none' for CPU only, a GPU spec such as 'A100-80GB:2' or a fallback list such as 'H100,A100-80GB,any'");
+  CHECK(request_error("H100,,any") ==
+        "invalid GPU request 'H100,,any': entry 2 of the fallback list is empty; write a list such as 'H100,A100-80GB,any'");
+  CHECK(request_error("H100,") ==
+        "invalid GPU request 'H100,': entry 2 of the fallback list is empty; write a list such as 'H100,A100-80GB,any'");
+  CHECK(request_error("none,T4") ==
+        "invalid GPU request 'none,T4': 'none' cannot be combined with GPU types; write 'none' alone for CPU only");
+  CHECK(request_error("H100,A10G:8") ==
+        "A10G:8: 8 is neither a memory size of A10G (24 GB) nor a GPU count it allows (1 to 4)");
+  CHECK(request_error("H100,A200") == "unknown GPU type 'A200' (did you mean 'A100'?)");
+}
+
+TEST_CASE("expand turns any into the catalog's any pool and keeps concrete choices") {
+  CHECK(expand(any_of(), builtin()) == std::vector<GpuChoice>{concrete("T4"), concrete("A10G")});
+  CHECK(expand(any_of(2), builtin()) ==
+        std::vector<GpuChoice>{concrete("T4", std::nullopt, 2), concrete("A10G", std::nullopt, 2)});
+  CHECK(expand(concrete("A100", 80, 2), builtin()) == std::vector<GpuChoice>{concrete("A100", 80, 2)});
+  CHECK(expand(concrete("H100"), builtin()) == std::vector<GpuChoice>{concrete("H100")});
+
+  Catalog custom = Catalog::builtin();
+  custom.any_pool = {"l4", "T4", "Unknown", "H100"};
+  CHECK(expand(any_of(), custom) == std::vector<GpuChoice>{concrete("L4"), concrete("T4"), concrete("H100")});
+  // Pool entries that allow fewer GPUs than asked are left out.
+  CHECK(expand(any_of(8), custom) == std::vector<GpuChoice>{concrete("L4", std::nullopt, 8), concrete("H100", std::nullopt, 8)});
+  // The custom pool's most per function governs any:N.
+  CHECK(parsed("any:8", custom) == any_of(8));
+  CHECK(choice_error("any:9", custom) == "any supports at most 8 GPUs per function (asked 9)");
+
+  Catalog empty_pool = Catalog::builtin();
+  empty_pool.any_pool.clear();
+  CHECK(expand(any_of(), empty_pool).empty());
+  CHECK(choice_error("any", empty_pool) == "'any' is not available: the GPU catalog's any pool is empty; name a GPU type instead");
+}
+
+TEST_CASE("satisfies: same type, an equal or larger memory variant, and enough GPUs") {
+  const Catalog& catalog = builtin();
+  const GpuSlot a100_20{"A100", 20, 8};
+  const GpuSlot a100_40{"A100", 40, 8};
+  const GpuSlot a100_80{"A100", 80, 2};
+
+  // No memory asked: the default (40 GB) or larger.
+  CHECK(satisfies(a100_40, concrete("A100"), catalog));
+  CHECK(satisfies(a100_80, concrete("A100"), catalog));
+  CHECK_FALSE(satisfies(a100_20, concrete("A100"), catalog));
+  // Memory asked: that size or larger, never smaller.
+  CHECK(satisfies(a100_20, concrete("A100", 20), catalog));
+  CHECK(satisfies(a100_40, concrete("A100", 20), catalog));
+  CHECK(satisfies(a100_80, concrete("A100", 40), catalog));
+  CHECK_FALSE(satisfies(a100_40, concrete("A100", 80), catalog));
+  CHECK_FALSE(satisfies(a100_20, concrete("A100", 40), catalog));
+  // Count limits of the offer.
+  CHECK(satisfies(a100_80, concrete("A100", 80, 2), catalog));
+  CHECK_FALSE(satisfies(a100_80, concrete("A100", 80, 3), catalog));
+  CHECK(satisfies(a100_40, concrete("A100", std::nullopt, 8), catalog));
+  // Another type never satisfies, whatever its memory.
+  CHECK_FALSE(satisfies(GpuSlot{"H100", 80, 8}, concrete("A100"), catalog));
+  CHECK_FALSE(satisfies(GpuSlot{"H200", 141, 8}, concrete("H100"), catalog));
+  // any: one of its expansions.
+  CHECK(satisfies(GpuSlot{"T4", 16, 4}, any_of(2), catalog));
+  CHECK(satisfies(GpuSlot{"A10G", 24, 1}, any_of(), catalog));
+  CHECK_FALSE(satisfies(GpuSlot{"A10G", 24, 1}, any_of(2), catalog));
+  CHECK_FALSE(satisfies(GpuSlot{"H100", 80, 8}, any_of(), catalog));
+  // Works with parsed offers and choices.
+  CHECK(satisfies(offer("A100-80GB:8"), parsed("a100:40:4"), catalog));
+  CHECK_FALSE(satisfies(offer("A100:2"), parsed("A100-80GB"), catalog));
+}
+
+TEST_CASE("effective_memory_gb is the asked size or the type's default") {
+  const Catalog& catalog = builtin();
+  CHECK(effective_memory_gb(concrete("A100"), catalog) == 40);
+  CHECK(effective_memory_gb(concrete("A100", 80), catalog) == 80);
+  CHECK(effective_memory_gb(concrete("A100", 20, 2), catalog) == 20);
+  CHECK(effective_memory_gb(concrete("T4"), catalog) == 16);
+  CHECK(effective_memory_gb(concrete("H200"), catalog) == 141);
+  CHECK(effective_memory_gb(any_of(), catalog) == 0);
+  CHECK(effective_memory_gb(concrete("Unknown"), catalog) == 0);
+}
+
+TEST_CASE("parse_offer: concrete types with the most per function") {
+  CHECK(offer("T4:4") == GpuSlot{"T4", 16, 4});
+  CHECK(offer("t4") == GpuSlot{"T4", 16, 1});
+  CHECK(offer("A100-40GB:2") == GpuSlot{"A100", 40, 2});
+  CHECK(offer("A100-80GB") == GpuSlot{"A100", 80, 1});
+  CHECK(offer("A100:80:8") == GpuSlot{"A100", 80, 8});
+  CHECK(offer("A100:8") == GpuSlot{"A100", 40, 8});
+  CHECK(offer("a100:20") == GpuSlot{"A100", 20, 1});
+  CHECK(offer(" H200:141GB:8 ") == GpuSlot{"H200", 141, 8});
+
+  CHECK(offer_error("any") == "a cloud offers concrete GPU types, not 'any'");
+  CHECK(offer_error("ANY:2") == "a cloud offers concrete GPU types, not 'any'");
+  CHECK(offer_error("any-40GB") == "a cloud offers concrete GPU types, not 'any'");
+  CHECK(offer_error("any:99") == "a cloud offers concrete GPU types, not 'any'");
+  CHECK(offer_error("A10G-24GB:8") == "A10G supports at most 4 GPUs per function (asked 8)");
+  CHECK(offer_error("A100-60GB") == "A100 comes with 20, 40 or 80 GB (asked 60)");
+  CHECK(offer_error("A100:0") == "GPU count must be at least 1 (asked 0)");
+  CHECK(offer_error("A200:8") == "unknown GPU type 'A200' (did you mean 'A100'?)");
+  // No 'any' suggestion in an offer.
+  CHECK(offer_error("ani") == "unknown GPU type 'ani'; known types: T4, A10G, L4, A100, L40S, H100, H200");
+  CHECK(offer_error("") == "empty GPU spec; " + kForms);
+}
+
+TEST_CASE("to_string writes canonical choices") {
+  CHECK(to_string(any_of()) == "any");
+  CHECK(to_string(any_of(2)) == "any:2");
+  CHECK(to_string(concrete("T4")) == "T4");
+  CHECK(to_string(concrete("A10G", std::nullopt, 4)) == "A10G:4");
+  CHECK(to_string(concrete("A100", 40)) == "A100-40GB");
+  CHECK(to_string(concrete("A100", 80, 2)) == "A100-80GB:2");
+  CHECK(to_string(concrete("T4", 16)) == "T4-16GB");
+
+  CHECK(to_string(parsed("a100:40")) == "A100-40GB");
+  CHECK(to_string(parsed("A100:40:2")) == "A100-40GB:2");
+  CHECK(to_string(parsed("a100:40gb:2")) == "A100-40GB:2");
+  CHECK(to_string(parsed("A100:2")) == "A100:2");
+  CHECK(to_string(parsed("any:1")) == "any");
+  CHECK(to_string(parsed("T4:1")) == "T4");
+  CHECK(to_string(parsed(" h100 : 8 ")) == "H100:8");
+
+  for (const char* canonical : {"any", "any:2", "T4", "A10G:4", "A100-40GB", "A100-80GB:2", "A100:8", "H200", "L40S:3"}) {
+    CAPTURE(canonical);
+    CHECK(to_string(parsed(canonical)) == canonical);
+  }
+}
+
+TEST_CASE("to_string writes slots with the memory of multi-variant types") {
+  CHECK(to_string(GpuSlot{"A100", 40, 1}) == "A100-40GB");
+  CHECK(to_string(GpuSlot{"A100", 40, 2}) == "A100-40GB:2");
+  CHECK(to_string(GpuSlot{"T4", 16, 4}) == "T4:4");
+  CHECK(to_string(GpuSlot{"T4", 16, 1}) == "T4");
+  CHECK(to_string(GpuSlot{"H100", 80, 1}, true) == "H100:1");
+  CHECK(to_string(GpuSlot{"A100", 80, 1}, true) == "A100-80GB:1");
+
+  Catalog custom = Catalog::builtin();
+  custom.put(GpuType{"H100", {80, 94}, 80, 8});
+  custom.put(GpuType{"RTX4090", {24}, 24, 2});
+  CHECK(to_string(GpuSlot{"H100", 94, 2}, custom) == "H100-94GB:2");
+  CHECK(to_string(GpuSlot{"RTX4090", 24, 2}, custom) == "RTX4090:2");
+  CHECK(to_string(GpuSlot{"A100", 20, 1}, custom, true) == "A100-20GB:1");
+  // Types the catalog lacks show their memory.
+  CHECK(to_string(GpuSlot{"Mystery", 12, 1}) == "Mystery-12GB");
+}
+
+TEST_CASE("offers round-trip through to_string for every type, variant and count") {
+  const Catalog& catalog = builtin();
+  int checked = 0;
+  for (const GpuType& type : catalog.types()) {
+    for (int memory : type.memory_gb) {
+      for (int count = 1; count <= type.max_count; ++count) {
+        const GpuSlot slot{type.name, memory, count};
+        for (bool always_count : {false, true}) {
+          const std::string text = to_string(slot, always_count);
+          CAPTURE(text);
+          CHECK(offer(text) == slot);
+          ++checked;
+        }
+        // A choice naming that variant explicitly round-trips too and is satisfied by the slot.
+        const GpuChoice choice = concrete(type.name, memory, count);
+        CHECK(parsed(to_string(choice)) == choice);
+        CHECK(satisfies(slot, choice, catalog));
+      }
+    }
+  }
+  CHECK(checked == 2 * (4 + 4 + 8 + 3 * 8 + 8 + 8 + 8));
+}
+
+TEST_CASE("custom catalogs drive parsing") {
+  Catalog custom = Catalog::builtin();
+  custom.put(GpuType{"RTX-4090", {24}, 24, 2});
+  custom.put(GpuType{"MI300X", {192}, 192, 8});
+  CHECK(parsed("rtx-4090:2", custom) == concrete("RTX-4090", std::nullopt, 2));
+  CHECK(parsed("RTX-4090-24GB", custom) == concrete("RTX-4090", 24));
+  CHECK(parsed("mi300x:192:4", custom) == concrete("MI300X", 192, 4));
+  CHECK(choice_error("RTX-4090:3", custom) ==
+        "RTX-4090:3: 3 is neither a memory size of RTX-4090 (24 GB) nor a GPU count it allows (1 to 2)");
+  CHECK(choice_error("X", custom) ==
+        "unknown GPU type 'X'; known types: T4, A10G, L4, A100, L40S, H100, H200, RTX-4090, MI300X");
+  CHECK(choice_error("MI300", custom) == "unknown GPU type 'MI300' (did you mean 'MI300X'?)");
+
+  custom.put(GpuType{"Solo", {8}, 8, 1});
+  CHECK(choice_error("Solo:2", custom) == "Solo:2: 2 is neither a memory size of Solo (8 GB) nor a GPU count it allows (only 1)");
+  CHECK(choice_error("Solo-8GB:2", custom) == "Solo supports at most 1 GPU per function (asked 2)");
+  CHECK(parsed("solo:8", custom) == concrete("Solo", 8));
+}
+
+TEST_CASE("junk never crashes the parsers and accepted specs round-trip") {
+  const Catalog& catalog = builtin();
+  constexpr char kAlphabet[] = "aAnyTt4A10GgBb2-:, 0123456789HhLlSs\t\x00\xff-:";
+  const std::string alphabet(kAlphabet, sizeof(kAlphabet) - 1);  // keeps the NUL byte
+  std::mt19937 rng(20261124);
+  std::uniform_int_distribution<std::size_t> length(0, 16);
+  std::uniform_int_distribution<std::size_t> pick(0, alphabet.size() - 1);
+  const std::vector<std::string> seeds = {"A100", "any", "T4", "A10G", "H100", "A100-80GB", "A100:40"};
+  std::uniform_int_distribution<std::size_t> seed_pick(0, seeds.size() - 1);
+  int accepted = 0;
+  int rejected = 0;
+  for (int i = 0; i < 20000; ++i) {
+    std::string text = (i % 2 == 0) ? seeds[seed_pick(rng)] : std::string();
+    const std::size_t extra = length(rng);
+    for (std::size_t j = 0; j < extra; ++j) text += alphabet[pick(rng)];
+    CAPTURE(text);
+    const auto choice = parse_gpu_choice(text, catalog);
+    if (choice) {
+      ++accepted;
+      const auto again = parse_gpu_choice(to_string(*choice), catalog);
+      REQUIRE(again.ok());
+      CHECK(*again == *choice);
+    } else {
+      ++rejected;
+      CHECK(choice.error().code == ExitCode::usage);
+      CHECK_FALSE(choice.error().message.empty());
+    }
+    const auto request = parse_gpu_request(text, catalog);
+    if (!request) CHECK(request.error().code == ExitCode::usage);
+    const auto slot = parse_offer(text, catalog);
+    if (!slot) CHECK(slot.error().code == ExitCode::usage);
+  }
+  CHECK(accepted > 0);
+  CHECK(rejected > 0);
+
+  for (const std::string& text : std::vector<std::string>{":", "::", ":::", "-", "--", "-GB", "GB", ":GB", "A100--40GB", "A100-40GB-80GB", "any::",
+                                 ",", ",,", "-1", std::string("A100\0:2", 7), "\xff\xfe", "A100:4294967296",
+                                 "A100:-", "A100:-GB", "A100:--1"}) {
+    CAPTURE(text);
+    const auto choice = parse_gpu_choice(text, catalog);
+    REQUIRE_FALSE(choice.ok());
+    CHECK(choice.error().code == ExitCode::usage);
+  }
+}
+
+TEST_CASE("parsing 10,000 specs is fast") {
+  const Catalog& catalog = builtin();
+  const std::vector<std::string> specs = {"A100:40:2", "h100:8", "any:2", "T4", "A100-80GB:4", "L40S:2", "A10G:4", "H200-141GB"};
+  const auto start = std::chrono::steady_clock::now();
+  int total_count = 0;
+  for (int i = 0; i < 10000; ++i) {
+    const auto choice = parse_gpu_choice(specs[static_cast<std::size_t>(i) % specs.size()], catalog);
+    REQUIRE(choice.ok());
+    total_count += choice->count;
+  }
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  CHECK(total_count == 1250 * (2 + 8 + 2 + 1 + 4 + 2 + 4 + 1));
+  CHECK(elapsed < std::chrono::seconds(2));
+}
