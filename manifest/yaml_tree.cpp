@@ -1,11 +1,15 @@
 #include "manifest/yaml_tree.hpp"
 
+#include <algorithm>
+#include <cstdlib>
 #include <fmt/format.h>
-#include <map>
 #include <sstream>
+#include <unordered_map>
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/exceptions.h>
 #include <yaml-cpp/parser.h>
+
+#include "manifest/checker.hpp"
 
 namespace gpurun::manifest {
 
@@ -76,22 +80,61 @@ class TreeBuilder : public YAML::EventHandler {
   }
 
   void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor, YAML::EmitterStyle::value) override {
-    open_.push_back(Open{make(YamlNode::Kind::sequence, mark), anchor, false, {}});
+    open_.push_back(open_node(make(YamlNode::Kind::sequence, mark), anchor));
   }
   void OnSequenceEnd() override { close(); }
 
   void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor, YAML::EmitterStyle::value) override {
-    open_.push_back(Open{make(YamlNode::Kind::map, mark), anchor, false, {}});
+    open_.push_back(open_node(make(YamlNode::Kind::map, mark), anchor));
   }
   void OnMapEnd() override { close(); }
 
  private:
   struct Open {
     YamlNode node;
-    YAML::anchor_t anchor;
-    bool have_key;
+    YAML::anchor_t anchor = 0;
+    bool have_key = false;
     YamlNode key;
+    // Key -> entry index, kept once a map grows large so that big maps stay linear to build.
+    std::unordered_map<std::string, std::size_t> index;
   };
+
+  static constexpr std::size_t index_from = 16;
+
+  static Open open_node(YamlNode node, YAML::anchor_t anchor) {
+    Open open;
+    open.node = std::move(node);
+    open.anchor = anchor;
+    return open;
+  }
+
+  // The entry of `open`'s map with key `key`, or nullptr.
+  static std::pair<YamlNode, YamlNode>* find_entry(Open& open, const std::string& key) {
+    auto& entries = open.node.entries;
+    if (entries.size() < index_from) {
+      for (auto& entry : entries) {
+        if (entry.first.value == key) return &entry;
+      }
+      return nullptr;
+    }
+    for (std::size_t i = open.index.size(); i < entries.size(); ++i) open.index.emplace(entries[i].first.value, i);
+    const auto it = open.index.find(key);
+    return it == open.index.end() ? nullptr : &entries[it->second];
+  }
+
+  // The key path of the value being built, plus `key`: "functions.train.gpu".
+  std::string current_path(std::string_view key) const {
+    std::string path;
+    for (std::size_t i = 0; i + 1 < open_.size(); ++i) {
+      const Open& o = open_[i];
+      if (o.node.kind == YamlNode::Kind::sequence) {
+        path += fmt::format("[{}]", o.node.items.size());
+      } else if (o.have_key) {
+        path = join_path(path, o.key.value);
+      }
+    }
+    return key.empty() ? path : join_path(path, key);
+  }
 
   static YamlNode make(YamlNode::Kind kind, const YAML::Mark& mark) {
     YamlNode node;
@@ -123,58 +166,60 @@ class TreeBuilder : public YAML::EventHandler {
       parent.have_key = true;
       return;
     }
+    YamlNode key = std::move(parent.key);
     parent.have_key = false;
-    add_entry(parent.node, std::move(parent.key), std::move(node));
+    add_entry(parent, std::move(key), std::move(node));
   }
 
-  void add_entry(YamlNode& map, YamlNode key, YamlNode value) {
+  void add_entry(Open& map, YamlNode key, YamlNode value) {
     if (key.kind != YamlNode::Kind::scalar) {
-      errors_.push_back({file_, key.line, key.column, "", "keys must be plain strings"});
+      errors_.push_back({file_, key.line, key.column, current_path(""),
+                         "keys must be plain strings (not lists, mappings or null); quote the key"});
       return;
     }
     if (key.value == "<<" && !key.quoted) {
       merge(map, value);
       return;
     }
-    for (auto& [existing, existing_value] : map.entries) {
-      if (existing.value == key.value) {
-        if (existing.line < 0) {  // came from a merge: an explicit key overrides it
-          existing = std::move(key);
-          existing_value = std::move(value);
-          return;
-        }
-        errors_.push_back({file_, key.line, key.column, "",
-                           fmt::format("duplicate key '{}' (first defined at line {}, column {}); remove one of them",
-                                       key.value, existing.line, existing.column)});
+    if (auto* existing = find_entry(map, key.value)) {
+      if (existing->first.line < 0) {  // came from a merge: an explicit key overrides it
+        existing->first = std::move(key);
+        existing->second = std::move(value);
         return;
       }
+      errors_.push_back({file_, key.line, key.column, current_path(key.value),
+                         fmt::format("duplicate key '{}' (first defined at line {}, column {}); remove one of them",
+                                     key.value, existing->first.line, existing->first.column)});
+      return;
     }
-    map.entries.emplace_back(std::move(key), std::move(value));
+    map.node.entries.emplace_back(std::move(key), std::move(value));
   }
 
-  // `<<: *base` or `<<: [*a, *b]`: entries not already present are added, marked as merged.
-  void merge(YamlNode& map, const YamlNode& source) {
+  // `<<: *base` or `<<: [*a, *b]`: entries not already present are added, marked as merged
+  // (negative line) so that an explicit key later in the map overrides them.
+  void merge(Open& map, const YamlNode& source) {
     if (source.kind == YamlNode::Kind::sequence) {
       for (const auto& item : source.items) merge(map, item);
       return;
     }
     if (source.kind != YamlNode::Kind::map) {
-      errors_.push_back({file_, source.line, source.column, "", "a merge key '<<' needs a mapping or a list of mappings"});
+      errors_.push_back({file_, source.line, source.column, current_path("<<"),
+                         fmt::format("a merge key '<<' needs a mapping or a list of mappings (an alias like *base), got {}",
+                                     source.describe())});
       return;
     }
     for (const auto& [k, v] : source.entries) {
-      if (map.find(k.value) != nullptr) continue;
+      if (find_entry(map, k.value) != nullptr) continue;
       YamlNode key = k;
-      key.line = -k.line;
-      if (key.line == 0) key.line = -1;
-      map.entries.emplace_back(std::move(key), v);
+      key.line = k.line == 0 ? -1 : -std::abs(k.line);
+      map.node.entries.emplace_back(std::move(key), v);
     }
   }
 
   std::string file_;
   std::vector<util::Diagnostic>& errors_;
   std::vector<Open> open_;
-  std::map<YAML::anchor_t, YamlNode> anchors_;
+  std::unordered_map<YAML::anchor_t, YamlNode> anchors_;
   YamlNode root_;
   int documents_ = 0;
 };
@@ -200,7 +245,8 @@ YamlDocument parse_yaml(std::string_view text, const std::string& file) {
       doc.errors.push_back({file, 1, 1, "", "the file holds more than one YAML document ('---'); keep one"});
     }
   } catch (const YAML::Exception& e) {
-    doc.errors.push_back({file, e.mark.line + 1, e.mark.column + 1, "", fmt::format("invalid YAML: {}", e.msg)});
+    doc.errors.push_back({file, std::max(e.mark.line, 0) + 1, std::max(e.mark.column, 0) + 1, "",
+                          fmt::format("invalid YAML: {}", e.msg)});
     return doc;
   }
   doc.root = builder.take_root();
