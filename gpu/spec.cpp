@@ -185,8 +185,8 @@ util::Result<GpuChoice> parse_choice(std::string_view input, const Catalog& cata
       const GpuType& type = *head->type;
       if (has_memory(type, field.value)) {
         memory_gb = field.value;
-      } else if (field.value <= type.max_count) {
-        count = field.value;  // below 1 is reported as a bad count
+      } else if (field.value <= type.max_count || field.value < type.memory_gb.front()) {
+        count = field.value;  // below 1 and above the type's limit are reported as bad counts
       } else {
         return usage(fmt::format("{}: {} is neither a memory size of {} ({}) nor a GPU count it allows ({})", text,
                                  field.value, type.name, memory_list(type), count_range(type)));
