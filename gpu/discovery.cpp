@@ -154,8 +154,10 @@ std::optional<std::vector<LocalDevice>> discover_nvml(const std::string& path, s
   dlerror();
   Library library(path);
   if (!library.loaded()) {
-    const char* why = dlerror();
-    notes.push_back("NVML: cannot load " + path + ": " + (why != nullptr ? why : "unknown error"));
+    const char* error = dlerror();
+    std::string_view why = error != nullptr ? error : "unknown error";
+    if (why.substr(0, path.size() + 2) == path + ": ") why.remove_prefix(path.size() + 2);
+    notes.push_back("NVML: cannot load " + path + ": " + std::string(why));
     return std::nullopt;
   }
   auto init = library.symbol<NvmlInitFn>("nvmlInit_v2");
@@ -371,7 +373,7 @@ std::vector<std::string> map_devices(std::vector<LocalDevice>& devices) {
     const std::string memory = device.memory_bytes > 0 ? ", " + format_gib(device.memory_bytes) : "";
     const NameEntry* entry = find_name(device.name);
     const std::string why = entry == nullptr      ? "is not a GPU type of the catalog"
-                            : device.memory_bytes == 0 ? "reports no memory size to pick a " + std::string(entry->type) + " variant by"
+                            : device.memory_bytes == 0 ? "reports no memory size to pick its " + std::string(entry->type) + " variant by"
                                                        : "has less memory than any " + std::string(entry->type) + " variant";
     notes.push_back("GPU " + std::to_string(device.index) + " '" + device.name + "' (" + device.uuid + memory + ") " +
                     why + "; it is not used");

@@ -152,7 +152,7 @@ TEST_CASE("map_devices fills catalog types and notes the others") {
   CHECK(devices[1].memory_gb == 0);
   CHECK(notes == std::vector<std::string>{
                      "GPU 1 'NVIDIA A10' (GPU-b, 22.5 GiB) is not a GPU type of the catalog; it is not used",
-                     "GPU 2 'NVIDIA A100' (GPU-c) reports no memory size to pick a A100 variant by; it is not used",
+                     "GPU 2 'NVIDIA A100' (GPU-c) reports no memory size to pick its A100 variant by; it is not used",
                      "GPU 3 'NVIDIA H100 PCIe' (GPU-d, 8.0 GiB) has less memory than any H100 variant; it is not used"});
 }
 
@@ -211,8 +211,7 @@ TEST_CASE("discovery reports none with the reasons when neither NVML nor nvidia-
     CHECK(found.source == "none");
     CHECK(found.devices.empty());
     CHECK(found.notes == std::vector<std::string>{
-                             "NVML: cannot load " + missing_lib + ": " + missing_lib +
-                                 ": cannot open shared object file: No such file or directory",
+                             "NVML: cannot load " + missing_lib + ": cannot open shared object file: No such file or directory",
                              "nvidia-smi: cannot run '" + missing_smi + "': No such file or directory"});
   }
   SUBCASE("driver not loaded: nvmlInit fails and nvidia-smi exits non-zero") {
