@@ -1,0 +1,459 @@
+#include "gpu/discovery.hpp"
+
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+
+#include "util/strings.hpp"
+
+extern char** environ;
+
+namespace gpurun::gpu {
+
+namespace {
+
+// The slice of NVML's C ABI that discovery calls (nvml.h is not shipped with the toolkit).
+// Layouts follow nvml.h: nvmlMemory_t and nvmlPciInfo_t (as filled by nvmlDeviceGetPciInfo_v3).
+extern "C" {
+struct NvmlDeviceSt;
+using NvmlDevice = NvmlDeviceSt*;
+using NvmlReturn = int;  // nvmlReturn_t, an enum; NVML_SUCCESS = 0
+struct NvmlMemory {
+  unsigned long long total;
+  unsigned long long free;
+  unsigned long long used;
+};
+struct NvmlPciInfo {
+  char bus_id_legacy[16];  // NVML_DEVICE_PCI_BUS_ID_BUFFER_V2_SIZE
+  unsigned int domain;
+  unsigned int bus;
+  unsigned int device;
+  unsigned int pci_device_id;
+  unsigned int pci_sub_system_id;
+  char bus_id[32];  // NVML_DEVICE_PCI_BUS_ID_BUFFER_SIZE
+};
+using NvmlInitFn = NvmlReturn (*)();
+using NvmlShutdownFn = NvmlReturn (*)();
+using NvmlErrorStringFn = const char* (*)(NvmlReturn);
+using NvmlDeviceGetCountFn = NvmlReturn (*)(unsigned int*);
+using NvmlDeviceGetHandleByIndexFn = NvmlReturn (*)(unsigned int, NvmlDevice*);
+using NvmlDeviceGetStringFn = NvmlReturn (*)(NvmlDevice, char*, unsigned int);
+using NvmlDeviceGetMemoryInfoFn = NvmlReturn (*)(NvmlDevice, NvmlMemory*);
+using NvmlDeviceGetPciInfoFn = NvmlReturn (*)(NvmlDevice, NvmlPciInfo*);
+}
+
+constexpr unsigned int nvml_string_buffer_size = 96;  // NVML_DEVICE_NAME_V2/UUID_V2 buffer sizes
+constexpr int nvidia_smi_timeout_ms = 20'000;
+
+struct NameEntry {
+  std::string_view name;  // upper case, without the "NVIDIA "/"Tesla " prefix
+  std::string_view type;
+  int memory_hint_gb;  // the variant the name states, 0 when it states none
+};
+
+// Names as NVML and nvidia-smi report them (PCIe, SXM and NVL boards of every catalog type).
+constexpr std::array<NameEntry, 17> name_table{{
+    {"T4", "T4", 0},
+    {"A10G", "A10G", 0},
+    {"L4", "L4", 0},
+    {"A100", "A100", 0},
+    {"A100-SXM4-40GB", "A100", 40},
+    {"A100-SXM4-80GB", "A100", 80},
+    {"A100-PCIE-40GB", "A100", 40},
+    {"A100-PCIE-80GB", "A100", 80},
+    {"A100 80GB PCIE", "A100", 80},
+    {"A100-SXM-80GB", "A100", 80},
+    {"L40S", "L40S", 0},
+    {"H100", "H100", 0},
+    {"H100 80GB HBM3", "H100", 80},
+    {"H100 PCIE", "H100", 80},
+    {"H100 NVL", "H100", 0},
+    {"H200", "H200", 0},
+    {"H200 NVL", "H200", 0},
+}};
+
+struct TypeVariants {
+  std::string_view type;
+  std::vector<int> memory_gb;  // ascending, as in the built-in catalog
+};
+
+const std::vector<TypeVariants>& type_variants() {
+  static const std::vector<TypeVariants> variants{
+      {"T4", {16}},  {"A10G", {24}}, {"L4", {24}},   {"A100", {20, 40, 80}},
+      {"L40S", {48}}, {"H100", {80}}, {"H200", {141}},
+  };
+  return variants;
+}
+
+std::string_view strip_prefix(std::string_view name) {
+  for (bool stripped = true; stripped;) {
+    stripped = false;
+    for (std::string_view prefix : {"NVIDIA ", "TESLA "}) {
+      if (name.size() > prefix.size() && util::iequals(name.substr(0, prefix.size()), prefix)) {
+        name = util::trim(name.substr(prefix.size()));
+        stripped = true;
+      }
+    }
+  }
+  return name;
+}
+
+// The largest variant the memory covers; boards report a little less than their nominal size
+// (an "80GB" H100 shows 79.6 GiB, a "16GB" T4 15 GiB), hence the 10% slack.
+std::optional<int> variant_for_memory(const std::vector<int>& variants, std::uint64_t memory_bytes) {
+  const double gib = static_cast<double>(memory_bytes) / static_cast<double>(1ULL << 30);
+  std::optional<int> best;
+  for (int v : variants) {
+    if (gib >= 0.9 * v) best = v;
+  }
+  return best;
+}
+
+std::string format_gib(std::uint64_t bytes) {
+  const double gib = static_cast<double>(bytes) / static_cast<double>(1ULL << 30);
+  char text[32];
+  std::snprintf(text, sizeof text, "%.1f GiB", gib);
+  return text;
+}
+
+std::string c_string(const char* buffer, std::size_t size) {
+  return std::string(buffer, strnlen(buffer, size));
+}
+
+class Library {
+ public:
+  explicit Library(const std::string& path) : handle_(dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL)) {}
+  ~Library() {
+    if (handle_ != nullptr) dlclose(handle_);
+  }
+  Library(const Library&) = delete;
+  Library& operator=(const Library&) = delete;
+
+  bool loaded() const { return handle_ != nullptr; }
+  template <class Fn>
+  Fn symbol(const char* name) const {
+    return reinterpret_cast<Fn>(dlsym(handle_, name));
+  }
+
+ private:
+  void* handle_;
+};
+
+// Lists devices through NVML; nullopt (with a note) when NVML cannot be used at all.
+std::optional<std::vector<LocalDevice>> discover_nvml(const std::string& path, std::vector<std::string>& notes) {
+  dlerror();
+  Library library(path);
+  if (!library.loaded()) {
+    const char* error = dlerror();
+    std::string_view why = error != nullptr ? error : "unknown error";
+    if (why.substr(0, path.size() + 2) == path + ": ") why.remove_prefix(path.size() + 2);
+    notes.push_back("NVML: cannot load " + path + ": " + std::string(why));
+    return std::nullopt;
+  }
+  auto init = library.symbol<NvmlInitFn>("nvmlInit_v2");
+  auto shutdown = library.symbol<NvmlShutdownFn>("nvmlShutdown");
+  auto error_string = library.symbol<NvmlErrorStringFn>("nvmlErrorString");
+  auto get_count = library.symbol<NvmlDeviceGetCountFn>("nvmlDeviceGetCount_v2");
+  auto get_handle = library.symbol<NvmlDeviceGetHandleByIndexFn>("nvmlDeviceGetHandleByIndex_v2");
+  auto get_name = library.symbol<NvmlDeviceGetStringFn>("nvmlDeviceGetName");
+  auto get_uuid = library.symbol<NvmlDeviceGetStringFn>("nvmlDeviceGetUUID");
+  auto get_memory = library.symbol<NvmlDeviceGetMemoryInfoFn>("nvmlDeviceGetMemoryInfo");
+  auto get_pci = library.symbol<NvmlDeviceGetPciInfoFn>("nvmlDeviceGetPciInfo_v3");
+  if (get_pci == nullptr) get_pci = library.symbol<NvmlDeviceGetPciInfoFn>("nvmlDeviceGetPciInfo_v2");
+
+  const std::vector<std::pair<const char*, bool>> required{
+      {"nvmlInit_v2", init != nullptr},
+      {"nvmlShutdown", shutdown != nullptr},
+      {"nvmlDeviceGetCount_v2", get_count != nullptr},
+      {"nvmlDeviceGetHandleByIndex_v2", get_handle != nullptr},
+      {"nvmlDeviceGetName", get_name != nullptr},
+      {"nvmlDeviceGetUUID", get_uuid != nullptr},
+      {"nvmlDeviceGetMemoryInfo", get_memory != nullptr},
+  };
+  for (const auto& [name, found] : required) {
+    if (!found) {
+      notes.push_back("NVML: " + path + " lacks " + name + "; it is not NVML or the driver is too old");
+      return std::nullopt;
+    }
+  }
+  auto describe = [&](NvmlReturn code) {
+    const char* text = error_string != nullptr ? error_string(code) : nullptr;
+    return std::string(text != nullptr ? text : "error") + " (NVML error " + std::to_string(code) + ")";
+  };
+
+  if (NvmlReturn rc = init(); rc != 0) {
+    notes.push_back("NVML: nvmlInit_v2 failed: " + describe(rc));
+    return std::nullopt;
+  }
+  std::vector<LocalDevice> devices;
+  unsigned int count = 0;
+  if (NvmlReturn rc = get_count(&count); rc != 0) {
+    notes.push_back("NVML: nvmlDeviceGetCount_v2 failed: " + describe(rc));
+    shutdown();
+    return std::nullopt;
+  }
+  for (unsigned int i = 0; i < count; ++i) {
+    const std::string where = "NVML: GPU " + std::to_string(i) + ": ";
+    NvmlDevice device = nullptr;
+    if (NvmlReturn rc = get_handle(i, &device); rc != 0) {
+      notes.push_back(where + "nvmlDeviceGetHandleByIndex_v2 failed: " + describe(rc) + "; skipped");
+      continue;
+    }
+    char name[nvml_string_buffer_size] = {};
+    char uuid[nvml_string_buffer_size] = {};
+    NvmlMemory memory{};
+    if (NvmlReturn rc = get_name(device, name, sizeof name); rc != 0) {
+      notes.push_back(where + "nvmlDeviceGetName failed: " + describe(rc) + "; skipped");
+      continue;
+    }
+    if (NvmlReturn rc = get_uuid(device, uuid, sizeof uuid); rc != 0) {
+      notes.push_back(where + "nvmlDeviceGetUUID failed: " + describe(rc) + "; skipped");
+      continue;
+    }
+    if (NvmlReturn rc = get_memory(device, &memory); rc != 0) {
+      notes.push_back(where + "nvmlDeviceGetMemoryInfo failed: " + describe(rc));
+      memory.total = 0;
+    }
+    LocalDevice local;
+    local.index = static_cast<int>(i);
+    local.name = c_string(name, sizeof name);
+    local.uuid = c_string(uuid, sizeof uuid);
+    local.memory_bytes = memory.total;
+    if (get_pci != nullptr) {
+      NvmlPciInfo pci{};
+      if (get_pci(device, &pci) == 0) local.pci_bus_id = c_string(pci.bus_id, sizeof pci.bus_id);
+    }
+    devices.push_back(std::move(local));
+  }
+  shutdown();
+  return devices;
+}
+
+struct Captured {
+  int status = -1;  // exit status, or -1 when it did not exit normally
+  std::string output;
+};
+
+// Runs `argv` with stdout captured (stderr discarded); an error text when it cannot be started
+// or runs past the timeout.
+util::Result<Captured> capture(const std::vector<std::string>& argv, int timeout_ms) {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) return util::make_error(util::ExitCode::backend, std::strerror(errno));
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
+  posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
+  std::vector<char*> args;
+  for (const auto& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
+  args.push_back(nullptr);
+  pid_t pid = 0;
+  const int spawned = posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  close(fds[1]);
+  if (spawned != 0) {
+    close(fds[0]);
+    return util::make_error(util::ExitCode::backend, std::strerror(spawned));
+  }
+  Captured result;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  bool timed_out = false;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      timed_out = true;
+      break;
+    }
+    pollfd poller{fds[0], POLLIN, 0};
+    const int ready = poll(&poller, 1, static_cast<int>(left.count()));
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready <= 0) {
+      timed_out = ready == 0;
+      break;
+    }
+    char buffer[4096];
+    const ssize_t n = read(fds[0], buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    result.output.append(buffer, static_cast<std::size_t>(n));
+  }
+  close(fds[0]);
+  if (timed_out) kill(pid, SIGKILL);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (timed_out) {
+    return util::make_error(util::ExitCode::backend,
+                            "timed out after " + std::to_string(timeout_ms / 1000) + "s");
+  }
+  result.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return result;
+}
+
+std::optional<std::vector<LocalDevice>> discover_nvidia_smi(const std::string& program,
+                                                            std::vector<std::string>& notes) {
+  auto run = capture({program, "--query-gpu=index,uuid,name,memory.total,pci.bus_id", "--format=csv,noheader"},
+                     nvidia_smi_timeout_ms);
+  if (!run) {
+    notes.push_back("nvidia-smi: cannot run '" + program + "': " + run.error().message);
+    return std::nullopt;
+  }
+  if (run->status != 0) {
+    std::string first_line(util::trim(run->output.substr(0, run->output.find('\n'))));
+    notes.push_back("nvidia-smi: '" + program + "' " +
+                    (run->status < 0 ? std::string("was killed") : "exited with status " + std::to_string(run->status)) +
+                    (first_line.empty() ? "" : ": " + first_line));
+    return std::nullopt;
+  }
+  auto parsed = parse_nvidia_smi_csv(run->output);
+  if (!parsed) {
+    notes.push_back("nvidia-smi: " + parsed.error().message);
+    return std::nullopt;
+  }
+  return std::move(parsed).value();
+}
+
+std::string env_or(const char* name, const char* fallback) {
+  const char* value = std::getenv(name);
+  return value != nullptr && *value != '\0' ? value : fallback;
+}
+
+const NameEntry* find_name(std::string_view name) {
+  const std::string_view stripped = strip_prefix(util::trim(name));
+  for (const auto& candidate : name_table) {
+    if (util::iequals(candidate.name, stripped)) return &candidate;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+std::optional<std::pair<std::string, int>> map_device_name(std::string_view name, std::uint64_t memory_bytes) {
+  const NameEntry* entry = find_name(name);
+  if (entry == nullptr) return std::nullopt;
+  for (const auto& variants : type_variants()) {
+    if (variants.type != entry->type) continue;
+    std::optional<int> memory_gb;
+    if (memory_bytes > 0) {
+      memory_gb = variant_for_memory(variants.memory_gb, memory_bytes);
+    } else if (entry->memory_hint_gb > 0) {
+      memory_gb = entry->memory_hint_gb;
+    } else if (variants.memory_gb.size() == 1) {
+      memory_gb = variants.memory_gb.front();
+    }
+    if (!memory_gb) return std::nullopt;
+    return std::pair<std::string, int>(std::string(entry->type), *memory_gb);
+  }
+  return std::nullopt;
+}
+
+DiscoveryOptions discovery_options_from_env() {
+  return DiscoveryOptions{env_or("GPURUN_NVML_LIBRARY", ""), env_or("GPURUN_NVIDIA_SMI", "")};
+}
+
+std::vector<std::string> map_devices(std::vector<LocalDevice>& devices) {
+  std::vector<std::string> notes;
+  for (auto& device : devices) {
+    if (auto mapped = map_device_name(device.name, device.memory_bytes)) {
+      device.type = mapped->first;
+      device.memory_gb = mapped->second;
+      continue;
+    }
+    device.type.reset();
+    device.memory_gb = 0;
+    const std::string memory = device.memory_bytes > 0 ? ", " + format_gib(device.memory_bytes) : "";
+    const NameEntry* entry = find_name(device.name);
+    const std::string why = entry == nullptr      ? "is not a GPU type of the catalog"
+                            : device.memory_bytes == 0 ? "reports no memory size to pick its " + std::string(entry->type) + " variant by"
+                                                       : "has less memory than any " + std::string(entry->type) + " variant";
+    notes.push_back("GPU " + std::to_string(device.index) + " '" + device.name + "' (" + device.uuid + memory + ") " +
+                    why + "; it is not used");
+  }
+  return notes;
+}
+
+Discovery discover_local_gpus(const DiscoveryOptions& options) {
+  Discovery discovery;
+  const std::string nvml = options.nvml_library.empty() ? "libnvidia-ml.so.1" : options.nvml_library;
+  const std::string smi = options.nvidia_smi.empty() ? "nvidia-smi" : options.nvidia_smi;
+  std::optional<std::vector<LocalDevice>> devices = discover_nvml(nvml, discovery.notes);
+  if (devices) {
+    discovery.source = "nvml";
+  } else if ((devices = discover_nvidia_smi(smi, discovery.notes))) {
+    discovery.source = "nvidia-smi";
+  } else {
+    discovery.source = "none";
+    return discovery;
+  }
+  discovery.devices = std::move(*devices);
+  for (auto& note : map_devices(discovery.devices)) discovery.notes.push_back(std::move(note));
+  return discovery;
+}
+
+Discovery discover_local_gpus() { return discover_local_gpus(discovery_options_from_env()); }
+
+util::Result<std::vector<LocalDevice>> parse_nvidia_smi_csv(std::string_view text) {
+  std::vector<LocalDevice> devices;
+  const auto lines = util::split(text, '\n');
+  for (std::size_t n = 0; n < lines.size(); ++n) {
+    const std::string_view line = util::trim(lines[n]);
+    if (line.empty()) continue;
+    const std::string where = "output line " + std::to_string(n + 1) + " '" + std::string(line) + "': ";
+    const auto fields = util::split(line, ',');
+    if (fields.size() != 4 && fields.size() != 5) {
+      return util::make_error(util::ExitCode::backend,
+                              where + "expected 'index, uuid, name, memory.total[, pci.bus_id]'");
+    }
+    LocalDevice device;
+    const auto index = util::parse_uint(util::trim(fields[0]));
+    if (!index || *index > 1'000'000) return util::make_error(util::ExitCode::backend, where + "bad index");
+    device.index = static_cast<int>(*index);
+    device.uuid = util::trim(fields[1]);
+    device.name = util::trim(fields[2]);
+    std::string_view memory = util::trim(fields[3]);
+    if (memory != "[N/A]") {
+      const auto space = memory.find(' ');
+      const std::string_view number = memory.substr(0, space);
+      const std::string_view unit = space == std::string_view::npos ? "MiB" : util::trim(memory.substr(space));
+      const auto mib = util::parse_uint(number);
+      if (!mib || unit != "MiB") {
+        return util::make_error(util::ExitCode::backend, where + "bad memory.total '" + std::string(memory) + "'");
+      }
+      device.memory_bytes = static_cast<std::uint64_t>(*mib) << 20;
+    }
+    if (fields.size() == 5) device.pci_bus_id = util::trim(fields[4]);
+    if (device.uuid.empty() || device.name.empty()) {
+      return util::make_error(util::ExitCode::backend, where + "empty uuid or name");
+    }
+    devices.push_back(std::move(device));
+  }
+  return devices;
+}
+
+std::vector<LocalDevice> declared_devices(const std::vector<DeclaredGpu>& declared) {
+  std::vector<LocalDevice> devices;
+  for (const auto& gpu : declared) {
+    for (int i = 0; i < gpu.count; ++i) {
+      LocalDevice device;
+      device.index = static_cast<int>(devices.size());
+      device.uuid = "GPU-declared-" + std::to_string(device.index);
+      device.name = gpu.type + "-" + std::to_string(gpu.memory_gb) + "GB";
+      device.memory_bytes = static_cast<std::uint64_t>(gpu.memory_gb) << 30;
+      device.type = gpu.type;
+      device.memory_gb = gpu.memory_gb;
+      devices.push_back(std::move(device));
+    }
+  }
+  return devices;
+}
+
+}  // namespace gpurun::gpu
