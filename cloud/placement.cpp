@@ -109,6 +109,21 @@ util::Result<Plan> make_plan(const manifest::Manifest& manifest, const Config& c
         }
         if (found) break;
       }
+      if (!found && alternative.any) {
+        // On this machine `any` also means whatever GPU it has, after the any pool's types.
+        for (const auto* c : candidates) {
+          if (c->cloud->name != "local") continue;
+          for (const auto& offer : c->offers) {
+            if (offer.count >= alternative.count) {
+              placed.cloud = c->cloud->name;
+              placed.backend = c->cloud->backend;
+              placed.gpu = gpu::GpuSlot{offer.type, offer.memory_gb, alternative.count};
+              found = true;
+              break;
+            }
+          }
+        }
+      }
       if (found) break;
     }
     if (!found) {

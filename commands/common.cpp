@@ -60,7 +60,7 @@ std::optional<cloud::PlanInputs> plan_inputs(Context& ctx, const cloud::Config& 
     return std::nullopt;
   }
   cloud::PlanInputs inputs;
-  inputs.local_offers = inventory->devices;
+  inputs.local_offers = inventory->offers;
   if (inventory->source == "none") {
     inputs.local_offers_note = "none found on this machine; declare them with GPURUN_LOCAL_GPUS";
   } else {

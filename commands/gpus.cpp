@@ -21,7 +21,7 @@ int run_gpus(Context& ctx, const GpusOptions& options) {
   auto inventory = cloud::local_inventory(*config);
   if (!inventory) return report(ctx, inventory.error());
   cloud::PlanInputs inputs;
-  inputs.local_offers = inventory->devices;
+  inputs.local_offers = inventory->offers;
 
   nlohmann::json types = nlohmann::json::array();
   cli::Table table({"GPU", "MEMORY (GB)", "MAX", "OFFERED BY"});
@@ -48,7 +48,7 @@ int run_gpus(Context& ctx, const GpusOptions& options) {
   }
   nlohmann::json local_devices = nlohmann::json::array();
   for (const auto& d : inventory->devices) {
-    local_devices.push_back({{"type", d.type}, {"memory_gb", d.memory_gb}, {"count", d.count}});
+    local_devices.push_back({{"index", d.index}, {"uuid", d.uuid}, {"name", d.name}, {"type", d.type ? nlohmann::json(*d.type) : nlohmann::json(nullptr)}, {"memory_gb", d.memory_gb}});
   }
   if (options.json) {
     nlohmann::json out;
@@ -64,7 +64,7 @@ int run_gpus(Context& ctx, const GpusOptions& options) {
   if (inventory->devices.empty()) {
     ctx.out << "Local GPUs: none found (declare them with GPURUN_LOCAL_GPUS=\"T4:2\" where probing is impossible)\n";
   } else {
-    ctx.out << fmt::format("Local GPUs (from {}): {}\n", inventory->source, cloud::describe_offers(inventory->devices));
+    ctx.out << fmt::format("Local GPUs (from {}): {}\n", inventory->source, cloud::describe_offers(inventory->offers));
   }
   for (const auto& note : inventory->notes) ctx.err << "gpurun: note: " << note << '\n';
   return 0;

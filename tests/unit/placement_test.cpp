@@ -229,3 +229,20 @@ TEST_CASE("placement: images list the clouds that run them and which still need 
   REQUIRE(later.ok());
   CHECK(later->images[0].upload_to == std::vector<std::string>{"aws"});
 }
+
+TEST_CASE("placement: on the local machine `any` also takes a GPU outside the any pool") {
+  std::vector<util::Diagnostic> diagnostics;
+  auto config = cloud::parse_config("", "c.yaml", diagnostics);
+  REQUIRE(config.ok());
+  manifest::Manifest m;
+  m.app = "a";
+  m.functions = {fn("f", "any", *config), fn("g", "T4,any", *config)};
+  cloud::PlanInputs inputs;
+  inputs.local_offers = {gpu::GpuSlot{"H100", 80, 1}};
+  auto plan = cloud::make_plan(m, *config, inputs);
+  REQUIRE_MESSAGE(plan.ok(), plan.error().message);
+  CHECK(placed(*plan, "f").gpu == gpu::GpuSlot{"H100", 80, 1});
+  CHECK(placed(*plan, "g").gpu == gpu::GpuSlot{"H100", 80, 1});
+  m.functions = {fn("two", "any:2", *config)};
+  CHECK_FALSE(cloud::make_plan(m, *config, inputs).ok());
+}
