@@ -10,6 +10,13 @@
 
 namespace gpurun::manifest {
 
+YamlNode::YamlNode() = default;
+YamlNode::YamlNode(const YamlNode&) = default;
+YamlNode::YamlNode(YamlNode&&) noexcept = default;
+YamlNode& YamlNode::operator=(const YamlNode&) = default;
+YamlNode& YamlNode::operator=(YamlNode&&) noexcept = default;
+YamlNode::~YamlNode() = default;
+
 const YamlNode* YamlNode::find(std::string_view key) const {
   if (kind != Kind::map) return nullptr;
   for (const auto& [k, v] : entries) {
@@ -83,7 +90,13 @@ class TreeBuilder {
           add(make(YamlNode::Kind::null, mark), {});
           return true;
         }
-        YamlNode copy = it->second;
+        expanded_ += it->second.second;
+        if (expanded_ > max_expanded) {
+          errors_.push_back({file_, line_of(mark), column_of(mark), current_path(""),
+                             fmt::format("aliases expand to more than {} nodes; use fewer nested aliases", max_expanded)});
+          return false;
+        }
+        YamlNode copy = it->second.first;
         if (copy.kind == YamlNode::Kind::scalar || copy.kind == YamlNode::Kind::null) {
           copy.line = line_of(mark);
           copy.column = column_of(mark);
@@ -117,6 +130,14 @@ class TreeBuilder {
   };
 
   static constexpr std::size_t index_from = 16;
+  static constexpr std::size_t max_expanded = 1'000'000;  // guards against "billion laughs" alias bombs
+
+  static std::size_t count_nodes(const YamlNode& node) {
+    std::size_t n = 1;
+    for (const auto& item : node.items) n += count_nodes(item);
+    for (const auto& [k, v] : node.entries) n += 1 + count_nodes(v);
+    return n;
+  }
 
   static int line_of(const yaml_mark_t& mark) { return static_cast<int>(mark.line) + 1; }
   static int column_of(const yaml_mark_t& mark) { return static_cast<int>(mark.column) + 1; }
@@ -177,7 +198,7 @@ class TreeBuilder {
   }
 
   void add(YamlNode node, std::string_view anchor) {
-    if (!anchor.empty()) anchors_[std::string(anchor)] = node;
+    if (!anchor.empty()) anchors_[std::string(anchor)] = {node, count_nodes(node)};
     if (open_.empty()) {
       if (documents_ <= 1) root_ = std::move(node);
       return;
@@ -245,7 +266,8 @@ class TreeBuilder {
   std::string file_;
   std::vector<util::Diagnostic>& errors_;
   std::vector<Open> open_;
-  std::unordered_map<std::string, YamlNode> anchors_;
+  std::unordered_map<std::string, std::pair<YamlNode, std::size_t>> anchors_;  // node, its size
+  std::size_t expanded_ = 0;
   YamlNode root_;
   int documents_ = 0;
 };

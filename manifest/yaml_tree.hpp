@@ -22,6 +22,14 @@ struct YamlNode {
   std::vector<YamlNode> items;                           // sequence items
   std::vector<std::pair<YamlNode, YamlNode>> entries;    // map entries in file order (keys are scalars)
 
+  // Defined out of line: std::pair<YamlNode, YamlNode> needs the complete type (clang + libstdc++).
+  YamlNode();
+  YamlNode(const YamlNode&);
+  YamlNode(YamlNode&&) noexcept;
+  YamlNode& operator=(const YamlNode&);
+  YamlNode& operator=(YamlNode&&) noexcept;
+  ~YamlNode();
+
   bool is_null() const { return kind == Kind::null; }
   bool is_scalar() const { return kind == Kind::scalar; }
   bool is_sequence() const { return kind == Kind::sequence; }

@@ -107,3 +107,17 @@ TEST_CASE("yaml_tree: syntax errors and bad aliases") {
         std::vector<std::string>{"f.yaml:1:3: error: keys must be plain strings (not lists, mappings or null); quote "
                                  "the key"});
 }
+
+TEST_CASE("yaml_tree: alias bombs are stopped") {
+  std::string text = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n";
+  for (int i = 1; i < 10; ++i) {
+    text += "a" + std::to_string(i) + ": &a" + std::to_string(i) + " [";
+    for (int j = 0; j < 10; ++j) text += (j ? ", *a" : "*a") + std::to_string(i - 1);
+    text += "]\n";
+  }
+  const auto doc = parse_yaml(text, "f.yaml");
+  REQUIRE(doc.errors.size() == 1);
+  CHECK(doc.errors[0].message == "aliases expand to more than 1000000 nodes; use fewer nested aliases");
+  CHECK(doc.errors[0].line == 6);
+  CHECK(doc.root.is_null());
+}
