@@ -80,6 +80,10 @@ bool valid_env_name(std::string_view name) {
 
 // Lexically normalised absolute path without a trailing '/': "/data/./x/" -> "/data/x".
 std::string normal_path(std::string_view path) {
+  if (path.find("//") == std::string_view::npos && path.find("/.") == std::string_view::npos &&
+      (path.size() <= 1 || path.back() != '/')) {
+    return std::string(path);
+  }
   std::string out = fs::path(path).lexically_normal().string();
   while (out.size() > 1 && out.back() == '/') out.pop_back();
   return out;
@@ -639,7 +643,7 @@ class Validator {
 
   void validate_mounts(const YamlNode& node, const std::string& path, Function& f) {
     if (!check_.expect_map(node, path)) return;
-    std::unordered_map<std::string, const YamlNode*> seen;
+    std::vector<std::pair<std::string, const YamlNode*>> seen;  // normalised path -> key
     for (const auto& [key, value] : node.entries) {
       const std::string mount_path = join_path(path, key.value);
       bool ok = true;
@@ -653,11 +657,14 @@ class Validator {
         if (normal == "/") {
           check_.error(key, mount_path, "cannot mount a volume on '/'; pick a directory such as '/data'");
           ok = false;
-        } else if (const auto [it, inserted] = seen.emplace(normal, &key); !inserted) {
+        } else if (const auto it = std::find_if(seen.begin(), seen.end(), [&](const auto& s) { return s.first == normal; });
+                   it != seen.end()) {
           check_.error(key, mount_path,
                        fmt::format("mount path '{}' is the same as '{}' (line {}); mount one volume per path", key.value,
                                    it->second->value, it->second->line));
           ok = false;
+        } else {
+          seen.emplace_back(normal, &key);
         }
       }
       auto name = check_.string(value, mount_path);

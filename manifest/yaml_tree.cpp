@@ -3,15 +3,19 @@
 #include <algorithm>
 #include <cstdlib>
 #include <fmt/format.h>
-#include <sstream>
 #include <unordered_map>
-#include <yaml-cpp/eventhandler.h>
-#include <yaml-cpp/exceptions.h>
-#include <yaml-cpp/parser.h>
+#include <yaml.h>
 
 #include "manifest/checker.hpp"
 
 namespace gpurun::manifest {
+
+YamlNode::YamlNode() = default;
+YamlNode::YamlNode(const YamlNode&) = default;
+YamlNode::YamlNode(YamlNode&&) noexcept = default;
+YamlNode& YamlNode::operator=(const YamlNode&) = default;
+YamlNode& YamlNode::operator=(YamlNode&&) noexcept = default;
+YamlNode::~YamlNode() = default;
 
 const YamlNode* YamlNode::find(std::string_view key) const {
   if (kind != Kind::map) return nullptr;
@@ -39,60 +43,86 @@ std::string YamlNode::describe() const {
 
 namespace {
 
-class TreeBuilder : public YAML::EventHandler {
+std::string_view text_of(const yaml_char_t* text) {
+  return text == nullptr ? std::string_view() : std::string_view(reinterpret_cast<const char*>(text));
+}
+
+// Builds the tree from libyaml's events (libyaml is several times faster than yaml-cpp's parser;
+// 10k-function manifests must load quickly).
+class TreeBuilder {
  public:
   TreeBuilder(std::string file, std::vector<util::Diagnostic>& errors) : file_(std::move(file)), errors_(errors) {}
 
   YamlNode take_root() { return std::move(root_); }
-  int documents() const { return documents_; }
 
-  void OnDocumentStart(const YAML::Mark&) override { ++documents_; }
-  void OnDocumentEnd() override {}
-
-  void OnNull(const YAML::Mark& mark, YAML::anchor_t anchor) override {
-    YamlNode node = make(YamlNode::Kind::null, mark);
-    add(std::move(node), anchor);
-  }
-
-  void OnAlias(const YAML::Mark& mark, YAML::anchor_t anchor) override {
-    auto it = anchors_.find(anchor);
-    if (it == anchors_.end()) {
-      add(make(YamlNode::Kind::null, mark), 0);
-      return;
+  // Feeds one event; false when parsing should stop (a second document).
+  bool on_event(const yaml_event_t& event) {
+    const yaml_mark_t& mark = event.start_mark;
+    switch (event.type) {
+      case YAML_DOCUMENT_START_EVENT:
+        if (++documents_ > 1) {
+          errors_.push_back({file_, line_of(mark), column_of(mark), "",
+                             "the file holds more than one YAML document ('---'); keep one"});
+          return false;
+        }
+        return true;
+      case YAML_SCALAR_EVENT: {
+        const auto& s = event.data.scalar;
+        YamlNode node = make(YamlNode::Kind::scalar, mark);
+        node.value.assign(reinterpret_cast<const char*>(s.value), s.length);
+        const std::string_view tag = text_of(s.tag);
+        node.quoted = s.style != YAML_PLAIN_SCALAR_STYLE || tag == YAML_STR_TAG;
+        if (!node.quoted && (tag.empty() || tag == YAML_NULL_TAG) &&
+            (node.value.empty() || node.value == "~" || node.value == "null" || node.value == "Null" ||
+             node.value == "NULL")) {
+          node.kind = YamlNode::Kind::null;
+          node.value.clear();
+        }
+        add(std::move(node), text_of(s.anchor));
+        return true;
+      }
+      case YAML_ALIAS_EVENT: {
+        const std::string anchor(text_of(event.data.alias.anchor));
+        const auto it = anchors_.find(anchor);
+        if (it == anchors_.end()) {
+          errors_.push_back({file_, line_of(mark), column_of(mark), current_path(""),
+                             fmt::format("unknown anchor '*{}'; define it first with '&{}'", anchor, anchor)});
+          add(make(YamlNode::Kind::null, mark), {});
+          return true;
+        }
+        expanded_ += it->second.second;
+        if (expanded_ > max_expanded) {
+          errors_.push_back({file_, line_of(mark), column_of(mark), current_path(""),
+                             fmt::format("aliases expand to more than {} nodes; use fewer nested aliases", max_expanded)});
+          return false;
+        }
+        YamlNode copy = it->second.first;
+        if (copy.kind == YamlNode::Kind::scalar || copy.kind == YamlNode::Kind::null) {
+          copy.line = line_of(mark);
+          copy.column = column_of(mark);
+        }
+        add(std::move(copy), {});
+        return true;
+      }
+      case YAML_SEQUENCE_START_EVENT:
+        open_.push_back(open_node(make(YamlNode::Kind::sequence, mark), text_of(event.data.sequence_start.anchor)));
+        return true;
+      case YAML_MAPPING_START_EVENT:
+        open_.push_back(open_node(make(YamlNode::Kind::map, mark), text_of(event.data.mapping_start.anchor)));
+        return true;
+      case YAML_SEQUENCE_END_EVENT:
+      case YAML_MAPPING_END_EVENT:
+        close();
+        return true;
+      default:
+        return true;
     }
-    YamlNode copy = it->second;
-    if (copy.kind == YamlNode::Kind::scalar || copy.kind == YamlNode::Kind::null) {
-      copy.line = mark.line + 1;
-      copy.column = mark.column + 1;
-    }
-    add(std::move(copy), 0);
   }
-
-  void OnScalar(const YAML::Mark& mark, const std::string& tag, YAML::anchor_t anchor, const std::string& value) override {
-    YamlNode node = make(YamlNode::Kind::scalar, mark);
-    node.value = value;
-    node.quoted = tag == "!";
-    if (!node.quoted && tag == "?" && (value == "~" || value == "null" || value == "Null" || value == "NULL")) {
-      node.kind = YamlNode::Kind::null;
-      node.value.clear();
-    }
-    add(std::move(node), anchor);
-  }
-
-  void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor, YAML::EmitterStyle::value) override {
-    open_.push_back(open_node(make(YamlNode::Kind::sequence, mark), anchor));
-  }
-  void OnSequenceEnd() override { close(); }
-
-  void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor, YAML::EmitterStyle::value) override {
-    open_.push_back(open_node(make(YamlNode::Kind::map, mark), anchor));
-  }
-  void OnMapEnd() override { close(); }
 
  private:
   struct Open {
     YamlNode node;
-    YAML::anchor_t anchor = 0;
+    std::string anchor;
     bool have_key = false;
     YamlNode key;
     // Key -> entry index, kept once a map grows large so that big maps stay linear to build.
@@ -100,12 +130,31 @@ class TreeBuilder : public YAML::EventHandler {
   };
 
   static constexpr std::size_t index_from = 16;
+  static constexpr std::size_t max_expanded = 1'000'000;  // guards against "billion laughs" alias bombs
 
-  static Open open_node(YamlNode node, YAML::anchor_t anchor) {
+  static std::size_t count_nodes(const YamlNode& node) {
+    std::size_t n = 1;
+    for (const auto& item : node.items) n += count_nodes(item);
+    for (const auto& [k, v] : node.entries) n += 1 + count_nodes(v);
+    return n;
+  }
+
+  static int line_of(const yaml_mark_t& mark) { return static_cast<int>(mark.line) + 1; }
+  static int column_of(const yaml_mark_t& mark) { return static_cast<int>(mark.column) + 1; }
+
+  static Open open_node(YamlNode node, std::string_view anchor) {
     Open open;
     open.node = std::move(node);
     open.anchor = anchor;
     return open;
+  }
+
+  static YamlNode make(YamlNode::Kind kind, const yaml_mark_t& mark) {
+    YamlNode node;
+    node.kind = kind;
+    node.line = line_of(mark);
+    node.column = column_of(mark);
+    return node;
   }
 
   // The entry of `open`'s map with key `key`, or nullptr.
@@ -133,25 +182,23 @@ class TreeBuilder : public YAML::EventHandler {
         path = join_path(path, o.key.value);
       }
     }
+    if (!open_.empty() && open_.back().node.kind == YamlNode::Kind::sequence) {
+      path += fmt::format("[{}]", open_.back().node.items.size());
+    } else if (!open_.empty() && open_.back().have_key) {
+      path = join_path(path, open_.back().key.value);
+    }
     return key.empty() ? path : join_path(path, key);
   }
 
-  static YamlNode make(YamlNode::Kind kind, const YAML::Mark& mark) {
-    YamlNode node;
-    node.kind = kind;
-    node.line = mark.line + 1;
-    node.column = mark.column + 1;
-    return node;
-  }
-
   void close() {
+    if (open_.empty()) return;
     Open done = std::move(open_.back());
     open_.pop_back();
     add(std::move(done.node), done.anchor);
   }
 
-  void add(YamlNode node, YAML::anchor_t anchor) {
-    if (anchor != 0) anchors_[anchor] = node;
+  void add(YamlNode node, std::string_view anchor) {
+    if (!anchor.empty()) anchors_[std::string(anchor)] = {node, count_nodes(node)};
     if (open_.empty()) {
       if (documents_ <= 1) root_ = std::move(node);
       return;
@@ -219,7 +266,8 @@ class TreeBuilder : public YAML::EventHandler {
   std::string file_;
   std::vector<util::Diagnostic>& errors_;
   std::vector<Open> open_;
-  std::unordered_map<YAML::anchor_t, YamlNode> anchors_;
+  std::unordered_map<std::string, std::pair<YamlNode, std::size_t>> anchors_;  // node, its size
+  std::size_t expanded_ = 0;
   YamlNode root_;
   int documents_ = 0;
 };
@@ -237,18 +285,35 @@ void fix_merged_positions(YamlNode& node) {
 
 YamlDocument parse_yaml(std::string_view text, const std::string& file) {
   YamlDocument doc;
-  std::istringstream stream{std::string(text)};
   TreeBuilder builder(file, doc.errors);
-  try {
-    YAML::Parser parser(stream);
-    if (parser.HandleNextDocument(builder) && parser.HandleNextDocument(builder)) {
-      doc.errors.push_back({file, 1, 1, "", "the file holds more than one YAML document ('---'); keep one"});
-    }
-  } catch (const YAML::Exception& e) {
-    doc.errors.push_back({file, std::max(e.mark.line, 0) + 1, std::max(e.mark.column, 0) + 1, "",
-                          fmt::format("invalid YAML: {}", e.msg)});
+  yaml_parser_t parser;
+  if (yaml_parser_initialize(&parser) == 0) {
+    doc.errors.push_back({file, 1, 1, "", "cannot parse YAML: out of memory"});
     return doc;
   }
+  yaml_parser_set_input_string(&parser, reinterpret_cast<const unsigned char*>(text.data()), text.size());
+  bool failed = false;
+  while (true) {
+    yaml_event_t event;
+    if (yaml_parser_parse(&parser, &event) == 0) {
+      const yaml_mark_t& mark = parser.problem_mark;
+      std::string message = fmt::format("invalid YAML: {}", parser.problem != nullptr ? parser.problem : "syntax error");
+      if (parser.context != nullptr) {
+        message += fmt::format(" ({} at line {}, column {})", parser.context, parser.context_mark.line + 1,
+                               parser.context_mark.column + 1);
+      }
+      message += "; check the indentation and quote values that contain ': ', '#', '[' or '{'";
+      doc.errors.push_back({file, static_cast<int>(mark.line) + 1, static_cast<int>(mark.column) + 1, "", std::move(message)});
+      failed = true;
+      break;
+    }
+    const bool end = event.type == YAML_STREAM_END_EVENT;
+    const bool go_on = builder.on_event(event);
+    yaml_event_delete(&event);
+    if (end || !go_on) break;
+  }
+  yaml_parser_delete(&parser);
+  if (failed) return doc;
   doc.root = builder.take_root();
   fix_merged_positions(doc.root);
   return doc;

@@ -9,8 +9,8 @@
 
 namespace gpurun::manifest {
 
-// A YAML node with its 1-based source position, built from yaml-cpp's event parser so that
-// positions are exact and duplicate keys are caught (YAML::Load keeps neither).
+// A YAML node with its 1-based source position, built from libyaml's event parser so that
+// positions are exact and duplicate keys are caught (yaml-cpp's YAML::Load keeps neither).
 struct YamlNode {
   enum class Kind { null, scalar, sequence, map };
 
@@ -21,6 +21,14 @@ struct YamlNode {
   bool quoted = false;  // scalar was quoted ('...' or "..."): never null/bool/number-like
   std::vector<YamlNode> items;                           // sequence items
   std::vector<std::pair<YamlNode, YamlNode>> entries;    // map entries in file order (keys are scalars)
+
+  // Defined out of line: std::pair<YamlNode, YamlNode> needs the complete type (clang + libstdc++).
+  YamlNode();
+  YamlNode(const YamlNode&);
+  YamlNode(YamlNode&&) noexcept;
+  YamlNode& operator=(const YamlNode&);
+  YamlNode& operator=(YamlNode&&) noexcept;
+  ~YamlNode();
 
   bool is_null() const { return kind == Kind::null; }
   bool is_scalar() const { return kind == Kind::scalar; }
