@@ -56,22 +56,27 @@ std::string describe(const LeaseAlternative& a) {
 }
 
 struct Candidates {
-  std::vector<bool> possible;   // per alternative: the inventory has enough matching devices
-  std::set<std::string> keys;   // devices any possible alternative could use
+  std::vector<std::set<std::string>> per_alternative;  // matching devices; empty when too few exist
+  std::set<std::string> keys;                          // devices any possible alternative could use
+  bool possible(std::size_t i) const { return !per_alternative[i].empty(); }
 };
 
 Candidates candidates(const std::vector<LeaseAlternative>& alternatives, const std::vector<LeaseDevice>& inventory) {
   Candidates result;
   for (const LeaseAlternative& a : alternatives) {
-    std::vector<std::string> keys;
+    std::set<std::string> keys;
     for (const LeaseDevice& d : inventory) {
-      if (matches(d, a)) keys.push_back(device_key(d));
+      if (matches(d, a)) keys.insert(device_key(d));
     }
-    bool possible = a.count >= 1 && static_cast<int>(keys.size()) >= a.count;
-    result.possible.push_back(possible);
-    if (possible) result.keys.insert(keys.begin(), keys.end());
+    if (a.count < 1 || static_cast<int>(keys.size()) < a.count) keys.clear();
+    result.keys.insert(keys.begin(), keys.end());
+    result.per_alternative.push_back(std::move(keys));
   }
   return result;
+}
+
+bool intersects(const std::set<std::string>& a, const std::set<std::string>& b) {
+  return std::any_of(a.begin(), a.end(), [&](const std::string& k) { return b.count(k) > 0; });
 }
 
 std::vector<LeaseDevice> granted_devices(detail::Database& db, LeaseTicket ticket) {
@@ -124,7 +129,7 @@ util::Result<LeaseOutcome> StateStore::try_grant(LeaseTicket ticket, const std::
     if (load.integer(2) != 0) return LeaseOutcome(LeaseGranted{granted_devices(*db_, ticket), load.integer(3)});
 
     Candidates mine = candidates(alternatives, inventory);
-    if (std::none_of(mine.possible.begin(), mine.possible.end(), [](bool p) { return p; })) {
+    if (mine.keys.empty()) {
       std::vector<std::string> why;
       for (const LeaseAlternative& a : alternatives) {
         long have = std::count_if(inventory.begin(), inventory.end(), [&](const LeaseDevice& d) { return matches(d, a); });
@@ -139,46 +144,49 @@ util::Result<LeaseOutcome> StateStore::try_grant(LeaseTicket ticket, const std::
       query.bind(1, cloud);
       while (query.step()) busy.insert(query.text(0));
     }
+    // Earlier waiting tickets go first on the devices they could use: an alternative is blocked
+    // while one of them competes for its devices.
     int ahead = 0;
+    std::vector<bool> blocked(alternatives.size(), false);
     {
       Statement earlier = db_->prepare(
           "SELECT alternatives_json FROM lease_tickets WHERE cloud=?1 AND granted=0 AND seq<?2 ORDER BY seq");
       earlier.bind(1, cloud).bind(2, ticket);
       while (earlier.step()) {
         Candidates theirs = candidates(alternatives_from_json(earlier.text(0)), inventory);
-        if (std::any_of(theirs.keys.begin(), theirs.keys.end(), [&](const std::string& k) { return mine.keys.count(k) > 0; })) {
-          ++ahead;
+        if (!intersects(theirs.keys, mine.keys)) continue;
+        ++ahead;
+        for (std::size_t i = 0; i < alternatives.size(); ++i) {
+          if (intersects(theirs.keys, mine.per_alternative[i])) blocked[i] = true;
         }
       }
     }
 
-    if (ahead == 0) {
-      for (std::size_t i = 0; i < alternatives.size(); ++i) {
-        if (!mine.possible[i]) continue;
-        std::vector<LeaseDevice> free;
-        for (const LeaseDevice& d : inventory) {
-          if (matches(d, alternatives[i]) && busy.count(device_key(d)) == 0) free.push_back(d);
-        }
-        if (static_cast<int>(free.size()) < alternatives[i].count) continue;
-        std::stable_sort(free.begin(), free.end(), [](const LeaseDevice& a, const LeaseDevice& b) {
-          return a.memory_gb != b.memory_gb ? a.memory_gb < b.memory_gb : a.index < b.index;
-        });
-        free.resize(static_cast<std::size_t>(alternatives[i].count));
-        std::sort(free.begin(), free.end(), [](const LeaseDevice& a, const LeaseDevice& b) { return a.index < b.index; });
-        Statement insert = db_->prepare(
-            "INSERT INTO lease_devices(cloud, device_key, seq, device_index, uuid, type, memory_gb) "
-            "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)");
-        for (const LeaseDevice& d : free) {
-          insert.reset();
-          insert.bind(1, cloud).bind(2, device_key(d)).bind(3, ticket).bind(4, d.index).bind(5, d.uuid);
-          insert.bind(6, d.type).bind(7, d.memory_gb).run();
-        }
-        Statement grant = db_->prepare(
-            "UPDATE lease_tickets SET granted=1, alternative_index=?2, granted_at=?3 WHERE seq=?1");
-        grant.bind(1, ticket).bind(2, static_cast<int>(i)).bind(3, now_unix_ms()).run();
-        tx.commit();
-        return LeaseOutcome(LeaseGranted{std::move(free), static_cast<int>(i)});
+    for (std::size_t i = 0; i < alternatives.size(); ++i) {
+      if (!mine.possible(i) || blocked[i]) continue;
+      std::vector<LeaseDevice> free;
+      for (const LeaseDevice& d : inventory) {
+        if (matches(d, alternatives[i]) && busy.count(device_key(d)) == 0) free.push_back(d);
       }
+      if (static_cast<int>(free.size()) < alternatives[i].count) continue;
+      std::stable_sort(free.begin(), free.end(), [](const LeaseDevice& a, const LeaseDevice& b) {
+        return a.memory_gb != b.memory_gb ? a.memory_gb < b.memory_gb : a.index < b.index;
+      });
+      free.resize(static_cast<std::size_t>(alternatives[i].count));
+      std::sort(free.begin(), free.end(), [](const LeaseDevice& a, const LeaseDevice& b) { return a.index < b.index; });
+      Statement insert = db_->prepare(
+          "INSERT INTO lease_devices(cloud, device_key, seq, device_index, uuid, type, memory_gb) "
+          "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+      for (const LeaseDevice& d : free) {
+        insert.reset();
+        insert.bind(1, cloud).bind(2, device_key(d)).bind(3, ticket).bind(4, d.index).bind(5, d.uuid);
+        insert.bind(6, d.type).bind(7, d.memory_gb).run();
+      }
+      Statement grant = db_->prepare(
+          "UPDATE lease_tickets SET granted=1, alternative_index=?2, granted_at=?3 WHERE seq=?1");
+      grant.bind(1, ticket).bind(2, static_cast<int>(i)).bind(3, now_unix_ms()).run();
+      tx.commit();
+      return LeaseOutcome(LeaseGranted{std::move(free), static_cast<int>(i)});
     }
 
     long busy_count = std::count_if(mine.keys.begin(), mine.keys.end(), [&](const std::string& k) { return busy.count(k) > 0; });

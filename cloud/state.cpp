@@ -413,7 +413,7 @@ util::Result<Run> StateStore::get_run(std::string_view id_or_prefix) {
       if (exact.step()) return read_run(exact);
     }
     Statement matches = db_->prepare(std::string("SELECT ") + run_columns +
-                                     " FROM runs WHERE substr(id, 1, ?2) = ?1 ORDER BY id LIMIT 4");
+                                     " FROM runs WHERE substr(id, 1, ?2) = ?1 ORDER BY created_at, rowid LIMIT 4");
     matches.bind(1, id_or_prefix).bind(2, static_cast<int>(id_or_prefix.size()));
     std::vector<Run> found;
     while (matches.step()) found.push_back(read_run(matches));
@@ -435,7 +435,7 @@ util::Result<Run> StateStore::get_run(std::string_view id_or_prefix) {
 util::Result<std::vector<Run>> StateStore::list_runs(bool all) {
   return guarded(dir_, [&]() -> util::Result<std::vector<Run>> {
     std::string sql = std::string("SELECT ") + run_columns + " FROM runs" +
-                      (all ? "" : std::string(" WHERE status IN ") + active_sql) + " ORDER BY created_at DESC, id DESC";
+                      (all ? "" : std::string(" WHERE status IN ") + active_sql) + " ORDER BY created_at DESC, rowid DESC";
     Statement query = db_->prepare(sql);
     std::vector<Run> runs;
     while (query.step()) runs.push_back(read_run(query));

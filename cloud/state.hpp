@@ -186,9 +186,10 @@ class StateStore {
   // exist and its lock be held, else reconcile_lost drops the ticket.
   util::Result<LeaseTicket> enqueue_lease(const std::string& run_id, const std::string& cloud,
                                           const std::vector<LeaseAlternative>& alternatives);
-  // In one write transaction: grants the first alternative with enough free matching devices
-  // (smallest sufficient memory first) unless an earlier waiting ticket of the same cloud could
-  // use a device this one could use. Granting again returns the same devices.
+  // In one write transaction: grants the first alternative that has enough free matching devices
+  // (smallest sufficient memory first) and none of whose devices an earlier waiting ticket of the
+  // same cloud could use (FIFO without starvation). Asking again after a grant returns the same
+  // devices; Impossible when no alternative fits the inventory even when idle.
   util::Result<LeaseOutcome> try_grant(LeaseTicket ticket, const std::vector<LeaseDevice>& inventory);
   // Polls try_grant (and reconcile_lost about twice a second) until granted or impossible;
   // `on_waiting` gets each new waiting reason. Error ExitCode::cancelled when *cancelled turns
