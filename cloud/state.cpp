@@ -166,9 +166,10 @@ std::string base36(std::uint64_t value, std::size_t width) {
 }
 
 std::string new_run_id() {
-  static std::mt19937_64 engine{std::random_device{}() ^ static_cast<std::uint64_t>(::getpid())};
+  // A fresh random_device each time: a cached engine would repeat itself in forked children.
+  std::random_device entropy;
   std::uniform_int_distribution<std::uint64_t> random(0, 36ULL * 36 * 36 * 36 - 1);
-  return "r" + base36(static_cast<std::uint64_t>(now_unix_ms()), 8) + base36(random(engine), 4);
+  return "r" + base36(static_cast<std::uint64_t>(now_unix_ms()), 8) + base36(random(entropy), 4);
 }
 
 util::Error run_not_found(std::string_view id) {
@@ -381,7 +382,10 @@ util::Result<CreatedRun> StateStore::create_run(const NewRun& spec, bool inherit
       Run run;
       run.id = new_run_id();
       auto lock = RunLock::acquire(dir_, run.id, inheritable_lock);
-      if (!lock) return lock.error();
+      if (!lock) {
+        if (tries < 10 && run_lock_held(dir_, run.id)) continue;  // another process drew the same id
+        return lock.error();
+      }
       run.app = spec.app;
       run.function = spec.function;
       run.cloud = spec.cloud;

@@ -61,6 +61,13 @@ pid_t fork_child(const std::function<int()>& body) {
   return pid;
 }
 
+// In a child: reports why `result` failed and returns `code` as the exit status.
+template <class R>
+int child_failure(int code, const R& result) {
+  if (!result.ok()) std::fprintf(stderr, "child %d: %s\n", static_cast<int>(::getpid()), result.error().message.c_str());
+  return code;
+}
+
 int wait_child(pid_t pid) {
   int status = 0;
   ::waitpid(pid, &status, 0);
@@ -461,7 +468,7 @@ TEST_CASE("a run whose supervisor is alive is not lost") {
 
 TEST_CASE("GPU leases are exclusive across processes") {
   TempDir tmp;
-  { open_store(tmp.state()); }  // create the schema before the children race
+  // The children also race to create the state directory and the schema.
   std::string counter = tmp.path + "/counter";
   std::ofstream(counter) << "0 0\n";
   // Adds `delta` to the number of children holding a GPU and tracks the maximum.
@@ -482,13 +489,14 @@ TEST_CASE("GPU leases are exclusive across processes") {
   for (int i = 0; i < children; ++i) {
     pids.push_back(fork_child([&]() -> int {
       auto store = StateStore::open(tmp.state());
-      if (!store) return 2;
+      if (!store) return child_failure(2, store);
       auto run = store->create_run(NewRun{"demo", "train", "local", "local", "T4:1", "{}", "", ""});
-      if (!run) return 3;
+      if (!run) return child_failure(3, run);
       auto ticket = store->enqueue_lease(run->run.id, "local", {{"T4", 0, 1}});
-      if (!ticket) return 4;
+      if (!ticket) return child_failure(4, ticket);
       auto outcome = store->wait_for_grant(*ticket, t4s(2), std::chrono::milliseconds(5));
-      if (!outcome || !std::holds_alternative<LeaseGranted>(*outcome)) return 5;
+      if (!outcome) return child_failure(5, outcome);
+      if (!std::holds_alternative<LeaseGranted>(*outcome)) return 5;
       track(+1);
       std::this_thread::sleep_for(std::chrono::milliseconds(25));
       track(-1);
