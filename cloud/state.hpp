@@ -160,7 +160,8 @@ class StateStore {
 
   // Marks `lost` every queued/running run whose lock is free (reason "its supervisor exited without
   // recording a result (killed?)"), ends its open attempts and drops lease tickets of runs that are
-  // no longer queued/running. Returns the ids marked lost. Cheap when nothing changed.
+  // no longer queued/running. Returns the ids marked lost. Cheap when nothing changed: call it
+  // before showing runs (ps, logs, wait); get_run and list_runs do not.
   util::Result<std::vector<std::string>> reconcile_lost();
 
   // --- Deployments and volumes ---
