@@ -1,0 +1,55 @@
+#pragma once
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "util/result.hpp"
+
+namespace gpurun::cloud {
+
+// What to start: argv[0] is looked up in PATH (of `env`), `env` is the whole environment.
+struct ProcessSpec {
+  std::vector<std::string> argv;
+  std::vector<std::string> env;  // "KEY=VALUE"
+  std::string cwd;               // empty = inherit
+};
+
+// A child in its own process group with stdout and stderr on pipes and stdin from /dev/null.
+class ChildProcess {
+ public:
+  // Starts the process. A program that cannot be executed is an Error naming it and errno's text.
+  static util::Result<ChildProcess> spawn(const ProcessSpec& spec);
+
+  ChildProcess(ChildProcess&& other) noexcept;
+  ChildProcess& operator=(ChildProcess&& other) noexcept;
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+  ~ChildProcess();
+
+  pid_t pid() const { return pid_; }
+  int stdout_fd() const { return out_fd_; }  // -1 once closed
+  int stderr_fd() const { return err_fd_; }
+  void close_stdout();
+  void close_stderr();
+  // Sends `sig` to the whole process group (ignored once the group is gone).
+  void signal_group(int sig) const;
+  // The exit code once the process ended (128+N when killed by signal N), without blocking.
+  std::optional<int> try_wait();
+  // Blocks until the process ends; returns its exit code.
+  int wait();
+
+ private:
+  ChildProcess() = default;
+  pid_t pid_ = -1;
+  int out_fd_ = -1;
+  int err_fd_ = -1;
+  std::optional<int> exit_code_;
+};
+
+// Converts a waitpid status into gpurun's exit code convention (128+N for signal N).
+int exit_code_from_status(int status);
+
+}  // namespace gpurun::cloud
