@@ -18,6 +18,7 @@
 #include "cloud/image_layer.hpp"
 #include "cloud/oci.hpp"
 #include "cloud/registry.hpp"
+#include "tests/unit/loopback_http.hpp"
 #include "tests/unit/temp_dir.hpp"
 
 using namespace gpurun;
@@ -297,4 +298,44 @@ TEST_CASE("registry: basic auth with htpasswd, and a wrong password") {
   REQUIRE_FALSE(no_login.ok());
   CHECK(no_login.error().message ==
         "registry " + server.address() + ": it requires a login (HTTP 401); give a username and password for it");
+}
+
+TEST_CASE("registry: bearer token flow (fake token service and registry front)") {
+  // Docker Hub / GHCR style: 401 + Bearer challenge -> GET realm?service=&scope= -> token -> retry.
+  int port = 0;
+  test::LoopbackHttp server([&port](const test::SeenRequest& request) {
+    if (request.target.rfind("/token?", 0) == 0) {
+      if (request.header("Authorization") != "Basic YWxpY2U6czNjcmV0") return test::http_response(401, "{}");
+      if (request.target != "/token?service=fake&scope=repository%3Aapp%2Fimg%3Apull%2Cpush") {
+        return test::http_response(400, "bad query " + request.target);
+      }
+      return test::http_response(200, R"({"token":"tok-123"})");
+    }
+    if (request.header("Authorization") != "Bearer tok-123") {
+      return test::http_response(401, R"({"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]})",
+                                 "WWW-Authenticate: Bearer realm=\"http://127.0.0.1:" + std::to_string(port) +
+                                     "/token\",service=\"fake\",scope=\"repository:app/img:pull,push\"\r\n");
+    }
+    return std::string("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+  });
+  port = server.port();
+  registry::Options options;
+  options.credentials = registry::Credentials{"alice", "s3cret"};
+  registry::Client client("127.0.0.1:" + std::to_string(port), options);
+  auto exists = client.blob_exists("app/img", "sha256:" + std::string(64, 'a'));
+  REQUIRE_MESSAGE(exists.ok(), exists.error().message);
+  CHECK(*exists);
+  CHECK(client.request_counts().at("token") == 1);
+  auto again = client.blob_exists("app/img", "sha256:" + std::string(64, 'b'));
+  REQUIRE(again.ok());
+  CHECK(client.request_counts().at("token") == 1);  // the token is reused
+  CHECK(client.request_counts().at("HEAD") == 3);
+
+  registry::Options wrong;
+  wrong.credentials = registry::Credentials{"alice", "nope"};
+  registry::Client refused("127.0.0.1:" + std::to_string(port), wrong);
+  auto denied = refused.blob_exists("app/img", "sha256:" + std::string(64, 'a'));
+  REQUIRE_FALSE(denied.ok());
+  CHECK(denied.error().message == "registry 127.0.0.1:" + std::to_string(port) +
+                                      ": the token service refused the login (HTTP 401); check the username and password");
 }
