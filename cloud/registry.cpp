@@ -1,0 +1,461 @@
+#include "cloud/registry.hpp"
+
+#include <openssl/evp.h>
+
+#include <cstdio>
+#include <memory>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "util/strings.hpp"
+
+namespace gpurun::cloud::registry {
+
+namespace {
+
+const char* const accept_manifests =
+    "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, "
+    "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json";
+
+bool is_loopback(std::string_view host) {
+  return host == "localhost" || host.rfind("127.", 0) == 0 || host == "[::1]" || host == "::1";
+}
+
+std::string host_of(std::string_view authority) {
+  if (!authority.empty() && authority.front() == '[') return std::string(authority.substr(0, authority.find(']') + 1));
+  return std::string(authority.substr(0, authority.find(':')));
+}
+
+std::string base64(std::string_view text) {
+  std::string out(4 * ((text.size() + 2) / 3) + 1, '\0');
+  int length = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                               reinterpret_cast<const unsigned char*>(text.data()), static_cast<int>(text.size()));
+  out.resize(static_cast<std::size_t>(length));
+  return out;
+}
+
+// Parses `Scheme key="value",key2="value2"`.
+std::map<std::string, std::string> parse_challenge(const std::string& header, std::string& scheme) {
+  std::map<std::string, std::string> params;
+  auto space = header.find(' ');
+  scheme = util::to_lower(header.substr(0, space));
+  if (space == std::string::npos) return params;
+  std::size_t i = space + 1;
+  while (i < header.size()) {
+    while (i < header.size() && (header[i] == ' ' || header[i] == ',')) ++i;
+    auto equals = header.find('=', i);
+    if (equals == std::string::npos) break;
+    std::string key = util::to_lower(std::string(util::trim(header.substr(i, equals - i))));
+    i = equals + 1;
+    std::string value;
+    if (i < header.size() && header[i] == '"') {
+      ++i;
+      while (i < header.size() && header[i] != '"') {
+        if (header[i] == '\\' && i + 1 < header.size()) ++i;
+        value += header[i++];
+      }
+      ++i;
+    } else {
+      auto end = header.find(',', i);
+      value = std::string(util::trim(header.substr(i, end == std::string::npos ? std::string::npos : end - i)));
+      i = end == std::string::npos ? header.size() : end;
+    }
+    params[key] = value;
+  }
+  return params;
+}
+
+// "CODE (message)" from a registry's JSON error body, or empty.
+std::string registry_errors(const std::string& body) {
+  auto value = nlohmann::json::parse(body, nullptr, false);
+  if (value.is_discarded() || !value.is_object() || !value.contains("errors") || !value["errors"].is_array()) return "";
+  std::vector<std::string> parts;
+  for (const auto& error : value["errors"]) {
+    if (!error.is_object()) continue;
+    std::string text = error.value("code", "");
+    std::string message = error.value("message", "");
+    if (!message.empty()) text += " (" + message + ")";
+    parts.push_back(text);
+  }
+  return util::join(parts, ", ");
+}
+
+http::Request make_request(std::string method, std::string url) {
+  http::Request request;
+  request.method = std::move(method);
+  request.url = std::move(url);
+  return request;
+}
+
+bool retriable_status(long status) { return status >= 500 || status == 429; }
+
+// The last byte offset of a `Range: 0-N` header, or nullopt.
+std::optional<std::uint64_t> range_end(const std::string& range) {
+  auto dash = range.find('-');
+  if (dash == std::string::npos) return std::nullopt;
+  std::string end(util::trim(range.substr(dash + 1)));
+  auto value = util::parse_uint(end);
+  if (!value) return std::nullopt;
+  return static_cast<std::uint64_t>(*value);
+}
+
+std::string with_query(const std::string& url, const std::string& query) {
+  return url + (url.find('?') == std::string::npos ? "?" : "&") + query;
+}
+
+// Reads a blob (file or memory) from an offset for a streamed request body.
+class BlobReader {
+ public:
+  BlobReader(const Blob& blob, std::uint64_t offset) : blob_(blob), offset_(offset) {
+    if (!blob.path.empty()) {
+      file_.reset(std::fopen(blob.path.c_str(), "rb"));
+      if (file_) std::fseek(file_.get(), static_cast<long>(offset), SEEK_SET);
+    }
+  }
+  bool ok() const { return blob_.path.empty() || file_ != nullptr; }
+  std::uint64_t offset() const { return offset_; }
+  std::size_t read(char* buffer, std::size_t size) {
+    std::size_t got = 0;
+    if (file_) {
+      got = std::fread(buffer, 1, size, file_.get());
+    } else if (offset_ < blob_.data.size()) {
+      got = std::min<std::size_t>(size, blob_.data.size() - offset_);
+      std::copy_n(blob_.data.data() + offset_, got, buffer);
+    }
+    offset_ += got;
+    return got;
+  }
+
+ private:
+  const Blob& blob_;
+  std::uint64_t offset_;
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> file_{nullptr, std::fclose};
+};
+
+}  // namespace
+
+util::Result<std::string> base_url(std::string_view registry, bool insecure) {
+  std::string text(registry);
+  while (!text.empty() && text.back() == '/') text.pop_back();
+  if (text == "docker.io" || text == "index.docker.io") return std::string("https://registry-1.docker.io");
+  if (text.rfind("https://", 0) == 0) return text;
+  if (text.rfind("http://", 0) == 0) {
+    if (!insecure && !is_loopback(host_of(std::string_view(text).substr(7)))) {
+      return util::Error{util::ExitCode::usage, "registry " + text +
+                                                    ": plain http is only used for loopback registries; use https:// "
+                                                    "or mark the registry insecure"};
+    }
+    return text;
+  }
+  if (text.empty() || text.find('/') != std::string::npos) {
+    return util::Error{util::ExitCode::usage, "registry '" + text + "': expected host[:port] or an http(s):// URL"};
+  }
+  return (insecure || is_loopback(host_of(text)) ? "http://" : "https://") + text;
+}
+
+std::vector<std::string> default_tags(const std::string& manifest_digest, const std::string& version) {
+  std::vector<std::string> tags;
+  auto colon = manifest_digest.find(':');
+  tags.push_back(manifest_digest.substr(colon == std::string::npos ? 0 : colon + 1, 12));
+  if (!version.empty()) tags.push_back(version);
+  return tags;
+}
+
+Client::Client(std::string registry, Options options) : registry_(std::move(registry)), options_(std::move(options)) {
+  auto url = base_url(registry_, options_.insecure);
+  if (url) {
+    base_ = *url;
+  } else {
+    base_error_ = url.error();
+  }
+}
+
+std::string Client::absolute(const std::string& location) const {
+  if (location.rfind("http://", 0) == 0 || location.rfind("https://", 0) == 0) return location;
+  return base_ + (location.empty() || location.front() != '/' ? "/" : "") + location;
+}
+
+util::Error Client::failure(const std::string& what, const http::Response& response, const std::string& advice) const {
+  std::string detail = registry_errors(response.body);
+  return util::Error{util::ExitCode::backend, "registry " + registry_ + ": " + what + " failed with HTTP " +
+                                                  std::to_string(response.status) +
+                                                  (detail.empty() ? "" : " " + detail) + "; " + advice};
+}
+
+util::Result<void> Client::authenticate(const http::Response& challenge, const std::string& scope) {
+  std::string scheme;
+  auto params = parse_challenge(challenge.header("WWW-Authenticate"), scheme);
+  if (scheme == "basic") {
+    if (!options_.credentials) {
+      return util::Error{util::ExitCode::backend, "registry " + registry_ +
+                                                      ": it requires a login (HTTP 401); give a username and password for it"};
+    }
+    basic_ = true;
+    return {};
+  }
+  if (scheme != "bearer" || params["realm"].empty()) {
+    return util::Error{util::ExitCode::backend, "registry " + registry_ + ": unsupported authentication challenge '" +
+                                                    challenge.header("WWW-Authenticate") + "'"};
+  }
+  std::string url = params["realm"];
+  std::vector<std::string> query;
+  if (!params["service"].empty()) query.push_back("service=" + http::url_encode(params["service"]));
+  for (const auto& item : util::split(scope, ' ')) {
+    if (!item.empty()) query.push_back("scope=" + http::url_encode(item));
+  }
+  if (!query.empty()) url = with_query(url, util::join(query, "&"));
+  http::Request request = make_request("GET", url);
+  request.ca_file = options_.ca_file;
+  if (options_.credentials) {
+    request.headers.emplace_back("Authorization",
+                                 "Basic " + base64(options_.credentials->username + ":" + options_.credentials->password));
+  }
+  ++counts_["token"];
+  auto response = http_.perform(request);
+  if (!response) return response.error();
+  if (response->status == 401 || response->status == 403) {
+    return util::Error{util::ExitCode::backend, "registry " + registry_ + ": the token service refused the login (HTTP " +
+                                                    std::to_string(response->status) + "); check the username and password"};
+  }
+  auto body = nlohmann::json::parse(response->body, nullptr, false);
+  std::string token;
+  if (!body.is_discarded() && body.is_object()) token = body.value("token", body.value("access_token", ""));
+  if (response->status != 200 || token.empty()) {
+    return util::Error{util::ExitCode::backend, "registry " + registry_ + ": the token service gave no token (HTTP " +
+                                                    std::to_string(response->status) + ")"};
+  }
+  tokens_[scope] = token;
+  return {};
+}
+
+util::Result<http::Response> Client::send(http::Request request, const std::string& scope, bool replayable) {
+  if (!base_error_.message.empty()) return base_error_;
+  request.ca_file = options_.ca_file;
+  request.headers.emplace_back("Accept", accept_manifests);
+  const std::size_t plain_headers = request.headers.size();
+  bool challenged = false;
+  auto backoff = options_.initial_backoff;
+  for (int attempt = 1;; ++attempt) {
+    request.headers.resize(plain_headers);
+    if (basic_ && options_.credentials) {
+      request.headers.emplace_back("Authorization",
+                                   "Basic " + base64(options_.credentials->username + ":" + options_.credentials->password));
+    } else if (auto it = tokens_.find(scope); it != tokens_.end()) {
+      request.headers.emplace_back("Authorization", "Bearer " + it->second);
+    }
+    ++counts_[request.method];
+    auto response = http_.perform(request);
+    bool retry = !response ? true : retriable_status(response->status);
+    if (response && response->status == 401 && !challenged) {
+      challenged = true;
+      if (auto auth = authenticate(*response, scope); !auth) return auth.error();
+      --attempt;
+      continue;
+    }
+    if (response && response->status == 401) {
+      std::string detail = registry_errors(response->body);
+      return util::Error{util::ExitCode::backend, "registry " + registry_ + ": authentication failed (HTTP 401" +
+                                                      (detail.empty() ? "" : " " + detail) +
+                                                      "); check the username and password"};
+    }
+    if (!retry || !replayable || attempt >= options_.max_attempts) return response;
+    std::this_thread::sleep_for(backoff);
+    backoff *= 2;
+  }
+}
+
+util::Result<bool> Client::blob_exists(const std::string& repository, const std::string& digest) {
+  auto response = send(make_request("HEAD", base_ + "/v2/" + repository + "/blobs/" + digest),
+                       "repository:" + repository + ":pull,push");
+  if (!response) return response.error();
+  if (response->status == 200) return true;
+  if (response->status == 404) return false;
+  return failure("HEAD blob " + digest + " in " + repository, *response, "check the repository name and your access");
+}
+
+util::Result<void> Client::finish_upload(const std::string& repository, const Blob& blob, const std::string& location,
+                                         const std::string& scope) {
+  http::Request put = make_request("PUT", with_query(absolute(location), "digest=" + http::url_encode(blob.descriptor.digest)));
+  put.headers = {{"Content-Type", "application/octet-stream"}};
+  auto response = send(put, scope, false);
+  if (!response) return response.error();
+  if (response->status != 201) {
+    return failure("finishing the upload of " + blob.descriptor.digest + " to " + repository, *response,
+                   "the blob on disk may have changed; build the image again");
+  }
+  std::string echoed = response->header("Docker-Content-Digest");
+  if (!echoed.empty() && echoed != blob.descriptor.digest) {
+    return util::Error{util::ExitCode::backend, "registry " + registry_ + ": stored " + blob.descriptor.digest + " as " +
+                                                    echoed + "; the blob changed during the push, build the image again"};
+  }
+  return {};
+}
+
+util::Result<std::uint64_t> Client::upload_streamed(const std::string& repository, const Blob& blob, std::string& location,
+                                                    StreamFailure& failure_kind) {
+  failure_kind = StreamFailure::none;
+  const std::string scope = "repository:" + repository + ":pull,push";
+  std::uint64_t offset = 0;
+  std::uint64_t sent_total = 0;
+  for (int attempt = 1;; ++attempt) {
+    BlobReader reader(blob, offset);
+    if (!reader.ok()) {
+      return util::Error{util::ExitCode::backend, "registry push: cannot read " + blob.path + "; build the image again"};
+    }
+    std::uint64_t sent = 0;
+    http::Request patch = make_request("PATCH", absolute(location));
+    patch.headers = {{"Content-Type", "application/octet-stream"}};
+    patch.body_size = blob.descriptor.size - offset;
+    patch.body_reader = [&](char* buffer, std::size_t size) -> std::size_t {
+      if (options_.interrupt_upload && options_.interrupt_upload(reader.offset())) throw std::runtime_error("interrupted");
+      std::size_t got = reader.read(buffer, size);
+      sent += got;
+      return got;
+    };
+    auto response = send(patch, scope, false);
+    sent_total += sent;
+    if (response && response->status == 202) {
+      location = response->header("Location").empty() ? location : response->header("Location");
+      auto end = range_end(response->header("Range"));
+      if (end && *end + 1 == blob.descriptor.size) return sent_total;
+      return util::Error{util::ExitCode::backend, "registry " + registry_ + ": the upload of " + blob.descriptor.digest +
+                                                      " ended at byte " + response->header("Range") + " of " +
+                                                      std::to_string(blob.descriptor.size) + "; push again"};
+    }
+    if (response && !retriable_status(response->status)) {
+      failure_kind = StreamFailure::unsupported;
+      return failure("PATCH upload of " + blob.descriptor.digest, *response, "push again");
+    }
+    if (attempt >= options_.max_attempts) {
+      if (!response) return response.error();
+      return failure("uploading " + blob.descriptor.digest + " to " + repository, *response, "push again later");
+    }
+    std::this_thread::sleep_for(options_.initial_backoff * attempt);
+    // Ask where the server's copy ends and continue from there.
+    auto status = send(make_request("GET", absolute(location)), scope);
+    if (!status) return status.error();
+    auto end = range_end(status->header("Range"));
+    if (status->status != 204 || !end || *end == 0) {
+      failure_kind = StreamFailure::restart;  // no usable session: the caller starts over
+      return util::Error{util::ExitCode::backend, "registry " + registry_ + ": the upload session was lost; push again"};
+    }
+    if (!status->header("Location").empty()) location = status->header("Location");
+    offset = *end + 1;
+  }
+}
+
+util::Result<std::uint64_t> Client::upload_monolithic(const std::string& repository, const Blob& blob) {
+  const std::string scope = "repository:" + repository + ":pull,push";
+  auto start = send(make_request("POST", base_ + "/v2/" + repository + "/blobs/uploads/"), scope);
+  if (!start) return start.error();
+  if (start->status != 202) return failure("starting an upload to " + repository, *start, "check the repository name and your access");
+  BlobReader reader(blob, 0);
+  if (!reader.ok()) return util::Error{util::ExitCode::backend, "registry push: cannot read " + blob.path + "; build the image again"};
+  http::Request put = make_request("PUT", with_query(absolute(start->header("Location")),
+                                                       "digest=" + http::url_encode(blob.descriptor.digest)));
+  put.headers = {{"Content-Type", "application/octet-stream"}};
+  put.body_size = blob.descriptor.size;
+  put.body_reader = [&](char* buffer, std::size_t size) { return reader.read(buffer, size); };
+  auto response = send(put, scope, false);
+  if (!response) return response.error();
+  if (response->status != 201) {
+    return failure("uploading " + blob.descriptor.digest + " to " + repository, *response, "build the image again and push again");
+  }
+  return blob.descriptor.size;
+}
+
+util::Result<BlobOutcome> Client::push_blob(const std::string& repository, const Blob& blob,
+                                            const std::vector<std::string>& mount_from) {
+  auto exists = blob_exists(repository, blob.descriptor.digest);
+  if (!exists) return exists.error();
+  if (*exists) return BlobOutcome{BlobOutcome::How::skipped, 0};
+
+  std::string location;
+  for (const auto& from : mount_from) {
+    if (from == repository) continue;
+    std::string scope = "repository:" + repository + ":pull,push repository:" + from + ":pull";
+    auto mount = send(make_request("POST", base_ + "/v2/" + repository + "/blobs/uploads/?mount=" +
+                                                             http::url_encode(blob.descriptor.digest) + "&from=" +
+                                                             http::url_encode(from)),
+                      scope);
+    if (!mount) return mount.error();
+    if (mount->status == 201) return BlobOutcome{BlobOutcome::How::mounted, 0};
+    if (mount->status == 202) {
+      location = mount->header("Location");
+      break;
+    }
+  }
+  const std::string scope = "repository:" + repository + ":pull,push";
+  std::uint64_t uploaded = 0;
+  for (int round = 0; round < 2; ++round) {
+    if (location.empty()) {
+      auto start = send(make_request("POST", base_ + "/v2/" + repository + "/blobs/uploads/"), scope);
+      if (!start) return start.error();
+      if (start->status != 202 || start->header("Location").empty()) {
+        return failure("starting an upload to " + repository, *start, "check the repository name and your access");
+      }
+      location = start->header("Location");
+    }
+    StreamFailure failure_kind = StreamFailure::none;
+    auto streamed = upload_streamed(repository, blob, location, failure_kind);
+    if (streamed) {
+      uploaded += *streamed;
+      if (auto done = finish_upload(repository, blob, location, scope); !done) return done.error();
+      return BlobOutcome{BlobOutcome::How::uploaded, uploaded};
+    }
+    if (failure_kind == StreamFailure::restart && round == 0) {
+      location.clear();
+      continue;
+    }
+    if (failure_kind != StreamFailure::unsupported) return streamed.error();
+    break;  // the registry does not take streamed PATCH uploads: monolithic instead
+  }
+  auto monolithic = upload_monolithic(repository, blob);
+  if (!monolithic) return monolithic.error();
+  return BlobOutcome{BlobOutcome::How::uploaded, uploaded + *monolithic};
+}
+
+util::Result<std::string> Client::put_manifest(const std::string& repository, const std::string& reference,
+                                               const std::string& bytes, std::string_view media_type) {
+  http::Request put = make_request("PUT", base_ + "/v2/" + repository + "/manifests/" + reference);
+  put.headers = {{"Content-Type", std::string(media_type)}};
+  put.body = bytes;
+  auto response = send(put, "repository:" + repository + ":pull,push");
+  if (!response) return response.error();
+  if (response->status != 201) {
+    return failure("PUT manifest " + repository + ":" + reference, *response, "push the image's blobs first");
+  }
+  std::string digest = response->header("Docker-Content-Digest");
+  return digest.empty() ? oci::describe(media_type, bytes).digest : digest;
+}
+
+util::Result<PushResult> Client::push_image(const std::string& repository, const std::vector<Blob>& blobs,
+                                            const std::string& manifest_bytes, const std::vector<std::string>& tags,
+                                            const std::vector<std::string>& mount_from) {
+  PushResult result;
+  for (const auto& blob : blobs) {
+    auto outcome = push_blob(repository, blob, mount_from);
+    if (!outcome) return outcome.error();
+    result.bytes_uploaded += outcome->bytes_uploaded;
+    switch (outcome->how) {
+      case BlobOutcome::How::skipped: ++result.blobs_skipped; break;
+      case BlobOutcome::How::mounted: ++result.blobs_mounted; break;
+      case BlobOutcome::How::uploaded: ++result.blobs_uploaded; break;
+    }
+  }
+  std::string media_type = std::string(oci::manifest_media_type);
+  auto parsed = nlohmann::json::parse(manifest_bytes, nullptr, false);
+  if (!parsed.is_discarded() && parsed.is_object()) media_type = parsed.value("mediaType", media_type);
+  std::string digest = oci::describe(media_type, manifest_bytes).digest;
+  auto stored = put_manifest(repository, digest, manifest_bytes, media_type);
+  if (!stored) return stored.error();
+  for (const auto& tag : tags) {
+    auto tagged = put_manifest(repository, tag, manifest_bytes, media_type);
+    if (!tagged) return tagged.error();
+  }
+  result.digest = digest;
+  return result;
+}
+
+}  // namespace gpurun::cloud::registry

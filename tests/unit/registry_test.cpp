@@ -1,0 +1,341 @@
+#include <doctest/doctest.h>
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include "cloud/http.hpp"
+#include "cloud/image_layer.hpp"
+#include "cloud/oci.hpp"
+#include "cloud/registry.hpp"
+#include "tests/unit/loopback_http.hpp"
+#include "tests/unit/temp_dir.hpp"
+
+using namespace gpurun;
+using namespace gpurun::cloud;
+namespace fs = std::filesystem;
+
+namespace {
+
+bool have_registry() { return std::system("command -v docker-registry >/dev/null 2>&1") == 0; }
+
+int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
+  socklen_t length = sizeof address;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
+  ::close(fd);
+  return ntohs(address.sin_port);
+}
+
+// Debian's docker-registry on 127.0.0.1 with its own config and storage, stopped at the end.
+class RegistryServer {
+ public:
+  explicit RegistryServer(const std::string& htpasswd_line = "") {
+    port_ = free_port();
+    std::string config = dir_.path() + "/config.yml";
+    std::ofstream out(config);
+    out << "version: 0.1\nstorage:\n  filesystem: {rootdirectory: " << dir_.path() << "/storage}\n"
+        << "  delete: {enabled: true}\nhttp:\n  addr: 127.0.0.1:" << port_ << "\n  secret: gpurun-test\n"
+        << "log:\n  level: error\n";
+    if (!htpasswd_line.empty()) {
+      std::ofstream(dir_.path() + "/htpasswd") << htpasswd_line;
+      out << "auth:\n  htpasswd: {realm: gpurun-test, path: " << dir_.path() << "/htpasswd}\n";
+    }
+    out.close();
+    std::string log = dir_.path() + "/registry.log";
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+      ::execlp("docker-registry", "docker-registry", "serve", config.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    http::Client client;
+    for (int i = 0; i < 100; ++i) {
+      http::Request probe;
+      probe.url = "http://127.0.0.1:" + std::to_string(port_) + "/v2/";
+      auto response = client.perform(probe);
+      if (response.ok() && (response->status == 200 || response->status == 401)) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    FAIL("docker-registry did not start on port " << port_);
+  }
+  ~RegistryServer() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGTERM);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+  RegistryServer(const RegistryServer&) = delete;
+  RegistryServer& operator=(const RegistryServer&) = delete;
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+
+ private:
+  test::TempDir dir_;
+  int port_ = 0;
+  pid_t pid_ = -1;
+};
+
+void write(const fs::path& path, const std::string& text) {
+  fs::create_directories(path.parent_path());
+  std::ofstream(path, std::ios::binary) << text;
+}
+
+std::string random_bytes(std::size_t size, unsigned seed) {
+  std::mt19937_64 generator(seed);
+  std::string bytes(size, '\0');
+  for (auto& c : bytes) c = static_cast<char>(generator());
+  return bytes;
+}
+
+// An image of two layers (deps, app) built from directories under `dir`.
+struct BuiltImage {
+  std::vector<registry::Blob> blobs;  // config, then layers
+  std::string manifest;
+  std::string manifest_digest;
+};
+
+BuiltImage build_image(const std::string& dir) {
+  BuiltImage image;
+  std::vector<oci::Descriptor> layers;
+  std::vector<std::string> diff_ids;
+  for (std::string part : {"deps", "app"}) {
+    auto layer = build_layer(dir + "/" + part, {{".", ""}}, "/opt/" + part, dir + "/" + part + ".tar.gz");
+    REQUIRE_MESSAGE(layer.ok(), layer.error().message);
+    oci::Descriptor descriptor{std::string(oci::layer_media_type), layer->digest, layer->size};
+    layers.push_back(descriptor);
+    diff_ids.push_back(layer->diff_id);
+    image.blobs.push_back(registry::Blob{descriptor, layer->path, ""});
+  }
+  std::string config = oci::canonical(oci::image_config(oci::BaseImage{}, {{"MODE", "test"}}, "/opt/app", diff_ids));
+  auto config_descriptor = oci::describe(oci::config_media_type, config);
+  image.blobs.insert(image.blobs.begin(), registry::Blob{config_descriptor, "", config});
+  image.manifest = oci::canonical(oci::image_manifest(config_descriptor, layers));
+  image.manifest_digest = oci::describe(oci::manifest_media_type, image.manifest).digest;
+  return image;
+}
+
+void make_project(const std::string& dir) {
+  write(dir + "/deps/lib.bin", random_bytes(3 * 1024 * 1024, 1));
+  write(dir + "/app/main.py", "print('v1')\n");
+}
+
+std::uint64_t total_size(const BuiltImage& image) {
+  std::uint64_t total = 0;
+  for (const auto& blob : image.blobs) total += blob.descriptor.size;
+  return total;
+}
+
+// The manifest a registry serves for repository:tag.
+std::string fetch_manifest(const std::string& address, const std::string& repository, const std::string& tag) {
+  http::Client client;
+  http::Request request;
+  request.url = "http://" + address + "/v2/" + repository + "/manifests/" + tag;
+  request.headers = {{"Accept", std::string(oci::manifest_media_type)}};
+  auto response = client.perform(request);
+  REQUIRE(response.ok());
+  CHECK(response->status == 200);
+  return response->body;
+}
+
+}  // namespace
+
+TEST_CASE("registry: base URLs, default tags") {
+  CHECK(*registry::base_url("127.0.0.1:5055", false) == "http://127.0.0.1:5055");
+  CHECK(*registry::base_url("localhost:5000/", false) == "http://localhost:5000");
+  CHECK(*registry::base_url("ghcr.io", false) == "https://ghcr.io");
+  CHECK(*registry::base_url("docker.io", false) == "https://registry-1.docker.io");
+  CHECK(*registry::base_url("registry.lan:5000", true) == "http://registry.lan:5000");
+  CHECK(*registry::base_url("http://127.0.0.1:5055", false) == "http://127.0.0.1:5055");
+  CHECK(registry::base_url("http://registry.lan:5000", false).error().message ==
+        "registry http://registry.lan:5000: plain http is only used for loopback registries; use https:// or mark the "
+        "registry insecure");
+  CHECK(registry::default_tags("sha256:0123456789abcdef0123", "v3") == std::vector<std::string>{"0123456789ab", "v3"});
+}
+
+TEST_CASE("registry: push, re-push, changed layer, mount, second registry") {
+  if (!have_registry()) {
+    MESSAGE("skipped: the docker-registry binary is missing (apt-get install docker-registry)");
+    return;
+  }
+  RegistryServer server;
+  test::TempDir dir;
+  make_project(dir.path());
+  BuiltImage image = build_image(dir.path());
+  auto tags = registry::default_tags(image.manifest_digest, "v1");
+
+  registry::Client client(server.address());
+  auto first = client.push_image("app/img", image.blobs, image.manifest, tags);
+  REQUIRE_MESSAGE(first.ok(), first.error().message);
+  CHECK(first->digest == image.manifest_digest);
+  CHECK(first->blobs_uploaded == 3);
+  CHECK(first->bytes_uploaded == total_size(image));
+  CHECK(fetch_manifest(server.address(), "app/img", "v1") == image.manifest);
+  CHECK(fetch_manifest(server.address(), "app/img", tags[0]) == image.manifest);
+
+  SUBCASE("an unchanged image uploads nothing, with one HEAD per blob") {
+    registry::Client again(server.address());
+    auto second = again.push_image("app/img", image.blobs, image.manifest, tags);
+    REQUIRE_MESSAGE(second.ok(), second.error().message);
+    CHECK(second->bytes_uploaded == 0);
+    CHECK(second->blobs_skipped == 3);
+    CHECK(again.request_counts().at("HEAD") == 3);
+    CHECK(again.request_counts().count("POST") == 0);
+    CHECK(again.request_counts().count("PATCH") == 0);
+  }
+  SUBCASE("a changed file uploads only its layer and the config") {
+    write(dir.path() + "/app/main.py", "print('v2')\n");
+    BuiltImage changed = build_image(dir.path());
+    CHECK(changed.blobs[1].descriptor == image.blobs[1].descriptor);
+    auto second = client.push_image("app/img", changed.blobs, changed.manifest, {"v2"});
+    REQUIRE_MESSAGE(second.ok(), second.error().message);
+    CHECK(second->blobs_skipped == 1);
+    CHECK(second->blobs_uploaded == 2);
+    CHECK(second->bytes_uploaded == changed.blobs[0].descriptor.size + changed.blobs[2].descriptor.size);
+    CHECK(fetch_manifest(server.address(), "app/img", "v2") == changed.manifest);
+    CHECK(fetch_manifest(server.address(), "app/img", "v1") == image.manifest);
+  }
+  SUBCASE("another repository of the same registry mounts the blobs") {
+    auto mounted = client.push_image("app/other", image.blobs, image.manifest, {"v1"}, {"app/img"});
+    REQUIRE_MESSAGE(mounted.ok(), mounted.error().message);
+    CHECK(mounted->blobs_mounted == 3);
+    CHECK(mounted->bytes_uploaded == 0);
+    CHECK(fetch_manifest(server.address(), "app/other", "v1") == image.manifest);
+  }
+  SUBCASE("a second registry gets its own full copy") {
+    RegistryServer other;
+    registry::Client second_client(other.address());
+    auto pushed = second_client.push_image("app/img", image.blobs, image.manifest, tags);
+    REQUIRE_MESSAGE(pushed.ok(), pushed.error().message);
+    CHECK(pushed->blobs_uploaded == 3);
+    CHECK(pushed->bytes_uploaded == total_size(image));
+    CHECK(fetch_manifest(other.address(), "app/img", "v1") == image.manifest);
+  }
+}
+
+TEST_CASE("registry: an interrupted streamed upload resumes from the server's offset") {
+  if (!have_registry()) {
+    MESSAGE("skipped: the docker-registry binary is missing (apt-get install docker-registry)");
+    return;
+  }
+  RegistryServer server;
+  test::TempDir dir;
+  std::string data = random_bytes(6 * 1024 * 1024, 7);
+  write(dir.path() + "/blob", data);
+  registry::Blob blob{oci::describe(oci::layer_media_type, data), dir.path() + "/blob", ""};
+  registry::Options options;
+  int interruptions = 0;
+  options.interrupt_upload = [&](std::uint64_t offset) {
+    if (interruptions == 0 && offset >= 2 * 1024 * 1024) {
+      ++interruptions;
+      return true;
+    }
+    return false;
+  };
+  registry::Client client(server.address(), options);
+  auto outcome = client.push_blob("app/img", blob);
+  REQUIRE_MESSAGE(outcome.ok(), outcome.error().message);
+  CHECK(interruptions == 1);
+  CHECK(outcome->how == registry::BlobOutcome::How::uploaded);
+  CHECK(outcome->bytes_uploaded < data.size() + 1024 * 1024);  // resumed, not restarted from zero
+  CHECK(client.request_counts().at("PATCH") == 2);
+  CHECK(*client.blob_exists("app/img", blob.descriptor.digest));
+}
+
+TEST_CASE("registry: basic auth with htpasswd, and a wrong password") {
+  if (!have_registry()) {
+    MESSAGE("skipped: the docker-registry binary is missing (apt-get install docker-registry)");
+    return;
+  }
+  if (std::system("command -v htpasswd >/dev/null 2>&1") != 0) {
+    MESSAGE("skipped: htpasswd is missing (apt-get install apache2-utils)");
+    return;
+  }
+  test::TempDir dir;
+  std::string line_file = dir.path() + "/line";
+  REQUIRE(std::system(("htpasswd -Bbn alice 's3cret pass' > " + line_file).c_str()) == 0);
+  std::ifstream in(line_file);
+  std::string line((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  RegistryServer server(line);
+  make_project(dir.path());
+  BuiltImage image = build_image(dir.path());
+
+  registry::Options good;
+  good.credentials = registry::Credentials{"alice", "s3cret pass"};
+  registry::Client client(server.address(), good);
+  auto pushed = client.push_image("app/img", image.blobs, image.manifest, {"v1"});
+  REQUIRE_MESSAGE(pushed.ok(), pushed.error().message);
+  CHECK(pushed->blobs_uploaded == 3);
+
+  registry::Options bad;
+  bad.credentials = registry::Credentials{"alice", "wrong"};
+  registry::Client wrong(server.address(), bad);
+  auto refused = wrong.push_image("app/img", image.blobs, image.manifest, {"v1"});
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.error().code == util::ExitCode::backend);
+  CHECK(refused.error().message ==
+        "registry " + server.address() +
+            ": authentication failed (HTTP 401); check the username and password");
+  CHECK(refused.error().message.find("wrong") == std::string::npos);
+
+  registry::Client anonymous(server.address());
+  auto no_login = anonymous.blob_exists("app/img", image.blobs[0].descriptor.digest);
+  REQUIRE_FALSE(no_login.ok());
+  CHECK(no_login.error().message ==
+        "registry " + server.address() + ": it requires a login (HTTP 401); give a username and password for it");
+}
+
+TEST_CASE("registry: bearer token flow (fake token service and registry front)") {
+  // Docker Hub / GHCR style: 401 + Bearer challenge -> GET realm?service=&scope= -> token -> retry.
+  int port = 0;
+  test::LoopbackHttp server([&port](const test::SeenRequest& request) {
+    if (request.target.rfind("/token?", 0) == 0) {
+      if (request.header("Authorization") != "Basic YWxpY2U6czNjcmV0") return test::http_response(401, "{}");
+      if (request.target != "/token?service=fake&scope=repository%3Aapp%2Fimg%3Apull%2Cpush") {
+        return test::http_response(400, "bad query " + request.target);
+      }
+      return test::http_response(200, R"({"token":"tok-123"})");
+    }
+    if (request.header("Authorization") != "Bearer tok-123") {
+      return test::http_response(401, R"({"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]})",
+                                 "WWW-Authenticate: Bearer realm=\"http://127.0.0.1:" + std::to_string(port) +
+                                     "/token\",service=\"fake\",scope=\"repository:app/img:pull,push\"\r\n");
+    }
+    return std::string("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+  });
+  port = server.port();
+  registry::Options options;
+  options.credentials = registry::Credentials{"alice", "s3cret"};
+  registry::Client client("127.0.0.1:" + std::to_string(port), options);
+  auto exists = client.blob_exists("app/img", "sha256:" + std::string(64, 'a'));
+  REQUIRE_MESSAGE(exists.ok(), exists.error().message);
+  CHECK(*exists);
+  CHECK(client.request_counts().at("token") == 1);
+  auto again = client.blob_exists("app/img", "sha256:" + std::string(64, 'b'));
+  REQUIRE(again.ok());
+  CHECK(client.request_counts().at("token") == 1);  // the token is reused
+  CHECK(client.request_counts().at("HEAD") == 3);
+
+  registry::Options wrong;
+  wrong.credentials = registry::Credentials{"alice", "nope"};
+  registry::Client refused("127.0.0.1:" + std::to_string(port), wrong);
+  auto denied = refused.blob_exists("app/img", "sha256:" + std::string(64, 'a'));
+  REQUIRE_FALSE(denied.ok());
+  CHECK(denied.error().message == "registry 127.0.0.1:" + std::to_string(port) +
+                                      ": the token service refused the login (HTTP 401); check the username and password");
+}
