@@ -19,6 +19,14 @@ void build(CLI::App& app, commands::Context& ctx) {
   commands::add_validate(app, ctx);
   commands::add_plan(app, ctx);
   commands::add_gpus(app, ctx);
+  commands::add_run(app, ctx);
+  commands::add_deploy(app, ctx);
+  commands::add_deployments(app, ctx);
+  commands::add_ps(app, ctx);
+  commands::add_logs(app, ctx);
+  commands::add_cancel(app, ctx);
+  commands::add_wait(app, ctx);
+  commands::add_supervise(app, ctx);
 }
 
 }  // namespace

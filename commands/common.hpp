@@ -1,5 +1,6 @@
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -7,6 +8,7 @@
 #include "cloud/config.hpp"
 #include "cloud/local_inventory.hpp"
 #include "cloud/placement.hpp"
+#include "cloud/state.hpp"
 #include "commands/context.hpp"
 #include "manifest/manifest.hpp"
 #include "util/diagnostic.hpp"
@@ -32,5 +34,17 @@ std::optional<manifest::Manifest> load_manifest(Context& ctx, const cloud::Confi
 
 // PlanInputs with the local inventory filled in; on failure reports and sets `exit_code`.
 std::optional<cloud::PlanInputs> plan_inputs(Context& ctx, const cloud::Config& config, int& exit_code);
+
+// The plan as `plan --json` prints it.
+nlohmann::json plan_json(const cloud::Plan& plan);
+
+// The plan as tables on ctx.out (functions, volumes, images) and its warnings on ctx.err.
+void print_plan(Context& ctx, const cloud::Plan& plan);
+
+// A run as `ps --json` shows it.
+nlohmann::json run_json(const cloud::Run& run);
+
+// Opens the state store and marks runs whose supervisor died as lost.
+util::Result<cloud::StateStore> open_store();
 
 }  // namespace gpurun::commands

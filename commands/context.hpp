@@ -31,5 +31,13 @@ struct Context {
 void add_validate(CLI::App& root, Context& ctx);
 void add_plan(CLI::App& root, Context& ctx);
 void add_gpus(CLI::App& root, Context& ctx);
+void add_run(CLI::App& root, Context& ctx);
+void add_deploy(CLI::App& root, Context& ctx);
+void add_deployments(CLI::App& root, Context& ctx);
+void add_ps(CLI::App& root, Context& ctx);
+void add_logs(CLI::App& root, Context& ctx);
+void add_cancel(CLI::App& root, Context& ctx);
+void add_wait(CLI::App& root, Context& ctx);
+void add_supervise(CLI::App& root, Context& ctx);
 
 }  // namespace gpurun::commands

@@ -1,0 +1,61 @@
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "cli/table.hpp"
+#include "cloud/local_backend.hpp"
+#include "commands/common.hpp"
+#include "commands/watch.hpp"
+#include "util/units.hpp"
+
+namespace gpurun::commands {
+
+namespace {
+
+struct CancelOptions {
+  std::vector<std::string> runs;
+};
+
+int run_cancel(Context& ctx, const CancelOptions& options) {
+  auto store = open_store();
+  if (!store) return report(ctx, store.error());
+  int worst = 0;
+  for (const auto& id : options.runs) {
+    auto run = store->get_run(id);
+    if (!run) {
+      worst = report(ctx, run.error());
+      continue;
+    }
+    if (cloud::is_terminal(run->status)) {
+      ctx.err << fmt::format("gpurun: run {} already ended ({}); nothing to cancel\n", run->id, cloud::to_string(run->status));
+      continue;
+    }
+    if (auto sent = cloud::request_cancel(*store, *run); !sent) {
+      worst = report(ctx, sent.error());
+      continue;
+    }
+    // The supervisor stops the workload (SIGTERM, then SIGKILL after its grace period).
+    cloud::Run current = *run;
+    while (!cloud::is_terminal(current.status)) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      (void)store->reconcile_lost();
+      auto fresh = store->get_run(run->id);
+      if (!fresh) break;
+      current = *fresh;
+    }
+    ctx.err << fmt::format("gpurun: run {} {}\n", current.id, cloud::to_string(current.status));
+  }
+  return worst;
+}
+
+}  // namespace
+
+void add_cancel(CLI::App& root, Context& ctx) {
+  auto options = std::make_shared<CancelOptions>();
+  auto* cmd = root.add_subcommand("cancel", "Stop runs: SIGTERM, then SIGKILL after a grace period; frees their GPUs");
+  cmd->add_option("runs", options->runs, "Run ids (or unique prefixes)")->required()->type_name("RUN");
+  cmd->callback([&ctx, options] { ctx.action = [&ctx, options] { return run_cancel(ctx, *options); }; });
+}
+
+}  // namespace gpurun::commands

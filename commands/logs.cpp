@@ -1,0 +1,62 @@
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "cli/table.hpp"
+#include "cloud/local_backend.hpp"
+#include "commands/common.hpp"
+#include "commands/watch.hpp"
+#include "util/units.hpp"
+
+namespace gpurun::commands {
+
+namespace {
+
+struct LogsOptions {
+  std::string run;
+  bool follow = false;
+  std::string since;
+  int tail = -1;
+  bool timestamps = false;
+};
+
+int run_logs(Context& ctx, const LogsOptions& options) {
+  auto store = open_store();
+  if (!store) return report(ctx, store.error());
+  auto run = store->get_run(options.run);
+  if (!run) return report(ctx, run.error());
+  WatchOptions watch;
+  watch.follow = options.follow;
+  watch.render.terminal = ctx.out_is_tty;
+  watch.render.function = run->function;
+  watch.render.timestamps = options.timestamps;
+  if (!options.since.empty()) {
+    auto since = util::parse_duration(options.since);
+    if (!since) {
+      return report(ctx, util::make_error(util::ExitCode::usage,
+                                          fmt::format("--since '{}': not a duration; write it like 30s, 10m or 2h", options.since)));
+    }
+    watch.render.since_unix_ms = cloud::now_unix_ms() - since->count();
+  }
+  if (options.tail >= 0) watch.tail = static_cast<std::size_t>(options.tail);
+  ctx.out.flush();
+  auto watched = watch_run(*store, run->id, watch);
+  if (!watched) return report(ctx, watched.error());
+  return 0;
+}
+
+}  // namespace
+
+void add_logs(CLI::App& root, Context& ctx) {
+  auto options = std::make_shared<LogsOptions>();
+  auto* cmd = root.add_subcommand("logs", "Print a run's logs (-f: follow them live until it ends)");
+  cmd->add_option("run", options->run, "Run id (or a unique prefix)")->required()->type_name("RUN");
+  cmd->add_flag("-f,--follow", options->follow, "Keep printing new lines until the run ends");
+  cmd->add_option("--since", options->since, "Only lines newer than this (e.g. 10m)")->type_name("DURATION");
+  cmd->add_option("--tail", options->tail, "Only the last N lines")->type_name("N")->check(CLI::NonNegativeNumber);
+  cmd->add_flag("--timestamps", options->timestamps, "Prefix each line with its UTC time");
+  cmd->callback([&ctx, options] { ctx.action = [&ctx, options] { return run_logs(ctx, *options); }; });
+}
+
+}  // namespace gpurun::commands

@@ -1,0 +1,54 @@
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "cli/table.hpp"
+#include "cloud/local_backend.hpp"
+#include "commands/common.hpp"
+#include "commands/watch.hpp"
+#include "util/units.hpp"
+
+namespace gpurun::commands {
+
+namespace {
+
+struct PsOptions {
+  bool all = false;
+  bool json = false;
+};
+
+int run_ps(Context& ctx, const PsOptions& options) {
+  auto store = open_store();
+  if (!store) return report(ctx, store.error());
+  auto runs = store->list_runs(options.all);
+  if (!runs) return report(ctx, runs.error());
+  if (options.json) {
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& r : *runs) out.push_back(run_json(r));
+    ctx.out << out.dump(2) << '\n';
+    return 0;
+  }
+  cli::Table table({"RUN", "APP", "FUNCTION", "CLOUD", "STATUS", "EXIT", "GPUS", "ATTEMPT", "AGE"});
+  const auto now = cloud::now_unix_ms();
+  for (const auto& r : *runs) {
+    table.add({r.id, r.app, r.function, r.cloud, std::string(cloud::to_string(r.status)),
+               r.exit_code ? std::to_string(*r.exit_code) : "-", r.gpus.empty() ? "-" : r.gpus, std::to_string(r.attempt),
+               util::format_duration(std::chrono::seconds((now - r.created_at) / 1000))});
+  }
+  ctx.out << table.render();
+  if (runs->empty() && !options.all) ctx.err << "gpurun: no active runs; 'gpurun ps --all' shows ended ones too\n";
+  return 0;
+}
+
+}  // namespace
+
+void add_ps(CLI::App& root, Context& ctx) {
+  auto options = std::make_shared<PsOptions>();
+  auto* cmd = root.add_subcommand("ps", "List active runs (--all: every run), newest first");
+  cmd->add_flag("-a,--all", options->all, "Include runs that ended");
+  cmd->add_flag("--json", options->json, "Print as JSON on stdout");
+  cmd->callback([&ctx, options] { ctx.action = [&ctx, options] { return run_ps(ctx, *options); }; });
+}
+
+}  // namespace gpurun::commands

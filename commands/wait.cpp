@@ -1,0 +1,54 @@
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "cli/table.hpp"
+#include "cloud/local_backend.hpp"
+#include "commands/common.hpp"
+#include "commands/watch.hpp"
+#include "util/units.hpp"
+
+namespace gpurun::commands {
+
+namespace {
+
+struct WaitOptions {
+  std::string run;
+  bool json = false;
+};
+
+int run_wait(Context& ctx, const WaitOptions& options) {
+  auto store = open_store();
+  if (!store) return report(ctx, store.error());
+  auto run = store->get_run(options.run);
+  if (!run) return report(ctx, run.error());
+  cloud::Run current = *run;
+  while (!cloud::is_terminal(current.status)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    (void)store->reconcile_lost();
+    auto fresh = store->get_run(run->id);
+    if (!fresh) return report(ctx, fresh.error());
+    current = *fresh;
+  }
+  const int code = cloud::exit_code_of(current);
+  if (options.json) {
+    ctx.out << nlohmann::json{{"id", current.id}, {"status", cloud::to_string(current.status)}, {"exit_code", code}}.dump() << '\n';
+  } else if (current.status != cloud::RunStatus::succeeded) {
+    ctx.err << fmt::format("gpurun: run {} {}{} (exit code {})\n", current.id, cloud::to_string(current.status),
+                           current.status_reason.empty() ? "" : ": " + current.status_reason, code);
+  }
+  return code;
+}
+
+}  // namespace
+
+void add_wait(CLI::App& root, Context& ctx) {
+  auto options = std::make_shared<WaitOptions>();
+  auto* cmd = root.add_subcommand("wait", "Wait for a run to end; exit with its exit code");
+  cmd->add_option("run", options->run, "Run id (or a unique prefix)")->required()->type_name("RUN");
+  cmd->add_flag("--json", options->json, "Print {\"id\", \"status\", \"exit_code\"} on stdout");
+  cmd->callback([&ctx, options] { ctx.action = [&ctx, options] { return run_wait(ctx, *options); }; });
+}
+
+}  // namespace gpurun::commands

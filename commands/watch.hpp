@@ -1,0 +1,29 @@
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "cloud/logs.hpp"
+#include "cloud/state.hpp"
+#include "util/result.hpp"
+
+namespace gpurun::commands {
+
+struct WatchOptions {
+  cloud::RenderOptions render;
+  bool follow = false;               // keep reading until the run ends
+  std::optional<std::size_t> tail;   // start at the last N lines
+  int out_fd = 1;
+  int err_fd = 2;
+  // Called about every 100 ms while following, with the run as last read (for status lines).
+  std::function<void(const cloud::Run&)> on_poll;
+  const std::atomic<bool>* stop = nullptr;  // stop following (detach) when it turns true
+};
+
+// Prints a run's stored logs, and with `follow` everything it prints until it ends; returns the
+// run as last read. Works while another process writes the log, and after the run ended.
+util::Result<cloud::Run> watch_run(cloud::StateStore& store, const std::string& run_id, const WatchOptions& options);
+
+}  // namespace gpurun::commands
