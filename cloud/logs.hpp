@@ -122,10 +122,10 @@ class LogReader {
   LogReader& operator=(const LogReader&) = delete;
   ~LogReader();
 
-  // Replaces `records` with the complete records appended since the last call (up to ~256 KiB of
-  // them; call again while it returns records). Nothing while the file does not exist. Malformed
-  // lines are skipped. With `final` (the writer is done), a plain file's unterminated last line is
-  // returned as a fragment; a torn record-format tail never is.
+  // Replaces `records` with complete records appended since the last call (about 256 KiB of them
+  // at most; call again while it returns some); 0 means none is complete yet, also while the file
+  // does not exist. Malformed lines are skipped. With `final` (the writer is done), a plain file's
+  // unterminated last line is returned as a fragment; a torn record-format tail never is.
   util::Result<std::size_t> read(std::vector<LogRecord>& records, bool final = false);
   // Byte offset of the first record not returned yet.
   std::uint64_t offset() const { return file_offset_ - (end_ - begin_); }
@@ -165,8 +165,9 @@ util::Result<void> follow(LogReader& reader, const std::function<bool()>& ended,
                           const std::atomic<bool>* cancelled = nullptr);
 
 struct RenderOptions {
-  // The output is a terminal: lines get "<function> | " in front, markers are dim, and a partial
-  // line is ended before a marker. Piped output is the raw text.
+  // The output is a terminal: lines get "<function> | " in front (when `function` is set), markers
+  // are dim, and partial lines are ended before a marker and by LogRenderer::finish. Piped output
+  // is the raw text.
   bool terminal = false;
   std::string function;
   bool timestamps = false;  // "2024-05-01T12:34:56.789Z " in front of each line (UTC)
@@ -181,7 +182,10 @@ struct RenderState {
 };
 
 // Appends `record` as shown to its destination: stdout records to `out`, stderr records and
-// markers ("gpurun: <text>") to `err`. Returns false (appending nothing) for a filtered record.
+// markers to `err`. A marker is a whole line "gpurun: <text>" starting on a fresh line (a partial
+// stderr line, or on a terminal any partial line, is ended first). Fragments are joined without a
+// newline and get the prefix and timestamp once per line. Returns false (appending nothing) for a
+// record older than options.since_unix_ms.
 bool render_record(const LogRecord& record, const RenderOptions& options, RenderState& state, std::string& out,
                    std::string& err);
 
