@@ -53,26 +53,6 @@ std::string snippet(std::string_view body) {
   return "'" + text + "'";
 }
 
-// "Invalid job id specified (Slurm error 2017: Unable to find JobId=9)", joined with "; also ".
-std::string describe_errors(const std::vector<ApiError>& errors) {
-  std::vector<std::string> parts;
-  for (const auto& error : errors) {
-    std::string part = error.message.empty() ? "unspecified error" : error.message;
-    if (error.code != 0 || !error.description.empty()) {
-      part += " (Slurm error";
-      if (error.code != 0) {
-        part += " " + std::to_string(error.code);
-      }
-      if (!error.description.empty()) {
-        part += (error.code != 0 ? ": " : " ") + error.description;
-      }
-      part += ")";
-    }
-    parts.push_back(part);
-  }
-  return util::join(parts, ", ");
-}
-
 bool has_error(const std::vector<ApiError>& errors, long code) {
   return std::any_of(errors.begin(), errors.end(), [code](const ApiError& e) { return e.code == code; });
 }
@@ -106,7 +86,10 @@ class DialectV0038 final : public ApiDialect {
     for (const auto& [name, value] : job.environment) {
       environment[name] = value;
     }
-    j["environment"] = environment;  // required by v0.0.38, even when empty
+    if (environment.empty()) {
+      environment["PATH"] = "/usr/local/bin:/usr/bin:/bin";  // v0.0.38 rejects an empty object (2127)
+    }
+    j["environment"] = environment;
     if (!job.current_working_directory.empty()) j["current_working_directory"] = job.current_working_directory;
     if (!job.standard_output.empty()) j["standard_output"] = job.standard_output;
     if (!job.standard_error.empty()) j["standard_error"] = job.standard_error;
@@ -263,8 +246,9 @@ class DialectV0038 final : public ApiDialect {
         continue;
       }
       ApiError e;
-      // /job/submit says error_code, /job/{id} says error_number.
-      e.code = static_cast<long>(get_integer(error, "error_code").value_or(get_integer(error, "error_number").value_or(0)));
+      // /job/submit says error_code, /job/{id} error_number, /nodes errno.
+      e.code = static_cast<long>(get_integer(error, "error_code")
+                                     .value_or(get_integer(error, "error_number").value_or(get_integer(error, "errno").value_or(0))));
       e.message = get_string(error, "error");
       e.description = get_string(error, "description");
       out.push_back(std::move(e));
@@ -330,6 +314,25 @@ std::string with_slurm_reason(std::string reason, const JobInfo& job, std::strin
 }
 
 }  // namespace
+
+std::string describe_errors(const std::vector<ApiError>& errors) {
+  std::vector<std::string> parts;
+  for (const auto& error : errors) {
+    std::string part = error.message.empty() ? "unspecified error" : error.message;
+    if (error.code != 0 || !error.description.empty()) {
+      part += " (Slurm error";
+      if (error.code != 0) {
+        part += " " + std::to_string(error.code);
+      }
+      if (!error.description.empty()) {
+        part += (error.code != 0 ? ": " : " ") + error.description;
+      }
+      part += ")";
+    }
+    parts.push_back(part);
+  }
+  return util::join(parts, ", ");
+}
 
 std::string_view to_string(JobStatus status) {
   switch (status) {

@@ -26,7 +26,8 @@ struct JobSubmit {
   std::optional<long> time_limit_minutes;
   std::optional<int> cpus_per_task;
   std::optional<long> memory_per_node_mb;
-  std::map<std::string, std::string> environment;  // the job's whole environment (secrets too)
+  std::map<std::string, std::string> environment;  // the job's whole environment (secrets too);
+                                                   // empty sends PATH only (v0.0.38 needs one entry)
   std::string current_working_directory;
   std::string standard_output;                 // path on the cluster; empty = Slurm's default
   std::string standard_error;                  // empty = with standard_output
@@ -45,6 +46,9 @@ struct ApiError {
   std::string message;      // "Requested node configuration is not available"
   std::string description;  // "Unable to find JobId=999999" (may be empty)
 };
+
+// "Invalid job id specified (Slurm error 2017: Unable to find JobId=9)", several joined with ", ".
+std::string describe_errors(const std::vector<ApiError>& errors);
 
 // Slurm error numbers gpurun reacts to.
 inline constexpr long kErrorInvalidPartition = 2000;

@@ -93,7 +93,11 @@ TEST_CASE("slurm dialect v0.0.38: submit body") {
   JobSubmit bare;
   bare.script = "#!/bin/sh\ntrue\n";
   body = nlohmann::json::parse(v38().submit_body(bare));
-  CHECK(body["job"]["environment"] == nlohmann::json::object());  // required even when empty
+  // slurmrestd rejects an empty environment object as if it were missing (capture 32).
+  CHECK(body["job"]["environment"] == nlohmann::json{{"PATH", "/usr/local/bin:/usr/bin:/bin"}});
+  auto empty = v38().parse_submit(400, capture("32-empty-environment.response.json"));
+  REQUIRE_FALSE(empty.ok());
+  CHECK(empty.error().message.find("environment must be set (Slurm error 2127)") != std::string::npos);
   CHECK_FALSE(body["job"].contains("gres"));
 }
 
@@ -247,6 +251,23 @@ TEST_CASE("slurm dialect v0.0.38: unknown job ids and cancel") {
   CHECK(other.error().message ==
         "slurm: reading the job's status failed: Unexpected error (Slurm error 1); see slurmctld's log or ask the "
         "cluster's administrator");
+}
+
+TEST_CASE("slurm dialect v0.0.38: what a bad JWT looks like") {
+  auto ping = v38().parse_ping(500, capture("29-jwt-bad-token-ping.response.json"));
+  REQUIRE_FALSE(ping.ok());
+  CHECK(ping.error().message ==
+        "slurm: pinging slurmctld failed: Unspecified error (Slurm error -1: slurmctld config is unable to load); "
+        "see slurmctld's log or ask the cluster's administrator");
+  auto nodes = v38().parse_errors(capture("30-jwt-bad-token-nodes.response.json"));
+  REQUIRE(nodes.size() == 1);
+  CHECK(nodes[0].code == -1);  // spelled "errno" there
+  auto submit = v38().parse_submit(500, capture("31-jwt-bad-token-submit.response.json"));
+  REQUIRE_FALSE(submit.ok());
+  CHECK(submit.error().code == ExitCode::backend);
+  CHECK(submit.error().message ==
+        "slurm: job submission rejected: Zero Bytes were transmitted or received (Slurm error 5005); see "
+        "slurmctld's log or ask the cluster's administrator");
 }
 
 TEST_CASE("slurm dialect v0.0.38: ping") {
