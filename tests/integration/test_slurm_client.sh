@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# cloud/slurm_client and slurm_script against a real cluster: runs the unit-test binary's
+# "slurm live:" cases (skipped in ordinary runs) with the fixture's environment.
+set -euo pipefail
+SRC=${GPURUN_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
+FIXTURE=$SRC/tests/fixtures/slurm_cluster.sh
+
+for t in slurmctld slurmd slurmrestd munged sinfo scontrol curl; do
+  if ! command -v "$t" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$t" ]; then
+    echo "SKIP: $t not installed (apt-get install slurmctld slurmd slurmrestd slurm-client slurm-wlm-jwt-plugin munge curl)"
+    exit 77
+  fi
+done
+
+UNIT=${GPURUN_UNIT_TESTS:-$(dirname "${GPURUN:?GPURUN must point at the gpurun binary}")/tests/gpurun_unit_tests}
+[ -x "$UNIT" ] || { echo "FAIL: no unit-test binary at $UNIT" >&2; exit 1; }
+
+DIR=$(mktemp -d)
+cleanup() {
+  "$FIXTURE" stop "$DIR" || true
+  rm -rf "$DIR"
+}
+trap cleanup EXIT
+
+"$FIXTURE" start "$DIR"
+eval "$("$FIXTURE" env "$DIR")"
+GPURUN_TEST_SLURM_TOKEN=$("$FIXTURE" token "$DIR")
+export GPURUN_TEST_SLURM_TOKEN
+"$UNIT" --no-skip -tc='slurm live:*'
