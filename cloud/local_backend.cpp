@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "cloud/config.hpp"
+#include "cloud/local_inventory.hpp"
 #include "cloud/logs.hpp"
 #include "cloud/process.hpp"
 #include "util/units.hpp"
@@ -91,6 +92,7 @@ struct AttemptResult {
   RunStatus status = RunStatus::failed;
   int exit_code = 1;
   std::string reason;
+  bool final = false;  // retrying cannot help (e.g. the request can never be served here)
 };
 
 class Supervisor {
@@ -108,11 +110,7 @@ class Supervisor {
         (void)store_.set_attempt(run_.id, attempt);
       }
       result = run_attempt(attempt);
-      if (result.status == RunStatus::succeeded || result.status == RunStatus::cancelled ||
-          result.exit_code == util::to_int(util::ExitCode::unschedulable) && result.status == RunStatus::failed &&
-              result.reason.rfind("unschedulable", 0) == 0) {
-        return result;
-      }
+      if (result.status == RunStatus::succeeded || result.status == RunStatus::cancelled || result.final) return result;
       if (attempt == attempts) break;
       const auto delay = retry_delay(spec_, attempt);
       (void)log_.marker(fmt::format("attempt {} {}; retrying in {} (attempt {} of {})", attempt, result.reason,
@@ -224,7 +222,8 @@ class Supervisor {
     }
     if (const auto* impossible = std::get_if<LeaseImpossible>(&*outcome)) {
       return AttemptResult{RunStatus::failed, util::to_int(util::ExitCode::unschedulable),
-                           fmt::format("unschedulable: {} on {}: {}", describe_alternatives(spec_), spec_.cloud, impossible->reason)};
+                           fmt::format("unschedulable: {} on {}: {}", describe_alternatives(spec_), spec_.cloud, impossible->reason),
+                           true};
     }
     if (const auto* granted = std::get_if<LeaseGranted>(&*outcome)) {
       devices = granted->devices;

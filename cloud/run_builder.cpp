@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "util/strings.hpp"
+#include "util/units.hpp"
 
 namespace gpurun::cloud {
 
