@@ -55,31 +55,52 @@ std::string describe_alternatives(const RunSpec& spec) {
   return spec.gpu_text.empty() ? std::string("GPUs") : spec.gpu_text;
 }
 
-// Runs inside bubblewrap with the host's top-level directories bound one by one (so that mount
-// points that do not exist on the host are created inside the sandbox, not on the host), the
-// host network and devices shared, and each volume bound at its path.
+// Binds every entry of host directory `dir` at the same place (into a tmpfs laid over it).
+void bind_children(const std::string& dir, std::vector<std::string>& out) {
+  DIR* handle = ::opendir(dir.c_str());
+  if (handle == nullptr) return;
+  std::vector<std::string> names;
+  while (dirent* entry = ::readdir(handle)) {
+    const std::string name = entry->d_name;
+    if (name != "." && name != "..") names.push_back(name);
+  }
+  ::closedir(handle);
+  std::sort(names.begin(), names.end());
+  for (const auto& name : names) {
+    const std::string path = (dir == "/" ? "" : dir) + "/" + name;
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) != 0) continue;
+    if (S_ISLNK(st.st_mode)) {
+      std::error_code ec;
+      const auto target = std::filesystem::read_symlink(path, ec);
+      if (!ec) out.insert(out.end(), {"--symlink", target.string(), path});
+    } else {
+      out.insert(out.end(), {"--dev-bind", path, path});
+    }
+  }
+}
+
+// Runs inside bubblewrap over a view of the host: its entries are bound one by one into the
+// sandbox's own root, the host network and devices are shared, and each volume is bound at its
+// path. Where a mount point does not exist on the host, its deepest existing parent is rebuilt
+// as a tmpfs holding binds of the parent's entries, so the mount point is made in the sandbox,
+// never on the host.
 std::vector<std::string> sandboxed(const std::vector<std::string>& argv, const RunSpec& spec) {
   std::vector<std::string> out = {"bwrap", "--die-with-parent"};
-  if (DIR* dir = ::opendir("/")) {
-    std::vector<std::string> names;
-    while (dirent* entry = ::readdir(dir)) {
-      const std::string name = entry->d_name;
-      if (name != "." && name != "..") names.push_back(name);
+  bind_children("/", out);
+  std::vector<std::string> rebuilt = {"/"};
+  for (const auto& m : spec.mounts) {
+    std::filesystem::path parent = std::filesystem::path(m.path);
+    std::error_code ec;
+    if (std::filesystem::exists(parent, ec)) continue;
+    while (parent.has_parent_path() && parent != parent.root_path() && !std::filesystem::exists(parent, ec)) {
+      parent = parent.parent_path();
     }
-    ::closedir(dir);
-    std::sort(names.begin(), names.end());
-    for (const auto& name : names) {
-      const std::string path = "/" + name;
-      struct stat st {};
-      if (::lstat(path.c_str(), &st) != 0) continue;
-      if (S_ISLNK(st.st_mode)) {
-        std::error_code ec;
-        const auto target = std::filesystem::read_symlink(path, ec);
-        if (!ec) out.insert(out.end(), {"--symlink", target.string(), path});
-      } else if (S_ISDIR(st.st_mode)) {
-        out.insert(out.end(), {"--dev-bind", path, path});
-      }
-    }
+    const std::string dir = parent.string();
+    if (std::find(rebuilt.begin(), rebuilt.end(), dir) != rebuilt.end()) continue;
+    rebuilt.push_back(dir);
+    out.insert(out.end(), {"--tmpfs", dir});
+    bind_children(dir, out);
   }
   for (const auto& m : spec.mounts) out.insert(out.end(), {"--bind", m.host_path, m.path});
   if (!spec.cwd.empty()) out.insert(out.end(), {"--chdir", spec.cwd});
@@ -281,7 +302,7 @@ class Supervisor {
       if (out_fd >= 0) fds[n++] = {out_fd, POLLIN, 0};
       if (err_fd >= 0) fds[n++] = {err_fd, POLLIN, 0};
       if (n == 0 && exit_code) break;
-      const int ready = n > 0 ? ::poll(fds, n, 50) : (std::this_thread::sleep_for(20ms), 0);
+      const int ready = n > 0 ? ::poll(fds, n, 50) : (std::this_thread::sleep_for(1ms), 0);
       bool read_any = false;
       if (ready > 0) {
         for (nfds_t i = 0; i < n; ++i) {
@@ -501,7 +522,7 @@ int supervise(const std::string& state_dir, const std::string& run_id, int lock_
   }
   Supervisor supervisor(*store, *run, *spec, secrets, *log);
   const auto result = supervisor.run();
-  if (result.status != RunStatus::succeeded) (void)log->marker(fmt::format("run {}: {}", to_string(result.status), result.reason));
+  if (result.status != RunStatus::succeeded) (void)log->marker("run " + result.reason);
   (void)log->close();
   (void)store->update_status(run_id, result.status, result.reason, result.exit_code);
   return result.exit_code;

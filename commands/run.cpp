@@ -128,7 +128,7 @@ int run_function(Context& ctx, const RunOptions& options) {
       ctx.err << fmt::format("\ngpurun: cancelling run {} (press Ctrl-C again to detach and leave it running)\n", current.id);
     }
     if (g_interrupts.load() >= 2) detach.store(true);
-    if (current.status == cloud::RunStatus::queued && !current.status_reason.empty()) {
+    if (current.status == cloud::RunStatus::queued && current.status_reason.rfind("waiting", 0) == 0) {
       const auto now = std::chrono::steady_clock::now();
       const auto waited = std::chrono::duration_cast<std::chrono::seconds>(now - queued_since);
       if (ctx.err_is_tty) {
@@ -156,9 +156,6 @@ int run_function(Context& ctx, const RunOptions& options) {
   if (options.json) {
     ctx.out << nlohmann::json{{"id", final_run->id}, {"status", cloud::to_string(final_run->status)}, {"exit_code", code}}.dump()
             << '\n';
-  } else if (final_run->status != cloud::RunStatus::succeeded) {
-    ctx.err << fmt::format("gpurun: run {} {}{} (exit code {})\n", final_run->id, cloud::to_string(final_run->status),
-                           final_run->status_reason.empty() ? "" : ": " + final_run->status_reason, code);
   }
   return code;
 }

@@ -35,8 +35,8 @@ int run_wait(Context& ctx, const WaitOptions& options) {
   if (options.json) {
     ctx.out << nlohmann::json{{"id", current.id}, {"status", cloud::to_string(current.status)}, {"exit_code", code}}.dump() << '\n';
   } else if (current.status != cloud::RunStatus::succeeded) {
-    ctx.err << fmt::format("gpurun: run {} {}{} (exit code {})\n", current.id, cloud::to_string(current.status),
-                           current.status_reason.empty() ? "" : ": " + current.status_reason, code);
+    ctx.err << fmt::format("gpurun: run {} {} (exit code {})\n", current.id,
+                           current.status_reason.empty() ? std::string(cloud::to_string(current.status)) : current.status_reason, code);
   }
   return code;
 }

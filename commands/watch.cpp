@@ -33,14 +33,14 @@ util::Result<cloud::Run> watch_run(cloud::StateStore& store, const std::string& 
   auto last_check = std::chrono::steady_clock::now() - std::chrono::seconds(1);
   auto ended = [&]() {
     const auto now = std::chrono::steady_clock::now();
-    if (now - last_check < std::chrono::milliseconds(100)) return cloud::is_terminal(last.status);
+    if (now - last_check < std::chrono::milliseconds(5)) return cloud::is_terminal(last.status);
     last_check = now;
     (void)store.reconcile_lost();
     if (auto fresh = store.get_run(last.id)) last = *fresh;
     if (options.on_poll) options.on_poll(last);
     return cloud::is_terminal(last.status);
   };
-  auto followed = cloud::follow(reader, ended, sink, std::chrono::milliseconds(20), options.stop);
+  auto followed = cloud::follow(reader, ended, sink, std::chrono::milliseconds(5), options.stop);
   (void)renderer.finish();
   if (!followed) return followed.error();
   return last;

@@ -246,7 +246,23 @@ struct Captured {
 
 // Runs `argv` with stdout captured (stderr discarded); an error text when it cannot be started
 // or runs past the timeout.
+bool on_path(const std::string& program) {
+  if (program.find('/') != std::string::npos) return access(program.c_str(), X_OK) == 0;
+  const char* path = std::getenv("PATH");
+  std::string_view rest = path != nullptr ? path : "/usr/bin:/bin";
+  while (true) {
+    const auto colon = rest.find(':');
+    std::string dir(rest.substr(0, colon));
+    if (dir.empty()) dir = ".";
+    if (access((dir + "/" + program).c_str(), X_OK) == 0) return true;
+    if (colon == std::string_view::npos) return false;
+    rest.remove_prefix(colon + 1);
+  }
+}
+
 util::Result<Captured> capture(const std::vector<std::string>& argv, int timeout_ms) {
+  // Not spawning a program that is not there keeps probing cheap on machines without a driver.
+  if (!on_path(argv[0])) return util::make_error(util::ExitCode::backend, std::strerror(ENOENT));
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) != 0) return util::make_error(util::ExitCode::backend, std::strerror(errno));
   posix_spawn_file_actions_t actions;

@@ -1,0 +1,200 @@
+#!/usr/bin/env bash
+# The local backend end to end: run, detach + logs -f + wait, cancel, timeout, retries, FIFO GPU
+# leases, lost runs, deploy + run from elsewhere, volumes, secrets.
+source "$(dirname "$0")/lib.sh"
+
+cat > gpurun.yaml <<'YAML'
+app: demo
+volumes:
+  shared: {}
+functions:
+  hello:
+    command: ["sh", "-c", "echo out:$GPURUN_FUNCTION:$GPURUN_APP:$GPURUN_ATTEMPT; echo err-line >&2; echo args:\"$*\"; pwd", "sh"]
+  shellcmd:
+    command: echo words
+  code:
+    command: exit 7
+  sleeper:
+    command: ["sh", "-c", "echo started; sleep 30"]
+  slow:
+    command: ["sh", "-c", "echo begin; sleep 30"]
+    timeout: 1s
+  flaky:
+    command: ["sh", "-c", "echo try $GPURUN_ATTEMPT; [ $GPURUN_ATTEMPT -ge 3 ]"]
+    retries: {max: 3, initial_delay: 100ms, backoff: 1.0}
+  writer:
+    command: ["sh", "-c", "echo payload > /mnt/shared/file"]
+    volumes: {/mnt/shared: shared}
+  reader:
+    command: ["sh", "-c", "cat /mnt/shared/file"]
+    volumes: {/mnt/shared: shared}
+  gpu1:
+    command: ["sh", "-c", "echo start $GPURUN_RUN_ID $(date +%s.%N) $CUDA_VISIBLE_DEVICES >> $EVENTS; sleep 0.7; echo end $GPURUN_RUN_ID $(date +%s.%N) >> $EVENTS"]
+    gpu: T4
+  gpu2:
+    command: ["sh", "-c", "echo start $GPURUN_RUN_ID $(date +%s.%N) $CUDA_VISIBLE_DEVICES >> $EVENTS; sleep 0.7; echo end $GPURUN_RUN_ID $(date +%s.%N) >> $EVENTS"]
+    gpu: T4:2
+YAML
+cat > secret.yaml <<'YAML'
+app: secretive
+functions:
+  secret:
+    command: ["sh", "-c", "echo token=$API_TOKEN"]
+    secrets: [svc]
+YAML
+
+# Attached run: logs stream, stdout/stderr split, args appended, runs in the manifest's dir.
+run_cmd run hello -- a "b c"
+expect_eq "hello exit" 0 "$RC"
+expect_contains "stdout line" "out:hello:demo:1" "$OUT"
+expect_contains "args appended verbatim" "args:a b c" "$OUT"
+expect_contains "runs in the manifest dir" "$TEST_DIR" "$OUT"
+expect_contains "stderr line on stderr" "err-line" "$ERR"
+expect_not_contains "stderr not on stdout" "err-line" "$OUT"
+run_cmd run shellcmd -- "it's"
+expect_eq "string command + quoted arg" "words it's" "$OUT"
+
+# Exit codes pass through; --json prints the final object.
+run_cmd run code
+expect_eq "exit code passes through" 7 "$RC"
+run_cmd run code --json
+expect_eq "json exit" 7 "$RC"
+expect_eq "json result" "failed 7" "$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d["status"], d["exit_code"])' "$OUT")"
+
+# Detach + logs -f + wait.
+run_cmd run hello --detach
+expect_eq "detach exit" 0 "$RC"
+id="$OUT"
+expect_eq "detach prints only an id" 1 "$(printf '%s\n' "$id" | wc -l)"
+run_cmd wait "$id" --json
+expect_eq "wait exit" 0 "$RC"
+expect_eq "wait json" "$id succeeded 0" "$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d["id"], d["status"], d["exit_code"])' "$OUT")"
+run_cmd logs "$id"
+expect_contains "logs replay after the end" "out:hello:demo:1" "$OUT"
+expect_eq "logs --tail 1 prints one line" 1 "$("$GPURUN" logs "$id" --tail 1 2>&1 | wc -l)"
+run_cmd logs "$id" --timestamps
+expect_contains "timestamps" "Z out:hello" "$OUT"
+run_cmd run sleeper --detach --json
+id=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["run_id"])' "$OUT")
+"$GPURUN" logs -f "$id" > follow.out 2>&1 &
+follower=$!
+wait_until 10 grep -q started follow.out || fail "logs -f did not show the live line"
+run_cmd cancel "$id"
+expect_eq "cancel exit" 0 "$RC"
+wait "$follower"
+expect_eq "logs -f ends when the run ends" 0 "$?"
+run_cmd wait "$id"
+expect_eq "cancelled run exit" 130 "$RC"
+run_cmd ps --all --json
+expect_eq "ps shows cancelled" "cancelled" "$(python3 -c 'import json,sys; print([r for r in json.loads(sys.argv[1]) if r["id"]==sys.argv[2]][0]["status"])' "$OUT" "$id")"
+expect_eq "ps json fields" "app,attempt,backend,cloud,created_at,ended_at,exit_code,function,gpus,id,started_at,status,status_reason" \
+  "$(python3 -c 'import json,sys; print(",".join(sorted(json.loads(sys.argv[1])[0].keys())))' "$OUT")"
+
+# Ctrl-C on an attached run cancels it.
+"$GPURUN" run sleeper > int.out 2>&1 &
+cli=$!
+wait_until 10 grep -q started int.out || fail "attached run did not start"
+kill -INT "$cli"
+wait "$cli"
+expect_eq "Ctrl-C exit" 130 "$?"
+
+# Timeout and retries.
+run_cmd run slow
+expect_eq "timeout exit" 124 "$RC"
+expect_contains "timeout marked" "timed out after 1s" "$ERR"
+run_cmd run flaky
+expect_eq "retries until success" 0 "$RC"
+expect_eq "every attempt ran" "try 1 try 2 try 3" "$(echo $OUT)"
+expect_contains "retries marked" "attempt 2 started" "$ERR"
+run_cmd ps --all --json
+expect_eq "ps shows the attempt" 3 "$(python3 -c 'import json,sys; print([r for r in json.loads(sys.argv[1]) if r["function"]=="flaky"][0]["attempt"])' "$OUT")"
+
+# Volumes are seen at their mount paths and kept between runs; the host gets no mount point.
+host_had_mount=no; [ -e /mnt/shared ] && host_had_mount=yes
+run_cmd run writer
+expect_eq "writer exit" 0 "$RC"
+run_cmd run reader
+expect_eq "volume content" "payload" "$OUT"
+if [ "$host_had_mount" = no ]; then check; [ ! -e /mnt/shared ] || fail "mount point /mnt/shared was created on the host"; fi
+
+# Secrets reach the workload and are masked in streamed and stored logs.
+mkdir -p "$XDG_CONFIG_HOME/gpurun"
+printf 'secrets:\n  svc: {API_TOKEN: "tok-3f9a1c"}\n' > "$XDG_CONFIG_HOME/gpurun/config.yaml"
+chmod 644 "$XDG_CONFIG_HOME/gpurun/config.yaml"
+run_cmd run -f secret.yaml secret
+expect_eq "readable secrets refused" 2 "$RC"
+chmod 600 "$XDG_CONFIG_HOME/gpurun/config.yaml"
+run_cmd run -f secret.yaml secret
+expect_eq "secret run exit" 0 "$RC"
+expect_eq "secret masked when streamed" "token=***" "$OUT"
+check; ! grep -rq "tok-3f9a1c" "$GPURUN_STATE_DIR" || fail "secret value stored in the state dir"
+GPURUN_SECRET_SVC_API_TOKEN=from-env run_cmd run -f secret.yaml secret
+expect_eq "secret from the environment" "token=***" "$OUT"
+rm "$XDG_CONFIG_HOME/gpurun/config.yaml"
+
+# GPU leases: 6 one-GPU runs on 2 GPUs run exactly 2 at a time; a 2-GPU request queued first is
+# served before later 1-GPU requests.
+export GPURUN_LOCAL_GPUS="T4:2" EVENTS="$TEST_DIR/events"
+ids=()
+for i in 1 2 3 4 5 6; do run_cmd run gpu1 --detach; ids+=("$OUT"); done
+for id in "${ids[@]}"; do "$GPURUN" wait "$id" >/dev/null 2>&1 || fail "gpu1 run $id failed"; done
+max=$(python3 - "$EVENTS" <<'PY'
+import sys
+events = []
+for line in open(sys.argv[1]):
+    kind, rid, t = line.split()[:3]
+    events.append((float(t), 0 if kind == "end" else 1))
+level = peak = 0
+for _, up in sorted(events):
+    level += 1 if up else -1
+    peak = max(peak, level)
+print(peak, sum(1 for _, up in events if up))
+PY
+)
+expect_eq "6 runs on 2 GPUs: 2 at a time, all ran" "2 6" "$max"
+check; grep -q "start .* 0$" "$EVENTS" && grep -q "start .* 1$" "$EVENTS" || fail "CUDA_VISIBLE_DEVICES did not name devices 0 and 1"
+: > "$EVENTS"
+run_cmd run gpu1 --detach; a="$OUT"
+run_cmd run gpu1 --detach; b="$OUT"
+wait_until 10 grep -q "start $b" "$EVENTS" || fail "first two runs did not start"
+run_cmd run gpu2 --detach; two="$OUT"
+sleep 0.2
+run_cmd run gpu1 --detach; c="$OUT"
+run_cmd run gpu1 --detach; d="$OUT"
+sleep 0.2
+run_cmd ps --json
+expect_contains "waiting reason" "waiting for 2x T4 on local: 2 of 2 busy" "$OUT"
+for id in "$a" "$b" "$two" "$c" "$d"; do "$GPURUN" wait "$id" >/dev/null 2>&1 || fail "run $id failed"; done
+order=$(grep '^start' "$EVENTS" | sort -k3 -n | awk '{print $2}' | tr '\n' ' ')
+expect_eq "FIFO: the 2-GPU request goes before later 1-GPU ones" "$a $b $two $c $d " "$(printf '%s ' $(for x in $order; do echo $x; done))"
+run_cmd run gpu1 --gpu T4:4
+expect_eq "impossible request exit" 3 "$RC"
+
+# Lost runs: kill -9 of a supervisor frees its GPUs and shows the run as lost.
+run_cmd run gpu2 --detach; lost="$OUT"
+wait_until 10 grep -q "start $lost" "$EVENTS" || fail "run did not start"
+pkill -KILL -f "__supervise --state-dir $GPURUN_STATE_DIR .*$lost"
+sleep 0.1
+run_cmd ps --all --json
+expect_eq "killed supervisor -> lost" "lost" "$(python3 -c 'import json,sys; print([r for r in json.loads(sys.argv[1]) if r["id"]==sys.argv[2]][0]["status"])' "$OUT" "$lost")"
+run_cmd wait "$lost"
+expect_eq "lost run exit" 125 "$RC"
+run_cmd run gpu2
+expect_eq "GPUs freed after a lost run" 0 "$RC"
+
+# Deploy, then run without -f from another directory.
+run_cmd deploy --json
+expect_eq "deploy exit" 0 "$RC"
+expect_eq "deploy version" 1 "$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["version"])' "$OUT")"
+mkdir -p elsewhere && cd elsewhere
+run_cmd run hello
+expect_eq "deployed run exit" 0 "$RC"
+expect_contains "deployed run uses the manifest dir" "$TEST_DIR" "$OUT"
+run_cmd run demo/code
+expect_eq "APP/FUNCTION" 7 "$RC"
+run_cmd run nosuch
+expect_eq "unknown function exit" 2 "$RC"
+run_cmd deployments --json
+expect_eq "deployments" "demo 1" "$(python3 -c 'import json,sys; d=json.loads(sys.argv[1])[0]; print(d["app"], d["version"])' "$OUT")"
+cd "$TEST_DIR"
+finish
