@@ -219,8 +219,11 @@ void complete_functions(const Walk& walk, const std::string& prefix, Completion&
   for (const auto& f : found) apps_of[f.function].insert(f.app);
   std::set<std::string> emitted;
   for (const auto& f : found) {
+    // APP/FUNCTION where the name is ambiguous, or where the word typed so far has the app.
+    const std::string qualified = f.app + "/" + f.function;
     const bool ambiguous = apps_of[f.function].size() > 1;
-    std::string value = ambiguous ? f.app + "/" + f.function : f.function;
+    const bool typed_app = prefix.find('/') != std::string::npos;
+    const std::string value = ambiguous || typed_app ? qualified : f.function;
     if (!starts_with(value, prefix) && !(ambiguous && starts_with(f.function, prefix))) continue;
     if (!emitted.insert(value).second) continue;
     out.candidates.push_back({value, f.app.empty() ? f.origin : f.app + " (" + f.origin + ")"});
@@ -365,7 +368,7 @@ Completion complete_unguarded(CLI::App& root, const std::vector<std::string>& wo
   }
   if (!walk.after_dashdash && walk.positionals == 0) complete_subcommands(walk, word, out);
   if (auto* option = positional_at(walk.chain.back(), walk.positionals)) complete_value(walk, *option, word, out);
-  if (out.candidates.empty() && !out.files && !out.directories && positional_at(walk.chain.back(), walk.positionals) == nullptr &&
+  if (!walk.after_dashdash && out.candidates.empty() && !out.files && !out.directories && positional_at(walk.chain.back(), walk.positionals) == nullptr &&
       walk.chain.back()->get_subcommands([](CLI::App* sub) { return !sub->get_group().empty(); }).empty()) {
     complete_flags(walk, word, out);  // nothing else can come here: offer the flags
   }
