@@ -231,7 +231,7 @@ TEST_CASE("completion: function names from the manifest on the line and from dep
   CHECK(values(cli::complete(tree.app, {"run", "-f", manifest, "e"})) == std::vector<std::string>{"embed", "eval"});
 }
 
-TEST_CASE("completion: run ids newest first, in that order; a broken state completes nothing") {
+TEST_CASE("completion: run ids newest first, in that order, and nothing from a broken state") {
   gpurun::test::TempDir dir;
   EnvGuard state_env("GPURUN_STATE_DIR");
   ::setenv("GPURUN_STATE_DIR", dir.path().c_str(), 1);
