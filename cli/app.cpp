@@ -27,6 +27,8 @@ void build(CLI::App& app, commands::Context& ctx) {
   commands::add_cancel(app, ctx);
   commands::add_wait(app, ctx);
   commands::add_supervise(app, ctx);
+  commands::add_completion(app, ctx);
+  commands::add_complete(app, ctx);
 }
 
 }  // namespace
@@ -34,6 +36,9 @@ void build(CLI::App& app, commands::Context& ctx) {
 int run_cli(const std::vector<std::string>& args, commands::Context& ctx) {
   CLI::App app{"gpurun: put GPU functions on GPUs (local machine, Slurm clusters)", "gpurun"};
   build(app, ctx);
+  if (!args.empty() && args.front() == commands::complete_command) {
+    return commands::run_complete(app, std::vector<std::string>(args.begin() + 1, args.end()), ctx);
+  }
   std::vector<std::string> reversed(args.rbegin(), args.rend());
   try {
     app.parse(reversed);

@@ -4,6 +4,8 @@
 #include <iostream>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <vector>
 
 namespace CLI {
 class App;
@@ -39,5 +41,13 @@ void add_logs(CLI::App& root, Context& ctx);
 void add_cancel(CLI::App& root, Context& ctx);
 void add_wait(CLI::App& root, Context& ctx);
 void add_supervise(CLI::App& root, Context& ctx);
+void add_completion(CLI::App& root, Context& ctx);
+void add_complete(CLI::App& root, Context& ctx);  // hidden: __complete
+
+// The hidden command the completion scripts call: `gpurun __complete WORD...`.
+inline constexpr std::string_view complete_command = "__complete";
+// Prints the candidates for words.back() (see cli/completer.hpp); always returns 0. run_cli hands
+// it the raw words before CLI11 parses, so words like --help or --config are never acted on.
+int run_complete(CLI::App& root, const std::vector<std::string>& words, Context& ctx);
 
 }  // namespace gpurun::commands

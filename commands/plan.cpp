@@ -45,7 +45,7 @@ void add_plan(CLI::App& root, Context& ctx) {
   auto* cmd = root.add_subcommand("plan", "Show where each function would run, on which GPU, and what must be uploaded");
   cmd->add_option("manifest", options->manifest, "Manifest file (default ./gpurun.yaml)")->type_name("MANIFEST");
   cmd->add_option("-f,--file", options->file, "Manifest file (same as the positional argument)")->type_name("FILE");
-  cmd->add_option("--cloud", options->cloud, "Pin every function to this cloud")->type_name("NAME");
+  cmd->add_option("--cloud", options->cloud, "Pin every function to this cloud")->type_name("CLOUD");
   cmd->add_flag("--json", options->json, "Print the plan as JSON on stdout");
   cmd->callback([&ctx, options] { ctx.action = [&ctx, options] { return run_plan(ctx, *options); }; });
 }
