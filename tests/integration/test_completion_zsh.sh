@@ -46,7 +46,8 @@ displays() { zsh -f "$tmp/harness.zsh" "$script" "$1" 2>&1 | sed -n 's/^#display
 out=$(c "gpurun ")
 check_has "subcommands" "$out" validate plan gpus completion
 check_lacks "hidden __complete" "$out" __complete
-check_has "descriptions" "$(displays "gpurun ")" "plan        -- Show where each function would run, on which GPU, and what must be uploaded"
+# zsh pads names to the longest one; compare with the padding squeezed.
+check_has "descriptions" "$(displays "gpurun " | tr -s ' ')" "plan -- Show where each function would run, on which GPU, and what must be uploaded"
 check_exact "gpurun pl" "$(c "gpurun pl")" plan
 check_has "plan flags" "$(c "gpurun plan -")" -h --help -f --file --cloud --json --config
 check_exact "plan -f ex: the shell completes files" "$(c "gpurun plan -f ex")" "#files "
