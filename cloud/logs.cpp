@@ -614,9 +614,9 @@ bool render_record(const LogRecord& record, const RenderOptions& options, Render
     state.mid_line[1] = false;
     if (options.terminal) state.mid_line[0] = false;
     if (options.timestamps) append_timestamp(record.unix_ms, state, err);
-    err += options.terminal ? "\033[2mgpurun: " : "gpurun: ";
+    err += options.terminal && options.color ? "\033[2mgpurun: " : "gpurun: ";
     err.append(record.text);
-    err += options.terminal ? "\033[0m\n" : "\n";
+    err += options.terminal && options.color ? "\033[0m\n" : "\n";
     return true;
   }
   const int index = record.stream == LogStream::out ? 0 : 1;

@@ -172,6 +172,7 @@ struct RenderOptions {
   std::string function;
   bool timestamps = false;  // "2024-05-01T12:34:56.789Z " in front of each line (UTC)
   std::optional<std::int64_t> since_unix_ms;  // skip records older than this
+  bool color = true;        // dim markers on a terminal; false under NO_COLOR
 };
 
 // Per-stream line state across records (whether a fragment left the stream mid-line).

@@ -1,5 +1,7 @@
 #include "commands/watch.hpp"
 
+#include <cstdlib>
+
 #include "cloud/local_backend.hpp"
 
 namespace gpurun::commands {
@@ -15,7 +17,9 @@ util::Result<cloud::Run> watch_run(cloud::StateStore& store, const std::string& 
     start = *offset;
   }
   cloud::LogReader reader(path, start);
-  cloud::LogRenderer renderer(options.render, options.out_fd, options.err_fd);
+  cloud::RenderOptions render = options.render;
+  if (const char* no_color = std::getenv("NO_COLOR"); no_color != nullptr && *no_color != '\0') render.color = false;
+  cloud::LogRenderer renderer(render, options.out_fd, options.err_fd);
   auto sink = [&](std::span<const cloud::LogRecord> records) { return renderer.write(records); };
   if (!options.follow) {
     std::vector<cloud::LogRecord> records;
