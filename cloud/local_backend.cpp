@@ -35,13 +35,6 @@ std::atomic<bool> g_stop{false};
 
 extern "C" void on_stop_signal(int /*sig*/) { g_stop.store(true); }
 
-std::string self_executable() {
-  if (const char* forced = std::getenv("GPURUN_EXECUTABLE"); forced != nullptr && *forced != '\0') return forced;
-  std::error_code ec;
-  auto path = std::filesystem::read_symlink("/proc/self/exe", ec);
-  return ec ? std::string("/proc/self/exe") : path.string();
-}
-
 std::string cancel_path(const std::string& state_dir, const std::string& run_id) {
   return run_dir(state_dir, run_id) + "/cancel";
 }
@@ -375,30 +368,6 @@ class Supervisor {
   LogWriter& log_;
 };
 
-SecretValues read_secrets(int fd) {
-  std::string text;
-  char buf[4096];
-  while (true) {
-    const ssize_t got = ::read(fd, buf, sizeof buf);
-    if (got > 0) {
-      text.append(buf, static_cast<std::size_t>(got));
-    } else if (got == 0 || errno != EINTR) {
-      break;
-    }
-  }
-  SecretValues out;
-  if (text.empty()) return out;
-  try {
-    for (const auto& s : nlohmann::json::parse(text)) {
-      std::vector<std::pair<std::string, std::string>> values;
-      for (const auto& kv : s.at(1)) values.emplace_back(kv.at(0).get<std::string>(), kv.at(1).get<std::string>());
-      out.emplace_back(s.at(0).get<std::string>(), std::move(values));
-    }
-  } catch (const std::exception&) {
-  }
-  return out;
-}
-
 }  // namespace
 
 std::string run_dir(const std::string& state_dir, const std::string& run_id) { return state_dir + "/runs/" + run_id; }
@@ -432,61 +401,50 @@ util::Result<Run> launch_local(StateStore& store, const RunSpec& spec, const Sec
   std::error_code ec;
   std::filesystem::create_directories(dir + "/scratch", ec);
 
-  nlohmann::json secret_json = nlohmann::json::array();
-  for (const auto& [name, values] : secrets) {
-    nlohmann::json kv = nlohmann::json::array();
-    for (const auto& [k, v] : values) kv.push_back({k, v});
-    secret_json.push_back({name, kv});
-  }
-  const std::string secret_text = secret_json.dump();
-
-  int pipe_fds[2];
-  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) {
-    (void)store.update_status(run.id, RunStatus::failed, "could not start the supervisor", 125);
-    return util::make_error(util::ExitCode::backend, fmt::format("cannot start run {}: pipe: {}", run.id, std::strerror(errno)));
-  }
-  const std::string exe = self_executable();
-  const std::string lock_fd = std::to_string(created->lock.fd());
   const std::string log_path = dir + "/supervisor.log";
   const std::string state_dir = store.dir();
+  {
+    // An SQLite connection must not cross fork(): close it here and reopen it after.
+    StateStore closing = std::move(store);
+  }
   const pid_t pid = ::fork();
   if (pid < 0) {
-    ::close(pipe_fds[0]);
-    ::close(pipe_fds[1]);
-    (void)store.update_status(run.id, RunStatus::failed, "could not start the supervisor", 125);
-    return util::make_error(util::ExitCode::backend, fmt::format("cannot start run {}: fork: {}", run.id, std::strerror(errno)));
+    const int fork_errno = errno;
+    if (auto reopened = StateStore::open(state_dir)) {
+      store = std::move(*reopened);
+      (void)store.update_status(run.id, RunStatus::failed, "could not start the supervisor", 125);
+    }
+    return util::make_error(util::ExitCode::backend, fmt::format("cannot start run {}: fork: {}", run.id, std::strerror(fork_errno)));
   }
   if (pid == 0) {
     // Detach twice so the supervisor is nobody's child and outlives this process and its session.
+    // It runs in this (single-threaded) process image, without an exec: starting fast matters.
     ::setsid();
     if (::fork() != 0) ::_exit(0);
-    ::dup2(pipe_fds[0], 0);
-    const int log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+    const int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (null_fd >= 0) ::dup2(null_fd, 0);
+    const int log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (log_fd >= 0) {
       ::dup2(log_fd, 1);
       ::dup2(log_fd, 2);
     }
-    for (int s : {SIGINT, SIGTERM, SIGHUP, SIGPIPE}) ::signal(s, SIG_DFL);
-    ::execl(exe.c_str(), exe.c_str(), "__supervise", "--state-dir", state_dir.c_str(), "--lock-fd", lock_fd.c_str(),
-            run.id.c_str(), static_cast<char*>(nullptr));
-    ::_exit(127);
+    for (int s : {SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGQUIT}) ::signal(s, SIG_DFL);
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    ::_exit(supervise(state_dir, run.id, created->lock.fd(), secrets));
   }
-  ::close(pipe_fds[0]);
-  std::size_t written = 0;
-  while (written < secret_text.size()) {
-    const ssize_t n = ::write(pipe_fds[1], secret_text.data() + written, secret_text.size() - written);
-    if (n <= 0 && errno != EINTR) break;
-    if (n > 0) written += static_cast<std::size_t>(n);
-  }
-  ::close(pipe_fds[1]);
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
   created->lock.release();  // the supervisor holds its own copy of the lock now
+  auto reopened = StateStore::open(state_dir);
+  if (!reopened) return reopened.error();
+  store = std::move(*reopened);
   return run;
 }
 
-int supervise(const std::string& state_dir, const std::string& run_id, int lock_fd) {
+int supervise(const std::string& state_dir, const std::string& run_id, int lock_fd, const SecretValues& secrets) {
   RunLock lock = RunLock::adopt(lock_fd);
   lock.set_inheritable(false);
   struct sigaction action {};
@@ -494,7 +452,6 @@ int supervise(const std::string& state_dir, const std::string& run_id, int lock_
   sigemptyset(&action.sa_mask);
   for (int s : {SIGTERM, SIGINT, SIGHUP}) ::sigaction(s, &action, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
-  const SecretValues secrets = read_secrets(0);
 
   auto store = StateStore::open(state_dir);
   if (!store) {

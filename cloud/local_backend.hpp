@@ -10,8 +10,8 @@
 
 namespace gpurun::cloud {
 
-// Secret values for one run: name -> variables. Passed to the supervisor through a pipe, never
-// stored or logged.
+// Secret values for one run: name -> variables. Handed to the supervisor in memory, never stored
+// or logged.
 using SecretValues = std::vector<std::pair<std::string, std::vector<std::pair<std::string, std::string>>>>;
 
 // <state dir>/runs/<id>: the run's lock, log, scratch dir and cancel request live here.
@@ -21,9 +21,9 @@ std::string run_dir(const std::string& state_dir, const std::string& run_id);
 // holds the run's lock, leases its GPUs, runs every attempt and records the result.
 util::Result<Run> launch_local(StateStore& store, const RunSpec& spec, const SecretValues& secrets);
 
-// The supervisor's body (`gpurun __supervise`): runs `run_id` to its end; returns its exit code.
-// `lock_fd` is the inherited fd holding the run's lock; secrets arrive as JSON on stdin.
-int supervise(const std::string& state_dir, const std::string& run_id, int lock_fd);
+// The supervisor's body, in the detached process: runs `run_id` to its end and returns its exit
+// code. `lock_fd` holds the run's lock; `secrets` are the values of the run's secrets.
+int supervise(const std::string& state_dir, const std::string& run_id, int lock_fd, const SecretValues& secrets);
 
 // Asks the supervisor to stop the run: SIGTERM to the workload's process group, SIGKILL after the
 // grace period, GPUs freed, status `cancelled`. Returns once the request is recorded.

@@ -40,7 +40,6 @@ void add_ps(CLI::App& root, Context& ctx);
 void add_logs(CLI::App& root, Context& ctx);
 void add_cancel(CLI::App& root, Context& ctx);
 void add_wait(CLI::App& root, Context& ctx);
-void add_supervise(CLI::App& root, Context& ctx);
 void add_completion(CLI::App& root, Context& ctx);
 void add_complete(CLI::App& root, Context& ctx);  // hidden: __complete
 

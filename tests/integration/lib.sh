@@ -8,7 +8,8 @@ FAILURES=0
 CHECKS=0
 cleanup() {
   # End supervisors this test left behind, then remove its files.
-  pkill -KILL -f "__supervise --state-dir $GPURUN_STATE_DIR" 2>/dev/null || true
+  # (a supervisor holds its run's lock file open for the run's lifetime)
+  fuser -k -KILL "$GPURUN_STATE_DIR"/runs/*/lock >/dev/null 2>&1 || true
   rm -rf "$TEST_DIR"
 }
 trap cleanup EXIT

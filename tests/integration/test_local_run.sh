@@ -29,7 +29,7 @@ functions:
     command: ["sh", "-c", "cat /mnt/shared/file"]
     volumes: {/mnt/shared: shared}
   gpu1:
-    command: ["sh", "-c", "echo start $GPURUN_RUN_ID $(date +%s.%N) $CUDA_VISIBLE_DEVICES >> $EVENTS; sleep 0.7; echo end $GPURUN_RUN_ID $(date +%s.%N) >> $EVENTS"]
+    command: ["sh", "-c", "echo start $GPURUN_RUN_ID $(date +%s.%N) $CUDA_VISIBLE_DEVICES >> $EVENTS; sleep ${HOLD:-0.7}; echo end $GPURUN_RUN_ID $(date +%s.%N) >> $EVENTS"]
     gpu: T4
   gpu2:
     command: ["sh", "-c", "echo start $GPURUN_RUN_ID $(date +%s.%N) $CUDA_VISIBLE_DEVICES >> $EVENTS; sleep 0.7; echo end $GPURUN_RUN_ID $(date +%s.%N) >> $EVENTS"]
@@ -154,8 +154,8 @@ PY
 expect_eq "6 runs on 2 GPUs: 2 at a time, all ran" "2 6" "$max"
 check; grep -q "start .* 0$" "$EVENTS" && grep -q "start .* 1$" "$EVENTS" || fail "CUDA_VISIBLE_DEVICES did not name devices 0 and 1"
 : > "$EVENTS"
-run_cmd run gpu1 --detach; a="$OUT"
-run_cmd run gpu1 --detach; b="$OUT"
+run_cmd run gpu1 --detach --env HOLD=2.5; a="$OUT"
+run_cmd run gpu1 --detach --env HOLD=2.5; b="$OUT"
 wait_until 10 grep -q "start $b" "$EVENTS" || fail "first two runs did not start"
 run_cmd run gpu2 --detach; two="$OUT"
 sleep 0.2
@@ -173,7 +173,7 @@ expect_eq "impossible request exit" 3 "$RC"
 # Lost runs: kill -9 of a supervisor frees its GPUs and shows the run as lost.
 run_cmd run gpu2 --detach; lost="$OUT"
 wait_until 10 grep -q "start $lost" "$EVENTS" || fail "run did not start"
-pkill -KILL -f "__supervise --state-dir $GPURUN_STATE_DIR .*$lost"
+fuser -k -KILL "$GPURUN_STATE_DIR/runs/$lost/lock" >/dev/null 2>&1
 sleep 0.1
 run_cmd ps --all --json
 expect_eq "killed supervisor -> lost" "lost" "$(python3 -c 'import json,sys; print([r for r in json.loads(sys.argv[1]) if r["id"]==sys.argv[2]][0]["status"])' "$OUT" "$lost")"
