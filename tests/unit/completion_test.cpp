@@ -254,6 +254,9 @@ TEST_CASE("completion: run ids newest first, in that order, and nothing from a b
   CHECK(values(cli::complete(tree.app, {"cancel", ids[1]})) == std::vector<std::string>{ids[1]});
   CHECK(cli::format_completion(cli::complete(tree.app, {"cancel", ids[2]})) == ":nosort\n" + ids[2] + "\tdemo/prep queued\n");
 
+  // A broken database (its WAL gone too, or SQLite would read the pages from there).
+  std::filesystem::remove(dir.path() + "/state.db-wal");
+  std::filesystem::remove(dir.path() + "/state.db-shm");
   write(dir.path() + "/state.db", "this is not a database, not at all; it is long enough to have a header............");
   CHECK(values(cli::complete(tree.app, {"cancel", ""})).empty());
 }
