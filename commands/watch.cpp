@@ -7,14 +7,17 @@ namespace gpurun::commands {
 util::Result<cloud::Run> watch_run(cloud::StateStore& store, const std::string& run_id, const WatchOptions& options) {
   auto run = store.get_run(run_id);
   if (!run) return run.error();
-  const std::string path = cloud::run_dir(store.dir(), run->id) + "/log";
+  cloud::LogSource source{cloud::run_dir(store.dir(), run->id) + "/log", cloud::LogFormat::records};
+  if (options.backend != nullptr) source = options.backend->log_source(store, *run);
+  const bool remote = options.backend != nullptr && options.backend->name() != "local";
+  const std::string& path = source.path;
   std::uint64_t start = 0;
   if (options.tail) {
-    auto offset = cloud::tail_offset(path, *options.tail);
+    auto offset = cloud::tail_offset(path, *options.tail, source.format);
     if (!offset) return offset.error();
     start = *offset;
   }
-  cloud::LogReader reader(path, start);
+  cloud::LogReader reader(path, start, source.format);
   cloud::LogRenderer renderer(options.render, options.out_fd, options.err_fd);
   auto sink = [&](std::span<const cloud::LogRecord> records) { return renderer.write(records); };
   if (!options.follow) {
@@ -31,18 +34,42 @@ util::Result<cloud::Run> watch_run(cloud::StateStore& store, const std::string& 
   }
   cloud::Run last = *run;
   auto last_check = std::chrono::steady_clock::now() - std::chrono::seconds(1);
+  // A remote backend is polled with back-off (200 ms doubling to 1 s while nothing changes).
+  auto interval = std::chrono::milliseconds(remote ? 200 : 5);
+  std::optional<util::Error> refresh_error;
+  auto last_poll = last_check;
   auto ended = [&]() {
     const auto now = std::chrono::steady_clock::now();
-    if (now - last_check < std::chrono::milliseconds(5)) return cloud::is_terminal(last.status);
+    if (now - last_check < interval) {
+      if (options.on_poll && remote && now - last_poll >= std::chrono::milliseconds(100)) {
+        last_poll = now;
+        options.on_poll(last);
+      }
+      return cloud::is_terminal(last.status);
+    }
     last_check = now;
-    (void)store.reconcile_lost();
-    if (auto fresh = store.get_run(last.id)) last = *fresh;
+    if (remote) {
+      auto fresh = options.backend->refresh(store, last);
+      if (!fresh) {
+        refresh_error = fresh.error();
+        return true;
+      }
+      const bool changed = fresh->status != last.status || fresh->status_reason != last.status_reason ||
+                           fresh->attempt != last.attempt;
+      interval = changed ? std::chrono::milliseconds(200) : std::min(interval * 2, std::chrono::milliseconds(1000));
+      last = *fresh;
+    } else {
+      (void)store.reconcile_lost();
+      if (auto fresh = store.get_run(last.id)) last = *fresh;
+    }
+    last_poll = now;
     if (options.on_poll) options.on_poll(last);
     return cloud::is_terminal(last.status);
   };
   auto followed = cloud::follow(reader, ended, sink, std::chrono::milliseconds(5), options.stop);
   (void)renderer.finish();
   if (!followed) return followed.error();
+  if (refresh_error) return *refresh_error;
   return last;
 }
 
