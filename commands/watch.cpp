@@ -1,8 +1,56 @@
 #include "commands/watch.hpp"
 
+#include <cstdlib>
+#include <span>
+#include <vector>
+
 #include "cloud/local_backend.hpp"
 
 namespace gpurun::commands {
+
+namespace {
+
+// A backend's plain output file carries gpurun's attempt markers ("=== gpurun: attempt N ===")
+// and Slurm's own notes ("slurmstepd: ..."): show them as markers / on stderr, and stamp the
+// lines after a marker with its attempt.
+class PlainMarkers {
+ public:
+  std::span<const cloud::LogRecord> apply(std::span<const cloud::LogRecord> records) {
+    out_.clear();
+    texts_.clear();
+    texts_.reserve(records.size());
+    for (cloud::LogRecord record : records) {
+      constexpr std::string_view prefix = "=== gpurun: attempt ";
+      const std::string_view text = record.text;
+      if (at_line_start_ && text.substr(0, prefix.size()) == prefix && text.size() > prefix.size() + 4 &&
+          text.substr(text.size() - 4) == " ===") {
+        attempt_ = std::atoi(std::string(text.substr(prefix.size())).c_str());
+        if (attempt_ > 1) {
+          texts_.push_back("attempt " + std::to_string(attempt_) + " started");
+          out_.push_back({record.unix_ms, attempt_, cloud::LogStream::marker, true, {}});
+        }
+        continue;
+      }
+      if (at_line_start_ && text.substr(0, 12) == "slurmstepd: ") record.stream = cloud::LogStream::err;
+      at_line_start_ = record.line_end;
+      record.attempt = attempt_;
+      out_.push_back(record);
+      texts_.emplace_back();
+    }
+    for (std::size_t i = 0; i < out_.size(); ++i) {
+      if (out_[i].stream == cloud::LogStream::marker) out_[i].text = texts_[i];
+    }
+    return out_;
+  }
+
+ private:
+  int attempt_ = 1;
+  bool at_line_start_ = true;
+  std::vector<cloud::LogRecord> out_;
+  std::vector<std::string> texts_;
+};
+
+}  // namespace
 
 util::Result<cloud::Run> watch_run(cloud::StateStore& store, const std::string& run_id, const WatchOptions& options) {
   auto run = store.get_run(run_id);
@@ -19,7 +67,11 @@ util::Result<cloud::Run> watch_run(cloud::StateStore& store, const std::string& 
   }
   cloud::LogReader reader(path, start, source.format);
   cloud::LogRenderer renderer(options.render, options.out_fd, options.err_fd);
-  auto sink = [&](std::span<const cloud::LogRecord> records) { return renderer.write(records); };
+  PlainMarkers markers;
+  const bool plain = source.format == cloud::LogFormat::plain;
+  auto sink = [&](std::span<const cloud::LogRecord> records) {
+    return renderer.write(plain ? markers.apply(records) : records);
+  };
   if (!options.follow) {
     std::vector<cloud::LogRecord> records;
     while (true) {
@@ -27,7 +79,7 @@ util::Result<cloud::Run> watch_run(cloud::StateStore& store, const std::string& 
       auto got = reader.read(records, true);
       if (!got) return got.error();
       if (records.empty()) break;
-      if (auto w = renderer.write(records); !w) return w.error();
+      if (auto w = sink(records); !w) return w.error();
     }
     if (auto f = renderer.finish(); !f) return f.error();
     return run;
