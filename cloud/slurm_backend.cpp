@@ -288,7 +288,7 @@ class SlurmBackend final : public Backend {
       return true;
     }
     const auto delay_s = (delay.count() + 999) / 1000;
-    if (delay_s > 0) job->extra["begin_time"] = now_unix_ms() / 1000 + delay_s;
+    if (delay_s > 0) job->extra["begin_time"] = fmt::format("now+{}", delay_s);
     auto id = client.submit(*job);
     if (!id) {
       (void)store.update_status(run.id, RunStatus::failed, why + "; resubmitting failed: " + id.error().message,

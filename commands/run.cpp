@@ -169,6 +169,10 @@ int run_function(Context& ctx, const RunOptions& options) {
   }
   if (!final_run) return report(ctx, final_run.error());
   const int code = cloud::exit_code_of(*final_run);
+  if (placed.backend != "local" && final_run->status != cloud::RunStatus::succeeded) {
+    ctx.err << fmt::format("gpurun: run {} {}{}\n", final_run->id, cloud::to_string(final_run->status),
+                           final_run->status_reason.empty() ? "" : ": " + final_run->status_reason);
+  }
   if (options.json) {
     ctx.out << nlohmann::json{{"id", final_run->id}, {"status", cloud::to_string(final_run->status)}, {"exit_code", code}}.dump()
             << '\n';
