@@ -50,7 +50,8 @@ CREATE TABLE runs(
   started_at INTEGER,
   ended_at INTEGER,
   spec_json TEXT NOT NULL DEFAULT '',
-  log_dir TEXT NOT NULL DEFAULT '');
+  log_dir TEXT NOT NULL DEFAULT '',
+  remote_id TEXT NOT NULL DEFAULT '');
 CREATE INDEX runs_by_status ON runs(status);
 CREATE TABLE attempts(
   run_id TEXT NOT NULL,
@@ -366,8 +367,11 @@ util::Result<StateStore> StateStore::open(const std::string& dir) {
                                                  std::to_string(version) + " but this gpurun knows up to " +
                                                  std::to_string(schema_version) + "; upgrade gpurun");
       }
-      if (version == 0) db->exec(schema_sql);
-      if (version < 2) db->exec("ALTER TABLE runs ADD COLUMN remote_id TEXT NOT NULL DEFAULT ''");
+      if (version == 0) {
+        db->exec(schema_sql);
+      } else if (version < 2) {
+        db->exec("ALTER TABLE runs ADD COLUMN remote_id TEXT NOT NULL DEFAULT ''");
+      }
       db->exec(("PRAGMA user_version=" + std::to_string(schema_version)).c_str());
       tx.commit();
     }
