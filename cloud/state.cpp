@@ -30,7 +30,7 @@ using util::make_error;
 
 namespace {
 
-constexpr int schema_version = 1;
+constexpr int schema_version = 2;
 constexpr const char* active_sql = "('queued','running')";
 constexpr const char* lost_reason = "its supervisor exited without recording a result (killed?)";
 
@@ -50,7 +50,8 @@ CREATE TABLE runs(
   started_at INTEGER,
   ended_at INTEGER,
   spec_json TEXT NOT NULL DEFAULT '',
-  log_dir TEXT NOT NULL DEFAULT '');
+  log_dir TEXT NOT NULL DEFAULT '',
+  remote_id TEXT NOT NULL DEFAULT '');
 CREATE INDEX runs_by_status ON runs(status);
 CREATE TABLE attempts(
   run_id TEXT NOT NULL,
@@ -107,7 +108,7 @@ CREATE INDEX lease_devices_by_seq ON lease_devices(seq);
 
 constexpr const char* run_columns =
     "id, app, function, cloud, backend, status, status_reason, exit_code, gpus, attempt, created_at, started_at, "
-    "ended_at, spec_json, log_dir";
+    "ended_at, spec_json, log_dir, remote_id";
 
 Run read_run(const Statement& row) {
   Run run;
@@ -126,6 +127,7 @@ Run read_run(const Statement& row) {
   run.ended_at = row.optional_int64(12);
   run.spec_json = row.text(13);
   run.log_dir = row.text(14);
+  run.remote_id = row.text(15);
   return run;
 }
 
@@ -365,8 +367,11 @@ util::Result<StateStore> StateStore::open(const std::string& dir) {
                                                  std::to_string(version) + " but this gpurun knows up to " +
                                                  std::to_string(schema_version) + "; upgrade gpurun");
       }
-      if (version == 0) db->exec(schema_sql);
-      // Future migrations: if (version < 2) {...}
+      if (version == 0) {
+        db->exec(schema_sql);
+      } else if (version < 2) {
+        db->exec("ALTER TABLE runs ADD COLUMN remote_id TEXT NOT NULL DEFAULT ''");
+      }
       db->exec(("PRAGMA user_version=" + std::to_string(schema_version)).c_str());
       tx.commit();
     }
@@ -475,6 +480,24 @@ util::Result<bool> StateStore::update_status(const std::string& id, RunStatus st
   });
 }
 
+util::Result<void> StateStore::set_remote_id(const std::string& id, const std::string& remote_id) {
+  return guarded(dir_, [&]() -> util::Result<void> {
+    Statement update = db_->prepare("UPDATE runs SET remote_id=?2 WHERE id=?1");
+    update.bind(1, id).bind(2, remote_id).run();
+    if (db_->changes() == 0) return run_not_found(id);
+    return {};
+  });
+}
+
+util::Result<bool> StateStore::replace_remote_id(const std::string& id, const std::string& expected,
+                                                const std::string& desired) {
+  return guarded(dir_, [&]() -> util::Result<bool> {
+    Statement update = db_->prepare("UPDATE runs SET remote_id=?3 WHERE id=?1 AND remote_id=?2");
+    update.bind(1, id).bind(2, expected).bind(3, desired).run();
+    return db_->changes() != 0;
+  });
+}
+
 util::Result<void> StateStore::set_attempt(const std::string& id, int attempt) {
   return guarded(dir_, [&]() -> util::Result<void> {
     Statement update = db_->prepare("UPDATE runs SET attempt=?2 WHERE id=?1");
@@ -538,7 +561,8 @@ util::Result<std::vector<std::string>> StateStore::reconcile_lost() {
   return guarded(dir_, [&]() -> util::Result<std::vector<std::string>> {
     std::vector<std::string> candidates;
     {
-      Statement active = db_->prepare(std::string("SELECT id FROM runs WHERE status IN ") + active_sql);
+      // Only local runs have a supervisor holding their lock; remote runs are refreshed from their backend.
+      Statement active = db_->prepare(std::string("SELECT id FROM runs WHERE backend<>'slurm' AND status IN ") + active_sql);
       while (active.step()) {
         std::string id = active.text(0);
         if (!run_lock_held(dir_, id)) candidates.push_back(std::move(id));

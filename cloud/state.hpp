@@ -53,6 +53,7 @@ struct Run {
   std::optional<std::int64_t> started_at, ended_at;
   std::string spec_json;    // opaque, never secret values
   std::string log_dir;
+  std::string remote_id;    // the backend's id of the run (Slurm job id); empty for local runs
 };
 
 struct NewRun {
@@ -147,6 +148,10 @@ class StateStore {
   util::Result<bool> update_status(const std::string& id, RunStatus status, const std::string& reason,
                                    std::optional<int> exit_code = std::nullopt);
   util::Result<void> set_attempt(const std::string& id, int attempt);
+  // Records the backend's id of the run (e.g. the Slurm job id of its current submission).
+  util::Result<void> set_remote_id(const std::string& id, const std::string& remote_id);
+  // Sets remote_id to `desired` only when it is still `expected` (one process wins a race).
+  util::Result<bool> replace_remote_id(const std::string& id, const std::string& expected, const std::string& desired);
   // Sets the run's gpus text (e.g. the devices granted).
   util::Result<void> set_gpus(const std::string& id, const std::string& gpus);
 
@@ -158,7 +163,7 @@ class StateStore {
   // Attempts in order.
   util::Result<std::vector<Attempt>> list_attempts(const std::string& run_id);
 
-  // Marks `lost` every queued/running run whose lock is free (reason "its supervisor exited without
+  // Marks `lost` every queued/running local-backend run whose lock is free (reason "its supervisor exited without
   // recording a result (killed?)"), ends its open attempts and drops lease tickets of runs that are
   // no longer queued/running. Returns the ids marked lost. Cheap when nothing changed: call it
   // before showing runs (ps, logs, wait); get_run and list_runs do not.

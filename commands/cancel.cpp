@@ -27,11 +27,17 @@ int run_cancel(Context& ctx, const CancelOptions& options) {
       worst = report(ctx, run.error());
       continue;
     }
+    *run = refreshed_run(ctx, *store, *run, true);
     if (cloud::is_terminal(run->status)) {
       ctx.err << fmt::format("gpurun: run {} already ended ({}); nothing to cancel\n", run->id, cloud::to_string(run->status));
       continue;
     }
-    if (auto sent = cloud::request_cancel(*store, *run); !sent) {
+    auto backend = run_backend(ctx, *run);
+    if (!backend) {
+      worst = report(ctx, backend.error());
+      continue;
+    }
+    if (auto sent = (*backend)->cancel(*store, *run); !sent) {
       worst = report(ctx, sent.error());
       continue;
     }
@@ -39,8 +45,7 @@ int run_cancel(Context& ctx, const CancelOptions& options) {
     cloud::Run current = *run;
     while (!cloud::is_terminal(current.status)) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      (void)store->reconcile_lost();
-      auto fresh = store->get_run(run->id);
+      auto fresh = (*backend)->refresh(*store, current);
       if (!fresh) break;
       current = *fresh;
     }

@@ -92,6 +92,29 @@ nlohmann::json run_json(const cloud::Run& run) {
           {"ended_at", time(run.ended_at)}};
 }
 
+util::Result<std::unique_ptr<cloud::Backend>> run_backend(Context& ctx, const cloud::Run& run) {
+  if (run.backend.empty() || run.backend == "local") return cloud::make_backend("local", nullptr);
+  std::vector<util::Diagnostic> diagnostics;
+  auto config = cloud::load_config(ctx.global.config_path, diagnostics);
+  if (!config) return config.error();
+  return cloud::backend_for(run, *config);
+}
+
+cloud::Run refreshed_run(Context& ctx, cloud::StateStore& store, const cloud::Run& run, bool quiet) {
+  if (cloud::is_terminal(run.status) || run.backend.empty() || run.backend == "local") return run;
+  auto backend = run_backend(ctx, run);
+  if (!backend) {
+    if (!quiet) ctx.err << "gpurun: warning: cannot refresh run " << run.id << ": " << backend.error().message << '\n';
+    return run;
+  }
+  auto fresh = (*backend)->refresh(store, run);
+  if (!fresh) {
+    if (!quiet) ctx.err << "gpurun: warning: cannot refresh run " << run.id << ": " << fresh.error().message << '\n';
+    return run;
+  }
+  return *fresh;
+}
+
 util::Result<cloud::StateStore> open_store() {
   auto store = cloud::StateStore::open();
   if (!store) return store.error();

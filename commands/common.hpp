@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "cloud/backend.hpp"
 #include "cloud/config.hpp"
 #include "cloud/local_inventory.hpp"
 #include "cloud/placement.hpp"
@@ -43,6 +44,13 @@ void print_plan(Context& ctx, const cloud::Plan& plan);
 
 // A run as `ps --json` shows it.
 nlohmann::json run_json(const cloud::Run& run);
+
+// The backend of a recorded run (a remote one is configured from the config's cloud).
+util::Result<std::unique_ptr<cloud::Backend>> run_backend(Context& ctx, const cloud::Run& run);
+
+// `run` brought up to date by its backend (a remote backend is asked for the job's status); when
+// that fails, the run as recorded (after a warning on ctx.err unless `quiet`).
+cloud::Run refreshed_run(Context& ctx, cloud::StateStore& store, const cloud::Run& run, bool quiet = false);
 
 // Opens the state store and marks runs whose supervisor died as lost.
 util::Result<cloud::StateStore> open_store();

@@ -26,7 +26,10 @@ int run_logs(Context& ctx, const LogsOptions& options) {
   if (!store) return report(ctx, store.error());
   auto run = store->get_run(options.run);
   if (!run) return report(ctx, run.error());
+  auto backend = run_backend(ctx, *run);
+  if (!backend) return report(ctx, backend.error());
   WatchOptions watch;
+  watch.backend = backend->get();
   watch.follow = options.follow;
   watch.render.terminal = ctx.out_is_tty;
   watch.render.function = run->function;

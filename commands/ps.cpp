@@ -23,6 +23,7 @@ int run_ps(Context& ctx, const PsOptions& options) {
   if (!store) return report(ctx, store.error());
   auto runs = store->list_runs(options.all);
   if (!runs) return report(ctx, runs.error());
+  for (auto& r : *runs) r = refreshed_run(ctx, *store, r);
   if (options.json) {
     nlohmann::json out = nlohmann::json::array();
     for (const auto& r : *runs) out.push_back(run_json(r));

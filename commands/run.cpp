@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "cloud/backend.hpp"
 #include "cloud/local_backend.hpp"
 #include "cloud/run_builder.hpp"
 #include "commands/common.hpp"
@@ -25,6 +26,7 @@ struct RunOptions {
   std::vector<std::string> args;
   bool detach = false;
   bool json = false;
+  bool dry_run = false;
 };
 
 std::atomic<int> g_interrupts{0};
@@ -70,13 +72,15 @@ int run_function(Context& ctx, const RunOptions& options) {
     }
     overrides.env.emplace_back(e.substr(0, eq), e.substr(eq + 1));
   }
-  if (placed.backend != "local") {
+  if (placed.backend != "local" && function->image) {
     return report(ctx, util::make_error(util::ExitCode::backend,
-                                        fmt::format("function '{}' is placed on cloud '{}' (backend {}), which this gpurun "
-                                                    "cannot run yet; pin it with --cloud local",
-                                                    function->name, placed.cloud, placed.backend)));
+                                        fmt::format("function '{}' runs in image '{}', and the {} backend of cloud '{}' "
+                                                    "cannot run images yet; remove 'image:' or pin it with --cloud local",
+                                                    function->name, *function->image, placed.backend, placed.cloud)));
   }
-  if (function->image) {
+  auto backend = cloud::make_backend(placed.backend, config->find_cloud(placed.cloud), &*config);
+  if (!backend) return report(ctx, backend.error());
+  if (placed.backend == "local" && function->image) {
     return report(ctx, util::make_error(util::ExitCode::backend,
                                         fmt::format("function '{}' runs in image '{}', and the local backend cannot run "
                                                     "images yet; remove 'image:' to run it on this machine",
@@ -84,10 +88,21 @@ int run_function(Context& ctx, const RunOptions& options) {
   }
   auto spec = cloud::build_run_spec(manifest, *function, placed, request, *config, *store, overrides);
   if (!spec) return report(ctx, spec.error());
+  if (placed.backend != "local" && placed.gpu) {
+    // A remote scheduler gets the one GPU slot placement chose on that cloud.
+    spec->gpu_alternatives = {{placed.gpu->type, placed.gpu->memory_gb, placed.gpu->count}};
+  }
 
   cloud::SecretValues secrets;
   const auto environ_entries = cloud::process_environment();
   for (const auto& name : function->secrets) secrets.emplace_back(name, cloud::secret_values(*config, name, environ_entries));
+
+  if (options.dry_run) {
+    auto text = (*backend)->dry_run(*spec, secrets);
+    if (!text) return report(ctx, text.error());
+    ctx.out << *text;
+    return 0;
+  }
 
   // Ctrl-C from here on cancels the run (a second one detaches at once).
   struct sigaction action {};
@@ -95,7 +110,7 @@ int run_function(Context& ctx, const RunOptions& options) {
   sigemptyset(&action.sa_mask);
   ::sigaction(SIGINT, &action, nullptr);
 
-  auto run = cloud::launch_local(*store, *spec, secrets);
+  auto run = (*backend)->launch(*store, *spec, secrets);
   if (!run) return report(ctx, run.error());
   if (options.detach) {
     if (options.json) {
@@ -121,10 +136,11 @@ int run_function(Context& ctx, const RunOptions& options) {
   watch.out_fd = options.json ? 2 : 1;
   watch.err_fd = 2;
   watch.stop = &detach;
+  watch.backend = backend->get();
   watch.on_poll = [&](const cloud::Run& current) {
     if (g_interrupts.load() >= 1 && !cancel_sent) {
       cancel_sent = true;
-      (void)cloud::request_cancel(*store, current);
+      if (auto sent = (*backend)->cancel(*store, current); !sent) ctx.err << "\ngpurun: error: " << sent.error().message << '\n';
       ctx.err << fmt::format("\ngpurun: cancelling run {} (press Ctrl-C again to detach and leave it running)\n", current.id);
     }
     if (g_interrupts.load() >= 2) detach.store(true);
@@ -153,6 +169,10 @@ int run_function(Context& ctx, const RunOptions& options) {
   }
   if (!final_run) return report(ctx, final_run.error());
   const int code = cloud::exit_code_of(*final_run);
+  if (placed.backend != "local" && final_run->status != cloud::RunStatus::succeeded) {
+    ctx.err << fmt::format("gpurun: run {} {}{}\n", final_run->id, cloud::to_string(final_run->status),
+                           final_run->status_reason.empty() ? "" : ": " + final_run->status_reason);
+  }
   if (options.json) {
     ctx.out << nlohmann::json{{"id", final_run->id}, {"status", cloud::to_string(final_run->status)}, {"exit_code", code}}.dump()
             << '\n';
@@ -172,6 +192,7 @@ void add_run(CLI::App& root, Context& ctx) {
   cmd->add_option("--env", options->env, "Set an environment variable (repeatable)")->type_name("KEY=VALUE");
   cmd->add_flag("-d,--detach", options->detach, "Start the run and print its id; do not wait");
   cmd->add_flag("--json", options->json, "Print the result as JSON on stdout (logs go to stderr)");
+  cmd->add_flag("--dry-run", options->dry_run, "Print what would be started (e.g. the Slurm batch script and request) and stop");
   cmd->add_option("args", options->args, "Arguments appended to the function's command (after --)")->type_name("ARGS");
   cmd->positionals_at_end(false);
   cmd->callback([&ctx, options] { ctx.action = [&ctx, options] { return run_function(ctx, *options); }; });

@@ -23,13 +23,28 @@ int run_wait(Context& ctx, const WaitOptions& options) {
   if (!store) return report(ctx, store.error());
   auto run = store->get_run(options.run);
   if (!run) return report(ctx, run.error());
+  auto backend = run_backend(ctx, *run);
+  if (!backend) return report(ctx, backend.error());
+  const bool remote = (*backend)->name() != "local";
   cloud::Run current = *run;
-  while (!cloud::is_terminal(current.status)) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    (void)store->reconcile_lost();
-    auto fresh = store->get_run(run->id);
-    if (!fresh) return report(ctx, fresh.error());
-    current = *fresh;
+  auto delay = std::chrono::milliseconds(remote ? 0 : 100);
+  while (true) {
+    if (remote) {
+      auto fresh = (*backend)->refresh(*store, current);
+      if (!fresh) return report(ctx, fresh.error());
+      delay = fresh->status != current.status || fresh->attempt != current.attempt
+                  ? std::chrono::milliseconds(200)
+                  : std::min(std::max(delay * 2, std::chrono::milliseconds(200)), std::chrono::milliseconds(1000));
+      current = *fresh;
+    }
+    if (cloud::is_terminal(current.status)) break;
+    std::this_thread::sleep_for(delay);
+    if (!remote) {
+      (void)store->reconcile_lost();
+      auto fresh = store->get_run(run->id);
+      if (!fresh) return report(ctx, fresh.error());
+      current = *fresh;
+    }
   }
   const int code = cloud::exit_code_of(current);
   if (options.json) {

@@ -1,26 +1,79 @@
 #include "commands/watch.hpp"
 
 #include <cstdlib>
+#include <span>
+#include <vector>
 
 #include "cloud/local_backend.hpp"
 
 namespace gpurun::commands {
 
+namespace {
+
+// A backend's plain output file carries gpurun's attempt markers ("=== gpurun: attempt N ===")
+// and Slurm's own notes ("slurmstepd: ..."): show them as markers / on stderr, and stamp the
+// lines after a marker with its attempt.
+class PlainMarkers {
+ public:
+  std::span<const cloud::LogRecord> apply(std::span<const cloud::LogRecord> records) {
+    out_.clear();
+    texts_.clear();
+    texts_.reserve(records.size());
+    for (cloud::LogRecord record : records) {
+      constexpr std::string_view prefix = "=== gpurun: attempt ";
+      const std::string_view text = record.text;
+      if (at_line_start_ && text.substr(0, prefix.size()) == prefix && text.size() > prefix.size() + 4 &&
+          text.substr(text.size() - 4) == " ===") {
+        attempt_ = std::atoi(std::string(text.substr(prefix.size())).c_str());
+        if (attempt_ > 1) {
+          texts_.push_back("attempt " + std::to_string(attempt_) + " started");
+          out_.push_back({record.unix_ms, attempt_, cloud::LogStream::marker, true, {}});
+        }
+        continue;
+      }
+      if (at_line_start_ && text.substr(0, 12) == "slurmstepd: ") record.stream = cloud::LogStream::err;
+      at_line_start_ = record.line_end;
+      record.attempt = attempt_;
+      out_.push_back(record);
+      texts_.emplace_back();
+    }
+    for (std::size_t i = 0; i < out_.size(); ++i) {
+      if (out_[i].stream == cloud::LogStream::marker) out_[i].text = texts_[i];
+    }
+    return out_;
+  }
+
+ private:
+  int attempt_ = 1;
+  bool at_line_start_ = true;
+  std::vector<cloud::LogRecord> out_;
+  std::vector<std::string> texts_;
+};
+
+}  // namespace
+
 util::Result<cloud::Run> watch_run(cloud::StateStore& store, const std::string& run_id, const WatchOptions& options) {
   auto run = store.get_run(run_id);
   if (!run) return run.error();
-  const std::string path = cloud::run_dir(store.dir(), run->id) + "/log";
+  cloud::LogSource source{cloud::run_dir(store.dir(), run->id) + "/log", cloud::LogFormat::records};
+  if (options.backend != nullptr) source = options.backend->log_source(store, *run);
+  const bool remote = options.backend != nullptr && options.backend->name() != "local";
+  const std::string& path = source.path;
   std::uint64_t start = 0;
   if (options.tail) {
-    auto offset = cloud::tail_offset(path, *options.tail);
+    auto offset = cloud::tail_offset(path, *options.tail, source.format);
     if (!offset) return offset.error();
     start = *offset;
   }
-  cloud::LogReader reader(path, start);
+  cloud::LogReader reader(path, start, source.format);
   cloud::RenderOptions render = options.render;
   if (const char* no_color = std::getenv("NO_COLOR"); no_color != nullptr && *no_color != '\0') render.color = false;
   cloud::LogRenderer renderer(render, options.out_fd, options.err_fd);
-  auto sink = [&](std::span<const cloud::LogRecord> records) { return renderer.write(records); };
+  PlainMarkers markers;
+  const bool plain = source.format == cloud::LogFormat::plain;
+  auto sink = [&](std::span<const cloud::LogRecord> records) {
+    return renderer.write(plain ? markers.apply(records) : records);
+  };
   if (!options.follow) {
     std::vector<cloud::LogRecord> records;
     while (true) {
@@ -28,25 +81,49 @@ util::Result<cloud::Run> watch_run(cloud::StateStore& store, const std::string& 
       auto got = reader.read(records, true);
       if (!got) return got.error();
       if (records.empty()) break;
-      if (auto w = renderer.write(records); !w) return w.error();
+      if (auto w = sink(records); !w) return w.error();
     }
     if (auto f = renderer.finish(); !f) return f.error();
     return run;
   }
   cloud::Run last = *run;
   auto last_check = std::chrono::steady_clock::now() - std::chrono::seconds(1);
+  // A remote backend is polled with back-off (200 ms doubling to 1 s while nothing changes).
+  auto interval = std::chrono::milliseconds(remote ? 200 : 5);
+  std::optional<util::Error> refresh_error;
+  auto last_poll = last_check;
   auto ended = [&]() {
     const auto now = std::chrono::steady_clock::now();
-    if (now - last_check < std::chrono::milliseconds(5)) return cloud::is_terminal(last.status);
+    if (now - last_check < interval) {
+      if (options.on_poll && remote && now - last_poll >= std::chrono::milliseconds(100)) {
+        last_poll = now;
+        options.on_poll(last);
+      }
+      return cloud::is_terminal(last.status);
+    }
     last_check = now;
-    (void)store.reconcile_lost();
-    if (auto fresh = store.get_run(last.id)) last = *fresh;
+    if (remote) {
+      auto fresh = options.backend->refresh(store, last);
+      if (!fresh) {
+        refresh_error = fresh.error();
+        return true;
+      }
+      const bool changed = fresh->status != last.status || fresh->status_reason != last.status_reason ||
+                           fresh->attempt != last.attempt;
+      interval = changed ? std::chrono::milliseconds(200) : std::min(interval * 2, std::chrono::milliseconds(1000));
+      last = *fresh;
+    } else {
+      (void)store.reconcile_lost();
+      if (auto fresh = store.get_run(last.id)) last = *fresh;
+    }
+    last_poll = now;
     if (options.on_poll) options.on_poll(last);
     return cloud::is_terminal(last.status);
   };
   auto followed = cloud::follow(reader, ended, sink, std::chrono::milliseconds(5), options.stop);
   (void)renderer.finish();
   if (!followed) return followed.error();
+  if (refresh_error) return *refresh_error;
   return last;
 }
 

@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 
+#include "cloud/backend.hpp"
 #include "cloud/logs.hpp"
 #include "cloud/state.hpp"
 #include "util/result.hpp"
@@ -20,6 +21,8 @@ struct WatchOptions {
   // Called about every 100 ms while following, with the run as last read (for status lines).
   std::function<void(const cloud::Run&)> on_poll;
   const std::atomic<bool>* stop = nullptr;  // stop following (detach) when it turns true
+  // The run's backend: where its log is and how its status is refreshed (null: local).
+  cloud::Backend* backend = nullptr;
 };
 
 // Prints a run's stored logs, and with `follow` everything it prints until it ends; returns the

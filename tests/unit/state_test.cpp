@@ -160,7 +160,7 @@ TEST_CASE("open creates a private state directory and refuses a newer schema") {
   auto newer = StateStore::open(dir);
   REQUIRE_FALSE(newer.ok());
   CHECK(newer.error().code == ExitCode::backend);
-  CHECK(newer.error().message == "state database " + dir + "/state.db has schema version 7 but this gpurun knows up to 1; upgrade gpurun");
+  CHECK(newer.error().message == "state database " + dir + "/state.db has schema version 7 but this gpurun knows up to 2; upgrade gpurun");
 }
 
 TEST_CASE("format_iso8601 writes UTC with milliseconds") {
