@@ -76,12 +76,6 @@ int run_function(Context& ctx, const RunOptions& options) {
                                                     "cannot run yet; pin it with --cloud local",
                                                     function->name, placed.cloud, placed.backend)));
   }
-  if (function->image) {
-    return report(ctx, util::make_error(util::ExitCode::backend,
-                                        fmt::format("function '{}' runs in image '{}', and the local backend cannot run "
-                                                    "images yet; remove 'image:' to run it on this machine",
-                                                    function->name, *function->image)));
-  }
   auto spec = cloud::build_run_spec(manifest, *function, placed, request, *config, *store, overrides);
   if (!spec) return report(ctx, spec.error());
 
