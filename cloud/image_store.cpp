@@ -119,7 +119,8 @@ util::Result<oci::BaseImage> read_remote_base(const oci::Reference& reference, c
   return base;
 }
 
-// Fails when a component of `relative` under `root` is a symlink (it could lead outside).
+// True when a component of directory `relative` under `root` is a symlink (it could lead
+// outside). Components that are plain files are removed: the layer makes them directories.
 bool crosses_symlink(const std::string& root, const std::string& relative) {
   std::string path = root;
   for (const auto& part : util::split(relative, '/')) {
@@ -128,6 +129,7 @@ bool crosses_symlink(const std::string& root, const std::string& relative) {
     struct stat st {};
     if (::lstat(path.c_str(), &st) != 0) return false;
     if (S_ISLNK(st.st_mode)) return true;
+    if (!S_ISDIR(st.st_mode)) ::unlink(path.c_str());
   }
   return false;
 }
