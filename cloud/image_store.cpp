@@ -424,7 +424,9 @@ util::Result<std::string> unpack_rootfs(BuiltImage& image, const std::string& st
     struct stat st {};
     if (::lstat(path.c_str(), &st) != 0) ::mkdir(path.c_str(), std::string_view(dir) == "tmp" ? 01777 : 0755);
   }
-  fs::create_directories(temporary + "/" + image.workdir, ec);
+  if (auto workdir = clean_path(image.workdir); workdir && !crosses_symlink(temporary, *workdir)) {
+    fs::create_directories(temporary + "/" + *workdir, ec);
+  }
   ::chmod(temporary.c_str(), 0755);
   fs::rename(temporary, final_dir, ec);
   if (ec) {
