@@ -20,6 +20,7 @@
 #include "cloud/local_inventory.hpp"
 #include "cloud/logs.hpp"
 #include "cloud/process.hpp"
+#include "util/strings.hpp"
 #include "util/units.hpp"
 
 extern char** environ;  // NOLINT
@@ -102,6 +103,72 @@ std::vector<std::string> sandboxed(const std::vector<std::string>& argv, const R
   return out;
 }
 
+// `name` found in the supervisor's PATH (the image's PATH must not decide which bwrap runs).
+std::string host_program(const std::string& name) {
+  const char* path = std::getenv("PATH");
+  for (const auto& dir : util::split(path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin", ':')) {
+    const std::string candidate = (dir.empty() ? "." : dir) + "/" + name;
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return name;
+}
+
+// The NVIDIA driver's user-space libraries (libcuda.so*, libnvidia-*.so*) as `ldconfig -p`
+// lists them; empty where there is no driver.
+std::vector<std::string> driver_libraries() {
+  std::vector<std::string> out;
+  const std::string ldconfig = ::access("/sbin/ldconfig", X_OK) == 0 ? "/sbin/ldconfig" : host_program("ldconfig");
+  FILE* pipe = ::popen((util::shell_quote(ldconfig) + " -p 2>/dev/null").c_str(), "r");
+  if (pipe == nullptr) return out;
+  char line[4096];
+  while (std::fgets(line, sizeof line, pipe) != nullptr) {
+    std::string text(line);
+    const auto arrow = text.find("=> ");
+    if (arrow == std::string::npos) continue;
+    std::string path(util::trim(text.substr(arrow + 3)));
+    const std::string name = std::filesystem::path(path).filename().string();
+    if ((name.rfind("libcuda.so", 0) == 0 || name.rfind("libnvidia-", 0) == 0) &&
+        std::find(out.begin(), out.end(), path) == out.end() && text.find("x86-64") != std::string::npos) {
+      out.push_back(path);
+    }
+  }
+  ::pclose(pipe);
+  return out;
+}
+
+// Where the driver libraries appear inside an image run (added to LD_LIBRARY_PATH).
+constexpr const char* image_driver_dir = "/usr/local/nvidia/lib64";
+
+// Runs inside bubblewrap with the image's unpacked root filesystem as `/` (read-only once the
+// mount points are made; /tmp is a tmpfs), fresh /proc and /dev, the host network, the run's
+// scratch directory and volumes bound at their paths. With GPUs leased, /dev/nvidia* and the
+// driver's libraries are bound in as nvidia-container-toolkit does.
+std::vector<std::string> sandboxed_image(const std::vector<std::string>& argv, const RunSpec& spec,
+                                         const std::string& scratch, bool gpus) {
+  std::vector<std::string> out = {host_program("bwrap"), "--die-with-parent", "--bind", spec.image_rootfs, "/",
+                                  "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"};
+  if (gpus) {
+    std::error_code ec;
+    std::vector<std::string> devices;
+    for (const auto& entry : std::filesystem::directory_iterator("/dev", ec)) {
+      const std::string name = entry.path().filename().string();
+      if (name.rfind("nvidia", 0) == 0 && !entry.is_directory(ec)) devices.push_back(entry.path().string());
+    }
+    std::sort(devices.begin(), devices.end());
+    for (const auto& d : devices) out.insert(out.end(), {"--dev-bind", d, d});
+    for (const auto& lib : driver_libraries()) {
+      out.insert(out.end(), {"--ro-bind", lib, std::string(image_driver_dir) + "/" + std::filesystem::path(lib).filename().string()});
+    }
+  }
+  out.insert(out.end(), {"--bind", scratch, scratch});
+  for (const auto& m : spec.mounts) out.insert(out.end(), {"--bind", m.host_path, m.path});
+  out.insert(out.end(), {"--remount-ro", "/"});
+  if (!spec.image_workdir.empty()) out.insert(out.end(), {"--chdir", spec.image_workdir});
+  out.emplace_back("--");
+  out.insert(out.end(), argv.begin(), argv.end());
+  return out;
+}
+
 struct AttemptResult {
   RunStatus status = RunStatus::failed;
   int exit_code = 1;
@@ -152,7 +219,15 @@ class Supervisor {
 
   std::vector<std::string> environment(int attempt, const std::vector<LeaseDevice>& devices) const {
     std::vector<std::pair<std::string, std::string>> vars;
-    for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    const bool image = !spec_.image_rootfs.empty();
+    if (image) {
+      // An image run sees the image's environment, not the host's.
+      vars = spec_.image_env;
+      if (std::none_of(vars.begin(), vars.end(), [](const auto& kv) { return kv.first == "PATH"; })) {
+        vars.emplace_back("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+      }
+    }
+    for (char** e = image ? nullptr : environ; e != nullptr && *e != nullptr; ++e) {
       std::string entry = *e;
       const auto eq = entry.find('=');
       if (eq == std::string::npos) continue;
@@ -182,6 +257,13 @@ class Supervisor {
     for (const auto& d : devices) visible += (visible.empty() ? "" : ",") + std::to_string(d.index);
     set("CUDA_DEVICE_ORDER", "PCI_BUS_ID");
     set("CUDA_VISIBLE_DEVICES", visible);
+    if (image && !devices.empty()) {
+      std::string current;
+      for (const auto& [k, v] : vars) {
+        if (k == "LD_LIBRARY_PATH") current = v;
+      }
+      set("LD_LIBRARY_PATH", std::string(image_driver_dir) + (current.empty() ? "" : ":" + current));
+    }
     std::vector<std::string> out;
     out.reserve(vars.size());
     for (const auto& [k, v] : vars) out.push_back(k + "=" + v);
@@ -270,9 +352,15 @@ class Supervisor {
     (void)store_.update_status(run_.id, RunStatus::running, "");
     if (attempt > 1) (void)log_.marker(fmt::format("attempt {} started", attempt));
     ProcessSpec process;
-    process.argv = spec_.mounts.empty() ? spec_.argv : sandboxed(spec_.argv, spec_);
     process.env = environment(attempt, devices);
-    process.cwd = spec_.cwd;
+    if (!spec_.image_rootfs.empty()) {
+      const std::string scratch = run_dir(store_.dir(), run_.id) + "/scratch";
+      process.argv = sandboxed_image(spec_.argv, spec_, scratch, !devices.empty());
+      process.cwd = scratch;
+    } else {
+      process.argv = spec_.mounts.empty() ? spec_.argv : sandboxed(spec_.argv, spec_);
+      process.cwd = spec_.cwd;
+    }
     auto child = ChildProcess::spawn(process);
     if (!child) {
       (void)log_.marker(child.error().message);

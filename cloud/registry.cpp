@@ -1,8 +1,12 @@
 #include "cloud/registry.hpp"
 
 #include <openssl/evp.h>
+#include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <memory>
 #include <thread>
 
@@ -80,6 +84,40 @@ std::string registry_errors(const std::string& body) {
   }
   return util::join(parts, ", ");
 }
+
+std::string base64_decode(std::string_view text) {
+  std::string out(3 * (text.size() / 4) + 3, '\0');
+  int length = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                               reinterpret_cast<const unsigned char*>(text.data()), static_cast<int>(text.size()));
+  if (length < 0) return "";
+  out.resize(static_cast<std::size_t>(length));
+  std::size_t padding = 0;
+  for (auto it = text.rbegin(); it != text.rend() && *it == '='; ++it) ++padding;
+  out.resize(out.size() - std::min(padding, out.size()));
+  return out;
+}
+
+// Incremental sha256 as "sha256:<hex>".
+class Sha256 {
+ public:
+  Sha256() : context_(EVP_MD_CTX_new(), EVP_MD_CTX_free) { EVP_DigestInit_ex(context_.get(), EVP_sha256(), nullptr); }
+  void update(const char* data, std::size_t size) { EVP_DigestUpdate(context_.get(), data, size); }
+  std::string finish() {
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int length = 0;
+    EVP_DigestFinal_ex(context_.get(), digest, &length);
+    static const char* hex = "0123456789abcdef";
+    std::string out = "sha256:";
+    for (unsigned int i = 0; i < length; ++i) {
+      out += hex[digest[i] >> 4];
+      out += hex[digest[i] & 15];
+    }
+    return out;
+  }
+
+ private:
+  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> context_;
+};
 
 http::Request make_request(std::string method, std::string url) {
   http::Request request;
@@ -311,6 +349,7 @@ util::Result<std::uint64_t> Client::upload_streamed(const std::string& repositor
       if (options_.interrupt_upload && options_.interrupt_upload(reader.offset())) throw std::runtime_error("interrupted");
       std::size_t got = reader.read(buffer, size);
       sent += got;
+      if (options_.on_progress) options_.on_progress(blob.descriptor.digest, reader.offset(), blob.descriptor.size);
       return got;
     };
     auto response = send(patch, scope, false);
@@ -356,7 +395,11 @@ util::Result<std::uint64_t> Client::upload_monolithic(const std::string& reposit
                                                        "digest=" + http::url_encode(blob.descriptor.digest)));
   put.headers = {{"Content-Type", "application/octet-stream"}};
   put.body_size = blob.descriptor.size;
-  put.body_reader = [&](char* buffer, std::size_t size) { return reader.read(buffer, size); };
+  put.body_reader = [&](char* buffer, std::size_t size) {
+    std::size_t got = reader.read(buffer, size);
+    if (options_.on_progress) options_.on_progress(blob.descriptor.digest, reader.offset(), blob.descriptor.size);
+    return got;
+  };
   auto response = send(put, scope, false);
   if (!response) return response.error();
   if (response->status != 201) {
@@ -456,6 +499,134 @@ util::Result<PushResult> Client::push_image(const std::string& repository, const
   }
   result.digest = digest;
   return result;
+}
+
+std::optional<Credentials> find_credentials(std::string_view registry) {
+  const char* user = std::getenv("GPURUN_REGISTRY_USER");
+  const char* password = std::getenv("GPURUN_REGISTRY_PASSWORD");
+  if (user != nullptr && *user != '\0') return Credentials{user, password != nullptr ? password : ""};
+  std::string path;
+  if (const char* dir = std::getenv("DOCKER_CONFIG"); dir != nullptr && *dir != '\0') {
+    path = std::string(dir) + "/config.json";
+  } else if (const char* home = std::getenv("HOME"); home != nullptr && *home != '\0') {
+    path = std::string(home) + "/.docker/config.json";
+  } else {
+    return std::nullopt;
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return std::nullopt;
+  auto config = nlohmann::json::parse(in, nullptr, false);
+  if (config.is_discarded() || !config.is_object() || !config.contains("auths") || !config["auths"].is_object()) {
+    return std::nullopt;
+  }
+  std::string wanted(registry);
+  for (const auto& prefix : {"https://", "http://"}) {
+    if (wanted.rfind(prefix, 0) == 0) wanted.erase(0, std::string_view(prefix).size());
+  }
+  while (!wanted.empty() && wanted.back() == '/') wanted.pop_back();
+  for (const auto& [key, entry] : config["auths"].items()) {
+    std::string host = key;
+    for (const auto& prefix : {"https://", "http://"}) {
+      if (host.rfind(prefix, 0) == 0) host.erase(0, std::string_view(prefix).size());
+    }
+    host = host.substr(0, host.find('/'));
+    bool hub = (wanted == "docker.io" || wanted == "index.docker.io") && host == "index.docker.io";
+    if ((host != wanted && !hub) || !entry.is_object() || !entry.contains("auth") || !entry["auth"].is_string()) continue;
+    std::string decoded = base64_decode(entry["auth"].get<std::string>());
+    auto colon = decoded.find(':');
+    if (colon == std::string::npos) continue;
+    return Credentials{decoded.substr(0, colon), decoded.substr(colon + 1)};
+  }
+  return std::nullopt;
+}
+
+util::Result<bool> Client::mount_blob(const std::string& repository, const std::string& digest, const std::string& from) {
+  std::string scope = "repository:" + repository + ":pull,push repository:" + from + ":pull";
+  auto mount = send(make_request("POST", base_ + "/v2/" + repository + "/blobs/uploads/?mount=" + http::url_encode(digest) +
+                                             "&from=" + http::url_encode(from)),
+                    scope);
+  if (!mount) return mount.error();
+  if (mount->status == 201) return true;
+  if (mount->status == 202 && !mount->header("Location").empty()) {
+    (void)send(make_request("DELETE", absolute(mount->header("Location"))), scope);
+  }
+  return false;
+}
+
+util::Result<FetchedManifest> Client::get_manifest(const std::string& repository, const std::string& reference) {
+  auto response = send(make_request("GET", base_ + "/v2/" + repository + "/manifests/" + reference),
+                       "repository:" + repository + ":pull");
+  if (!response) return response.error();
+  if (response->status != 200) {
+    return failure("GET manifest " + repository + ":" + reference, *response,
+                   "check that the image exists and that you may pull it");
+  }
+  FetchedManifest fetched;
+  fetched.bytes = response->body;
+  fetched.media_type = response->header("Content-Type");
+  auto parsed = nlohmann::json::parse(fetched.bytes, nullptr, false);
+  if (!parsed.is_discarded() && parsed.is_object() && parsed.contains("mediaType")) {
+    fetched.media_type = parsed.value("mediaType", fetched.media_type);
+  }
+  fetched.digest = oci::describe(fetched.media_type, fetched.bytes).digest;
+  return fetched;
+}
+
+util::Result<void> Client::get_blob(const std::string& repository, const oci::Descriptor& blob, const std::string& path) {
+  const std::string temporary = path + ".part-" + std::to_string(::getpid());
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
+  for (int attempt = 1;; ++attempt) {
+    std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(temporary.c_str(), "wb"), std::fclose);
+    if (!file) {
+      return util::Error{util::ExitCode::backend, "cannot write " + temporary + "; check the disk and its permissions"};
+    }
+    Sha256 hash;
+    std::uint64_t received = 0;
+    http::Request request = make_request("GET", base_ + "/v2/" + repository + "/blobs/" + blob.digest);
+    request.follow_redirects = true;
+    long status = 0;
+    request.on_body = [&](const char* data, std::size_t size) {
+      hash.update(data, size);
+      received += size;
+      if (options_.on_progress) options_.on_progress(blob.digest, received, blob.size);
+      return std::fwrite(data, 1, size, file.get()) == size;
+    };
+    auto response = send(request, "repository:" + repository + ":pull", false);
+    file.reset();
+    if (response) status = response->status;
+    if (response && status == 200 && hash.finish() == blob.digest) {
+      std::filesystem::rename(temporary, path, ec);
+      if (ec) return util::Error{util::ExitCode::backend, "cannot write " + path + ": " + ec.message()};
+      return {};
+    }
+    std::filesystem::remove(temporary, ec);
+    if (response && status != 200 && !retriable_status(status)) {
+      return failure("GET blob " + blob.digest + " of " + repository, *response, "check that the image still exists");
+    }
+    if (attempt >= options_.max_attempts) {
+      if (!response) return response.error();
+      return util::Error{util::ExitCode::backend, "registry " + registry_ + ": the blob " + blob.digest + " of " + repository +
+                                                      " arrived damaged (digest mismatch or HTTP " + std::to_string(status) +
+                                                      "); try again"};
+    }
+    std::this_thread::sleep_for(options_.initial_backoff * attempt);
+  }
+}
+
+util::Result<std::string> Client::get_small_blob(const std::string& repository, const std::string& digest) {
+  http::Request request = make_request("GET", base_ + "/v2/" + repository + "/blobs/" + digest);
+  request.follow_redirects = true;
+  auto response = send(request, "repository:" + repository + ":pull");
+  if (!response) return response.error();
+  if (response->status != 200) {
+    return failure("GET blob " + digest + " of " + repository, *response, "check that the image still exists");
+  }
+  if (oci::describe("", response->body).digest != digest) {
+    return util::Error{util::ExitCode::backend, "registry " + registry_ + ": the blob " + digest + " of " + repository +
+                                                    " does not match its digest; try again"};
+  }
+  return response->body;
 }
 
 }  // namespace gpurun::cloud::registry

@@ -29,6 +29,8 @@ struct Options {
   // Fault injection for tests: asked before each buffer of a streamed upload with the blob
   // offset; returning true breaks the connection there (the push must then resume).
   std::function<bool(std::uint64_t offset)> interrupt_upload;
+  // Upload progress of one blob: bytes of it sent so far (called often; keep it cheap).
+  std::function<void(const std::string& digest, std::uint64_t sent, std::uint64_t total)> on_progress;
 };
 
 // A blob to push: a file (`path`) or bytes in memory (`data`, used when path is empty).
@@ -52,6 +54,13 @@ struct PushResult {
   int blobs_mounted = 0;
 };
 
+// A manifest as a registry serves it.
+struct FetchedManifest {
+  std::string bytes;
+  std::string media_type;
+  std::string digest;  // of `bytes`
+};
+
 // Requests sent so far, by method (for progress output and tests).
 using RequestCounts = std::map<std::string, int>;
 
@@ -62,7 +71,11 @@ util::Result<std::string> base_url(std::string_view registry, bool insecure);
 // The tags gpurun gives a pushed manifest: the first 12 hex digits of its digest, and `version`.
 std::vector<std::string> default_tags(const std::string& manifest_digest, const std::string& version);
 
-// An OCI distribution client for one registry (push side). Not thread-safe.
+// Login for `registry` (host[:port]): GPURUN_REGISTRY_USER/GPURUN_REGISTRY_PASSWORD, else the
+// `auths` entry of $DOCKER_CONFIG/config.json or ~/.docker/config.json (base64 "user:pass").
+std::optional<Credentials> find_credentials(std::string_view registry);
+
+// An OCI distribution client for one registry. Not thread-safe.
 class Client {
  public:
   Client(std::string registry, Options options = {});
@@ -81,6 +94,15 @@ class Client {
   util::Result<PushResult> push_image(const std::string& repository, const std::vector<Blob>& blobs,
                                       const std::string& manifest_bytes, const std::vector<std::string>& tags,
                                       const std::vector<std::string>& mount_from = {});
+
+  // Mounts a blob from repository `from` of this registry; false when the registry would not.
+  util::Result<bool> mount_blob(const std::string& repository, const std::string& digest, const std::string& from);
+  // GETs a manifest by tag or digest; an index is returned as is.
+  util::Result<FetchedManifest> get_manifest(const std::string& repository, const std::string& reference);
+  // Streams a blob into `path` (written under a temporary name, its digest checked, then renamed).
+  util::Result<void> get_blob(const std::string& repository, const oci::Descriptor& blob, const std::string& path);
+  // GETs a small blob (an image config) into memory, its digest checked.
+  util::Result<std::string> get_small_blob(const std::string& repository, const std::string& digest);
 
   const RequestCounts& request_counts() const { return counts_; }
   const std::string& url() const { return base_; }

@@ -1,5 +1,7 @@
 #include "cloud/run_builder.hpp"
 
+#include "cloud/image_store.hpp"
+
 #include <filesystem>
 #include <fmt/format.h>
 #include <fstream>
@@ -183,6 +185,25 @@ util::Result<RunSpec> build_run_spec(const manifest::Manifest& manifest, const m
   spec.backoff = function.retries.backoff;
   spec.initial_delay = function.retries.initial_delay;
   spec.max_delay = function.retries.max_delay;
+  if (function.image) {
+    const auto* image = manifest.find_image(*function.image);
+    if (image == nullptr) {
+      return util::make_error(util::ExitCode::usage, fmt::format("function '{}': image '{}' is not defined", function.name, *function.image));
+    }
+    spec.image = image->name;
+    if (placed.backend == "local") {
+      const std::string store_dir = image_store_dir(store.dir());
+      auto built = build_image(manifest, *image, store_dir);
+      if (!built) return built.error();
+      auto rootfs = unpack_rootfs(*built, store_dir);
+      if (!rootfs) return rootfs.error();
+      spec.image_digest = built->digest;
+      spec.image_rootfs = *rootfs;
+      spec.image_env = built->env;
+      spec.image_workdir = built->workdir;
+      spec.cwd = built->workdir;
+    }
+  }
   if (const char* grace = std::getenv("GPURUN_KILL_GRACE")) {
     if (auto d = util::parse_duration(grace)) spec.kill_grace = *d;
   }

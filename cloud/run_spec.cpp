@@ -29,6 +29,12 @@ std::string to_json(const RunSpec& spec) {
   j["initial_delay_ms"] = spec.initial_delay.count();
   j["max_delay_ms"] = spec.max_delay.count();
   j["kill_grace_ms"] = spec.kill_grace.count();
+  if (!spec.image.empty()) {
+    nlohmann::json env = nlohmann::json::array();
+    for (const auto& [k, v] : spec.image_env) env.push_back({k, v});
+    j["image"] = {{"name", spec.image}, {"digest", spec.image_digest}, {"rootfs", spec.image_rootfs}, {"env", env},
+                  {"workdir", spec.image_workdir}};
+  }
   return j.dump();
 }
 
@@ -57,6 +63,14 @@ util::Result<RunSpec> run_spec_from_json(const std::string& text) {
     spec.initial_delay = std::chrono::milliseconds(j.at("initial_delay_ms").get<long long>());
     spec.max_delay = std::chrono::milliseconds(j.at("max_delay_ms").get<long long>());
     spec.kill_grace = std::chrono::milliseconds(j.at("kill_grace_ms").get<long long>());
+    if (j.contains("image")) {
+      const auto& image = j.at("image");
+      spec.image = image.at("name").get<std::string>();
+      spec.image_digest = image.at("digest").get<std::string>();
+      spec.image_rootfs = image.at("rootfs").get<std::string>();
+      for (const auto& e : image.at("env")) spec.image_env.emplace_back(e.at(0).get<std::string>(), e.at(1).get<std::string>());
+      spec.image_workdir = image.at("workdir").get<std::string>();
+    }
     return spec;
   } catch (const std::exception& e) {
     return util::make_error(util::ExitCode::backend, fmt::format("the run's stored spec is unreadable: {}", e.what()));

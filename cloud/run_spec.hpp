@@ -38,6 +38,13 @@ struct RunSpec {
   std::chrono::milliseconds initial_delay{1000};
   std::chrono::milliseconds max_delay{60'000};
   std::chrono::milliseconds kill_grace{10'000};
+  // Functions with `image:`: the image's name and manifest digest; for the local backend also
+  // its unpacked root filesystem (the run's `/`), its config Env and WorkingDir (then `cwd`).
+  std::string image;
+  std::string image_digest;
+  std::string image_rootfs;
+  std::vector<std::pair<std::string, std::string>> image_env;
+  std::string image_workdir;
 };
 
 // JSON text of a spec (stable key order).

@@ -30,7 +30,7 @@ using util::make_error;
 
 namespace {
 
-constexpr int schema_version = 2;
+constexpr int schema_version = 3;
 constexpr const char* active_sql = "('queued','running')";
 constexpr const char* lost_reason = "its supervisor exited without recording a result (killed?)";
 
@@ -104,6 +104,20 @@ CREATE TABLE lease_devices(
   memory_gb INTEGER NOT NULL,
   PRIMARY KEY(cloud, device_key));
 CREATE INDEX lease_devices_by_seq ON lease_devices(seq);
+)sql";
+
+// Version 2 added runs.remote_id (in schema_sql); version 3: where each built image is (one row
+// per image digest and cloud).
+constexpr const char* schema_v3_sql = R"sql(
+CREATE TABLE image_locations(
+  app TEXT NOT NULL,
+  image TEXT NOT NULL,
+  digest TEXT NOT NULL,
+  cloud TEXT NOT NULL,
+  registry TEXT NOT NULL,
+  repository TEXT NOT NULL,
+  pushed_at INTEGER NOT NULL,
+  PRIMARY KEY(app, image, digest, cloud));
 )sql";
 
 constexpr const char* run_columns =
@@ -367,11 +381,9 @@ util::Result<StateStore> StateStore::open(const std::string& dir) {
                                                  std::to_string(version) + " but this gpurun knows up to " +
                                                  std::to_string(schema_version) + "; upgrade gpurun");
       }
-      if (version == 0) {
-        db->exec(schema_sql);
-      } else if (version < 2) {
-        db->exec("ALTER TABLE runs ADD COLUMN remote_id TEXT NOT NULL DEFAULT ''");
-      }
+      if (version == 0) db->exec(schema_sql);
+      if (version == 1) db->exec("ALTER TABLE runs ADD COLUMN remote_id TEXT NOT NULL DEFAULT ''");
+      if (version < 3) db->exec(schema_v3_sql);
       db->exec(("PRAGMA user_version=" + std::to_string(schema_version)).c_str());
       tx.commit();
     }
@@ -688,6 +700,38 @@ util::Result<std::vector<Volume>> StateStore::list_volumes(const std::string& ap
     std::vector<Volume> volumes;
     while (query.step()) volumes.push_back(read_volume(query));
     return volumes;
+  });
+}
+
+// --- Images ---
+
+util::Result<void> StateStore::record_image_locations(const std::vector<ImageLocation>& locations) {
+  return guarded(dir_, [&]() -> util::Result<void> {
+    Transaction tx(*db_);
+    Statement insert = db_->prepare(
+        "INSERT OR REPLACE INTO image_locations(app, image, digest, cloud, registry, repository, pushed_at) "
+        "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+    for (const auto& l : locations) {
+      insert.bind(1, l.app).bind(2, l.image).bind(3, l.digest).bind(4, l.cloud).bind(5, l.registry).bind(6, l.repository);
+      insert.bind(7, l.pushed_at != 0 ? l.pushed_at : now_unix_ms()).run();
+      insert.reset();
+    }
+    tx.commit();
+    return {};
+  });
+}
+
+util::Result<std::vector<ImageLocation>> StateStore::list_image_locations(const std::string& app) {
+  return guarded(dir_, [&]() -> util::Result<std::vector<ImageLocation>> {
+    Statement query = db_->prepare(
+        "SELECT app, image, digest, cloud, registry, repository, pushed_at FROM image_locations "
+        "WHERE ?1 = '' OR app = ?1 ORDER BY app, image, pushed_at DESC, cloud");
+    query.bind(1, app);
+    std::vector<ImageLocation> out;
+    while (query.step()) {
+      out.push_back({query.text(0), query.text(1), query.text(2), query.text(3), query.text(4), query.text(5), query.int64(6)});
+    }
+    return out;
   });
 }
 

@@ -85,6 +85,13 @@ struct Volume {
   std::int64_t created_at = 0;
 };
 
+// An image digest stored in a cloud: pushed to `registry`/`repository`, or for the local
+// cloud kept in the local image store (registry empty).
+struct ImageLocation {
+  std::string app, image, digest, cloud, registry, repository;
+  std::int64_t pushed_at = 0;  // unix ms; 0 = now when recorded
+};
+
 // The exclusive flock a run's supervisor holds on <dir>/runs/<id>/lock for the run's lifetime;
 // a run whose lock is free while it is queued/running is lost. The lock file is never deleted.
 class RunLock {
@@ -186,6 +193,12 @@ class StateStore {
                                      const std::string& path);
   // Volumes of `app` (every app when empty), by app and name.
   util::Result<std::vector<Volume>> list_volumes(const std::string& app = {});
+
+  // --- Images ---
+  // Records (or refreshes) where image digests are, all in one transaction.
+  util::Result<void> record_image_locations(const std::vector<ImageLocation>& locations);
+  // Image locations of `app` (every app when empty), by app, image, newest first.
+  util::Result<std::vector<ImageLocation>> list_image_locations(const std::string& app = {});
 
   // --- GPU leases (first come, first served per cloud) ---
   // Queues a request for one of `alternatives` (in preference order) on `cloud`. The run must

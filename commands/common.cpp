@@ -122,6 +122,18 @@ util::Result<cloud::StateStore> open_store() {
   return store;
 }
 
+util::Result<std::map<std::string, std::set<std::string>>> images_present(cloud::StateStore& store, const std::string& app,
+                                                                          const std::map<std::string, std::string>& digests) {
+  auto locations = store.list_image_locations(app);
+  if (!locations) return locations.error();
+  std::map<std::string, std::set<std::string>> present;
+  for (const auto& l : *locations) {
+    auto it = digests.find(l.image);
+    if (it != digests.end() && it->second == l.digest) present[l.image].insert(l.cloud);
+  }
+  return present;
+}
+
 nlohmann::json plan_json(const cloud::Plan& plan) {
   nlohmann::json out;
   out["app"] = plan.app;

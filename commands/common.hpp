@@ -1,7 +1,9 @@
 #pragma once
 
 #include <nlohmann/json.hpp>
+#include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -35,6 +37,11 @@ std::optional<manifest::Manifest> load_manifest(Context& ctx, const cloud::Confi
 
 // PlanInputs with the local inventory filled in; on failure reports and sets `exit_code`.
 std::optional<cloud::PlanInputs> plan_inputs(Context& ctx, const cloud::Config& config, int& exit_code);
+
+// The clouds holding each image's digest in `digests` (image name -> manifest digest), from
+// the state's image locations of `app`.
+util::Result<std::map<std::string, std::set<std::string>>> images_present(cloud::StateStore& store, const std::string& app,
+                                                                          const std::map<std::string, std::string>& digests);
 
 // The plan as `plan --json` prints it.
 nlohmann::json plan_json(const cloud::Plan& plan);

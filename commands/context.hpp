@@ -36,6 +36,7 @@ void add_gpus(CLI::App& root, Context& ctx);
 void add_run(CLI::App& root, Context& ctx);
 void add_deploy(CLI::App& root, Context& ctx);
 void add_deployments(CLI::App& root, Context& ctx);
+void add_images(CLI::App& root, Context& ctx);
 void add_ps(CLI::App& root, Context& ctx);
 void add_logs(CLI::App& root, Context& ctx);
 void add_cancel(CLI::App& root, Context& ctx);

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/table.hpp"
+#include "cloud/image_store.hpp"
 #include "commands/common.hpp"
 #include "util/strings.hpp"
 
@@ -28,6 +29,23 @@ int run_plan(Context& ctx, const PlanOptions& options) {
   auto inputs = plan_inputs(ctx, *config, exit_code);
   if (!inputs) return exit_code;
   if (!options.cloud.empty()) inputs->cloud_override = options.cloud;
+  if (!manifest->images.empty()) {
+    // Which clouds already hold each image as it is now: build it (cached) to learn its digest.
+    auto store = open_store();
+    if (!store) return report(ctx, store.error());
+    std::map<std::string, std::string> digests;
+    for (const auto& image : manifest->images) {
+      auto built = cloud::build_image(*manifest, image, cloud::image_store_dir(store->dir()));
+      if (built) {
+        digests[image.name] = built->digest;
+      } else {
+        ctx.err << "gpurun: warning: " << built.error().message << '\n';
+      }
+    }
+    auto present = images_present(*store, manifest->app, digests);
+    if (!present) return report(ctx, present.error());
+    inputs->images_present = *present;
+  }
   auto plan = cloud::make_plan(*manifest, *config, *inputs);
   if (!plan) return report(ctx, plan.error());
   if (options.json) {

@@ -80,12 +80,6 @@ int run_function(Context& ctx, const RunOptions& options) {
   }
   auto backend = cloud::make_backend(placed.backend, config->find_cloud(placed.cloud), &*config);
   if (!backend) return report(ctx, backend.error());
-  if (placed.backend == "local" && function->image) {
-    return report(ctx, util::make_error(util::ExitCode::backend,
-                                        fmt::format("function '{}' runs in image '{}', and the local backend cannot run "
-                                                    "images yet; remove 'image:' to run it on this machine",
-                                                    function->name, *function->image)));
-  }
   auto spec = cloud::build_run_spec(manifest, *function, placed, request, *config, *store, overrides);
   if (!spec) return report(ctx, spec.error());
   if (placed.backend != "local" && placed.gpu) {

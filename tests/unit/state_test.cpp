@@ -160,7 +160,7 @@ TEST_CASE("open creates a private state directory and refuses a newer schema") {
   auto newer = StateStore::open(dir);
   REQUIRE_FALSE(newer.ok());
   CHECK(newer.error().code == ExitCode::backend);
-  CHECK(newer.error().message == "state database " + dir + "/state.db has schema version 7 but this gpurun knows up to 2; upgrade gpurun");
+  CHECK(newer.error().message == "state database " + dir + "/state.db has schema version 7 but this gpurun knows up to 3; upgrade gpurun");
 }
 
 TEST_CASE("format_iso8601 writes UTC with milliseconds") {
@@ -647,4 +647,31 @@ TEST_CASE("wait_for_grant reports progress and stops when cancelled") {
   REQUIRE(granted.ok());
   CHECK(granted_indexes(*granted) == std::vector<int>{0});
   CHECK(store.get_run(holder.run.id)->status == RunStatus::lost);
+}
+
+TEST_CASE("image locations: recorded per digest and cloud, a v1 database is migrated") {
+  TempDir temp;
+  const std::string dir = temp.state();
+  {
+    auto store = StateStore::open(dir);
+    REQUIRE(store.ok());
+  }
+  // Pretend the database is a version-1 one: drop the new table and the version.
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open((dir + "/state.db").c_str(), &db) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(db, "DROP TABLE image_locations; PRAGMA user_version=1", nullptr, nullptr, nullptr) == SQLITE_OK);
+  sqlite3_close(db);
+  auto store = StateStore::open(dir);
+  REQUIRE(store.ok());
+  REQUIRE(store->record_image_locations({{"app", "train", "sha256:aa", "local", "", "local", 5},
+                                         {"app", "train", "sha256:aa", "hpc", "127.0.0.1:5000", "app/train", 6}})
+              .ok());
+  REQUIRE(store->record_image_locations({{"app", "train", "sha256:aa", "hpc", "127.0.0.1:5000", "app/train", 7}}).ok());
+  auto list = store->list_image_locations("app");
+  REQUIRE(list.ok());
+  REQUIRE(list->size() == 2);
+  CHECK(list->at(0).cloud == "hpc");
+  CHECK(list->at(0).pushed_at == 7);
+  CHECK(list->at(1).cloud == "local");
+  CHECK(store->list_image_locations("other")->empty());
 }

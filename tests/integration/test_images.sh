@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# Images end to end against real registries (Debian's docker-registry on loopback): deploy pushes,
+# a no-change redeploy uploads nothing, one changed file uploads one layer, the same image goes to
+# two registries, a registry base is mounted or copied, plan's upload_to empties, a wrong password
+# fails clearly and records nothing, and the local backend runs a function inside the image.
+source "$(dirname "$0")/lib.sh"
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+for tool in docker-registry bwrap busybox htpasswd python3 curl; do
+  if ! command -v "$tool" >/dev/null 2>&1; then echo "skipped: $tool is missing"; exit 77; fi
+done
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+REGISTRY_PIDS=()
+# start_registry NAME [HTPASSWD_LINE]: starts a registry with its own storage; sets PORT_<NAME>.
+start_registry() {
+  local name=$1 auth=${2:-} port dir
+  port=$(free_port)
+  dir="$TEST_DIR/registry-$name"
+  mkdir -p "$dir"
+  {
+    echo "version: 0.1"
+    echo "storage: {filesystem: {rootdirectory: $dir/storage}, delete: {enabled: true}}"
+    echo "http: {addr: 127.0.0.1:$port, secret: gpurun-test}"
+    echo "log: {level: error}"
+    if [ -n "$auth" ]; then
+      echo "$auth" > "$dir/htpasswd"
+      echo "auth: {htpasswd: {realm: gpurun-test, path: $dir/htpasswd}}"
+    fi
+  } > "$dir/config.yml"
+  docker-registry serve "$dir/config.yml" > "$dir/log" 2>&1 &
+  REGISTRY_PIDS+=($!)
+  eval "PORT_$name=$port"
+  wait_until 10 curl -s -o /dev/null "http://127.0.0.1:$port/v2/" || { echo "registry $name did not start"; exit 1; }
+}
+stop_registries() { for pid in "${REGISTRY_PIDS[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done; cleanup; }
+trap stop_registries EXIT
+
+start_registry A
+start_registry B
+start_registry C "$(htpasswd -Bbn pusher right-password)"
+
+json() { python3 -c "import json,sys; d=json.loads(sys.argv[1]); print($1)" "$2"; }
+
+mkdir -p app/src
+python3 "$HERE/make_busybox_layout.py" app/base "$(command -v busybox)"
+echo "only the image has this, version 1" > app/src/message.txt
+mkdir -p config/gpurun
+cat > config/gpurun/config.yaml <<YAML
+default_cloud: local
+clouds:
+  local: {backend: local}
+  hpc1: {backend: slurm, endpoint: "http://127.0.0.1:1", partition: p, registry: "http://127.0.0.1:$PORT_A"}
+  hpc2: {backend: slurm, endpoint: "http://127.0.0.1:1", partition: p, registry: "http://127.0.0.1:$PORT_B"}
+  locked: {backend: slurm, endpoint: "http://127.0.0.1:1", partition: p, registry: "http://127.0.0.1:$PORT_C"}
+  bare: {backend: slurm, endpoint: "http://127.0.0.1:1", partition: p}
+YAML
+cat > app/gpurun.yaml <<'YAML'
+app: demo
+images:
+  tiny:
+    base: oci:./base
+    add: [./src]
+    env: {FUNCTION_VAR: from-image}
+functions:
+  here:
+    image: tiny
+    cloud: local
+    command: ["sh", "-c", "cat src/message.txt; echo $BASE_VAR $FUNCTION_VAR $CALLER; pwd; cat /etc/base-only.txt; ls /etc /opt; [ ! -e /usr/bin/apt ] && echo no-host-files"]
+    env: {CALLER: from-function}
+  there:
+    image: tiny
+    cloud: hpc1
+    command: ["sh", "-c", "cat src/message.txt"]
+  elsewhere:
+    image: tiny
+    cloud: hpc2
+    command: ["sh", "-c", "cat src/message.txt"]
+YAML
+cd app
+
+# --- plan before any deploy: every cloud needs the image ---
+run_cmd plan --json
+expect_eq "plan before deploy: rc" 0 "$RC"
+expect_eq "plan before deploy: upload_to" "['local', 'hpc1', 'hpc2']" "$(json 'd["images"][0]["upload_to"]' "$OUT")"
+
+# --- first deploy pushes everything to both registries ---
+run_cmd deploy --json
+expect_eq "first deploy: rc ($ERR)" 0 "$RC"
+for cloud in hpc1 hpc2; do
+  entry="[p for p in d['image_pushes'] if p['cloud'] == '$cloud'][0]"
+  expect_eq "first deploy to $cloud: blobs uploaded, skipped" "4 0" "$(json "$entry['blobs_uploaded'], $entry['blobs_skipped']" "$OUT" | tr -d '(),')"
+  check; [ "$(json "$entry['bytes_uploaded']" "$OUT")" -gt 500000 ] || fail "first deploy to $cloud uploaded too little"
+done
+DIGEST1=$(json 'd["image_pushes"][0]["digest"]' "$OUT")
+expect_contains "progress: one line per finished blob (not a tty)" "gpurun: tiny -> hpc1: sha256:" "$ERR"
+expect_contains "summary line" "gpurun: image tiny pushed to http://127.0.0.1:$PORT_A/demo/tiny:v1" "$ERR"
+tags=$(curl -s "http://127.0.0.1:$PORT_B/v2/demo/tiny/tags/list")
+expect_contains "tag: v1 on registry B" '"v1"' "$tags"
+expect_contains "tag: short digest on registry B" "\"${DIGEST1:7:12}\"" "$tags"
+
+# --- plan after deploy: nothing to upload ---
+run_cmd plan --json
+expect_eq "plan after deploy: upload_to empty" "[]" "$(json 'd["images"][0]["upload_to"]' "$OUT")"
+run_cmd plan
+expect_contains "plan table: UPLOAD TO is -" "tiny   local,hpc1,hpc2  -" "$OUT"
+
+# --- no-change redeploy uploads 0 bytes ---
+run_cmd deploy --json
+expect_eq "redeploy: rc ($ERR)" 0 "$RC"
+expect_eq "redeploy: bytes uploaded" "0 0" "$(json '[p["bytes_uploaded"] for p in d["image_pushes"] if p["cloud"] != "local"]' "$OUT" | tr -d '[],')"
+expect_eq "redeploy: same digest" "$DIGEST1" "$(json 'd["image_pushes"][0]["digest"]' "$OUT")"
+expect_contains "redeploy: tag v2" '"v2"' "$(curl -s "http://127.0.0.1:$PORT_A/v2/demo/tiny/tags/list")"
+
+# --- one changed file: one layer (and the config) uploaded, the base skipped ---
+echo "only the image has this, version 2" > src/message.txt
+run_cmd plan --json
+expect_eq "plan after a change: upload again" "['local', 'hpc1', 'hpc2']" "$(json 'd["images"][0]["upload_to"]' "$OUT")"
+run_cmd deploy --json
+expect_eq "changed deploy: rc ($ERR)" 0 "$RC"
+entry="[p for p in d['image_pushes'] if p['cloud'] == 'hpc1'][0]"
+expect_eq "changed deploy: uploaded config + one layer, skipped the two base layers" "2 2" "$(json "$entry['blobs_uploaded'], $entry['blobs_skipped']" "$OUT" | tr -d '(),')"
+check; [ "$(json "$entry['bytes_uploaded']" "$OUT")" -lt 10000 ] || fail "changed deploy uploaded more than the small layer"
+DIGEST2=$(json "$entry['digest']" "$OUT")
+check; [ "$DIGEST2" != "$DIGEST1" ] || fail "the digest did not change"
+
+# --- gpurun images ---
+run_cmd images --json
+expect_eq "images: rc" 0 "$RC"
+expect_eq "images: newest digest and its clouds" "$DIGEST2 hpc1,hpc2,local" \
+  "$(json "[e['digest'] + ' ' + ','.join(sorted(c['cloud'] for c in e['clouds'])) for e in d if e['digest'] == '$DIGEST2'][0]" "$OUT")"
+run_cmd images
+expect_contains "images table" "demo  tiny   ${DIGEST2:0:19}" "$OUT"
+
+# --- the local backend runs the function inside the image ---
+run_cmd run here
+expect_eq "run in image: rc ($ERR)" 0 "$RC"
+expect_contains "run in image: a file only the image has" "only the image has this, version 2" "$OUT"
+expect_contains "run in image: env (base, image, function)" "from-base from-image from-function" "$OUT"
+expect_contains "run in image: cwd is the image workdir" "/app" "$OUT"
+expect_contains "run in image: base layer file" "from the base" "$OUT"
+expect_not_contains "run in image: whiteout removed the file" "removed.txt" "$OUT"
+expect_not_contains "run in image: opaque directory hides the lower layer" "old.txt" "$OUT"
+expect_contains "run in image: upper layer file in the opaque directory" "new.txt" "$OUT"
+expect_contains "run in image: no host files" "no-host-files" "$OUT"
+check; [ "$(ls "$GPURUN_STATE_DIR/images/rootfs" | wc -l)" -ge 1 ] || fail "no unpacked rootfs in the cache"
+
+# --- a registry base: mounted on the same registry, copied blob by blob to another ---
+cat > derived.yaml <<YAML
+app: derived
+images:
+  child:
+    base: 127.0.0.1:$PORT_A/demo/tiny:v1
+    add: [./src]
+functions:
+  one: {image: child, cloud: hpc1, command: ["sh", "-c", "cat /etc/base-only.txt"]}
+  two: {image: child, cloud: hpc2, command: ["sh", "-c", "cat /etc/base-only.txt"]}
+  three: {image: child, cloud: local, command: ["sh", "-c", "cat /etc/base-only.txt; cat src/message.txt"]}
+YAML
+run_cmd deploy derived.yaml --json
+expect_eq "registry base deploy: rc ($ERR)" 0 "$RC"
+entry="[p for p in d['image_pushes'] if p['cloud'] == 'hpc1'][0]"
+expect_eq "registry base, same registry: base layers mounted" "3" "$(json "$entry['blobs_mounted']" "$OUT")"
+entry="[p for p in d['image_pushes'] if p['cloud'] == 'hpc2'][0]"
+expect_eq "registry base, other registry: base layers copied" "0 5" "$(json "$entry['blobs_mounted'], $entry['blobs_uploaded']" "$OUT" | tr -d '(),')"
+run_cmd run -f derived.yaml three
+expect_eq "run on a registry base: rc ($ERR)" 0 "$RC"
+expect_contains "run on a registry base" "from the base" "$OUT"
+
+# --- a slurm cloud without a registry ---
+sed 's/cloud: hpc2/cloud: bare/' gpurun.yaml > bare.yaml
+run_cmd deploy bare.yaml
+expect_eq "no registry: rc" 2 "$RC"
+expect_contains "no registry: names the fix" "image 'tiny' is used on cloud 'bare', which has no registry to push it to; add 'registry: HOST[:PORT]' to cloud 'bare' in" "$ERR"
+
+# --- wrong password: a clear error, nothing recorded ---
+sed 's/cloud: hpc2/cloud: locked/' gpurun.yaml > locked.yaml
+before=$("$GPURUN" deployments --all --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+OUT=$(GPURUN_REGISTRY_USER=pusher GPURUN_REGISTRY_PASSWORD=wrong-secret-pw "$GPURUN" deploy locked.yaml 2>"$TEST_DIR/.err"); RC=$?
+ERR=$(cat "$TEST_DIR/.err")
+expect_eq "wrong password: rc" 125 "$RC"
+expect_contains "wrong password: which image, cloud, registry" "pushing image 'tiny' to cloud 'locked' (registry http://127.0.0.1:$PORT_C, repository demo/tiny) failed: registry http://127.0.0.1:$PORT_C: authentication failed (HTTP 401" "$ERR"
+expect_contains "wrong password: what to check" "check the username and password (GPURUN_REGISTRY_USER and GPURUN_REGISTRY_PASSWORD" "$ERR"
+expect_not_contains "wrong password: never printed" "wrong-secret-pw" "$ERR$OUT"
+after=$("$GPURUN" deployments --all --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+expect_eq "wrong password: no deployment recorded" "$before" "$after"
+run_cmd images --json
+expect_not_contains "wrong password: no image location recorded" '"locked"' "$OUT"
+expect_eq "wrong password: no tag on the registry" "" "$(curl -s -u pusher:right-password "http://127.0.0.1:$PORT_C/v2/demo/tiny/tags/list" | grep -o '"v[0-9]*"')"
+
+# --- the right password from ~/.docker/config.json ---
+mkdir -p "$TEST_DIR/home/.docker"
+printf '{"auths": {"127.0.0.1:%s": {"auth": "%s"}}}\n' "$PORT_C" "$(printf 'pusher:right-password' | base64)" > "$TEST_DIR/home/.docker/config.json"
+OUT=$(HOME="$TEST_DIR/home" "$GPURUN" deploy locked.yaml --json 2>"$TEST_DIR/.err"); RC=$?
+ERR=$(cat "$TEST_DIR/.err")
+expect_eq "docker config login: rc ($ERR)" 0 "$RC"
+expect_contains "docker config login: pushed" '"cloud": "locked"' "$OUT"
+
+finish
