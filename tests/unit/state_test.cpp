@@ -659,7 +659,7 @@ TEST_CASE("image locations: recorded per digest and cloud, a v1 database is migr
   // Pretend the database is a version-1 one: drop the new table and the version.
   sqlite3* db = nullptr;
   REQUIRE(sqlite3_open((dir + "/state.db").c_str(), &db) == SQLITE_OK);
-  REQUIRE(sqlite3_exec(db, "DROP TABLE image_locations; PRAGMA user_version=1", nullptr, nullptr, nullptr) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(db, "DROP TABLE image_locations; ALTER TABLE runs DROP COLUMN remote_id; PRAGMA user_version=1", nullptr, nullptr, nullptr) == SQLITE_OK);
   sqlite3_close(db);
   auto store = StateStore::open(dir);
   REQUIRE(store.ok());
