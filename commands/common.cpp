@@ -1,5 +1,7 @@
 #include "commands/common.hpp"
 
+#include <CLI/CLI.hpp>
+
 #include <fmt/format.h>
 
 #include "cli/table.hpp"
@@ -40,6 +42,24 @@ util::Result<std::string> manifest_path(const std::string& positional, const std
   if (!positional.empty()) return positional;
   if (!file_option.empty()) return file_option;
   return std::string("gpurun.yaml");
+}
+
+void add_manifest_args(CLI::App& command, ManifestArgs& args) {
+  command.add_option("manifest", args.positional, "Manifest file (default ./gpurun.yaml)")->type_name("MANIFEST");
+  command.add_option("-f,--file", args.file, "Manifest file (same as the positional argument)")->type_name("FILE");
+}
+
+std::optional<Loaded> load_config_and_manifest(Context& ctx, const ManifestArgs& args, int& exit_code) {
+  auto config = load_config(ctx, exit_code);
+  if (!config) return std::nullopt;
+  auto path = manifest_path(args.positional, args.file);
+  if (!path) {
+    exit_code = report(ctx, path.error());
+    return std::nullopt;
+  }
+  auto manifest = load_manifest(ctx, *config, *path, exit_code);
+  if (!manifest) return std::nullopt;
+  return Loaded{std::move(*config), std::move(*manifest), *path};
 }
 
 std::optional<manifest::Manifest> load_manifest(Context& ctx, const cloud::Config& config, const std::string& path,

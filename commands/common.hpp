@@ -31,6 +31,25 @@ std::optional<cloud::Config> load_config(Context& ctx, int& exit_code);
 // The manifest path: the positional argument, else -f, else ./gpurun.yaml (usage error if both).
 util::Result<std::string> manifest_path(const std::string& positional, const std::string& file_option);
 
+// The manifest arguments validate, plan and deploy share: MANIFEST or -f/--file FILE.
+struct ManifestArgs {
+  std::string positional;
+  std::string file;
+};
+
+// Adds the MANIFEST positional and -f/--file to `command`.
+void add_manifest_args(CLI::App& command, ManifestArgs& args);
+
+// A config with a manifest validated against it.
+struct Loaded {
+  cloud::Config config;
+  manifest::Manifest manifest;
+  std::string path;  // the manifest's path as given
+};
+
+// Loads the config, then the manifest named by `args`; on failure reports and sets `exit_code`.
+std::optional<Loaded> load_config_and_manifest(Context& ctx, const ManifestArgs& args, int& exit_code);
+
 // Loads and validates a manifest against the config; on failure reports and sets `exit_code`.
 std::optional<manifest::Manifest> load_manifest(Context& ctx, const cloud::Config& config, const std::string& path,
                                                 int& exit_code);

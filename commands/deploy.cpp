@@ -20,8 +20,7 @@ namespace gpurun::commands {
 namespace {
 
 struct DeployOptions {
-  std::string manifest;
-  std::string file;
+  ManifestArgs args;
   bool json = false;
 };
 
@@ -111,12 +110,11 @@ util::Result<void> push_images(Context& ctx, const cloud::Config& config, const 
 
 int run_deploy(Context& ctx, const DeployOptions& options) {
   int exit_code = 0;
-  auto config = load_config(ctx, exit_code);
-  if (!config) return exit_code;
-  auto path = manifest_path(options.manifest, options.file);
-  if (!path) return report(ctx, path.error());
-  auto manifest = load_manifest(ctx, *config, *path, exit_code);
-  if (!manifest) return exit_code;
+  auto loaded = load_config_and_manifest(ctx, options.args, exit_code);
+  if (!loaded) return exit_code;
+  const cloud::Config* config = &loaded->config;
+  const manifest::Manifest* manifest = &loaded->manifest;
+  const std::string* path = &loaded->path;
   auto store = open_store();
   if (!store) return report(ctx, store.error());
   auto inputs = plan_inputs(ctx, *config, exit_code);
@@ -207,55 +205,14 @@ int run_deploy(Context& ctx, const DeployOptions& options) {
   return 0;
 }
 
-struct DeploymentsOptions {
-  bool all = false;
-  bool json = false;
-};
-
-int run_deployments(Context& ctx, const DeploymentsOptions& options) {
-  auto store = open_store();
-  if (!store) return report(ctx, store.error());
-  auto list = store->list_deployments(options.all);
-  if (!list) return report(ctx, list.error());
-  if (options.json) {
-    nlohmann::json out = nlohmann::json::array();
-    for (const auto& d : *list) {
-      out.push_back({{"app", d.app},
-                     {"version", d.version},
-                     {"digest", d.manifest_digest},
-                     {"manifest", d.manifest_path},
-                     {"functions", d.functions},
-                     {"created_at", cloud::format_iso8601(d.created_at)}});
-    }
-    ctx.out << out.dump(2) << '\n';
-    return 0;
-  }
-  cli::Table table({"APP", "VERSION", "FUNCTIONS", "DIGEST", "DEPLOYED", "MANIFEST"});
-  for (const auto& d : *list) {
-    table.add({d.app, std::to_string(d.version), std::to_string(d.functions.size()), d.manifest_digest.substr(7, 12),
-               cloud::format_iso8601(d.created_at), d.manifest_path});
-  }
-  ctx.out << table.render();
-  return 0;
-}
-
 }  // namespace
 
 void add_deploy(CLI::App& root, Context& ctx) {
   auto options = std::make_shared<DeployOptions>();
   auto* cmd = root.add_subcommand("deploy", "Validate, place and record an app so its functions run from anywhere");
-  cmd->add_option("manifest", options->manifest, "Manifest file (default ./gpurun.yaml)")->type_name("MANIFEST");
-  cmd->add_option("-f,--file", options->file, "Manifest file (same as the positional argument)")->type_name("FILE");
+  add_manifest_args(*cmd, options->args);
   cmd->add_flag("--json", options->json, "Print the deployment as JSON on stdout");
   cmd->callback([&ctx, options] { ctx.action = [&ctx, options] { return run_deploy(ctx, *options); }; });
-}
-
-void add_deployments(CLI::App& root, Context& ctx) {
-  auto options = std::make_shared<DeploymentsOptions>();
-  auto* cmd = root.add_subcommand("deployments", "List deployed apps (--all: every version)");
-  cmd->add_flag("-a,--all", options->all, "Every version, not only the newest");
-  cmd->add_flag("--json", options->json, "Print as JSON on stdout");
-  cmd->callback([&ctx, options] { ctx.action = [&ctx, options] { return run_deployments(ctx, *options); }; });
 }
 
 }  // namespace gpurun::commands

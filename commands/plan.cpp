@@ -12,20 +12,17 @@ namespace gpurun::commands {
 namespace {
 
 struct PlanOptions {
-  std::string manifest;
-  std::string file;
+  ManifestArgs args;
   std::string cloud;
   bool json = false;
 };
 
 int run_plan(Context& ctx, const PlanOptions& options) {
   int exit_code = 0;
-  auto config = load_config(ctx, exit_code);
-  if (!config) return exit_code;
-  auto path = manifest_path(options.manifest, options.file);
-  if (!path) return report(ctx, path.error());
-  auto manifest = load_manifest(ctx, *config, *path, exit_code);
-  if (!manifest) return exit_code;
+  auto loaded = load_config_and_manifest(ctx, options.args, exit_code);
+  if (!loaded) return exit_code;
+  const cloud::Config* config = &loaded->config;
+  const manifest::Manifest* manifest = &loaded->manifest;
   auto inputs = plan_inputs(ctx, *config, exit_code);
   if (!inputs) return exit_code;
   if (!options.cloud.empty()) inputs->cloud_override = options.cloud;
@@ -61,8 +58,7 @@ int run_plan(Context& ctx, const PlanOptions& options) {
 void add_plan(CLI::App& root, Context& ctx) {
   auto options = std::make_shared<PlanOptions>();
   auto* cmd = root.add_subcommand("plan", "Show where each function would run, on which GPU, and what must be uploaded");
-  cmd->add_option("manifest", options->manifest, "Manifest file (default ./gpurun.yaml)")->type_name("MANIFEST");
-  cmd->add_option("-f,--file", options->file, "Manifest file (same as the positional argument)")->type_name("FILE");
+  add_manifest_args(*cmd, options->args);
   cmd->add_option("--cloud", options->cloud, "Pin every function to this cloud")->type_name("CLOUD");
   cmd->add_flag("--json", options->json, "Print the plan as JSON on stdout");
   cmd->callback([&ctx, options] { ctx.action = [&ctx, options] { return run_plan(ctx, *options); }; });

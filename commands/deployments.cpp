@@ -1,0 +1,53 @@
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "cli/table.hpp"
+#include "commands/common.hpp"
+
+namespace gpurun::commands {
+
+namespace {
+
+struct DeploymentsOptions {
+  bool all = false;
+  bool json = false;
+};
+
+int run_deployments(Context& ctx, const DeploymentsOptions& options) {
+  auto store = open_store();
+  if (!store) return report(ctx, store.error());
+  auto list = store->list_deployments(options.all);
+  if (!list) return report(ctx, list.error());
+  if (options.json) {
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& d : *list) {
+      out.push_back({{"app", d.app},
+                     {"version", d.version},
+                     {"digest", d.manifest_digest},
+                     {"manifest", d.manifest_path},
+                     {"functions", d.functions},
+                     {"created_at", cloud::format_iso8601(d.created_at)}});
+    }
+    ctx.out << out.dump(2) << '\n';
+    return 0;
+  }
+  cli::Table table({"APP", "VERSION", "FUNCTIONS", "DIGEST", "DEPLOYED", "MANIFEST"});
+  for (const auto& d : *list) {
+    table.add({d.app, std::to_string(d.version), std::to_string(d.functions.size()), d.manifest_digest.substr(7, 12),
+               cloud::format_iso8601(d.created_at), d.manifest_path});
+  }
+  ctx.out << table.render();
+  return 0;
+}
+
+}  // namespace
+
+void add_deployments(CLI::App& root, Context& ctx) {
+  auto options = std::make_shared<DeploymentsOptions>();
+  auto* cmd = root.add_subcommand("deployments", "List deployed apps (--all: every version)");
+  cmd->add_flag("-a,--all", options->all, "Every version, not only the newest");
+  cmd->add_flag("--json", options->json, "Print as JSON on stdout");
+  cmd->callback([&ctx, options] { ctx.action = [&ctx, options] { return run_deployments(ctx, *options); }; });
+}
+
+}  // namespace gpurun::commands
