@@ -254,7 +254,10 @@ class Supervisor {
     set("GPURUN_ATTEMPT", std::to_string(attempt));
     set("GPURUN_RUN_DIR", run_dir(store_.dir(), run_.id) + "/scratch");
     std::string visible;
-    for (const auto& d : devices) visible += (visible.empty() ? "" : ",") + std::to_string(d.index);
+    for (const auto& d : devices) {
+      if (!visible.empty()) visible += ',';
+      visible += std::to_string(d.index);
+    }
     set("CUDA_DEVICE_ORDER", "PCI_BUS_ID");
     set("CUDA_VISIBLE_DEVICES", visible);
     if (image && !devices.empty()) {
