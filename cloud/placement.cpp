@@ -52,6 +52,7 @@ std::string describe_request(const manifest::Function& f, const PlanInputs& inpu
 
 util::Result<Plan> make_plan(const manifest::Manifest& manifest, const Config& config, const PlanInputs& inputs) {
   Plan plan;
+  plan.functions.reserve(manifest.functions.size());
   plan.app = manifest.app;
   const auto& catalog = config.catalog;
 
