@@ -1,6 +1,8 @@
 #include "cloud/http.hpp"
 
+#define CURL_DISABLE_TYPECHECK
 #include <curl/curl.h>
+#include <dlfcn.h>
 
 #include <algorithm>
 #include <cstring>
@@ -12,18 +14,67 @@ namespace gpurun::cloud::http {
 
 namespace {
 
+// libcurl is loaded on first use rather than linked: its dependency tree (TLS, Kerberos, LDAP,
+// ...) costs every gpurun process milliseconds of dynamic linking, and most commands never
+// make an HTTP request.
+struct CurlApi {
+  std::string error;  // why loading failed; empty when loaded
+  decltype(&::curl_global_init) global_init = nullptr;
+  decltype(&::curl_easy_init) easy_init = nullptr;
+  decltype(&::curl_easy_cleanup) easy_cleanup = nullptr;
+  decltype(&::curl_easy_reset) easy_reset = nullptr;
+  decltype(&::curl_easy_setopt) easy_setopt = nullptr;
+  decltype(&::curl_easy_perform) easy_perform = nullptr;
+  decltype(&::curl_easy_getinfo) easy_getinfo = nullptr;
+  decltype(&::curl_easy_strerror) easy_strerror = nullptr;
+  decltype(&::curl_slist_append) slist_append = nullptr;
+  decltype(&::curl_slist_free_all) slist_free_all = nullptr;
+};
+
+template <class F>
+bool load_symbol(void* library, const char* name, F& out) {
+  out = reinterpret_cast<F>(::dlsym(library, name));  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast)
+  return out != nullptr;
+}
+
+const CurlApi& curl() {
+  static const CurlApi api = [] {
+    CurlApi loaded;
+    void* library = ::dlopen("libcurl.so.4", RTLD_NOW | RTLD_LOCAL);
+    if (library == nullptr) {
+      const char* why = ::dlerror();
+      loaded.error = std::string("cannot load libcurl.so.4 (") + (why != nullptr ? why : "not found") +
+                     "); install the libcurl4 package";
+      return loaded;
+    }
+    const bool ok = load_symbol(library, "curl_global_init", loaded.global_init) &&
+                    load_symbol(library, "curl_easy_init", loaded.easy_init) &&
+                    load_symbol(library, "curl_easy_cleanup", loaded.easy_cleanup) &&
+                    load_symbol(library, "curl_easy_reset", loaded.easy_reset) &&
+                    load_symbol(library, "curl_easy_setopt", loaded.easy_setopt) &&
+                    load_symbol(library, "curl_easy_perform", loaded.easy_perform) &&
+                    load_symbol(library, "curl_easy_getinfo", loaded.easy_getinfo) &&
+                    load_symbol(library, "curl_easy_strerror", loaded.easy_strerror) &&
+                    load_symbol(library, "curl_slist_append", loaded.slist_append) &&
+                    load_symbol(library, "curl_slist_free_all", loaded.slist_free_all);
+    if (!ok) loaded.error = "libcurl.so.4 lacks a function gpurun needs; install a newer libcurl4";
+    return loaded;
+  }();
+  return api;
+}
+
 struct CurlDeleter {
-  void operator()(CURL* handle) const { curl_easy_cleanup(handle); }
+  void operator()(CURL* handle) const { curl().easy_cleanup(handle); }
 };
 struct SlistDeleter {
-  void operator()(curl_slist* list) const { curl_slist_free_all(list); }
+  void operator()(curl_slist* list) const { curl().slist_free_all(list); }
 };
 using CurlHandle = std::unique_ptr<CURL, CurlDeleter>;
 using SlistHandle = std::unique_ptr<curl_slist, SlistDeleter>;
 
 void global_init() {
   static std::once_flag once;
-  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+  std::call_once(once, [] { curl().global_init(CURL_GLOBAL_DEFAULT); });
 }
 
 // The URL without "user:password@" so that messages never carry credentials.
@@ -135,8 +186,9 @@ struct Client::Impl {
 };
 
 Client::Client() : impl_(std::make_unique<Impl>()) {
+  if (!curl().error.empty()) return;
   global_init();
-  impl_->handle.reset(curl_easy_init());
+  impl_->handle.reset(curl().easy_init());
 }
 
 Client::~Client() = default;
@@ -147,9 +199,10 @@ util::Result<Response> Client::perform(const Request& request) {
     return util::Error{util::ExitCode::backend, "cannot reach " + shown_url + ": " + reason +
                                                     "; check that the server is running and the address is right"};
   };
+  if (!http::curl().error.empty()) return fail(http::curl().error);
   CURL* curl = impl_->handle.get();
   if (curl == nullptr) return fail("libcurl could not be initialised");
-  curl_easy_reset(curl);  // keeps the connection cache
+  http::curl().easy_reset(curl);  // keeps the connection cache
 
   Response response;
   Transfer transfer;
@@ -159,7 +212,7 @@ util::Result<Response> Client::perform(const Request& request) {
 
   SlistHandle headers;
   auto add_header = [&](const std::string& line) {
-    curl_slist* extended = curl_slist_append(headers.get(), line.c_str());
+    curl_slist* extended = http::curl().slist_append(headers.get(), line.c_str());
     if (extended != nullptr) {
       (void)headers.release();
       headers.reset(extended);
@@ -168,60 +221,60 @@ util::Result<Response> Client::perform(const Request& request) {
   for (const auto& [name, value] : request.headers) add_header(name + ": " + value);
   add_header("Expect:");  // no 100-continue round trip
 
-  curl_easy_setopt(curl, CURLOPT_URL, request.url.c_str());
-  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(curl, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, error_buffer);
-  curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, request.connect_timeout_ms);
-  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, request.timeout_ms);
+  http::curl().easy_setopt(curl, CURLOPT_URL, request.url.c_str());
+  http::curl().easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+  http::curl().easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+  http::curl().easy_setopt(curl, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  http::curl().easy_setopt(curl, CURLOPT_ERRORBUFFER, error_buffer);
+  http::curl().easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, request.connect_timeout_ms);
+  http::curl().easy_setopt(curl, CURLOPT_TIMEOUT_MS, request.timeout_ms);
   if (request.low_speed_timeout_s > 0) {
-    curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, request.low_speed_timeout_s);
+    http::curl().easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    http::curl().easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, request.low_speed_timeout_s);
   }
-  curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, request.follow_redirects ? 1L : 0L);
-  if (!request.unix_socket.empty()) curl_easy_setopt(curl, CURLOPT_UNIX_SOCKET_PATH, request.unix_socket.c_str());
-  if (!request.ca_file.empty()) curl_easy_setopt(curl, CURLOPT_CAINFO, request.ca_file.c_str());
-  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers.get());
-  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_write);
-  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &transfer);
-  curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);
-  curl_easy_setopt(curl, CURLOPT_HEADERDATA, &transfer);
+  http::curl().easy_setopt(curl, CURLOPT_FOLLOWLOCATION, request.follow_redirects ? 1L : 0L);
+  if (!request.unix_socket.empty()) http::curl().easy_setopt(curl, CURLOPT_UNIX_SOCKET_PATH, request.unix_socket.c_str());
+  if (!request.ca_file.empty()) http::curl().easy_setopt(curl, CURLOPT_CAINFO, request.ca_file.c_str());
+  http::curl().easy_setopt(curl, CURLOPT_HTTPHEADER, headers.get());
+  http::curl().easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_write);
+  http::curl().easy_setopt(curl, CURLOPT_WRITEDATA, &transfer);
+  http::curl().easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);
+  http::curl().easy_setopt(curl, CURLOPT_HEADERDATA, &transfer);
 
   if (request.method == "HEAD") {
-    curl_easy_setopt(curl, CURLOPT_NOBODY, 1L);
+    http::curl().easy_setopt(curl, CURLOPT_NOBODY, 1L);
   } else if (is_body_method(request.method)) {
     // Every body-carrying method goes through the read callback: nothing is copied, no
     // form Content-Type is added, and an unknown size is sent chunked.
-    curl_easy_setopt(curl, CURLOPT_UPLOAD, 1L);
-    curl_easy_setopt(curl, CURLOPT_READFUNCTION, on_read);
-    curl_easy_setopt(curl, CURLOPT_READDATA, &transfer);
+    http::curl().easy_setopt(curl, CURLOPT_UPLOAD, 1L);
+    http::curl().easy_setopt(curl, CURLOPT_READFUNCTION, on_read);
+    http::curl().easy_setopt(curl, CURLOPT_READDATA, &transfer);
     if (request.body_reader) {
       if (request.body_size) {
-        curl_easy_setopt(curl, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(*request.body_size));
+        http::curl().easy_setopt(curl, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(*request.body_size));
       }
     } else {
-      curl_easy_setopt(curl, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(request.body.size()));
+      http::curl().easy_setopt(curl, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(request.body.size()));
     }
-    if (request.method != "PUT") curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, request.method.c_str());
+    if (request.method != "PUT") http::curl().easy_setopt(curl, CURLOPT_CUSTOMREQUEST, request.method.c_str());
   } else if (request.method != "GET") {
-    curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, request.method.c_str());
+    http::curl().easy_setopt(curl, CURLOPT_CUSTOMREQUEST, request.method.c_str());
   }
   if (request.on_upload_progress) {
-    curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
-    curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, on_progress);
-    curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &transfer);
+    http::curl().easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+    http::curl().easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, on_progress);
+    http::curl().easy_setopt(curl, CURLOPT_XFERINFODATA, &transfer);
   }
 
-  CURLcode code = curl_easy_perform(curl);
-  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, nullptr);
-  curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, nullptr);
+  CURLcode code = http::curl().easy_perform(curl);
+  http::curl().easy_setopt(curl, CURLOPT_HTTPHEADER, nullptr);
+  http::curl().easy_setopt(curl, CURLOPT_ERRORBUFFER, nullptr);
   if (code != CURLE_OK) {
     if (transfer.receiver_aborted) return fail("the download was aborted by its receiver");
     if (transfer.reader_failed) return fail("reading the upload body failed");
-    return fail(error_buffer[0] != 0 ? std::string(error_buffer) : std::string(curl_easy_strerror(code)));
+    return fail(error_buffer[0] != 0 ? std::string(error_buffer) : std::string(http::curl().easy_strerror(code)));
   }
-  curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &response.status);
+  http::curl().easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &response.status);
   return response;
 }
 
