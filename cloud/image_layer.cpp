@@ -1,7 +1,7 @@
 #include "cloud/image_layer.hpp"
 
-#include <archive.h>
-#include <archive_entry.h>
+#include "cloud/libarchive.hpp"
+
 #include <openssl/evp.h>
 #include <sys/stat.h>
 #include <zlib.h>
@@ -368,44 +368,45 @@ util::Result<Layer> build_layer(const std::string& manifest_dir, const std::vect
   }
   std::unique_ptr<z_stream, int (*)(z_stream*)> zlib_guard(&sink.zs, deflateEnd);
 
-  std::unique_ptr<archive, int (*)(archive*)> writer(archive_write_new(), archive_write_free);
-  archive_write_set_format_pax_restricted(writer.get());
-  archive_write_set_bytes_per_block(writer.get(), 10240);
-  archive_write_set_bytes_in_last_block(writer.get(), 1);
-  if (archive_write_open(writer.get(), &sink, nullptr, sink_write, nullptr) != ARCHIVE_OK) {
-    return util::Error{util::ExitCode::backend, std::string("image layer: ") + archive_error_string(writer.get())};
+  if (!libarchive::api().error.empty()) return util::Error{util::ExitCode::backend, "image layer: " + libarchive::api().error};
+  std::unique_ptr<archive, int (*)(archive*)> writer(libarchive::api().archive_write_new(), libarchive::api().archive_write_free);
+  libarchive::api().archive_write_set_format_pax_restricted(writer.get());
+  libarchive::api().archive_write_set_bytes_per_block(writer.get(), 10240);
+  libarchive::api().archive_write_set_bytes_in_last_block(writer.get(), 1);
+  if (libarchive::api().archive_write_open(writer.get(), &sink, nullptr, sink_write, nullptr) != ARCHIVE_OK) {
+    return util::Error{util::ExitCode::backend, std::string("image layer: ") + libarchive::api().archive_error_string(writer.get())};
   }
   auto archive_failure = [&](const std::string& what) {
-    const char* reason = archive_error_string(writer.get());
+    const char* reason = libarchive::api().archive_error_string(writer.get());
     return util::Error{util::ExitCode::backend, "image layer: cannot write " + what + ": " +
                                                     (reason != nullptr ? reason : "write error") + "; check free disk space"};
   };
 
-  std::unique_ptr<archive_entry, void (*)(archive_entry*)> entry(archive_entry_new(), archive_entry_free);
+  std::unique_ptr<archive_entry, void (*)(archive_entry*)> entry(libarchive::api().archive_entry_new(), libarchive::api().archive_entry_free);
   std::vector<char> buffer(1 << 16);
   for (const auto& [path, item] : entries) {
-    archive_entry_clear(entry.get());
-    archive_entry_set_pathname(entry.get(), path.c_str());
-    archive_entry_set_uid(entry.get(), 0);
-    archive_entry_set_gid(entry.get(), 0);
-    archive_entry_set_mtime(entry.get(), 0, 0);
+    libarchive::api().archive_entry_clear(entry.get());
+    libarchive::api().archive_entry_set_pathname(entry.get(), path.c_str());
+    libarchive::api().archive_entry_set_uid(entry.get(), 0);
+    libarchive::api().archive_entry_set_gid(entry.get(), 0);
+    libarchive::api().archive_entry_set_mtime(entry.get(), 0, 0);
     switch (item.kind) {
       case Kind::directory:
-        archive_entry_set_filetype(entry.get(), AE_IFDIR);
-        archive_entry_set_perm(entry.get(), 0755);
+        libarchive::api().archive_entry_set_filetype(entry.get(), AE_IFDIR);
+        libarchive::api().archive_entry_set_perm(entry.get(), 0755);
         break;
       case Kind::symlink:
-        archive_entry_set_filetype(entry.get(), AE_IFLNK);
-        archive_entry_set_perm(entry.get(), 0777);
-        archive_entry_set_symlink(entry.get(), item.link_target.c_str());
+        libarchive::api().archive_entry_set_filetype(entry.get(), AE_IFLNK);
+        libarchive::api().archive_entry_set_perm(entry.get(), 0777);
+        libarchive::api().archive_entry_set_symlink(entry.get(), item.link_target.c_str());
         break;
       case Kind::file:
-        archive_entry_set_filetype(entry.get(), AE_IFREG);
-        archive_entry_set_perm(entry.get(), item.executable ? 0755 : 0644);
-        archive_entry_set_size(entry.get(), static_cast<la_int64_t>(item.size));
+        libarchive::api().archive_entry_set_filetype(entry.get(), AE_IFREG);
+        libarchive::api().archive_entry_set_perm(entry.get(), item.executable ? 0755 : 0644);
+        libarchive::api().archive_entry_set_size(entry.get(), static_cast<la_int64_t>(item.size));
         break;
     }
-    if (archive_write_header(writer.get(), entry.get()) != ARCHIVE_OK) return archive_failure("/" + path);
+    if (libarchive::api().archive_write_header(writer.get(), entry.get()) != ARCHIVE_OK) return archive_failure("/" + path);
     if (item.kind != Kind::file) continue;
     std::ifstream in(item.source, std::ios::binary);
     if (!in) return usage_error("image add: cannot read " + item.source.string() + "; check its permissions");
@@ -416,11 +417,11 @@ util::Result<Layer> build_layer(const std::string& manifest_dir, const std::vect
       if (got == 0) {
         return usage_error("image add: " + item.source.string() + " changed while it was being read; build again");
       }
-      if (archive_write_data(writer.get(), buffer.data(), got) < 0) return archive_failure("/" + path);
+      if (libarchive::api().archive_write_data(writer.get(), buffer.data(), got) < 0) return archive_failure("/" + path);
       left -= got;
     }
   }
-  if (archive_write_close(writer.get()) != ARCHIVE_OK) return archive_failure("the archive end");
+  if (libarchive::api().archive_write_close(writer.get()) != ARCHIVE_OK) return archive_failure("the archive end");
   if (!sink.deflate_some(nullptr, 0, Z_FINISH) || sink.failed || std::fflush(sink.file) != 0) {
     return util::Error{util::ExitCode::backend, "image layer: cannot write " + output_path + "; check free disk space"};
   }

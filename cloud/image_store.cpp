@@ -1,7 +1,7 @@
 #include "cloud/image_store.hpp"
 
-#include <archive.h>
-#include <archive_entry.h>
+#include "cloud/libarchive.hpp"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -318,29 +318,30 @@ util::Result<void> apply_layer(const std::string& layer_path, const std::string&
   auto failure = [&](const std::string& why) {
     return util::make_error(util::ExitCode::backend, fmt::format("cannot unpack layer {}: {}", layer_path, why));
   };
-  std::unique_ptr<archive, int (*)(archive*)> reader(archive_read_new(), archive_read_free);
-  archive_read_support_filter_all(reader.get());
-  archive_read_support_format_tar(reader.get());
-  if (archive_read_open_filename(reader.get(), layer_path.c_str(), 1 << 16) != ARCHIVE_OK) {
-    return failure(archive_error_string(reader.get()));
+  if (!libarchive::api().error.empty()) return failure(libarchive::api().error);
+  std::unique_ptr<archive, int (*)(archive*)> reader(libarchive::api().archive_read_new(), libarchive::api().archive_read_free);
+  libarchive::api().archive_read_support_filter_all(reader.get());
+  libarchive::api().archive_read_support_format_tar(reader.get());
+  if (libarchive::api().archive_read_open_filename(reader.get(), layer_path.c_str(), 1 << 16) != ARCHIVE_OK) {
+    return failure(libarchive::api().archive_error_string(reader.get()));
   }
   int flags = ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_UNLINK | ARCHIVE_EXTRACT_SECURE_SYMLINKS |
               ARCHIVE_EXTRACT_SECURE_NODOTDOT | ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS;
   if (::geteuid() == 0) flags |= ARCHIVE_EXTRACT_OWNER;
-  std::unique_ptr<archive, int (*)(archive*)> writer(archive_write_disk_new(), archive_write_free);
-  archive_write_disk_set_options(writer.get(), flags);
-  archive_write_disk_set_standard_lookup(writer.get());
+  std::unique_ptr<archive, int (*)(archive*)> writer(libarchive::api().archive_write_disk_new(), libarchive::api().archive_write_free);
+  libarchive::api().archive_write_disk_set_options(writer.get(), flags);
+  libarchive::api().archive_write_disk_set_standard_lookup(writer.get());
 
   CwdGuard guard;
   if (::chdir(root.c_str()) != 0) return failure("cannot enter " + root);
   std::set<std::string> written;  // paths this layer created (an opaque marker keeps them)
   archive_entry* entry = nullptr;
   while (true) {
-    const int rc = archive_read_next_header(reader.get(), &entry);
+    const int rc = libarchive::api().archive_read_next_header(reader.get(), &entry);
     if (rc == ARCHIVE_EOF) break;
-    if (rc < ARCHIVE_WARN) return failure(archive_error_string(reader.get()));
-    auto path = clean_path(archive_entry_pathname(entry));
-    if (!path) return failure(fmt::format("the entry '{}' leads outside the image", archive_entry_pathname(entry)));
+    if (rc < ARCHIVE_WARN) return failure(libarchive::api().archive_error_string(reader.get()));
+    auto path = clean_path(libarchive::api().archive_entry_pathname(entry));
+    if (!path) return failure(fmt::format("the entry '{}' leads outside the image", libarchive::api().archive_entry_pathname(entry)));
     if (path->empty()) continue;
     const auto slash = path->rfind('/');
     const std::string dir = slash == std::string::npos ? "" : path->substr(0, slash);
@@ -363,43 +364,43 @@ util::Result<void> apply_layer(const std::string& layer_path, const std::string&
       continue;
     }
     struct stat existing {};
-    const bool is_dir = archive_entry_filetype(entry) == AE_IFDIR;
+    const bool is_dir = libarchive::api().archive_entry_filetype(entry) == AE_IFDIR;
     if (::lstat(path->c_str(), &existing) == 0 && S_ISDIR(existing.st_mode) != is_dir) {
       std::error_code ec;
       fs::remove_all(*path, ec);
     }
-    archive_entry_set_pathname(entry, path->c_str());
-    if (const char* link = archive_entry_hardlink(entry); link != nullptr) {
+    libarchive::api().archive_entry_set_pathname(entry, path->c_str());
+    if (const char* link = libarchive::api().archive_entry_hardlink(entry); link != nullptr) {
       auto target = clean_path(link);
       if (!target) return failure(fmt::format("the hard link '{}' points outside the image", *path));
-      archive_entry_set_hardlink(entry, target->c_str());
+      libarchive::api().archive_entry_set_hardlink(entry, target->c_str());
     }
-    const int header = archive_write_header(writer.get(), entry);
-    const auto type = archive_entry_filetype(entry);
+    const int header = libarchive::api().archive_write_header(writer.get(), entry);
+    const auto type = libarchive::api().archive_entry_filetype(entry);
     if (header < ARCHIVE_WARN) {
       // Device nodes cannot be made without privileges; /dev is provided at run time anyway.
       if (header == ARCHIVE_FAILED && (type == AE_IFCHR || type == AE_IFBLK || type == AE_IFIFO)) continue;
-      return failure(fmt::format("{}: {}", *path, archive_error_string(writer.get())));
+      return failure(fmt::format("{}: {}", *path, libarchive::api().archive_error_string(writer.get())));
     }
-    if (archive_entry_size(entry) > 0 && type == AE_IFREG) {
+    if (libarchive::api().archive_entry_size(entry) > 0 && type == AE_IFREG) {
       const void* block = nullptr;
       size_t size = 0;
       la_int64_t offset = 0;
       while (true) {
-        const int r = archive_read_data_block(reader.get(), &block, &size, &offset);
+        const int r = libarchive::api().archive_read_data_block(reader.get(), &block, &size, &offset);
         if (r == ARCHIVE_EOF) break;
-        if (r < ARCHIVE_WARN) return failure(archive_error_string(reader.get()));
-        if (archive_write_data_block(writer.get(), block, size, offset) < ARCHIVE_WARN) {
-          return failure(fmt::format("{}: {}", *path, archive_error_string(writer.get())));
+        if (r < ARCHIVE_WARN) return failure(libarchive::api().archive_error_string(reader.get()));
+        if (libarchive::api().archive_write_data_block(writer.get(), block, size, offset) < ARCHIVE_WARN) {
+          return failure(fmt::format("{}: {}", *path, libarchive::api().archive_error_string(writer.get())));
         }
       }
     }
-    if (archive_write_finish_entry(writer.get()) < ARCHIVE_WARN) {
-      return failure(fmt::format("{}: {}", *path, archive_error_string(writer.get())));
+    if (libarchive::api().archive_write_finish_entry(writer.get()) < ARCHIVE_WARN) {
+      return failure(fmt::format("{}: {}", *path, libarchive::api().archive_error_string(writer.get())));
     }
     written.insert(*path);
   }
-  if (archive_write_close(writer.get()) < ARCHIVE_WARN) return failure(archive_error_string(writer.get()));
+  if (libarchive::api().archive_write_close(writer.get()) < ARCHIVE_WARN) return failure(libarchive::api().archive_error_string(writer.get()));
   return {};
 }
 
