@@ -204,4 +204,23 @@ void print_plan(Context& ctx, const cloud::Plan& plan) {
   for (const auto& w : plan.warnings) ctx.err << "gpurun: warning: " << w.message << '\n';
 }
 
+std::optional<OpenedRun> open_run(Context& ctx, const std::string& id, int& exit_code) {
+  auto store = open_store();
+  if (!store) {
+    exit_code = report(ctx, store.error());
+    return std::nullopt;
+  }
+  auto run = store->get_run(id);
+  if (!run) {
+    exit_code = report(ctx, run.error());
+    return std::nullopt;
+  }
+  auto backend = run_backend(ctx, *run);
+  if (!backend) {
+    exit_code = report(ctx, backend.error());
+    return std::nullopt;
+  }
+  return OpenedRun{std::move(*store), std::move(*run), std::move(*backend)};
+}
+
 }  // namespace gpurun::commands

@@ -74,6 +74,17 @@ nlohmann::json run_json(const cloud::Run& run);
 // The backend of a recorded run (a remote one is configured from the config's cloud).
 util::Result<std::unique_ptr<cloud::Backend>> run_backend(Context& ctx, const cloud::Run& run);
 
+// A run the user named, with the state it lives in and its backend.
+struct OpenedRun {
+  cloud::StateStore store;
+  cloud::Run run;
+  std::unique_ptr<cloud::Backend> backend;
+};
+
+// Opens the state, finds the run by id or unique prefix and makes its backend; on failure
+// reports and sets `exit_code`.
+std::optional<OpenedRun> open_run(Context& ctx, const std::string& id, int& exit_code);
+
 // `run` brought up to date by its backend (a remote backend is asked for the job's status); when
 // that fails, the run as recorded (after a warning on ctx.err unless `quiet`).
 cloud::Run refreshed_run(Context& ctx, cloud::StateStore& store, const cloud::Run& run, bool quiet = false);

@@ -22,12 +22,12 @@ struct LogsOptions {
 };
 
 int run_logs(Context& ctx, const LogsOptions& options) {
-  auto store = open_store();
-  if (!store) return report(ctx, store.error());
-  auto run = store->get_run(options.run);
-  if (!run) return report(ctx, run.error());
-  auto backend = run_backend(ctx, *run);
-  if (!backend) return report(ctx, backend.error());
+  int exit_code = 0;
+  auto opened = open_run(ctx, options.run, exit_code);
+  if (!opened) return exit_code;
+  cloud::StateStore* store = &opened->store;
+  const cloud::Run* run = &opened->run;
+  const std::unique_ptr<cloud::Backend>* backend = &opened->backend;
   WatchOptions watch;
   watch.backend = backend->get();
   watch.follow = options.follow;

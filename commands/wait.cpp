@@ -19,12 +19,12 @@ struct WaitOptions {
 };
 
 int run_wait(Context& ctx, const WaitOptions& options) {
-  auto store = open_store();
-  if (!store) return report(ctx, store.error());
-  auto run = store->get_run(options.run);
-  if (!run) return report(ctx, run.error());
-  auto backend = run_backend(ctx, *run);
-  if (!backend) return report(ctx, backend.error());
+  int exit_code = 0;
+  auto opened = open_run(ctx, options.run, exit_code);
+  if (!opened) return exit_code;
+  cloud::StateStore* store = &opened->store;
+  const cloud::Run* run = &opened->run;
+  const std::unique_ptr<cloud::Backend>* backend = &opened->backend;
   const bool remote = (*backend)->name() != "local";
   cloud::Run current = *run;
   auto delay = std::chrono::milliseconds(remote ? 0 : 100);
