@@ -26,18 +26,6 @@ std::string echo(const SeenRequest& request) {
                                       request.header("Content-Type") + "\r\n");
 }
 
-// A TCP port on loopback nobody listens on.
-int closed_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
-  socklen_t length = sizeof address;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
-  ::close(fd);
-  return ntohs(address.sin_port);
-}
 
 }  // namespace
 
@@ -146,7 +134,7 @@ TEST_CASE("http: streamed download delivers chunks, and returning false aborts")
 }
 
 TEST_CASE("http: a refused connection names the URL without credentials") {
-  int port = closed_port();
+  int port = test::free_port();  // nobody listens on it
   Client client;
   auto response = client.perform(Request{.url = "http://alice:s3cret@127.0.0.1:" + std::to_string(port) + "/v2/"});
   REQUIRE_FALSE(response.ok());

@@ -29,23 +29,12 @@ namespace {
 
 bool have_registry() { return std::system("command -v docker-registry >/dev/null 2>&1") == 0; }
 
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
-  socklen_t length = sizeof address;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
-  ::close(fd);
-  return ntohs(address.sin_port);
-}
 
 // Debian's docker-registry on 127.0.0.1 with its own config and storage, stopped at the end.
 class RegistryServer {
  public:
   explicit RegistryServer(const std::string& htpasswd_line = "") {
-    port_ = free_port();
+    port_ = test::free_port();
     std::string config = dir_.path() + "/config.yml";
     std::ofstream out(config);
     out << "version: 0.1\nstorage:\n  filesystem: {rootdirectory: " << dir_.path() << "/storage}\n"
