@@ -136,7 +136,8 @@ void parse_cloud(Checker& check, const YamlNode& key, const YamlNode& value, con
   if (!check.expect_map(value, path)) return;
   check.check_keys(value, path,
                    {"backend", "endpoint", "partition", "registry", "gpus", "log_dir", "token_env", "user", "api_version",
-                    "gres", "account", "qos", "constraint", "sbatch_options"});
+                    "gres", "account", "qos", "constraint", "sbatch_options", "container_runtime", "image_cache",
+                    "node_gpurun"});
   auto text = [&](std::string_view k, std::string& out) {
     if (const auto* n = value.find(k)) {
       if (auto s = check.string(*n, join_path(path, k))) out = *s;
@@ -164,6 +165,25 @@ void parse_cloud(Checker& check, const YamlNode& key, const YamlNode& value, con
   text("account", cloud.account);
   text("qos", cloud.qos);
   text("constraint", cloud.constraint);
+  text("container_runtime", cloud.container_runtime);
+  text("image_cache", cloud.image_cache);
+  text("node_gpurun", cloud.node_gpurun);
+  if (const auto* runtime = value.find("container_runtime"); runtime != nullptr && runtime->is_scalar()) {
+    static const std::vector<std::string> runtimes = {"bubblewrap", "pyxis", "apptainer"};
+    if (std::find(runtimes.begin(), runtimes.end(), cloud.container_runtime) == runtimes.end()) {
+      const auto suggestion = util::did_you_mean(cloud.container_runtime, runtimes);
+      check.error(*runtime, path + ".container_runtime",
+                  suggestion ? fmt::format("unknown container runtime '{}' (did you mean '{}'?)", cloud.container_runtime, *suggestion)
+                             : fmt::format("unknown container runtime '{}'; use bubblewrap, pyxis or apptainer",
+                                           cloud.container_runtime));
+    }
+  }
+  for (const char* name : {"image_cache", "node_gpurun"}) {
+    const auto* node = value.find(name);
+    if (node != nullptr && node->is_scalar() && (node->value.empty() || node->value[0] != '/')) {
+      check.error(*node, join_path(path, name), fmt::format("{} '{}' must be an absolute path on the cluster's nodes", name, node->value));
+    }
+  }
   if (const auto* opts = value.find("sbatch_options")) {
     if (auto list = check.string_list(*opts, path + ".sbatch_options")) cloud.sbatch_options = *list;
   }

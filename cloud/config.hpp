@@ -31,6 +31,11 @@ struct CloudConfig {
   std::string qos;
   std::string constraint;
   std::vector<std::string> sbatch_options;
+  // slurm, functions with `image:`: how the node runs the image (bubblewrap via `gpurun node-exec`,
+  // pyxis or apptainer), the node-local cache it pulls into, and gpurun's path on the nodes.
+  std::string container_runtime = "bubblewrap";
+  std::string image_cache;  // empty: /tmp/gpurun-<uid>/images on the node
+  std::string node_gpurun;  // empty: the path of the gpurun that submits (a shared install)
   int line = 0;
 };
 

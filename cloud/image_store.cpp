@@ -3,6 +3,7 @@
 #include "cloud/libarchive.hpp"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -45,6 +46,28 @@ util::Result<void> write_file(const std::string& path, const std::string& bytes)
   fs::rename(temporary, path, ec);
   if (ec) return util::make_error(util::ExitCode::backend, fmt::format("cannot write {}: {}", path, ec.message()));
   return {};
+}
+
+// The Env of an image config as (name, value) pairs, in order.
+std::vector<std::pair<std::string, std::string>> config_env(const json& config) {
+  std::vector<std::pair<std::string, std::string>> env;
+  if (!config.contains("config") || !config["config"].is_object() || !config["config"].contains("Env")) return env;
+  for (const auto& item : config["config"]["Env"]) {
+    if (!item.is_string()) continue;
+    const std::string text = item.get<std::string>();
+    const auto eq = text.find('=');
+    if (eq != std::string::npos) env.emplace_back(text.substr(0, eq), text.substr(eq + 1));
+  }
+  return env;
+}
+
+// The bytes of blob `digest` from the cache's blobs/sha256, when present and intact.
+std::optional<std::string> cached_blob(const std::string& cache_dir, const std::string& digest) {
+  std::ifstream in(cache_dir + "/blobs/sha256/" + hex_of(digest), std::ios::binary);
+  if (!in) return std::nullopt;
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (sha256_digest(bytes) != digest) return std::nullopt;
+  return bytes;
 }
 
 registry::Options with_credentials(registry::Options options, const std::string& registry_name) {
@@ -229,13 +252,7 @@ util::Result<BuiltImage> build_image(const manifest::Manifest& manifest, const m
   }
   built.base_layers = base.layers.size();
   built.blobs.push_back(registry::Blob{add_layer, layer_path, ""});
-  if (config.contains("config") && config["config"].contains("Env")) {
-    for (const auto& item : config["config"]["Env"]) {
-      const std::string text = item.get<std::string>();
-      const auto eq = text.find('=');
-      if (eq != std::string::npos) built.env.emplace_back(text.substr(0, eq), text.substr(eq + 1));
-    }
-  }
+  built.env = config_env(config);
   return built;
 }
 
@@ -437,6 +454,94 @@ util::Result<std::string> unpack_rootfs(BuiltImage& image, const std::string& st
     return util::make_error(util::ExitCode::backend, fmt::format("cannot move the unpacked image to {}: {}", final_dir, ec.message()));
   }
   return final_dir;
+}
+
+util::Result<PulledImage> pull_image(const std::string& registry_url, const std::string& repository,
+                                     const std::string& digest, const std::string& cache_dir, const registry::Options& options) {
+  const auto fail = [&](const std::string& what, const util::Error& error) -> util::Result<PulledImage> {
+    return util::make_error(error.code, fmt::format("pulling {} of {} from {}: {}: {}", digest, repository, registry_url, what, error.message));
+  };
+  std::error_code ec;
+  fs::create_directories(cache_dir + "/blobs/sha256", ec);
+  fs::create_directories(cache_dir + "/rootfs", ec);
+  if (ec) return util::make_error(util::ExitCode::backend, fmt::format("cannot create the image cache {}: {}", cache_dir, ec.message()));
+  // One pull at a time per node cache: concurrent jobs of the same image wait instead of
+  // downloading it twice.
+  const int lock = ::open((cache_dir + "/pull.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock >= 0) ::flock(lock, LOCK_EX);
+  struct Unlock {
+    int fd;
+    ~Unlock() {
+      if (fd >= 0) ::close(fd);
+    }
+  } unlock{lock};
+
+  std::optional<registry::Client> client;
+  auto connect = [&]() -> registry::Client& {
+    if (!client) client.emplace(registry_url, options);
+    return *client;
+  };
+  auto manifest_bytes = cached_blob(cache_dir, digest);
+  if (!manifest_bytes) {
+    auto got = connect().get_manifest(repository, digest);
+    if (!got) return fail("the manifest", got.error());
+    if (sha256_digest(got->bytes) != digest) {
+      return util::make_error(util::ExitCode::backend,
+                              fmt::format("pulling {} of {} from {}: the registry sent a manifest with digest {}", digest,
+                                          repository, registry_url, sha256_digest(got->bytes)));
+    }
+    if (auto written = write_file(cache_dir + "/blobs/sha256/" + hex_of(digest), got->bytes); !written) return written.error();
+    manifest_bytes = std::move(got->bytes);
+  }
+  const json manifest = json::parse(*manifest_bytes, nullptr, false);
+  if (manifest.is_discarded() || !manifest.contains("config") || !manifest.contains("layers") || !manifest["layers"].is_array()) {
+    return util::make_error(util::ExitCode::backend, fmt::format("pulling {} of {} from {}: not an image manifest (an index or "
+                                                                 "malformed); push the image with gpurun deploy",
+                                                                 digest, repository, registry_url));
+  }
+  auto config_descriptor = descriptor_from(manifest["config"], "config");
+  if (!config_descriptor) return fail("the manifest", config_descriptor.error());
+  auto config_bytes = cached_blob(cache_dir, config_descriptor->digest);
+  if (!config_bytes) {
+    auto got = connect().get_small_blob(repository, config_descriptor->digest);
+    if (!got) return fail("the image config", got.error());
+    if (auto written = write_file(cache_dir + "/blobs/sha256/" + hex_of(config_descriptor->digest), *got); !written) {
+      return written.error();
+    }
+    config_bytes = std::move(*got);
+  }
+  const json config = json::parse(*config_bytes, nullptr, false);
+  if (config.is_discarded()) {
+    return util::make_error(util::ExitCode::backend,
+                            fmt::format("pulling {} of {} from {}: the image config is not JSON", digest, repository, registry_url));
+  }
+
+  BuiltImage image;
+  image.name = repository;
+  image.digest = digest;
+  image.blobs.push_back(registry::Blob{*config_descriptor, "", ""});
+  const std::string final_dir = cache_dir + "/rootfs/" + hex_of(digest);
+  const bool unpacked = fs::is_directory(final_dir);
+  for (const auto& layer : manifest["layers"]) {
+    auto descriptor = descriptor_from(layer, "layer");
+    if (!descriptor) return fail("the manifest", descriptor.error());
+    const std::string path = cache_dir + "/blobs/sha256/" + hex_of(descriptor->digest);
+    if (!unpacked && !fs::exists(path)) {
+      if (auto got = connect().get_blob(repository, *descriptor, path); !got) return fail("layer " + descriptor->digest, got.error());
+    }
+    image.blobs.push_back(registry::Blob{*descriptor, path, ""});
+  }
+  PulledImage pulled;
+  pulled.env = config_env(config);
+  if (config.contains("config") && config["config"].is_object() && config["config"].contains("WorkingDir") &&
+      config["config"]["WorkingDir"].is_string()) {
+    pulled.workdir = config["config"]["WorkingDir"].get<std::string>();
+  }
+  image.workdir = pulled.workdir;
+  auto rootfs = unpack_rootfs(image, cache_dir, options);
+  if (!rootfs) return rootfs.error();
+  pulled.rootfs = *rootfs;
+  return pulled;
 }
 
 }  // namespace gpurun::cloud

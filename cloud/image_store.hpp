@@ -70,4 +70,18 @@ util::Result<void> apply_layer(const std::string& layer_path, const std::string&
 util::Result<std::string> unpack_rootfs(BuiltImage& image, const std::string& store_dir,
                                         const registry::Options& options = {});
 
+// An image pulled onto a node: its unpacked root filesystem, the config's Env and WorkingDir.
+struct PulledImage {
+  std::string rootfs;
+  std::vector<std::pair<std::string, std::string>> env;
+  std::string workdir;
+};
+
+// Pulls manifest `digest` of `repository` from the registry at `registry_url` into `cache_dir`
+// (blobs/sha256 by digest, each checked; nothing fetched that is there already) and unpacks it
+// once under rootfs/. Concurrent pulls into one cache wait for each other.
+util::Result<PulledImage> pull_image(const std::string& registry_url, const std::string& repository,
+                                     const std::string& digest, const std::string& cache_dir,
+                                     const registry::Options& options = {});
+
 }  // namespace gpurun::cloud

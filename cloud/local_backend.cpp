@@ -20,6 +20,7 @@
 #include "cloud/local_inventory.hpp"
 #include "cloud/logs.hpp"
 #include "cloud/process.hpp"
+#include "cloud/sandbox.hpp"
 #include "util/strings.hpp"
 #include "util/units.hpp"
 
@@ -103,70 +104,17 @@ std::vector<std::string> sandboxed(const std::vector<std::string>& argv, const R
   return out;
 }
 
-// `name` found in the supervisor's PATH (the image's PATH must not decide which bwrap runs).
-std::string host_program(const std::string& name) {
-  const char* path = std::getenv("PATH");
-  for (const auto& dir : util::split(path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin", ':')) {
-    const std::string candidate = (dir.empty() ? "." : dir) + "/" + name;
-    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
-  }
-  return name;
-}
-
-// The NVIDIA driver's user-space libraries (libcuda.so*, libnvidia-*.so*) as `ldconfig -p`
-// lists them; empty where there is no driver.
-std::vector<std::string> driver_libraries() {
-  std::vector<std::string> out;
-  const std::string ldconfig = ::access("/sbin/ldconfig", X_OK) == 0 ? "/sbin/ldconfig" : host_program("ldconfig");
-  FILE* pipe = ::popen((util::shell_quote(ldconfig) + " -p 2>/dev/null").c_str(), "r");
-  if (pipe == nullptr) return out;
-  char line[4096];
-  while (std::fgets(line, sizeof line, pipe) != nullptr) {
-    std::string text(line);
-    const auto arrow = text.find("=> ");
-    if (arrow == std::string::npos) continue;
-    std::string path(util::trim(text.substr(arrow + 3)));
-    const std::string name = std::filesystem::path(path).filename().string();
-    if ((name.rfind("libcuda.so", 0) == 0 || name.rfind("libnvidia-", 0) == 0) &&
-        std::find(out.begin(), out.end(), path) == out.end() && text.find("x86-64") != std::string::npos) {
-      out.push_back(path);
-    }
-  }
-  ::pclose(pipe);
-  return out;
-}
-
-// Where the driver libraries appear inside an image run (added to LD_LIBRARY_PATH).
-constexpr const char* image_driver_dir = "/usr/local/nvidia/lib64";
-
-// Runs inside bubblewrap with the image's unpacked root filesystem as `/` (read-only once the
-// mount points are made; /tmp is a tmpfs), fresh /proc and /dev, the host network, the run's
-// scratch directory and volumes bound at their paths. With GPUs leased, /dev/nvidia* and the
-// driver's libraries are bound in as nvidia-container-toolkit does.
+// Runs inside bubblewrap with the image's unpacked root filesystem as `/`, the run's scratch
+// directory and volumes bound at their paths; with GPUs leased, the devices and driver libraries.
 std::vector<std::string> sandboxed_image(const std::vector<std::string>& argv, const RunSpec& spec,
                                          const std::string& scratch, bool gpus) {
-  std::vector<std::string> out = {host_program("bwrap"), "--die-with-parent", "--bind", spec.image_rootfs, "/",
-                                  "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"};
-  if (gpus) {
-    std::error_code ec;
-    std::vector<std::string> devices;
-    for (const auto& entry : std::filesystem::directory_iterator("/dev", ec)) {
-      const std::string name = entry.path().filename().string();
-      if (name.rfind("nvidia", 0) == 0 && !entry.is_directory(ec)) devices.push_back(entry.path().string());
-    }
-    std::sort(devices.begin(), devices.end());
-    for (const auto& d : devices) out.insert(out.end(), {"--dev-bind", d, d});
-    for (const auto& lib : driver_libraries()) {
-      out.insert(out.end(), {"--ro-bind", lib, std::string(image_driver_dir) + "/" + std::filesystem::path(lib).filename().string()});
-    }
-  }
-  out.insert(out.end(), {"--bind", scratch, scratch});
-  for (const auto& m : spec.mounts) out.insert(out.end(), {"--bind", m.host_path, m.path});
-  out.insert(out.end(), {"--remount-ro", "/"});
-  if (!spec.image_workdir.empty()) out.insert(out.end(), {"--chdir", spec.image_workdir});
-  out.emplace_back("--");
-  out.insert(out.end(), argv.begin(), argv.end());
-  return out;
+  ImageSandbox sandbox;
+  sandbox.rootfs = spec.image_rootfs;
+  sandbox.workdir = spec.image_workdir;
+  sandbox.gpus = gpus;
+  sandbox.binds.emplace_back(scratch, scratch);
+  for (const auto& m : spec.mounts) sandbox.binds.emplace_back(m.host_path, m.path);
+  return image_sandbox_argv(sandbox, argv);
 }
 
 struct AttemptResult {

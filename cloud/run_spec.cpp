@@ -33,7 +33,8 @@ std::string to_json(const RunSpec& spec) {
     nlohmann::json env = nlohmann::json::array();
     for (const auto& [k, v] : spec.image_env) env.push_back({k, v});
     j["image"] = {{"name", spec.image}, {"digest", spec.image_digest}, {"rootfs", spec.image_rootfs}, {"env", env},
-                  {"workdir", spec.image_workdir}};
+                  {"workdir", spec.image_workdir},
+                  {"registry", spec.image_registry}, {"repository", spec.image_repository}};
   }
   return j.dump();
 }
@@ -70,6 +71,8 @@ util::Result<RunSpec> run_spec_from_json(const std::string& text) {
       spec.image_rootfs = image.at("rootfs").get<std::string>();
       for (const auto& e : image.at("env")) spec.image_env.emplace_back(e.at(0).get<std::string>(), e.at(1).get<std::string>());
       spec.image_workdir = image.at("workdir").get<std::string>();
+      spec.image_registry = image.value("registry", "");
+      spec.image_repository = image.value("repository", "");
     }
     return spec;
   } catch (const std::exception& e) {

@@ -45,6 +45,9 @@ struct RunSpec {
   std::string image_rootfs;
   std::vector<std::pair<std::string, std::string>> image_env;
   std::string image_workdir;
+  // Remote backends: the registry URL and repository the nodes pull the image from.
+  std::string image_registry;
+  std::string image_repository;
 };
 
 // JSON text of a spec (stable key order).

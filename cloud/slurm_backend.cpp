@@ -7,6 +7,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "cloud/registry.hpp"
+#include "cloud/sandbox.hpp"
 #include "cloud/slurm_client.hpp"
 #include "cloud/slurm_script.hpp"
 #include "util/strings.hpp"
@@ -77,6 +79,20 @@ nlohmann::json extra_fields(const std::vector<std::string>& options) {
   return extra;
 }
 
+// This gpurun's absolute path (what the nodes run when the cloud names no node_gpurun).
+std::string self_executable() {
+  std::error_code ec;
+  auto path = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string("gpurun") : path.string();
+}
+
+// "host[:port]" of a registry URL.
+std::string registry_host(std::string url) {
+  if (const auto scheme = url.find("://"); scheme != std::string::npos) url = url.substr(scheme + 3);
+  while (!url.empty() && url.back() == '/') url.pop_back();
+  return url;
+}
+
 class SlurmBackend final : public Backend {
  public:
   SlurmBackend(CloudConfig cloud, std::optional<Config> config) : cloud_(std::move(cloud)), config_(std::move(config)) {}
@@ -127,6 +143,9 @@ class SlurmBackend final : public Backend {
     if (!job) return job.error();
     for (const auto& [name, values] : secrets) {
       for (const auto& [k, v] : values) job->environment[k] = "***";
+    }
+    for (const char* login : {"GPURUN_REGISTRY_PASSWORD", "APPTAINER_DOCKER_PASSWORD"}) {
+      if (job->environment.count(login) != 0) job->environment[login] = "***";
     }
     auto dialect = slurm::dialect_for(cloud_.api_version);
     if (!dialect) return dialect.error();
@@ -360,6 +379,34 @@ util::Result<slurm::JobSubmit> slurm_job_for(const CloudConfig& cloud, const Run
     for (const auto& [k, v] : values) environment[k] = v;
   }
   script.argv = spec.argv;
+  if (!spec.image.empty()) {
+    if (spec.image_registry.empty() || spec.image_repository.empty() || spec.image_digest.empty()) {
+      return util::make_error(ExitCode::usage, fmt::format("function '{}' runs in image '{}', which is not in the registry of "
+                                                           "cloud '{}'; run 'gpurun deploy' first",
+                                                           spec.function, spec.image, cloud.name));
+    }
+    slurm::ImageRun image;
+    image.runtime = cloud.container_runtime;
+    image.gpurun = cloud.node_gpurun.empty() ? self_executable() : cloud.node_gpurun;
+    image.registry = spec.image_registry;
+    image.repository = spec.image_repository;
+    image.digest = spec.image_digest;
+    image.tag = registry::default_tags(spec.image_digest, "").front();
+    image.cache_dir = cloud.image_cache;
+    image.workdir = spec.image_workdir;
+    image.gpus = !spec.gpu_alternatives.empty();
+    script.image = image;
+    std::vector<std::string> pass = script.env_names;
+    for (const auto& [name, values] : secrets) {
+      for (const auto& [k, v] : values) pass.push_back(k);
+    }
+    environment[pass_env_variable] = util::join(pass, ",");
+    if (auto login = registry::find_credentials(registry_host(spec.image_registry))) {
+      const bool apptainer = image.runtime == "apptainer";
+      environment[apptainer ? "APPTAINER_DOCKER_USERNAME" : "GPURUN_REGISTRY_USER"] = login->username;
+      environment[apptainer ? "APPTAINER_DOCKER_PASSWORD" : "GPURUN_REGISTRY_PASSWORD"] = login->password;
+    }
+  }
   script.log_dir = cloud.log_dir;
   script.run_id = run_id;
   script.attempt_offset = attempt_offset;

@@ -103,12 +103,40 @@ std::string quote_command_word(std::string_view word) {
   return quoted;
 }
 
+std::string image_command(const ImageRun& image, const std::vector<std::string>& argv) {
+  std::string host = image.registry;
+  const bool plain_http = host.rfind("http://", 0) == 0;
+  if (const auto scheme = host.find("://"); scheme != std::string::npos) host = host.substr(scheme + 3);
+  while (!host.empty() && host.back() == '/') host.pop_back();
+  std::string out;
+  if (image.runtime == "pyxis") {
+    out = "srun --ntasks=1 " + util::shell_quote("--container-image=" + host + "#" + image.repository + ":" + image.tag);
+    if (!image.workdir.empty()) out += " " + util::shell_quote("--container-workdir=" + image.workdir);
+  } else if (image.runtime == "apptainer") {
+    out = "apptainer exec";
+    if (plain_http) out += " --nohttps";
+    if (image.gpus) out += " --nv";
+    if (!image.workdir.empty()) out += " --pwd " + util::shell_quote(image.workdir);
+    out += " " + util::shell_quote("docker://" + host + "/" + image.repository + "@" + image.digest);
+  } else {
+    out = quote_command_word(image.gpurun) + " node-exec --registry " + util::shell_quote(image.registry) + " --repository " +
+          util::shell_quote(image.repository) + " --digest " + util::shell_quote(image.digest) + " --cache " +
+          (image.cache_dir.empty() ? std::string("\"${TMPDIR:-/tmp}/gpurun-$(id -u)/images\"") : util::shell_quote(image.cache_dir));
+    if (image.gpus) out += " --gpus";
+    out += " --";
+  }
+  for (const auto& word : argv) out += " " + util::shell_quote(word);
+  return out;
+}
+
 util::Result<std::string> render_batch_script(const BatchScript& script) {
   if (auto ok = check(script); !ok) {
     return ok.error();
   }
   std::string command;
-  if (script.shell) {
+  if (script.image) {
+    command = image_command(*script.image, script.shell ? std::vector<std::string>{"/bin/sh", "-c", *script.shell} : script.argv);
+  } else if (script.shell) {
     command = "/bin/sh -c " + util::shell_quote(*script.shell);
   } else {
     command = quote_command_word(script.argv[0]);

@@ -15,6 +15,19 @@
 
 namespace gpurun::cloud::slurm {
 
+// A run inside an image: how the node gets and runs it.
+struct ImageRun {
+  std::string runtime = "bubblewrap";  // bubblewrap (gpurun node-exec), pyxis or apptainer
+  std::string gpurun;                  // bubblewrap: gpurun's path on the nodes
+  std::string registry;                // URL, http(s)://host[:port]
+  std::string repository;
+  std::string digest;                  // the manifest's
+  std::string tag;                     // pyxis: a tag of that manifest (enroot wants a tag)
+  std::string cache_dir;               // bubblewrap: empty = /tmp/gpurun-<uid>/images
+  std::string workdir;                 // the image's WorkingDir
+  bool gpus = false;
+};
+
 // What one run executes on the cluster.
 struct BatchScript {
   std::vector<std::string> argv;       // the command, run word for word...
@@ -23,7 +36,11 @@ struct BatchScript {
   std::string log_dir;                 // absolute path on the cluster's shared filesystem
   std::string run_id;                  // [A-Za-z0-9._-]+
   int attempt_offset = 0;              // gpurun-level retries before this submission
+  std::optional<ImageRun> image;       // run the command inside this image
 };
+
+// The command line that runs `argv` inside `image` on a node (a script line, words quoted).
+std::string image_command(const ImageRun& image, const std::vector<std::string>& argv);
 
 // <log_dir>/<run id>.log: every attempt's output, appended, each after an attempt marker line.
 std::string run_log_path(std::string_view log_dir, std::string_view run_id);

@@ -2,11 +2,15 @@
 
 #include <CLI/CLI.hpp>
 
+#include <chrono>
 #include <fmt/format.h>
+#include <memory>
 
 #include "cli/table.hpp"
 #include "cloud/local_backend.hpp"
+#include "cloud/registry.hpp"
 #include "util/strings.hpp"
+#include "util/units.hpp"
 
 namespace gpurun::commands {
 
@@ -221,6 +225,63 @@ std::optional<OpenedRun> open_run(Context& ctx, const std::string& id, int& exit
     return std::nullopt;
   }
   return OpenedRun{std::move(*store), std::move(*run), std::move(*backend)};
+}
+
+util::Error missing_registry(const cloud::Config& config, const cloud::CloudConfig& cloud, const std::string& image) {
+  return util::Error{util::ExitCode::usage,
+                     fmt::format("image '{}' is used on cloud '{}', which has no registry to push it to; add "
+                                 "'registry: http(s)://HOST[:PORT]' to cloud '{}' in {}",
+                                 image, cloud.name, cloud.name, config.path.empty() ? std::string("the config") : config.path)};
+}
+
+std::string image_repository(const std::string& app, const std::string& image) {
+  return util::to_lower(app) + "/" + util::to_lower(image);
+}
+
+util::Result<cloud::PushReport> push_image_to_cloud(Context& ctx, const cloud::Config& config, const cloud::CloudConfig& cloud,
+                                                    const std::string& app, cloud::BuiltImage& image,
+                                                    const std::vector<std::string>& tags, const std::string& image_store) {
+  if (cloud.registry.empty()) return missing_registry(config, cloud, image.name);
+  auto short_digest = [](const std::string& digest) { return digest.substr(0, std::min<std::size_t>(digest.size(), 19)); };
+  cloud::registry::Options options;
+  options.credentials = cloud::registry::find_credentials(cloud.registry);
+  const std::string label = fmt::format("{} -> {}", image.name, cloud.name);
+  if (ctx.err_is_tty) {
+    auto last = std::make_shared<std::chrono::steady_clock::time_point>();
+    options.on_progress = [&ctx, label, last, short_digest](const std::string& digest, std::uint64_t sent, std::uint64_t total) {
+      const auto now = std::chrono::steady_clock::now();
+      if (now - *last < std::chrono::milliseconds(100) && sent < total) return;
+      *last = now;
+      ctx.err << fmt::format("\r\033[Kgpurun: {}: {} {} / {}", label, short_digest(digest), util::format_size(sent),
+                             util::format_size(total));
+      ctx.err.flush();
+    };
+  }
+  auto on_blob = [&](const cloud::oci::Descriptor& blob, cloud::registry::BlobOutcome::How how, std::uint64_t bytes) {
+    std::string what = how == cloud::registry::BlobOutcome::How::uploaded ? "uploaded " + util::format_size(bytes)
+                       : how == cloud::registry::BlobOutcome::How::mounted ? std::string("mounted")
+                                                                            : std::string("already there");
+    ctx.err << fmt::format("{}gpurun: {}: {} ({}) {}\n", ctx.err_is_tty ? "\r\033[K" : "", label, short_digest(blob.digest),
+                           util::format_size(blob.size), what);
+  };
+  cloud::registry::Client client(cloud.registry, options);
+  const std::string repository = image_repository(app, image.name);
+  auto pushed = cloud::push_built_image(client, image, repository, tags, image_store, options, on_blob);
+  if (!pushed) {
+    std::string message = pushed.error().message;
+    if (message.find("username and password") != std::string::npos) {
+      message += " (GPURUN_REGISTRY_USER and GPURUN_REGISTRY_PASSWORD, or an 'auths' entry for " + cloud.registry +
+                 " in ~/.docker/config.json)";
+    }
+    return util::make_error(pushed.error().code,
+                            fmt::format("pushing image '{}' to cloud '{}' (registry {}, repository {}) failed: {}; nothing "
+                                        "was recorded",
+                                        image.name, cloud.name, cloud.registry, repository, message));
+  }
+  ctx.err << fmt::format("gpurun: image {} pushed to {}/{}:{} ({} uploaded, {} blob{} already there, {} mounted)\n", image.name,
+                         cloud.registry, repository, tags.back(), util::format_size(pushed->bytes_uploaded),
+                         pushed->blobs_skipped, pushed->blobs_skipped == 1 ? "" : "s", pushed->blobs_mounted);
+  return pushed;
 }
 
 }  // namespace gpurun::commands

@@ -8,6 +8,7 @@
 
 #include "cloud/backend.hpp"
 #include "cloud/local_backend.hpp"
+#include "cloud/registry.hpp"
 #include "cloud/run_builder.hpp"
 #include "commands/common.hpp"
 #include "commands/watch.hpp"
@@ -28,6 +29,38 @@ struct RunOptions {
   bool json = false;
   bool dry_run = false;
 };
+
+// A remote cloud's nodes pull the function's image from the cloud's registry: builds it (content
+// addressed, so unchanged inputs give the same digest), pushes it unless the state says the cloud
+// already holds that digest (`push` false: build only, for --dry-run), and points `spec` at it.
+util::Result<void> place_image(Context& ctx, const cloud::Config& config, const cloud::CloudConfig& cloud,
+                               const manifest::Manifest& manifest, const std::string& image_name, cloud::StateStore& store,
+                               cloud::RunSpec& spec, bool push) {
+  const auto* image = manifest.find_image(image_name);
+  if (image == nullptr) {
+    return util::make_error(util::ExitCode::usage, fmt::format("function '{}': image '{}' is not defined", spec.function, image_name));
+  }
+  if (cloud.registry.empty()) return missing_registry(config, cloud, image_name);
+  const std::string image_store = cloud::image_store_dir(store.dir());
+  auto built = cloud::build_image(manifest, *image, image_store);
+  if (!built) return built.error();
+  for (const auto& w : built->warnings) ctx.err << "gpurun: warning: image '" << image_name << "': " << w << '\n';
+  spec.image_digest = built->digest;
+  spec.image_env = built->env;
+  spec.image_workdir = built->workdir;
+  spec.image_registry = cloud.registry;
+  spec.image_repository = image_repository(manifest.app, image->name);
+  if (!push) return {};
+  auto locations = store.list_image_locations(manifest.app);
+  if (!locations) return locations.error();
+  for (const auto& l : *locations) {
+    if (l.image == image->name && l.digest == built->digest && l.cloud == cloud.name && l.registry == cloud.registry) return {};
+  }
+  auto pushed = push_image_to_cloud(ctx, config, cloud, manifest.app, *built,
+                                    cloud::registry::default_tags(built->digest, ""), image_store);
+  if (!pushed) return pushed.error();
+  return store.record_image_locations({{manifest.app, image->name, built->digest, cloud.name, cloud.registry, spec.image_repository, 0}});
+}
 
 std::atomic<int> g_interrupts{0};
 extern "C" void on_interrupt(int /*sig*/) { g_interrupts.fetch_add(1); }
@@ -72,12 +105,6 @@ int run_function(Context& ctx, const RunOptions& options) {
     }
     overrides.env.emplace_back(e.substr(0, eq), e.substr(eq + 1));
   }
-  if (placed.backend != "local" && function->image) {
-    return report(ctx, util::make_error(util::ExitCode::backend,
-                                        fmt::format("function '{}' runs in image '{}', and the {} backend of cloud '{}' "
-                                                    "cannot run images yet; remove 'image:' or pin it with --cloud local",
-                                                    function->name, *function->image, placed.backend, placed.cloud)));
-  }
   auto backend = cloud::make_backend(placed.backend, config->find_cloud(placed.cloud), &*config);
   if (!backend) return report(ctx, backend.error());
   auto spec = cloud::build_run_spec(manifest, *function, placed, request, *config, *store, overrides);
@@ -85,6 +112,13 @@ int run_function(Context& ctx, const RunOptions& options) {
   if (placed.backend != "local" && placed.gpu) {
     // A remote scheduler gets the one GPU slot placement chose on that cloud.
     spec->gpu_alternatives = {{placed.gpu->type, placed.gpu->memory_gb, placed.gpu->count}};
+  }
+  if (placed.backend != "local" && function->image) {
+    const auto* cloud_config = config->find_cloud(placed.cloud);
+    if (auto placed_image = place_image(ctx, *config, *cloud_config, manifest, *function->image, *store, *spec, !options.dry_run);
+        !placed_image) {
+      return report(ctx, placed_image.error());
+    }
   }
 
   cloud::SecretValues secrets;

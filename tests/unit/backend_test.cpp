@@ -121,3 +121,56 @@ TEST_CASE("backend: slurm launch against an unreachable endpoint records a faile
   CHECK(runs->front().status == RunStatus::failed);
   CHECK(runs->front().backend == "slurm");
 }
+
+TEST_CASE("backend: a slurm job in an image runs node-exec; names, not values, pass into the image") {
+  CloudConfig cloud = gcp();
+  cloud.registry = "http://reg.example:5000";
+  cloud.node_gpurun = "/opt/gpurun/bin/gpurun";
+  cloud.image_cache = "/local/cache";
+  RunSpec s = spec();
+  s.image = "trainer";
+  s.image_digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+  s.image_registry = cloud.registry;
+  s.image_repository = "mnist/trainer";
+  s.image_workdir = "/app";
+  ::setenv("GPURUN_REGISTRY_USER", "puller", 1);
+  ::setenv("GPURUN_REGISTRY_PASSWORD", "pull-secret", 1);
+  auto job = slurm_job_for(cloud, s, "rabc", {{"hf", {{"HF_TOKEN", "sekrit"}}}}, 0);
+  REQUIRE_MESSAGE(job.ok(), job.error().message);
+  CHECK(job->script.find("/opt/gpurun/bin/gpurun node-exec --registry http://reg.example:5000 --repository mnist/trainer "
+                         "--digest sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef --cache "
+                         "/local/cache --gpus -- python 'it'\\''s'\n") != std::string::npos);
+  CHECK(job->environment.at("GPURUN_PASS_ENV") == "MODE,HF_TOKEN");
+  CHECK(job->environment.at("GPURUN_REGISTRY_USER") == "puller");
+  CHECK(job->script.find("pull-secret") == std::string::npos);
+
+  auto backend = make_backend("slurm", &cloud);
+  REQUIRE(backend.ok());
+  auto text = (*backend)->dry_run(s, {{"hf", {{"HF_TOKEN", "sekrit"}}}});
+  REQUIRE(text.ok());
+  CHECK(text->find("pull-secret") == std::string::npos);
+  CHECK(text->find("\"GPURUN_REGISTRY_PASSWORD\": \"***\"") != std::string::npos);
+
+  cloud.container_runtime = "apptainer";
+  job = slurm_job_for(cloud, s, "rabc", {}, 0);
+  REQUIRE(job.ok());
+  CHECK(job->script.find("\napptainer exec --nohttps --nv --pwd /app "
+                         "docker://reg.example:5000/mnist/trainer@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+                         " python 'it'\\''s'\n") != std::string::npos);
+  CHECK(job->environment.at("APPTAINER_DOCKER_PASSWORD") == "pull-secret");
+  CHECK(job->environment.count("GPURUN_REGISTRY_PASSWORD") == 0);
+
+  cloud.container_runtime = "pyxis";
+  job = slurm_job_for(cloud, s, "rabc", {}, 0);
+  REQUIRE(job.ok());
+  CHECK(job->script.find("\nsrun --ntasks=1 '--container-image=reg.example:5000#mnist/trainer:0123456789ab' "
+                         "--container-workdir=/app python 'it'\\''s'\n") != std::string::npos);
+  ::unsetenv("GPURUN_REGISTRY_USER");
+  ::unsetenv("GPURUN_REGISTRY_PASSWORD");
+
+  s.image_registry.clear();
+  auto missing = slurm_job_for(cloud, s, "rabc", {}, 0);
+  REQUIRE_FALSE(missing.ok());
+  CHECK(missing.error().message ==
+        "function 'train' runs in image 'trainer', which is not in the registry of cloud 'gcp'; run 'gpurun deploy' first");
+}

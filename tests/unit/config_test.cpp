@@ -117,3 +117,12 @@ TEST_CASE("config: secret values can come from GPURUN_SECRET_<NAME>_<KEY>") {
   CHECK(std::find(names.begin(), names.end(), "hf") != names.end());
   CHECK(std::find(names.begin(), names.end(), "wandb") != names.end());
 }
+
+TEST_CASE("config: how slurm nodes run images") {
+  CHECK(errors_of("clouds:\n  aws:\n    backend: slurm\n    endpoint: http://x:1\n    partition: p\n    container_runtime: apptainr\n") ==
+        "config.yaml:6:24: error: clouds.aws.container_runtime: unknown container runtime 'apptainr' (did you mean 'apptainer'?)");
+  CHECK(errors_of("clouds:\n  aws:\n    backend: slurm\n    endpoint: http://x:1\n    partition: p\n    container_runtime: docker\n") ==
+        "config.yaml:6:24: error: clouds.aws.container_runtime: unknown container runtime 'docker'; use bubblewrap, pyxis or apptainer");
+  CHECK(errors_of("clouds:\n  aws:\n    backend: slurm\n    endpoint: http://x:1\n    partition: p\n    image_cache: cache\n") ==
+        "config.yaml:6:18: error: clouds.aws.image_cache: image_cache 'cache' must be an absolute path on the cluster's nodes");
+}

@@ -1,0 +1,112 @@
+#include "cloud/sandbox.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <set>
+#include <string_view>
+
+#include "util/strings.hpp"
+
+namespace gpurun::cloud {
+
+std::string host_program(const std::string& name) {
+  const char* path = std::getenv("PATH");
+  for (const auto& dir : util::split(path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin", ':')) {
+    const std::string candidate = (dir.empty() ? "." : dir) + "/" + name;
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return name;
+}
+
+std::vector<std::string> driver_libraries() {
+  std::vector<std::string> out;
+  const std::string ldconfig = ::access("/sbin/ldconfig", X_OK) == 0 ? "/sbin/ldconfig" : host_program("ldconfig");
+  FILE* pipe = ::popen((util::shell_quote(ldconfig) + " -p 2>/dev/null").c_str(), "r");
+  if (pipe == nullptr) return out;
+  char line[4096];
+  while (std::fgets(line, sizeof line, pipe) != nullptr) {
+    std::string text(line);
+    const auto arrow = text.find("=> ");
+    if (arrow == std::string::npos) continue;
+    std::string path(util::trim(text.substr(arrow + 3)));
+    const std::string name = std::filesystem::path(path).filename().string();
+    if ((name.rfind("libcuda.so", 0) == 0 || name.rfind("libnvidia-", 0) == 0) &&
+        std::find(out.begin(), out.end(), path) == out.end() && text.find("x86-64") != std::string::npos) {
+      out.push_back(path);
+    }
+  }
+  ::pclose(pipe);
+  return out;
+}
+
+std::vector<std::string> image_sandbox_argv(const ImageSandbox& sandbox, const std::vector<std::string>& argv) {
+  std::vector<std::string> out = {host_program("bwrap"), "--die-with-parent", "--bind", sandbox.rootfs, "/",
+                                  "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"};
+  if (sandbox.gpus) {
+    std::error_code ec;
+    std::vector<std::string> devices;
+    for (const auto& entry : std::filesystem::directory_iterator("/dev", ec)) {
+      const std::string name = entry.path().filename().string();
+      if (name.rfind("nvidia", 0) == 0 && !entry.is_directory(ec)) devices.push_back(entry.path().string());
+    }
+    std::sort(devices.begin(), devices.end());
+    for (const auto& d : devices) out.insert(out.end(), {"--dev-bind", d, d});
+    for (const auto& lib : driver_libraries()) {
+      out.insert(out.end(), {"--ro-bind", lib, std::string(image_driver_dir) + "/" + std::filesystem::path(lib).filename().string()});
+    }
+  }
+  for (const auto& [host, inside] : sandbox.binds) out.insert(out.end(), {"--bind", host, inside});
+  out.insert(out.end(), {"--remount-ro", "/"});
+  if (!sandbox.workdir.empty()) out.insert(out.end(), {"--chdir", sandbox.workdir});
+  out.emplace_back("--");
+  out.insert(out.end(), argv.begin(), argv.end());
+  return out;
+}
+
+std::vector<std::string> image_environment(const std::vector<std::pair<std::string, std::string>>& image_env,
+                                           const std::vector<std::string>& job_environ, bool gpus) {
+  std::vector<std::pair<std::string, std::string>> vars = image_env;
+  auto set = [&vars](const std::string& key, const std::string& value) {
+    for (auto& [k, v] : vars) {
+      if (k == key) {
+        v = value;
+        return;
+      }
+    }
+    vars.emplace_back(key, value);
+  };
+  std::set<std::string> pass;
+  for (const auto& entry : job_environ) {
+    if (entry.rfind(std::string(pass_env_variable) + "=", 0) == 0) {
+      for (auto& name : util::split(entry.substr(std::string_view(pass_env_variable).size() + 1), ',')) {
+        if (!name.empty()) pass.insert(name);
+      }
+    }
+  }
+  auto starts = [](const std::string& text, std::string_view prefix) { return text.rfind(prefix, 0) == 0; };
+  for (const auto& entry : job_environ) {
+    const auto eq = entry.find('=');
+    if (eq == std::string::npos || eq == 0) continue;
+    const std::string key = entry.substr(0, eq);
+    const bool system = starts(key, "SLURM_") || starts(key, "CUDA_") || starts(key, "NVIDIA_") ||
+                        (starts(key, "GPURUN_") && !starts(key, "GPURUN_REGISTRY_") && key != pass_env_variable);
+    if (system || pass.count(key) != 0) set(key, entry.substr(eq + 1));
+  }
+  if (gpus) {
+    std::string current;
+    for (const auto& [k, v] : vars) {
+      if (k == "LD_LIBRARY_PATH") current = v;
+    }
+    set("LD_LIBRARY_PATH", std::string(image_driver_dir) + (current.empty() ? "" : ":" + current));
+  }
+  std::vector<std::string> out;
+  out.reserve(vars.size());
+  for (const auto& [k, v] : vars) out.push_back(k + "=" + v);
+  return out;
+}
+
+}  // namespace gpurun::cloud

@@ -1,0 +1,45 @@
+#pragma once
+
+// Running a command inside an unpacked image root filesystem with bubblewrap, the way the local
+// backend and Slurm nodes (`gpurun node-exec`) both do it.
+
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace gpurun::cloud {
+
+// Where the NVIDIA driver's libraries appear inside an image run (prepend it to LD_LIBRARY_PATH).
+inline constexpr const char* image_driver_dir = "/usr/local/nvidia/lib64";
+
+// `name` found in this process's PATH (an image's PATH must not decide which bwrap runs); `name`
+// itself when not found.
+std::string host_program(const std::string& name);
+
+// The NVIDIA driver's user-space libraries (libcuda.so*, libnvidia-*.so*) as `ldconfig -p` lists
+// them; empty where there is no driver.
+std::vector<std::string> driver_libraries();
+
+struct ImageSandbox {
+  std::string rootfs;   // the image's unpacked root filesystem, the run's `/`
+  std::string workdir;  // the image's WorkingDir (empty: `/`)
+  std::vector<std::pair<std::string, std::string>> binds;  // host path -> path inside
+  bool gpus = false;    // bind /dev/nvidia* and the driver's libraries (nvidia-container-toolkit style)
+};
+
+// The bwrap command line running `argv` in `sandbox`: the rootfs read-only once mount points are
+// made, a tmpfs /tmp, fresh /proc and /dev, the host network, the binds at their paths.
+std::vector<std::string> image_sandbox_argv(const ImageSandbox& sandbox, const std::vector<std::string>& argv);
+
+// The variable the Slurm job carries with the names (comma-separated) of the function's own
+// variables and secrets, which reach a workload run inside an image.
+inline constexpr const char* pass_env_variable = "GPURUN_PASS_ENV";
+
+// The environment ("K=V") of a workload run inside an image on a node: the image's Env, then
+// from `job_environ` the variables named in GPURUN_PASS_ENV and those Slurm, CUDA and gpurun set
+// (SLURM_*, CUDA_*, NVIDIA_*, GPURUN_* but never the registry login); with `gpus`, the driver
+// library directory first in LD_LIBRARY_PATH.
+std::vector<std::string> image_environment(const std::vector<std::pair<std::string, std::string>>& image_env,
+                                           const std::vector<std::string>& job_environ, bool gpus);
+
+}  // namespace gpurun::cloud

@@ -1,0 +1,87 @@
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <cstdlib>
+#include <fmt/format.h>
+
+#include "cloud/config.hpp"
+#include "cloud/image_store.hpp"
+#include "cloud/registry.hpp"
+#include "cloud/sandbox.hpp"
+#include "commands/common.hpp"
+#include "util/units.hpp"
+
+namespace gpurun::commands {
+
+namespace {
+
+struct NodeExecOptions {
+  std::string registry;
+  std::string repository;
+  std::string digest;
+  std::string cache;
+  bool gpus = false;
+  std::vector<std::string> argv;
+};
+
+// Pulls the image into the node's cache and replaces this process with the workload inside it.
+int run_node_exec(Context& ctx, const NodeExecOptions& options) {
+  const auto started = std::chrono::steady_clock::now();
+  cloud::registry::Options registry_options;
+  std::string host = options.registry;
+  if (const auto scheme = host.find("://"); scheme != std::string::npos) host = host.substr(scheme + 3);
+  registry_options.credentials = cloud::registry::find_credentials(host);
+  const bool cached = ::access((options.cache + "/rootfs/" + options.digest.substr(options.digest.find(':') + 1)).c_str(), F_OK) == 0;
+  auto pulled = cloud::pull_image(options.registry, options.repository, options.digest, options.cache, registry_options);
+  if (!pulled) {
+    return report(ctx, util::Error{util::ExitCode::backend,
+                                   pulled.error().message + "; check that this node reaches the registry and the cache directory is writable"});
+  }
+  if (!cached) {
+    const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
+    ctx.err << fmt::format("gpurun: pulled image {}@{} on {} in {}\n", options.repository, options.digest.substr(0, 19),
+                           [] {
+                             char name[256] = {};
+                             ::gethostname(name, sizeof name - 1);
+                             return std::string(name);
+                           }(),
+                           util::format_duration(took));
+  }
+  cloud::ImageSandbox sandbox;
+  sandbox.rootfs = pulled->rootfs;
+  sandbox.workdir = pulled->workdir;
+  sandbox.gpus = options.gpus;
+  const auto argv = cloud::image_sandbox_argv(sandbox, options.argv);
+  const auto env = cloud::image_environment(pulled->env, cloud::process_environment(), options.gpus);
+  std::vector<char*> c_argv;
+  for (const auto& a : argv) c_argv.push_back(const_cast<char*>(a.c_str()));  // NOLINT(cppcoreguidelines-pro-type-const-cast)
+  c_argv.push_back(nullptr);
+  std::vector<char*> c_env;
+  for (const auto& e : env) c_env.push_back(const_cast<char*>(e.c_str()));  // NOLINT(cppcoreguidelines-pro-type-const-cast)
+  c_env.push_back(nullptr);
+  ctx.err.flush();
+  ::execve(c_argv[0], c_argv.data(), c_env.data());
+  return report(ctx, util::Error{util::ExitCode::backend, fmt::format("cannot start {}: {}; install bubblewrap on the node",
+                                                                      argv[0], std::strerror(errno))});
+}
+
+}  // namespace
+
+void add_node_exec(CLI::App& root, Context& ctx) {
+  auto options = std::make_shared<NodeExecOptions>();
+  auto* cmd = root.add_subcommand("node-exec", "Run a command inside an image on a cluster node (used by gpurun's Slurm jobs)");
+  cmd->group("");  // hidden: the batch scripts gpurun generates call it
+  cmd->add_option("--registry", options->registry, "Registry URL")->required();
+  cmd->add_option("--repository", options->repository, "Repository in the registry")->required();
+  cmd->add_option("--digest", options->digest, "Manifest digest")->required();
+  cmd->add_option("--cache", options->cache, "Node-local image cache directory")->required();
+  cmd->add_flag("--gpus", options->gpus, "Bind the NVIDIA devices and driver libraries");
+  cmd->add_option("argv", options->argv, "The command")->required();
+  cmd->positionals_at_end(false);
+  cmd->callback([&ctx, options] { ctx.action = [&ctx, options] { return run_node_exec(ctx, *options); }; });
+}
+
+}  // namespace gpurun::commands
