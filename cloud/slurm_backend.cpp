@@ -1,11 +1,20 @@
 #include "cloud/slurm_backend.hpp"
 
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fmt/format.h>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "cloud/registry.hpp"
 #include "cloud/sandbox.hpp"
@@ -132,6 +141,9 @@ class SlurmBackend final : public Backend {
     if (!submitted) {
       (void)store.update_status(run.id, RunStatus::failed, submitted.error().message, util::to_int(submitted.error().code));
       return submitted.error();
+    }
+    if (spec.max_retries > 0 || spec.timeout) {
+      if (auto watching = start_watcher(store, run.id); !watching) return watching.error();
     }
     auto fresh_run = store.get_run(run.id);
     if (!fresh_run) return fresh_run.error();
@@ -320,6 +332,72 @@ class SlurmBackend final : public Backend {
                               fmt::format("attempt {} {}; retrying in {} as job {} (attempt {} of {})", failed_attempt, why,
                                           util::format_duration(delay), *id, failed_attempt + 1, spec.max_retries + 1));
     return true;
+  }
+
+  // Keeps a run current while nobody looks at it (a detached run): a process of its own that
+  // refreshes it until it ends, so failures are resubmitted with the manifest's backoff and the
+  // timeout is enforced to the second. `store` is closed across fork() and reopened.
+  util::Result<void> start_watcher(StateStore& store, const std::string& run_id) {
+    const std::string state_dir = store.dir();
+    {
+      StateStore closing = std::move(store);
+    }
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      ::setsid();
+      if (::fork() != 0) ::_exit(0);
+      const int null_fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+      if (null_fd >= 0) {
+        for (int fd : {0, 1, 2}) ::dup2(null_fd, fd);
+      }
+      for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGQUIT}) ::signal(sig, SIG_DFL);
+      sigset_t none;
+      sigemptyset(&none);
+      ::sigprocmask(SIG_SETMASK, &none, nullptr);
+      ::_exit(watch(state_dir, run_id));
+    }
+    if (pid > 0) {
+      int status = 0;
+      while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+      }
+    }
+    auto reopened = StateStore::open(state_dir);
+    if (!reopened) return reopened.error();
+    store = std::move(*reopened);
+    return {};
+  }
+
+  // The watcher's loop: refresh, then sleep (1 s growing to 5 s, or 15 s without a timeout; never
+  // past the timeout's deadline), until the run ends.
+  int watch(const std::string& state_dir, const std::string& run_id) {
+    auto store = StateStore::open(state_dir);
+    if (!store) return 1;
+    auto run = store->get_run(run_id);
+    if (!run) return 1;
+    const auto spec = run_spec_from_json(run->spec_json);
+    const std::chrono::milliseconds most(spec && spec->timeout ? 5'000 : 15'000);
+    std::chrono::milliseconds delay(1'000);
+    RunStatus last = run->status;
+    for (int errors = 0; errors < 1000;) {
+      auto current = store->get_run(run_id);
+      if (!current) return 1;
+      if (is_terminal(current->status)) return 0;
+      auto fresh = refresh(*store, *current);
+      errors = fresh ? 0 : errors + 1;
+      if (fresh && is_terminal(fresh->status)) return 0;
+      if (fresh && fresh->status != last) {
+        last = fresh->status;
+        delay = std::chrono::milliseconds(1'000);
+      }
+      auto sleep_for = delay;
+      if (fresh && fresh->status == RunStatus::running && spec && spec->timeout && fresh->started_at) {
+        const auto left = std::chrono::milliseconds(*fresh->started_at + spec->timeout->count() + 1'000 - now_unix_ms());
+        sleep_for = std::clamp(left, std::chrono::milliseconds(200), delay);
+      }
+      std::this_thread::sleep_for(sleep_for);
+      delay = std::min(most, delay * 3 / 2);
+    }
+    return 1;
   }
 
   CloudConfig cloud_;

@@ -183,6 +183,21 @@ expect_eq "flaky succeeds on retry" 0 "$RC"
 expect_contains "first try in the log" "try-1" "$OUT"
 expect_contains "second try in the log" "try-2" "$OUT"
 
+# Detached runs are looked after with no gpurun command running: a failure is resubmitted, and
+# the timeout is enforced to the second (Slurm's own limit is whole minutes).
+run_cmd run flaky --detach
+flaky_id=$OUT
+check; wait_until 60 grep -q "try-2" "$LOGS/$flaky_id.log" || fail "a detached failing run was not retried on its own"
+run_cmd run slow --detach
+slow_id=$OUT
+state_of() { sqlite3 "$GPURUN_STATE_DIR/state.db" "select status from runs where id='$1'"; }
+check; wait_until 20 sh -c "[ \"\$(sqlite3 '$GPURUN_STATE_DIR/state.db' \"select status from runs where id='$slow_id'\")\" = timeout ]" ||
+  fail "a detached run was not stopped at its timeout (status $(state_of "$slow_id"))"
+run_cmd wait "$flaky_id"
+expect_eq "detached flaky succeeds on retry" 0 "$RC"
+run_cmd wait "$slow_id"
+expect_eq "detached slow timed out" 124 "$RC"
+
 # The requeued job completes and its log shows both attempts.
 run_cmd wait "$requeue_id"
 expect_eq "requeued run succeeds" 0 "$RC"
