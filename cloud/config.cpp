@@ -137,7 +137,7 @@ void parse_cloud(Checker& check, const YamlNode& key, const YamlNode& value, con
   check.check_keys(value, path,
                    {"backend", "endpoint", "partition", "registry", "gpus", "log_dir", "token_env", "user", "api_version",
                     "gres", "account", "qos", "constraint", "sbatch_options", "container_runtime", "image_cache",
-                    "node_gpurun"});
+                    "node_gpurun", "volume_dir"});
   auto text = [&](std::string_view k, std::string& out) {
     if (const auto* n = value.find(k)) {
       if (auto s = check.string(*n, join_path(path, k))) out = *s;
@@ -168,6 +168,7 @@ void parse_cloud(Checker& check, const YamlNode& key, const YamlNode& value, con
   text("container_runtime", cloud.container_runtime);
   text("image_cache", cloud.image_cache);
   text("node_gpurun", cloud.node_gpurun);
+  text("volume_dir", cloud.volume_dir);
   if (const auto* runtime = value.find("container_runtime"); runtime != nullptr && runtime->is_scalar()) {
     static const std::vector<std::string> runtimes = {"bubblewrap", "pyxis", "apptainer"};
     if (std::find(runtimes.begin(), runtimes.end(), cloud.container_runtime) == runtimes.end()) {
@@ -178,7 +179,7 @@ void parse_cloud(Checker& check, const YamlNode& key, const YamlNode& value, con
                                            cloud.container_runtime));
     }
   }
-  for (const char* name : {"image_cache", "node_gpurun"}) {
+  for (const char* name : {"image_cache", "node_gpurun", "volume_dir"}) {
     const auto* node = value.find(name);
     if (node != nullptr && node->is_scalar() && (node->value.empty() || node->value[0] != '/')) {
       check.error(*node, join_path(path, name), fmt::format("{} '{}' must be an absolute path on the cluster's nodes", name, node->value));

@@ -36,6 +36,7 @@ struct CloudConfig {
   std::string container_runtime = "bubblewrap";
   std::string image_cache;  // empty: /tmp/gpurun-<uid>/images on the node
   std::string node_gpurun;  // empty: the path of the gpurun that submits (a shared install)
+  std::string volume_dir;   // slurm: where volumes live on the shared filesystem; empty: <log_dir>/volumes
   int line = 0;
 };
 

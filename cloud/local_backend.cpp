@@ -50,58 +50,11 @@ std::string describe_alternatives(const RunSpec& spec) {
   return spec.gpu_text.empty() ? std::string("GPUs") : spec.gpu_text;
 }
 
-// Binds every entry of host directory `dir` at the same place (into a tmpfs laid over it).
-void bind_children(const std::string& dir, std::vector<std::string>& out) {
-  DIR* handle = ::opendir(dir.c_str());
-  if (handle == nullptr) return;
-  std::vector<std::string> names;
-  while (dirent* entry = ::readdir(handle)) {
-    const std::string name = entry->d_name;
-    if (name != "." && name != "..") names.push_back(name);
-  }
-  ::closedir(handle);
-  std::sort(names.begin(), names.end());
-  for (const auto& name : names) {
-    const std::string path = (dir == "/" ? "" : dir) + "/" + name;
-    struct stat st {};
-    if (::lstat(path.c_str(), &st) != 0) continue;
-    if (S_ISLNK(st.st_mode)) {
-      std::error_code ec;
-      const auto target = std::filesystem::read_symlink(path, ec);
-      if (!ec) out.insert(out.end(), {"--symlink", target.string(), path});
-    } else {
-      out.insert(out.end(), {"--dev-bind", path, path});
-    }
-  }
-}
-
-// Runs inside bubblewrap over a view of the host: its entries are bound one by one into the
-// sandbox's own root, the host network and devices are shared, and each volume is bound at its
-// path. Where a mount point does not exist on the host, its deepest existing parent is rebuilt
-// as a tmpfs holding binds of the parent's entries, so the mount point is made in the sandbox,
-// never on the host.
+// Runs inside bubblewrap over a view of the host with each volume bound at its path.
 std::vector<std::string> sandboxed(const std::vector<std::string>& argv, const RunSpec& spec) {
-  std::vector<std::string> out = {"bwrap", "--die-with-parent"};
-  bind_children("/", out);
-  std::vector<std::string> rebuilt = {"/"};
-  for (const auto& m : spec.mounts) {
-    std::filesystem::path parent = std::filesystem::path(m.path);
-    std::error_code ec;
-    if (std::filesystem::exists(parent, ec)) continue;
-    while (parent.has_parent_path() && parent != parent.root_path() && !std::filesystem::exists(parent, ec)) {
-      parent = parent.parent_path();
-    }
-    const std::string dir = parent.string();
-    if (std::find(rebuilt.begin(), rebuilt.end(), dir) != rebuilt.end()) continue;
-    rebuilt.push_back(dir);
-    out.insert(out.end(), {"--tmpfs", dir});
-    bind_children(dir, out);
-  }
-  for (const auto& m : spec.mounts) out.insert(out.end(), {"--bind", m.host_path, m.path});
-  if (!spec.cwd.empty()) out.insert(out.end(), {"--chdir", spec.cwd});
-  out.emplace_back("--");
-  out.insert(out.end(), argv.begin(), argv.end());
-  return out;
+  std::vector<std::pair<std::string, std::string>> binds;
+  for (const auto& m : spec.mounts) binds.emplace_back(m.host_path, m.path);
+  return host_sandbox_argv(binds, spec.cwd, argv);
 }
 
 // Runs inside bubblewrap with the image's unpacked root filesystem as `/`, the run's scratch

@@ -128,6 +128,21 @@ std::string describe_gpu_request(const gpu::GpuRequest& request, const gpu::Cata
   return util::join(parts, " or ");
 }
 
+util::Result<std::string> volume_path(const CloudConfig* cloud, const std::string& state_dir, const std::string& app,
+                                      const std::string& volume) {
+  if (cloud == nullptr || cloud->backend == "local") return local_volume_path(state_dir, app, volume);
+  std::string dir = cloud->volume_dir;
+  if (dir.empty() && !cloud->log_dir.empty()) dir = cloud->log_dir + "/volumes";
+  if (dir.empty() || dir[0] != '/') {
+    return util::make_error(util::ExitCode::usage, fmt::format("volume '{}' lives on cloud '{}', which has no volume_dir (or "
+                                                               "log_dir); set volume_dir to a directory that this machine and "
+                                                               "the cluster's nodes share",
+                                                               volume, cloud->name));
+  }
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  return fmt::format("{}/{}/{}", dir, app, volume);
+}
+
 util::Result<RunSpec> build_run_spec(const manifest::Manifest& manifest, const manifest::Function& function,
                                      const PlacedFunction& placed, const gpu::GpuRequest& request, const Config& config,
                                      StateStore& store, const RunOverrides& overrides) {
@@ -158,7 +173,9 @@ util::Result<RunSpec> build_run_spec(const manifest::Manifest& manifest, const m
   }
   spec.secrets = function.secrets;
   for (const auto& mount : function.volumes) {
-    const std::string path = local_volume_path(store.dir(), manifest.app, mount.volume);
+    auto where = volume_path(config.find_cloud(placed.cloud), store.dir(), manifest.app, mount.volume);
+    if (!where) return where.error();
+    const std::string& path = *where;
     std::error_code ec;
     fs::create_directories(path, ec);
     if (ec) {

@@ -38,6 +38,12 @@ std::string deployment_snapshot_path(const std::string& state_dir, const std::st
 // Where the local backend keeps a volume's files.
 std::string local_volume_path(const std::string& state_dir, const std::string& app, const std::string& volume);
 
+// Where volume `volume` of `app` lives: under the state dir for a local cloud (or none), at
+// <volume_dir>/<app>/<volume> on a Slurm cloud's shared filesystem (volume_dir defaults to
+// <log_dir>/volumes). Usage error when a Slurm cloud has neither.
+util::Result<std::string> volume_path(const CloudConfig* cloud, const std::string& state_dir, const std::string& app,
+                                      const std::string& volume);
+
 // Builds the run spec of one placed function: command (+ args), working directory, env, secret
 // names, volume mounts (created on first use), GPU alternatives for the lease, timeout, retries.
 util::Result<RunSpec> build_run_spec(const manifest::Manifest& manifest, const manifest::Function& function,

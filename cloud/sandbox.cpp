@@ -1,5 +1,7 @@
 #include "cloud/sandbox.hpp"
 
+#include <dirent.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +14,36 @@
 #include "util/strings.hpp"
 
 namespace gpurun::cloud {
+
+namespace {
+
+// Binds every entry of host directory `dir` at the same place (into a tmpfs laid over it).
+void bind_children(const std::string& dir, std::vector<std::string>& out) {
+  DIR* handle = ::opendir(dir.c_str());
+  if (handle == nullptr) return;
+  std::vector<std::string> names;
+  while (dirent* entry = ::readdir(handle)) {
+    const std::string name = entry->d_name;
+    if (name != "." && name != "..") names.push_back(name);
+  }
+  ::closedir(handle);
+  std::sort(names.begin(), names.end());
+  for (const auto& name : names) {
+    const std::string path = (dir == "/" ? "" : dir) + "/" + name;
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) != 0) continue;
+    if (S_ISLNK(st.st_mode)) {
+      std::error_code ec;
+      const auto target = std::filesystem::read_symlink(path, ec);
+      if (!ec) out.insert(out.end(), {"--symlink", target.string(), path});
+    } else {
+      out.insert(out.end(), {"--dev-bind", path, path});
+    }
+  }
+}
+
+}  // namespace
+
 
 std::string host_program(const std::string& name) {
   const char* path = std::getenv("PATH");
@@ -42,6 +74,32 @@ std::vector<std::string> driver_libraries() {
   ::pclose(pipe);
   return out;
 }
+
+std::vector<std::string> host_sandbox_argv(const std::vector<std::pair<std::string, std::string>>& binds,
+                                           const std::string& cwd, const std::vector<std::string>& argv) {
+  std::vector<std::string> out = {host_program("bwrap"), "--die-with-parent"};
+  bind_children("/", out);
+  std::vector<std::string> rebuilt = {"/"};
+  for (const auto& [host, inside] : binds) {
+    std::filesystem::path parent = std::filesystem::path(inside);
+    std::error_code ec;
+    if (std::filesystem::exists(parent, ec)) continue;
+    while (parent.has_parent_path() && parent != parent.root_path() && !std::filesystem::exists(parent, ec)) {
+      parent = parent.parent_path();
+    }
+    const std::string dir = parent.string();
+    if (std::find(rebuilt.begin(), rebuilt.end(), dir) != rebuilt.end()) continue;
+    rebuilt.push_back(dir);
+    out.insert(out.end(), {"--tmpfs", dir});
+    bind_children(dir, out);
+  }
+  for (const auto& [host, inside] : binds) out.insert(out.end(), {"--bind", host, inside});
+  if (!cwd.empty()) out.insert(out.end(), {"--chdir", cwd});
+  out.emplace_back("--");
+  out.insert(out.end(), argv.begin(), argv.end());
+  return out;
+}
+
 
 std::vector<std::string> image_sandbox_argv(const ImageSandbox& sandbox, const std::vector<std::string>& argv) {
   std::vector<std::string> out = {host_program("bwrap"), "--die-with-parent", "--bind", sandbox.rootfs, "/",

@@ -20,6 +20,13 @@ std::string host_program(const std::string& name);
 // them; empty where there is no driver.
 std::vector<std::string> driver_libraries();
 
+// The bwrap command line running `argv` over a view of the host (its root's entries bound one by
+// one, network and devices shared) with each bind at its path, in `cwd`. A mount point missing
+// on the host is made inside the sandbox (its deepest existing parent rebuilt as a tmpfs of
+// binds), never on the host.
+std::vector<std::string> host_sandbox_argv(const std::vector<std::pair<std::string, std::string>>& binds,
+                                           const std::string& cwd, const std::vector<std::string>& argv);
+
 struct ImageSandbox {
   std::string rootfs;   // the image's unpacked root filesystem, the run's `/`
   std::string workdir;  // the image's WorkingDir (empty: `/`)

@@ -465,7 +465,6 @@ util::Result<slurm::JobSubmit> slurm_job_for(const CloudConfig& cloud, const Run
     }
     slurm::ImageRun image;
     image.runtime = cloud.container_runtime;
-    image.gpurun = cloud.node_gpurun.empty() ? self_executable() : cloud.node_gpurun;
     image.registry = spec.image_registry;
     image.repository = spec.image_repository;
     image.digest = spec.image_digest;
@@ -485,6 +484,8 @@ util::Result<slurm::JobSubmit> slurm_job_for(const CloudConfig& cloud, const Run
       environment[apptainer ? "APPTAINER_DOCKER_PASSWORD" : "GPURUN_REGISTRY_PASSWORD"] = login->password;
     }
   }
+  script.gpurun = cloud.node_gpurun.empty() ? self_executable() : cloud.node_gpurun;
+  for (const auto& m : spec.mounts) script.binds.emplace_back(m.host_path, m.path);
   script.log_dir = cloud.log_dir;
   script.run_id = run_id;
   script.attempt_offset = attempt_offset;

@@ -103,7 +103,8 @@ std::string quote_command_word(std::string_view word) {
   return quoted;
 }
 
-std::string image_command(const ImageRun& image, const std::vector<std::string>& argv) {
+std::string image_command(const ImageRun& image, const std::string& gpurun,
+                          const std::vector<std::pair<std::string, std::string>>& binds, const std::vector<std::string>& argv) {
   std::string host = image.registry;
   const bool plain_http = host.rfind("http://", 0) == 0;
   if (const auto scheme = host.find("://"); scheme != std::string::npos) host = host.substr(scheme + 3);
@@ -112,19 +113,33 @@ std::string image_command(const ImageRun& image, const std::vector<std::string>&
   if (image.runtime == "pyxis") {
     out = "srun --ntasks=1 " + util::shell_quote("--container-image=" + host + "#" + image.repository + ":" + image.tag);
     if (!image.workdir.empty()) out += " " + util::shell_quote("--container-workdir=" + image.workdir);
+    std::vector<std::string> mounts;
+    for (const auto& [from, to] : binds) mounts.push_back(from + ":" + to);
+    if (!mounts.empty()) out += " " + util::shell_quote("--container-mounts=" + util::join(mounts, ","));
   } else if (image.runtime == "apptainer") {
     out = "apptainer exec";
     if (plain_http) out += " --nohttps";
     if (image.gpus) out += " --nv";
     if (!image.workdir.empty()) out += " --pwd " + util::shell_quote(image.workdir);
+    for (const auto& [from, to] : binds) out += " --bind " + util::shell_quote(from + ":" + to);
     out += " " + util::shell_quote("docker://" + host + "/" + image.repository + "@" + image.digest);
   } else {
-    out = quote_command_word(image.gpurun) + " node-exec --registry " + util::shell_quote(image.registry) + " --repository " +
+    out = quote_command_word(gpurun) + " node-exec --registry " + util::shell_quote(image.registry) + " --repository " +
           util::shell_quote(image.repository) + " --digest " + util::shell_quote(image.digest) + " --cache " +
           (image.cache_dir.empty() ? std::string("\"${TMPDIR:-/tmp}/gpurun-$(id -u)/images\"") : util::shell_quote(image.cache_dir));
     if (image.gpus) out += " --gpus";
+    for (const auto& [from, to] : binds) out += " --bind " + util::shell_quote(from) + " " + util::shell_quote(to);
     out += " --";
   }
+  for (const auto& word : argv) out += " " + util::shell_quote(word);
+  return out;
+}
+
+std::string host_bind_command(const std::string& gpurun, const std::vector<std::pair<std::string, std::string>>& binds,
+                              const std::vector<std::string>& argv) {
+  std::string out = quote_command_word(gpurun) + " node-exec";
+  for (const auto& [from, to] : binds) out += " --bind " + util::shell_quote(from) + " " + util::shell_quote(to);
+  out += " --";
   for (const auto& word : argv) out += " " + util::shell_quote(word);
   return out;
 }
@@ -134,8 +149,11 @@ util::Result<std::string> render_batch_script(const BatchScript& script) {
     return ok.error();
   }
   std::string command;
+  const auto words = script.shell ? std::vector<std::string>{"/bin/sh", "-c", *script.shell} : script.argv;
   if (script.image) {
-    command = image_command(*script.image, script.shell ? std::vector<std::string>{"/bin/sh", "-c", *script.shell} : script.argv);
+    command = image_command(*script.image, script.gpurun, script.binds, words);
+  } else if (!script.binds.empty()) {
+    command = host_bind_command(script.gpurun, script.binds, words);
   } else if (script.shell) {
     command = "/bin/sh -c " + util::shell_quote(*script.shell);
   } else {

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "cloud/slurm_api.hpp"
@@ -18,7 +19,6 @@ namespace gpurun::cloud::slurm {
 // A run inside an image: how the node gets and runs it.
 struct ImageRun {
   std::string runtime = "bubblewrap";  // bubblewrap (gpurun node-exec), pyxis or apptainer
-  std::string gpurun;                  // bubblewrap: gpurun's path on the nodes
   std::string registry;                // URL, http(s)://host[:port]
   std::string repository;
   std::string digest;                  // the manifest's
@@ -37,10 +37,19 @@ struct BatchScript {
   std::string run_id;                  // [A-Za-z0-9._-]+
   int attempt_offset = 0;              // gpurun-level retries before this submission
   std::optional<ImageRun> image;       // run the command inside this image
+  std::vector<std::pair<std::string, std::string>> binds;  // volumes: shared path -> mount path
+  std::string gpurun;                  // gpurun's path on the nodes (images, volumes)
 };
 
-// The command line that runs `argv` inside `image` on a node (a script line, words quoted).
-std::string image_command(const ImageRun& image, const std::vector<std::string>& argv);
+// The command line that runs `argv` inside `image` on a node with `binds` (a script line, words
+// quoted); bubblewrap runs `gpurun` node-exec.
+std::string image_command(const ImageRun& image, const std::string& gpurun,
+                          const std::vector<std::pair<std::string, std::string>>& binds, const std::vector<std::string>& argv);
+
+// The command line that runs `argv` on a node's host with `binds` (through bubblewrap, by
+// `gpurun` node-exec): mount points are made inside the sandbox only.
+std::string host_bind_command(const std::string& gpurun, const std::vector<std::pair<std::string, std::string>>& binds,
+                              const std::vector<std::string>& argv);
 
 // <log_dir>/<run id>.log: every attempt's output, appended, each after an attempt marker line.
 std::string run_log_path(std::string_view log_dir, std::string_view run_id);

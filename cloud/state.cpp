@@ -684,6 +684,8 @@ util::Result<Volume> StateStore::ensure_volume(const std::string& app, const std
     Statement insert = db_->prepare(
         "INSERT OR IGNORE INTO volumes(app, name, cloud, path, created_at) VALUES(?1, ?2, ?3, ?4, ?5)");
     insert.bind(1, app).bind(2, name).bind(3, cloud).bind(4, path).bind(5, now_unix_ms()).run();
+    Statement fill = db_->prepare("UPDATE volumes SET path=?3 WHERE app=?1 AND name=?2 AND path='' AND cloud=?4");
+    fill.bind(1, app).bind(2, name).bind(3, path).bind(4, cloud).run();
     Statement query = db_->prepare("SELECT app, name, cloud, path, created_at FROM volumes WHERE app=?1 AND name=?2");
     query.bind(1, app).bind(2, name).step();
     Volume volume = read_volume(query);

@@ -156,9 +156,10 @@ int run_deploy(Context& ctx, const DeployOptions& options) {
   // Volumes first: once created they stay in their cloud.
   nlohmann::json volume_json = nlohmann::json::array();
   for (const auto& v : plan->volumes) {
-    std::string where;
-    if (const auto* cloud = config->find_cloud(v.cloud); cloud != nullptr && cloud->backend == "local") {
-      where = cloud::local_volume_path(store->dir(), manifest->app, v.name);
+    auto path_of = cloud::volume_path(config->find_cloud(v.cloud), store->dir(), manifest->app, v.name);
+    if (!path_of) return report(ctx, path_of.error());
+    const std::string& where = *path_of;
+    {
       std::error_code ec;
       std::filesystem::create_directories(where, ec);
       if (ec) return report(ctx, util::make_error(util::ExitCode::backend, fmt::format("cannot create volume '{}' at {}: {}", v.name, where, ec.message())));

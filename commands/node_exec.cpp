@@ -5,7 +5,9 @@
 #include <chrono>
 #include <cstring>
 #include <cstdlib>
+#include <filesystem>
 #include <fmt/format.h>
+#include <utility>
 
 #include "cloud/config.hpp"
 #include "cloud/image_store.hpp"
@@ -24,11 +26,36 @@ struct NodeExecOptions {
   std::string digest;
   std::string cache;
   bool gpus = false;
+  std::vector<std::pair<std::string, std::string>> binds;
   std::vector<std::string> argv;
 };
 
+// Replaces this process with `argv` and environment `env`; returns only on failure.
+int exec_sandbox(Context& ctx, const std::vector<std::string>& argv, const std::vector<std::string>& env) {
+  std::vector<char*> c_argv;
+  for (const auto& a : argv) c_argv.push_back(const_cast<char*>(a.c_str()));  // NOLINT(cppcoreguidelines-pro-type-const-cast)
+  c_argv.push_back(nullptr);
+  std::vector<char*> c_env;
+  for (const auto& e : env) c_env.push_back(const_cast<char*>(e.c_str()));  // NOLINT(cppcoreguidelines-pro-type-const-cast)
+  c_env.push_back(nullptr);
+  ctx.err.flush();
+  ::execve(c_argv[0], c_argv.data(), c_env.data());
+  return report(ctx, util::Error{util::ExitCode::backend, fmt::format("cannot start {}: {}; install bubblewrap on the node",
+                                                                      argv[0], std::strerror(errno))});
+}
+
 // Pulls the image into the node's cache and replaces this process with the workload inside it.
 int run_node_exec(Context& ctx, const NodeExecOptions& options) {
+  if (options.registry.empty()) {
+    // No image: the host, with the volumes bound at their mount paths.
+    std::error_code ec;
+    const auto cwd = std::filesystem::current_path(ec);
+    return exec_sandbox(ctx, cloud::host_sandbox_argv(options.binds, ec ? std::string() : cwd.string(), options.argv),
+                        cloud::process_environment());
+  }
+  if (options.repository.empty() || options.digest.empty() || options.cache.empty()) {
+    return report(ctx, util::Error{util::ExitCode::usage, "node-exec: --registry needs --repository, --digest and --cache"});
+  }
   const auto started = std::chrono::steady_clock::now();
   cloud::registry::Options registry_options;
   std::string host = options.registry;
@@ -54,18 +81,9 @@ int run_node_exec(Context& ctx, const NodeExecOptions& options) {
   sandbox.rootfs = pulled->rootfs;
   sandbox.workdir = pulled->workdir;
   sandbox.gpus = options.gpus;
-  const auto argv = cloud::image_sandbox_argv(sandbox, options.argv);
-  const auto env = cloud::image_environment(pulled->env, cloud::process_environment(), options.gpus);
-  std::vector<char*> c_argv;
-  for (const auto& a : argv) c_argv.push_back(const_cast<char*>(a.c_str()));  // NOLINT(cppcoreguidelines-pro-type-const-cast)
-  c_argv.push_back(nullptr);
-  std::vector<char*> c_env;
-  for (const auto& e : env) c_env.push_back(const_cast<char*>(e.c_str()));  // NOLINT(cppcoreguidelines-pro-type-const-cast)
-  c_env.push_back(nullptr);
-  ctx.err.flush();
-  ::execve(c_argv[0], c_argv.data(), c_env.data());
-  return report(ctx, util::Error{util::ExitCode::backend, fmt::format("cannot start {}: {}; install bubblewrap on the node",
-                                                                      argv[0], std::strerror(errno))});
+  sandbox.binds = options.binds;
+  return exec_sandbox(ctx, cloud::image_sandbox_argv(sandbox, options.argv),
+                      cloud::image_environment(pulled->env, cloud::process_environment(), options.gpus));
 }
 
 }  // namespace
@@ -74,10 +92,11 @@ void add_node_exec(CLI::App& root, Context& ctx) {
   auto options = std::make_shared<NodeExecOptions>();
   auto* cmd = root.add_subcommand("node-exec", "Run a command inside an image on a cluster node (used by gpurun's Slurm jobs)");
   cmd->group("");  // hidden: the batch scripts gpurun generates call it
-  cmd->add_option("--registry", options->registry, "Registry URL")->required();
-  cmd->add_option("--repository", options->repository, "Repository in the registry")->required();
-  cmd->add_option("--digest", options->digest, "Manifest digest")->required();
-  cmd->add_option("--cache", options->cache, "Node-local image cache directory")->required();
+  cmd->add_option("--registry", options->registry, "Registry URL (none: run on the host)");
+  cmd->add_option("--repository", options->repository, "Repository in the registry");
+  cmd->add_option("--digest", options->digest, "Manifest digest");
+  cmd->add_option("--cache", options->cache, "Node-local image cache directory");
+  cmd->add_option("--bind", options->binds, "Bind HOST_PATH at PATH (repeatable)")->type_name("HOST_PATH PATH")->allow_extra_args(false);
   cmd->add_flag("--gpus", options->gpus, "Bind the NVIDIA devices and driver libraries");
   cmd->add_option("argv", options->argv, "The command")->required();
   cmd->positionals_at_end(false);

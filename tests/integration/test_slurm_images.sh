@@ -58,7 +58,16 @@ images:
     base: oci:./base
     add: [./src]
     env: {IMAGE_VAR: from-image}
+volumes:
+  shared: {}
 functions:
+  writer:
+    image: tiny
+    volumes: {/data: shared}
+    command: ["sh", "-c", "echo written-in-image > /data/note.txt"]
+  reader:
+    volumes: {/mnt/gpurun-test-volume: shared}
+    command: ["sh", "-c", "cat /mnt/gpurun-test-volume/note.txt"]
   inside:
     image: tiny
     command: ["sh", "-c", "cat src/message.txt; pwd; echo image=$IMAGE_VAR fn=$FN_VAR part=$SLURM_JOB_PARTITION attempt=$GPURUN_ATTEMPT; [ ! -e /usr/bin/apt ] && echo no-host-files; echo login=${GPURUN_REGISTRY_PASSWORD:-none} pass=${GPURUN_PASS_ENV:-none}"]
@@ -142,6 +151,15 @@ run_cmd run gpujob
 expect_eq "gpujob: rc ($ERR)" 0 "$RC"
 check; [[ "$OUT" =~ devices=[0-9]+,[0-9]+ ]] || fail "gpujob: expected two CUDA_VISIBLE_DEVICES inside the image, got [$OUT]"
 expect_contains "gpujob: driver libraries on LD_LIBRARY_PATH" "ld=/usr/local/nvidia/lib64" "$OUT"
+
+# --- volumes live on the cluster's shared filesystem, bound at their paths in images and on hosts ---
+run_cmd run writer
+expect_eq "volume writer: rc ($ERR)" 0 "$RC"
+expect_eq "volume: the file is on the shared filesystem" "written-in-image" "$(cat "$CLUSTER/gpurun-logs/volumes/imgjobs/shared/note.txt" 2>&1)"
+run_cmd run reader
+expect_eq "volume reader (host run): rc ($ERR)" 0 "$RC"
+expect_contains "volume reader sees it" "written-in-image" "$OUT"
+check; [ ! -e /mnt/gpurun-test-volume ] || fail "the mount point was made on the host"
 
 # --- a cloud without a registry: a clear usage error before anything is submitted ---
 run_cmd run nowhere

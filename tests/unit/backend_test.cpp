@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cloud/backend.hpp"
+#include "cloud/run_builder.hpp"
 #include "cloud/slurm_backend.hpp"
 #include "tests/unit/temp_dir.hpp"
 
@@ -173,4 +174,38 @@ TEST_CASE("backend: a slurm job in an image runs node-exec; names, not values, p
   REQUIRE_FALSE(missing.ok());
   CHECK(missing.error().message ==
         "function 'train' runs in image 'trainer', which is not in the registry of cloud 'gcp'; run 'gpurun deploy' first");
+}
+
+TEST_CASE("backend: slurm volumes are bound at their paths by node-exec, on hosts and in images") {
+  CloudConfig cloud = gcp();
+  cloud.node_gpurun = "/opt/gpurun";
+  RunSpec s = spec();
+  s.mounts = {{"/scratch/logs/volumes/mnist/data", "/data", "data"}};
+  auto job = slurm_job_for(cloud, s, "rabc", {}, 0);
+  REQUIRE(job.ok());
+  CHECK(job->script.find("\n/opt/gpurun node-exec --bind /scratch/logs/volumes/mnist/data /data -- python 'it'\\''s'\n") !=
+        std::string::npos);
+  s.image = "trainer";
+  s.image_digest = "sha256:abc";
+  s.image_registry = "https://reg.example";
+  s.image_repository = "mnist/trainer";
+  cloud.container_runtime = "pyxis";
+  job = slurm_job_for(cloud, s, "rabc", {}, 0);
+  REQUIRE(job.ok());
+  CHECK(job->script.find(" --container-mounts=/scratch/logs/volumes/mnist/data:/data python") != std::string::npos);
+}
+
+TEST_CASE("backend: where volumes live per cloud") {
+  CloudConfig cloud = gcp();
+  CHECK(volume_path(&cloud, "/state", "mnist", "data").value() == "/scratch/logs/volumes/mnist/data");
+  cloud.volume_dir = "/shared/vols/";
+  CHECK(volume_path(&cloud, "/state", "mnist", "data").value() == "/shared/vols/mnist/data");
+  CHECK(volume_path(nullptr, "/state", "mnist", "data").value() == local_volume_path("/state", "mnist", "data"));
+  cloud.volume_dir.clear();
+  cloud.log_dir.clear();
+  auto missing = volume_path(&cloud, "/state", "mnist", "data");
+  REQUIRE_FALSE(missing.ok());
+  CHECK(missing.error().message ==
+        "volume 'data' lives on cloud 'gcp', which has no volume_dir (or log_dir); set volume_dir to a directory that this "
+        "machine and the cluster's nodes share");
 }
