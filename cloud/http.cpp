@@ -3,8 +3,14 @@
 #define CURL_DISABLE_TYPECHECK
 #include <curl/curl.h>
 #include <dlfcn.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <mutex>
 
@@ -87,6 +93,8 @@ std::string url_for_message(std::string_view url) {
   if (at == std::string_view::npos || at < authority) return std::string(url);
   return std::string(url.substr(0, authority)) + std::string(url.substr(at + 1));
 }
+
+constexpr long upload_buffer_bytes = 1L << 20;
 
 bool is_body_method(std::string_view method) { return method != "GET" && method != "HEAD"; }
 
@@ -172,6 +180,189 @@ int on_progress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t uploa
   return 0;
 }
 
+// ---- plain HTTP/1.1 over a unix socket, without libcurl ----------------------------------
+// Loading libcurl and its dependencies (TLS, Kerberos, LDAP, ...) takes ~30 ms here, several
+// times a slurmrestd call over its socket. Small requests over a unix socket (no streaming, no
+// redirects) therefore use this: one connection per request, Content-Length or chunked replies.
+
+bool use_unix_transport(const Request& request) {
+  return !request.unix_socket.empty() && !request.body_reader && !request.on_body && !request.on_upload_progress &&
+         !request.follow_redirects;
+}
+
+class SocketFd {
+ public:
+  explicit SocketFd(int fd) : fd_(fd) {}
+  ~SocketFd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  SocketFd(const SocketFd&) = delete;
+  SocketFd& operator=(const SocketFd&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+// Waits for `events` on `fd` until the request's deadline or its low-speed limit; the reason on failure.
+std::string wait_for(int fd, short events, const Request& request, std::chrono::steady_clock::time_point started) {
+  using namespace std::chrono;
+  long wait_ms = request.low_speed_timeout_s > 0 ? request.low_speed_timeout_s * 1000 : -1;
+  if (request.timeout_ms > 0) {
+    const long left = request.timeout_ms - static_cast<long>(duration_cast<milliseconds>(steady_clock::now() - started).count());
+    if (left <= 0) return "Operation timed out after " + std::to_string(request.timeout_ms) + " milliseconds";
+    if (wait_ms < 0 || left < wait_ms) wait_ms = left;
+  }
+  pollfd entry{fd, events, 0};
+  for (;;) {
+    const int ready = ::poll(&entry, 1, static_cast<int>(std::min<long>(wait_ms, 1L << 30)));
+    if (ready > 0) return "";
+    if (ready == 0) {
+      return request.timeout_ms > 0 && wait_ms < request.low_speed_timeout_s * 1000
+                 ? "Operation timed out after " + std::to_string(request.timeout_ms) + " milliseconds"
+                 : "Operation too slow. Less than 1 bytes/sec transferred the last " +
+                       std::to_string(request.low_speed_timeout_s) + " seconds";
+    }
+    if (errno != EINTR) return std::string("poll failed: ") + std::strerror(errno);
+  }
+}
+
+// The path and query of an http:// URL ("/" when it has none) and its authority for Host.
+std::pair<std::string, std::string> split_url(std::string_view url) {
+  const auto scheme_end = url.find("://");
+  const std::size_t authority = scheme_end == std::string_view::npos ? 0 : scheme_end + 3;
+  const auto path = url.find_first_of("/?", authority);
+  std::string host(url.substr(authority, path == std::string_view::npos ? std::string_view::npos : path - authority));
+  std::string target = path == std::string_view::npos ? "/" : std::string(url.substr(path));
+  if (target.front() == '?') target.insert(0, "/");
+  const auto fragment = target.find('#');
+  if (fragment != std::string::npos) target.resize(fragment);
+  return {target, host};
+}
+
+// Decodes a complete chunked body; false while more bytes are needed.
+bool dechunk(std::string_view raw, std::string& body, bool& malformed) {
+  body.clear();
+  std::size_t at = 0;
+  for (;;) {
+    const auto line_end = raw.find("\r\n", at);
+    if (line_end == std::string_view::npos) return false;
+    std::string_view size_text = util::trim(raw.substr(at, line_end - at));
+    size_text = size_text.substr(0, size_text.find(';'));
+    std::size_t size = 0;
+    for (char c : size_text) {
+      const int digit = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+      if (digit < 0 || size > (std::size_t{1} << 40)) {
+        malformed = true;
+        return true;
+      }
+      size = size * 16 + static_cast<std::size_t>(digit);
+    }
+    at = line_end + 2;
+    if (size == 0) return raw.find("\r\n", at) != std::string_view::npos;  // trailers end with an empty line
+    if (raw.size() < at + size + 2) return false;
+    body.append(raw.substr(at, size));
+    at += size + 2;
+  }
+}
+
+util::Result<Response> perform_unix(const Request& request, const std::function<util::Error(const std::string&)>& fail) {
+  const auto started = std::chrono::steady_clock::now();
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  if (request.unix_socket.size() >= sizeof address.sun_path) return fail("the socket path is too long");
+  std::memcpy(address.sun_path, request.unix_socket.c_str(), request.unix_socket.size() + 1);
+  SocketFd socket(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (socket.get() < 0) return fail(std::string("socket: ") + std::strerror(errno));
+  if (::connect(socket.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0) {  // NOLINT
+    return fail("Failed to connect to " + request.unix_socket + ": Couldn't connect to server");
+  }
+  const auto [target, host] = split_url(request.url);
+  std::string head = request.method + " " + target + " HTTP/1.1\r\nHost: " + host + "\r\n";
+  bool has_accept = false;
+  for (const auto& [name, value] : request.headers) {
+    head += name + ": " + value + "\r\n";
+    has_accept = has_accept || util::iequals(name, "Accept");
+  }
+  if (!has_accept) head += "Accept: */*\r\n";
+  if (is_body_method(request.method)) head += "Content-Length: " + std::to_string(request.body.size()) + "\r\n";
+  head += "Connection: close\r\n\r\n";
+  head += request.body;
+  for (std::size_t sent = 0; sent < head.size();) {
+    if (auto why = wait_for(socket.get(), POLLOUT, request, started); !why.empty()) return fail(why);
+    const ssize_t n = ::send(socket.get(), head.data() + sent, head.size() - sent, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return fail(std::string("Send failure: ") + std::strerror(errno));
+    sent += static_cast<std::size_t>(n);
+  }
+
+  Response response;
+  std::string raw;
+  std::size_t body_start = std::string::npos;
+  enum class Framing { length, chunked, close } framing = Framing::close;
+  std::size_t length = 0;
+  char buffer[16384];
+  for (;;) {
+    if (body_start == std::string::npos) {
+      const auto end = raw.find("\r\n\r\n");
+      if (end != std::string::npos) {
+        const auto lines = util::split(std::string_view(raw).substr(0, end), '\n');
+        const std::string_view status_line = util::trim(lines.front());
+        const auto space = status_line.find(' ');
+        const auto status = space == std::string_view::npos ? std::nullopt : util::parse_uint(status_line.substr(space + 1, 3));
+        if (status_line.substr(0, 5) != "HTTP/" || !status) return fail("Unsupported HTTP/1 subversion in response");
+        if (*status >= 100 && *status < 200) {  // 100 Continue and friends: the real response follows
+          raw.erase(0, end + 4);
+          continue;
+        }
+        response.status = static_cast<long>(*status);
+        for (std::size_t i = 1; i < lines.size(); ++i) {
+          const std::string_view line = lines[i];
+          const auto colon = line.find(':');
+          if (colon == std::string_view::npos) continue;
+          response.headers.emplace_back(std::string(util::trim(line.substr(0, colon))), std::string(util::trim(line.substr(colon + 1))));
+        }
+        body_start = end + 4;
+        const bool no_body = request.method == "HEAD" || response.status == 204 || response.status == 304;
+        if (no_body) {
+          framing = Framing::length;
+        } else if (util::to_lower(response.header("Transfer-Encoding")).find("chunked") != std::string::npos) {
+          framing = Framing::chunked;
+        } else if (auto declared = util::parse_uint(response.header("Content-Length"))) {
+          framing = Framing::length;
+          length = static_cast<std::size_t>(*declared);
+        }
+      }
+    }
+    if (body_start != std::string::npos) {
+      const std::string_view rest = std::string_view(raw).substr(body_start);
+      if (framing == Framing::length && rest.size() >= length) {
+        response.body = std::string(rest.substr(0, length));
+        return response;
+      }
+      if (framing == Framing::chunked) {
+        bool malformed = false;
+        if (dechunk(rest, response.body, malformed)) {
+          if (malformed) return fail("invalid chunk encoding in the response");
+          return response;
+        }
+      }
+    }
+    if (auto why = wait_for(socket.get(), POLLIN, request, started); !why.empty()) return fail(why);
+    const ssize_t n = ::recv(socket.get(), buffer, sizeof buffer, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return fail(std::string("Recv failure: ") + std::strerror(errno));
+    if (n == 0) {
+      if (body_start != std::string::npos && framing == Framing::close) {
+        response.body = raw.substr(body_start);
+        return response;
+      }
+      return fail(body_start == std::string::npos ? "Empty reply from server" : "the connection closed in the middle of the reply");
+    }
+    raw.append(buffer, static_cast<std::size_t>(n));
+  }
+}
+
 }  // namespace
 
 std::string Response::header(std::string_view name) const {
@@ -185,11 +376,8 @@ struct Client::Impl {
   CurlHandle handle;
 };
 
-Client::Client() : impl_(std::make_unique<Impl>()) {
-  if (!curl().error.empty()) return;
-  global_init();
-  impl_->handle.reset(curl().easy_init());
-}
+// libcurl is set up on the first request that needs it.
+Client::Client() : impl_(std::make_unique<Impl>()) {}
 
 Client::~Client() = default;
 
@@ -199,7 +387,12 @@ util::Result<Response> Client::perform(const Request& request) {
     return util::Error{util::ExitCode::backend, "cannot reach " + shown_url + ": " + reason +
                                                     "; check that the server is running and the address is right"};
   };
+  if (use_unix_transport(request)) return perform_unix(request, fail);
   if (!http::curl().error.empty()) return fail(http::curl().error);
+  if (!impl_->handle) {
+    global_init();
+    impl_->handle.reset(http::curl().easy_init());
+  }
   CURL* curl = impl_->handle.get();
   if (curl == nullptr) return fail("libcurl could not be initialised");
   http::curl().easy_reset(curl);  // keeps the connection cache
@@ -250,6 +443,9 @@ util::Result<Response> Client::perform(const Request& request) {
     http::curl().easy_setopt(curl, CURLOPT_READFUNCTION, on_read);
     http::curl().easy_setopt(curl, CURLOPT_READDATA, &transfer);
     if (request.body_reader) {
+      // Large reads and sends for streamed bodies (blobs of hundreds of MB): libcurl's 64 KiB
+      // default costs a callback and a send() per 64 KiB.
+      http::curl().easy_setopt(curl, CURLOPT_UPLOAD_BUFFERSIZE, upload_buffer_bytes);
       if (request.body_size) {
         http::curl().easy_setopt(curl, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(*request.body_size));
       }

@@ -43,7 +43,9 @@ struct Response {
   std::string header(std::string_view name) const;
 };
 
-// An HTTP client over libcurl that reuses connections between requests. Not thread-safe.
+// An HTTP client over libcurl (loaded on the first request that needs it) that reuses
+// connections between requests. Small requests over a unix socket (no streaming, no redirects)
+// are sent without libcurl, one connection each. Not thread-safe.
 class Client {
  public:
   Client();

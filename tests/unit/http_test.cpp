@@ -177,6 +177,63 @@ TEST_CASE("http: requests over a unix socket") {
   CHECK(server.requests().at(0).header("Host") == "localhost");
 }
 
+TEST_CASE("http: over a unix socket without libcurl: bodies, HEAD, chunked and interim replies") {
+  test::TempDir dir;
+  std::string socket_path = dir.path() + "/api.sock";
+  LoopbackHttp server(
+      [](const SeenRequest& seen) -> std::string {
+        if (seen.target == "/chunked") {
+          return "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Kind: chunks\r\n\r\n"
+                 "5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\n\r\n";
+        }
+        if (seen.target == "/interim") return "HTTP/1.1 100 Continue\r\n\r\n" + http_response(201, "made");
+        if (seen.method == "HEAD") return "HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n";
+        return echo(seen);
+      },
+      socket_path);
+  Client client;
+  auto request = [&](const std::string& method, const std::string& target, const std::string& body = "") {
+    Request r{.method = method, .url = "http://localhost" + target, .body = body};
+    r.unix_socket = socket_path;
+    r.headers = {{"Content-Type", "application/json"}};
+    auto response = client.perform(r);
+    REQUIRE_MESSAGE(response.ok(), response.error().message);
+    return *response;
+  };
+  auto posted = request("POST", "/job/submit?x=1", R"({"a": 1})");
+  CHECK(posted.status == 200);
+  CHECK(posted.body == R"(POST /job/submit?x=1 {"a": 1})");
+  CHECK(posted.header("x-content-type") == "application/json");
+  auto chunked = request("GET", "/chunked");
+  CHECK(chunked.body == "hello, world");
+  CHECK(chunked.header("X-Kind") == "chunks");
+  auto head = request("HEAD", "/blob");
+  CHECK(head.status == 200);
+  CHECK(head.body.empty());
+  auto interim = request("PUT", "/interim", "x");
+  CHECK(interim.status == 201);
+  CHECK(interim.body == "made");
+  auto deleted = request("DELETE", "/job/7");
+  CHECK(deleted.body == "DELETE /job/7 ");
+  const auto seen = server.requests();
+  REQUIRE(seen.size() == 5);
+  CHECK(seen[0].header("Host") == "localhost");
+  CHECK(seen[0].header("Content-Length") == "8");
+  CHECK(seen[0].header("Accept") == "*/*");
+  CHECK(seen[3].body == "x");
+}
+
+TEST_CASE("http: a unix socket nobody listens on is a transport error") {
+  test::TempDir dir;
+  Client client;
+  Request request{.url = "http://localhost/ping"};
+  request.unix_socket = dir.path() + "/none.sock";
+  auto response = client.perform(request);
+  REQUIRE_FALSE(response.ok());
+  CHECK(response.error().message == "cannot reach http://localhost/ping: Failed to connect to " + request.unix_socket +
+                                        ": Couldn't connect to server; check that the server is running and the address is right");
+}
+
 TEST_CASE("http: url_encode keeps unreserved characters only") {
   CHECK(cloud::http::url_encode("repository:app/img:pull,push") == "repository%3Aapp%2Fimg%3Apull%2Cpush");
   CHECK(cloud::http::url_encode("a-b_c.d~e") == "a-b_c.d~e");
