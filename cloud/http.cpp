@@ -309,13 +309,14 @@ util::Result<Response> perform_unix(const Request& request, const std::function<
         const auto lines = util::split(std::string_view(raw).substr(0, end), '\n');
         const std::string_view status_line = util::trim(lines.front());
         const auto space = status_line.find(' ');
-        const auto status = space == std::string_view::npos ? std::nullopt : util::parse_uint(status_line.substr(space + 1, 3));
-        if (status_line.substr(0, 5) != "HTTP/" || !status) return fail("Unsupported HTTP/1 subversion in response");
-        if (*status >= 100 && *status < 200) {  // 100 Continue and friends: the real response follows
+        long status = 0;
+        if (space != std::string_view::npos) status = static_cast<long>(util::parse_uint(status_line.substr(space + 1, 3)).value_or(0));
+        if (status_line.substr(0, 5) != "HTTP/" || status < 100) return fail("Unsupported HTTP/1 subversion in response");
+        if (status < 200) {  // 100 Continue and friends: the real response follows
           raw.erase(0, end + 4);
           continue;
         }
-        response.status = static_cast<long>(*status);
+        response.status = status;
         for (std::size_t i = 1; i < lines.size(); ++i) {
           const std::string_view line = lines[i];
           const auto colon = line.find(':');
