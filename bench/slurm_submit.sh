@@ -3,9 +3,10 @@
 # stopped at the end): `gpurun run --detach` against `sbatch` of an equivalent job, and the time
 # from `gpurun run` to the first log line. Prints medians and the ratio (target: within 1.5x).
 # Usage: bench/slurm_submit.sh [GPURUN] [REPEATS]
+# With SLURM_SUBMIT_RESULTS=FILE the medians are also written there as key=value lines (bench/run).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-gpurun=${1:-$root/build/gpurun}
+gpurun=$(realpath "${1:-$root/build/gpurun}")
 repeats=${2:-15}
 fixture=$root/tests/fixtures/slurm_cluster.sh
 tmp=$(mktemp -d)
@@ -33,9 +34,9 @@ printf 'app: bench\nfunctions:\n  hello: {command: ["echo", "hello"], gpu: T4}\n
 "$gpurun" run hello --detach >/dev/null  # warm up
 sbatch --parsable -p aws --gres=gpu:t4:1 -o "$tmp/logs/sbatch-%j.log" --wrap "echo hello" >/dev/null
 
-python3 - "$gpurun" "$repeats" "$tmp/logs" <<'PY'
+python3 - "$gpurun" "$repeats" "$tmp/logs" "${SLURM_SUBMIT_RESULTS:-}" <<'PY'
 import statistics, subprocess, sys, time
-gpurun, repeats, logs = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+gpurun, repeats, logs, results = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 def median_ms(cmd):
     times = []
     for _ in range(repeats):
@@ -57,4 +58,7 @@ print(f"{'gpurun run --detach (median)':<40} {g:>9.1f} ms")
 print(f"{'sbatch (median)':<40} {s:>9.1f} ms")
 print(f"{'ratio gpurun / sbatch':<40} {g / s:>11.2f}x {'<= 1.5x':>10} {'ok' if g / s <= 1.5 else 'MISSED'}")
 print(f"{'submit to first log line (median)':<40} {statistics.median(first):>9.1f} ms")
+if results:
+    with open(results, "w") as f:
+        f.write(f"gpurun_ms={g:.1f}\nsbatch_ms={s:.1f}\nratio={g / s:.2f}\nfirst_line_ms={statistics.median(first):.1f}\n")
 PY

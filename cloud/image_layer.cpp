@@ -45,6 +45,13 @@ class Sha256 {
   EVP_MD_CTX* context_;
 };
 
+// A file's identity and change times: any write, rename over or chmod changes one of them.
+std::string fmt_stat(const struct stat& st) {
+  return std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + ":" + std::to_string(st.st_size) + ":" +
+         std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec) + ":" + std::to_string(st.st_ctim.tv_sec) +
+         "." + std::to_string(st.st_ctim.tv_nsec) + ":" + std::to_string(st.st_mode);
+}
+
 // ---- ignore globs -----------------------------------------------------------------------
 
 bool match_class(std::string_view& pattern, char c) {
@@ -304,8 +311,16 @@ std::string sha256_digest(std::string_view bytes) {
   return hash.digest();
 }
 
-util::Result<Layer> build_layer(const std::string& manifest_dir, const std::vector<manifest::ImageAdd>& add,
-                                const std::string& workdir, const std::string& output_path) {
+namespace {
+
+// What a layer holds: every archive path (parents included) with its source, and the warnings.
+struct Collected {
+  std::map<std::string, Entry> entries;
+  std::vector<std::string> warnings;
+};
+
+util::Result<Collected> collect_entries(const std::string& manifest_dir, const std::vector<manifest::ImageAdd>& add,
+                                        const std::string& workdir) {
   std::error_code ec;
   fs::path root = fs::canonical(manifest_dir, ec);
   if (ec) return usage_error("image add: cannot open the manifest's directory " + manifest_dir + ": " + ec.message());
@@ -355,6 +370,36 @@ util::Result<Layer> build_layer(const std::string& manifest_dir, const std::vect
       }
     }
   }
+  return Collected{std::move(entries), collector.warnings};
+}
+
+}  // namespace
+
+util::Result<LayerInputs> layer_inputs(const std::string& manifest_dir, const std::vector<manifest::ImageAdd>& add,
+                                       const std::string& workdir) {
+  auto collected = collect_entries(manifest_dir, add, workdir);
+  if (!collected) return collected.error();
+  Sha256 hash;
+  auto put = [&](const std::string& text) { hash.update(text.data(), text.size() + 1); };  // with its NUL
+  put("gpurun-layer-v1");  // bump when build_layer's output format changes
+  put(workdir);
+  for (const auto& [path, item] : collected->entries) {
+    put(path);
+    put(std::to_string(static_cast<int>(item.kind)) + (item.executable ? "x" : "-") + std::to_string(item.size));
+    put(item.link_target);
+    if (item.kind != Kind::file) continue;
+    struct stat st {};
+    if (::stat(item.source.c_str(), &st) != 0) return usage_error("image add: cannot read " + item.source.string() + "; check its permissions");
+    put(fmt_stat(st));
+  }
+  return LayerInputs{hash.digest(), std::move(collected->warnings)};
+}
+
+util::Result<Layer> build_layer(const std::string& manifest_dir, const std::vector<manifest::ImageAdd>& add,
+                                const std::string& workdir, const std::string& output_path) {
+  auto collected = collect_entries(manifest_dir, add, workdir);
+  if (!collected) return collected.error();
+  const std::map<std::string, Entry>& entries = collected->entries;
 
   Sink sink;
   sink.file = std::fopen(output_path.c_str(), "wb");
@@ -433,7 +478,7 @@ util::Result<Layer> build_layer(const std::string& manifest_dir, const std::vect
   layer.size = sink.blob_size;
   layer.tar_size = sink.tar_size;
   layer.entries = entries.size();
-  layer.warnings = collector.warnings;
+  layer.warnings = collected->warnings;
   return layer;
 }
 

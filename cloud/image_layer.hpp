@@ -48,6 +48,16 @@ inline constexpr std::uint64_t large_file_warning_bytes = 100ull * 1000 * 1000;
 util::Result<Layer> build_layer(const std::string& manifest_dir, const std::vector<manifest::ImageAdd>& add,
                                 const std::string& workdir, const std::string& output_path);
 
+// What build_layer would read, fingerprinted: each entry's archive path, kind, mode and size, and
+// each source file's inode, size, mtime and ctime (ns). Equal keys mean an equal layer, so a
+// built layer can be reused without reading its files. Errors are those build_layer reports.
+struct LayerInputs {
+  std::string key;  // "sha256:<hex>"
+  std::vector<std::string> warnings;
+};
+util::Result<LayerInputs> layer_inputs(const std::string& manifest_dir, const std::vector<manifest::ImageAdd>& add,
+                                       const std::string& workdir);
+
 // "sha256:<hex>" of a byte string.
 std::string sha256_digest(std::string_view bytes);
 

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fmt/format.h>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <set>
 
@@ -68,6 +69,43 @@ std::optional<std::string> cached_blob(const std::string& cache_dir, const std::
   std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   if (sha256_digest(bytes) != digest) return std::nullopt;
   return bytes;
+}
+
+// A layer built before from the same inputs, when its record and blob are intact.
+std::optional<Layer> read_layer_record(const std::string& record_path, const std::string& blob_dir) {
+  std::ifstream in(record_path, std::ios::binary);
+  if (!in) return std::nullopt;
+  auto record = json::parse(in, nullptr, false);
+  if (record.is_discarded() || !record.is_object() || !record.contains("digest") || !record["digest"].is_string() ||
+      !record.contains("diff_id") || !record["diff_id"].is_string() || !record.contains("size") ||
+      !record["size"].is_number_unsigned()) {
+    return std::nullopt;
+  }
+  Layer layer;
+  layer.digest = record["digest"].get<std::string>();
+  layer.diff_id = record["diff_id"].get<std::string>();
+  layer.size = record["size"].get<std::uint64_t>();
+  layer.path = blob_dir + "/" + hex_of(layer.digest);
+  std::error_code ec;
+  if (layer.digest.rfind("sha256:", 0) != 0 || fs::file_size(layer.path, ec) != layer.size || ec) return std::nullopt;
+  return layer;
+}
+
+// Best effort: without a record the layer is built again next time.
+void write_layer_record(const std::string& record_path, const Layer& layer) {
+  std::error_code ec;
+  fs::create_directories(fs::path(record_path).parent_path(), ec);
+  const std::string temporary = record_path + ".tmp-" + unique_suffix();
+  {
+    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
+    out << json{{"digest", layer.digest}, {"diff_id", layer.diff_id}, {"size", layer.size}}.dump();
+    if (!out) {
+      fs::remove(temporary, ec);
+      return;
+    }
+  }
+  fs::rename(temporary, record_path, ec);
+  if (ec) fs::remove(temporary, ec);
 }
 
 registry::Options with_credentials(registry::Options options, const std::string& registry_name) {
@@ -218,16 +256,27 @@ util::Result<BuiltImage> build_image(const manifest::Manifest& manifest, const m
   if (ec) return util::make_error(util::ExitCode::backend, fmt::format("cannot create the image store {}: {}", store_dir, ec.message()));
   (void)write_file(store_dir + "/oci-layout", R"({"imageLayoutVersion":"1.0.0"})");
 
-  const std::string layer_temp = store_dir + "/tmp/layer-" + unique_suffix() + ".tar.gz";
-  auto layer = build_layer(manifest.dir, image.add, image.workdir, layer_temp);
+  // The add: layer is reused while its inputs are unchanged (a record under layers/ keyed by
+  // them), so an unchanged image is neither re-read nor re-compressed.
+  auto inputs = layer_inputs(manifest.dir, image.add, image.workdir);
+  if (!inputs) return image_error(image.name, inputs.error());
+  const std::string record_path = store_dir + "/layers/" + hex_of(inputs->key);
+  std::optional<Layer> layer = read_layer_record(record_path, blob_dir);
   if (!layer) {
-    fs::remove(layer_temp, ec);
-    return image_error(image.name, layer.error());
+    const std::string layer_temp = store_dir + "/tmp/layer-" + unique_suffix() + ".tar.gz";
+    auto fresh = build_layer(manifest.dir, image.add, image.workdir, layer_temp);
+    if (!fresh) {
+      fs::remove(layer_temp, ec);
+      return image_error(image.name, fresh.error());
+    }
+    const std::string fresh_path = blob_dir + "/" + hex_of(fresh->digest);
+    fs::rename(layer_temp, fresh_path, ec);
+    if (ec) return util::make_error(util::ExitCode::backend, fmt::format("cannot write {}: {}", fresh_path, ec.message()));
+    write_layer_record(record_path, *fresh);
+    layer = std::move(fresh).value();
   }
   const std::string layer_path = blob_dir + "/" + hex_of(layer->digest);
-  fs::rename(layer_temp, layer_path, ec);
-  if (ec) return util::make_error(util::ExitCode::backend, fmt::format("cannot write {}: {}", layer_path, ec.message()));
-  built.warnings = layer->warnings;
+  built.warnings = inputs->warnings;
 
   json config = oci::image_config(base, image.env, image.workdir, {layer->diff_id});
   built.config = oci::canonical(config);
@@ -295,6 +344,22 @@ util::Result<PushReport> push_built_image(
     }
     if (on_blob) on_blob(descriptor, how, bytes);
   };
+  // A registry accepts a manifest only once it holds all its blobs: when the manifest is there,
+  // so is everything else, and only missing tags are written (a no-change redeploy: 2 HEADs + 1 PUT).
+  auto held = client.manifest_digest(repository, image.digest);
+  if (!held) return held.error();
+  if (*held && **held == image.digest) {
+    for (const auto& blob : image.blobs) count(blob.descriptor, registry::BlobOutcome::How::skipped, 0);
+    for (const auto& tag : tags) {
+      auto current = client.manifest_digest(repository, tag);
+      if (!current) return current.error();
+      if (*current && **current == image.digest) continue;
+      auto tagged = client.put_manifest(repository, tag, image.manifest, oci::manifest_media_type);
+      if (!tagged) return tagged.error();
+    }
+    report.digest = image.digest;
+    return report;
+  }
   for (std::size_t i = 0; i < image.blobs.size(); ++i) {
     auto& blob = image.blobs[i];
     const bool from_base = i >= 1 && i <= image.base_layers;

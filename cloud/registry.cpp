@@ -553,6 +553,17 @@ util::Result<bool> Client::mount_blob(const std::string& repository, const std::
   return false;
 }
 
+util::Result<std::optional<std::string>> Client::manifest_digest(const std::string& repository, const std::string& reference) {
+  auto response = send(make_request("HEAD", base_ + "/v2/" + repository + "/manifests/" + reference),
+                       "repository:" + repository + ":pull,push");
+  if (!response) return response.error();
+  if (response->status == 404) return std::optional<std::string>();
+  if (response->status != 200) {
+    return failure("HEAD manifest " + repository + ":" + reference, *response, "check the repository name and your access");
+  }
+  return std::optional<std::string>(response->header("Docker-Content-Digest"));
+}
+
 util::Result<FetchedManifest> Client::get_manifest(const std::string& repository, const std::string& reference) {
   auto response = send(make_request("GET", base_ + "/v2/" + repository + "/manifests/" + reference),
                        "repository:" + repository + ":pull");

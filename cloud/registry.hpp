@@ -97,6 +97,9 @@ class Client {
 
   // Mounts a blob from repository `from` of this registry; false when the registry would not.
   util::Result<bool> mount_blob(const std::string& repository, const std::string& digest, const std::string& from);
+  // The digest `repository` serves for manifest `reference` (tag or digest; one HEAD), or
+  // nullopt when it has none.
+  util::Result<std::optional<std::string>> manifest_digest(const std::string& repository, const std::string& reference);
   // GETs a manifest by tag or digest; an index is returned as is.
   util::Result<FetchedManifest> get_manifest(const std::string& repository, const std::string& reference);
   // Streams a blob into `path` (written under a temporary name, its digest checked, then renamed).

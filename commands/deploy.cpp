@@ -26,6 +26,10 @@ struct DeployOptions {
 
 std::string short_digest(const std::string& digest) { return digest.substr(0, std::min<std::size_t>(digest.size(), 19)); }
 
+double ms_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+}
+
 // Puts each image where the plan says it runs: the local cloud uses the local image store,
 // other clouds get it pushed to their registry. Fills `locations` and `push_json`.
 util::Result<void> push_images(Context& ctx, const cloud::Config& config, const manifest::Manifest& manifest,
@@ -50,9 +54,11 @@ util::Result<void> push_images(Context& ctx, const cloud::Config& config, const 
       const auto* cloud = config.find_cloud(cloud_name);
       if (cloud == nullptr) continue;
       nlohmann::json entry = {{"image", placed.name}, {"cloud", cloud_name}, {"digest", image.digest}};
+      const auto started = std::chrono::steady_clock::now();
       if (cloud->backend == "local") {
         // The local cloud runs images from the local store: it needs the base layers there.
         if (auto fetched = cloud::fetch_base_layers(image, image_store); !fetched) return fetched.error();
+        entry["push_ms"] = ms_since(started);
         locations.push_back({manifest.app, placed.name, image.digest, cloud_name, "", "local", 0});
         entry.update({{"registry", nullptr}, {"repository", nullptr}, {"bytes_uploaded", 0}, {"blobs_uploaded", 0},
                       {"blobs_skipped", image.blobs.size()}, {"blobs_mounted", 0}});
@@ -84,6 +90,7 @@ util::Result<void> push_images(Context& ctx, const cloud::Config& config, const 
       const std::string repository = util::to_lower(manifest.app) + "/" + util::to_lower(placed.name);
       const auto tags = cloud::registry::default_tags(image.digest, "v" + std::to_string(version));
       auto report_push = cloud::push_built_image(client, image, repository, tags, image_store, options, on_blob);
+      entry["push_ms"] = ms_since(started);
       if (!report_push) {
         std::string message = report_push.error().message;
         if (message.find("username and password") != std::string::npos) {
@@ -126,9 +133,12 @@ int run_deploy(Context& ctx, const DeployOptions& options) {
   const std::string image_store = cloud::image_store_dir(store->dir());
   std::map<std::string, cloud::BuiltImage> built;
   std::map<std::string, std::string> digests;
+  nlohmann::json build_json = nlohmann::json::array();
   for (const auto& image : manifest->images) {
+    const auto started = std::chrono::steady_clock::now();
     auto made = cloud::build_image(*manifest, image, image_store);
     if (!made) return report(ctx, made.error());
+    build_json.push_back({{"image", image.name}, {"digest", made->digest}, {"build_ms", ms_since(started)}});
     for (const auto& w : made->warnings) ctx.err << "gpurun: warning: image '" << image.name << "': " << w << '\n';
     digests[image.name] = made->digest;
     built.emplace(image.name, std::move(made).value());
@@ -196,6 +206,7 @@ int run_deploy(Context& ctx, const DeployOptions& options) {
     out["version"] = *version;
     out["digest"] = digest;
     out["volumes"] = volume_json;
+    out["image_builds"] = build_json;
     out["image_pushes"] = push_json;
     ctx.out << out.dump(2) << '\n';
   } else {

@@ -6,6 +6,7 @@
 #include <archive.h>
 #include <archive_entry.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -166,6 +167,49 @@ TEST_CASE("image layer: a changed file changes the digest") {
   REQUIRE(second.ok());
   CHECK(first->digest != second->digest);
   CHECK(first->entries == 2);
+}
+
+TEST_CASE("image layer: the inputs key changes with content, mode, names and workdir, not with nothing") {
+  test::TempDir dir;
+  const std::string src = dir.path() + "/src";
+  write(src + "/main.py", "v1");
+  write(src + "/lib/util.py", "u");
+  const std::vector<manifest::ImageAdd> add{{".", ""}};
+  auto key = [&](const std::string& workdir = "/app") {
+    auto inputs = cloud::layer_inputs(src, add, workdir);
+    REQUIRE_MESSAGE(inputs.ok(), inputs.error().message);
+    return inputs->key;
+  };
+  const std::string first = key();
+  CHECK(first.rfind("sha256:", 0) == 0);
+  CHECK(key() == first);
+  CHECK(key("/srv") != first);
+
+  SUBCASE("same size, new content (mtime moves)") {
+    const auto old_time = fs::last_write_time(src + "/main.py");
+    write(src + "/main.py", "v2");
+    fs::last_write_time(src + "/main.py", old_time + std::chrono::seconds(1));
+    CHECK(key() != first);
+  }
+  SUBCASE("the executable bit") {
+    fs::permissions(src + "/lib/util.py", fs::perms::owner_exec, fs::perm_options::add);
+    CHECK(key() != first);
+  }
+  SUBCASE("a new file, and an ignored one") {
+    write(src + "/.gpurunignore", "*.log\n");
+    const std::string with_ignore = key();
+    CHECK(with_ignore != first);
+    write(src + "/run.log", "ignored");
+    CHECK(key() == with_ignore);
+    write(src + "/data.txt", "new");
+    CHECK(key() != with_ignore);
+  }
+  SUBCASE("errors are build_layer's") {
+    auto missing = cloud::layer_inputs(src, {{"nope.py", ""}}, "/app");
+    REQUIRE_FALSE(missing.ok());
+    CHECK(missing.error().message == "image add: 'nope.py' does not exist in " + fs::canonical(src).string() +
+                                         "; sources are relative to the manifest's directory");
+  }
 }
 
 TEST_CASE("image layer: ignore rules") {

@@ -3,6 +3,7 @@
 #include <archive.h>
 #include <archive_entry.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -11,6 +12,8 @@
 #include <vector>
 
 #include "cloud/image_store.hpp"
+#include "cloud/registry.hpp"
+#include "tests/unit/registry_server.hpp"
 #include "tests/unit/temp_dir.hpp"
 
 using namespace gpurun;
@@ -66,7 +69,92 @@ std::vector<std::string> tree(const std::string& dir) {
   return names;
 }
 
+void write_file(const fs::path& path, const std::string& text) {
+  fs::create_directories(path.parent_path());
+  std::ofstream(path, std::ios::binary) << text;
+}
+
+// An app of one image (base scratch, add: ./src) in `dir`.
+manifest::Manifest scratch_app(const std::string& dir) {
+  manifest::Manifest manifest;
+  manifest.dir = dir;
+  manifest.app = "demo";
+  manifest::Image image;
+  image.name = "tiny";
+  image.base = "scratch";
+  image.add = {{"./src", ""}};
+  manifest.images.push_back(image);
+  return manifest;
+}
+
 }  // namespace
+
+TEST_CASE("build_image: an unchanged add: layer is reused, a changed one rebuilt") {
+  test::TempDir dir;
+  write_file(dir.path() + "/src/main.py", "print('v1')\n");
+  const auto manifest = scratch_app(dir.path());
+  const std::string store = dir.path() + "/store";
+  auto first = build_image(manifest, manifest.images[0], store);
+  REQUIRE_MESSAGE(first.ok(), first.error().message);
+  const std::string layer_path = first->blobs.back().path;
+  // A reused layer is not written again: its blob keeps an old mtime.
+  const auto old_time = fs::last_write_time(layer_path) - std::chrono::hours(1);
+  fs::last_write_time(layer_path, old_time);
+
+  auto second = build_image(manifest, manifest.images[0], store);
+  REQUIRE_MESSAGE(second.ok(), second.error().message);
+  CHECK(second->digest == first->digest);
+  CHECK(second->blobs.back().path == layer_path);
+  CHECK(fs::last_write_time(layer_path) == old_time);
+
+  SUBCASE("a changed file builds a new layer") {
+    write_file(dir.path() + "/src/main.py", "print('v2')\n");
+    auto changed = build_image(manifest, manifest.images[0], store);
+    REQUIRE_MESSAGE(changed.ok(), changed.error().message);
+    CHECK(changed->digest != first->digest);
+    CHECK(changed->blobs.back().descriptor.digest != first->blobs.back().descriptor.digest);
+  }
+  SUBCASE("a record whose blob is gone builds the layer again") {
+    fs::remove(layer_path);
+    auto rebuilt = build_image(manifest, manifest.images[0], store);
+    REQUIRE_MESSAGE(rebuilt.ok(), rebuilt.error().message);
+    CHECK(rebuilt->digest == first->digest);
+    CHECK(fs::exists(layer_path));
+  }
+}
+
+TEST_CASE("push_built_image: a no-change push is a HEAD of the manifest, a HEAD per tag and one PUT for the new tag") {
+  if (!test::have_docker_registry()) {
+    MESSAGE("skipped: the docker-registry binary is missing (apt-get install docker-registry)");
+    return;
+  }
+  test::LoopbackRegistry server;
+  test::TempDir dir;
+  write_file(dir.path() + "/src/main.py", "print('v1')\n");
+  const auto manifest = scratch_app(dir.path());
+  const std::string store = dir.path() + "/store";
+  auto image = build_image(manifest, manifest.images[0], store);
+  REQUIRE_MESSAGE(image.ok(), image.error().message);
+
+  registry::Client client(server.address());
+  auto first = push_built_image(client, *image, "demo/tiny", registry::default_tags(image->digest, "v1"), store, {});
+  REQUIRE_MESSAGE(first.ok(), first.error().message);
+  CHECK(first->blobs_uploaded == 2);
+
+  registry::Client again(server.address());
+  auto second = push_built_image(again, *image, "demo/tiny", registry::default_tags(image->digest, "v2"), store, {});
+  REQUIRE_MESSAGE(second.ok(), second.error().message);
+  CHECK(second->digest == image->digest);
+  CHECK(second->blobs_skipped == 2);
+  CHECK(second->bytes_uploaded == 0);
+  CHECK(again.request_counts() == registry::RequestCounts{{"HEAD", 3}, {"PUT", 1}});
+  auto tagged = again.manifest_digest("demo/tiny", "v2");
+  REQUIRE(tagged.ok());
+  CHECK(*tagged == std::optional<std::string>(image->digest));
+  auto missing = again.manifest_digest("demo/tiny", "v9");
+  REQUIRE(missing.ok());
+  CHECK_FALSE(missing->has_value());
+}
 
 TEST_CASE("apply_layer: .wh. files remove what lower layers made, files and directories alike") {
   test::TempDir temp;
