@@ -177,17 +177,6 @@ TEST_CASE("http: requests over a unix socket") {
   CHECK(server.requests().at(0).header("Host") == "localhost");
 }
 
-TEST_CASE("http: a unix socket nobody listens on is a transport error") {
-  test::TempDir dir;
-  Client client;
-  Request request{.url = "http://localhost/ping"};
-  request.unix_socket = dir.path() + "/none.sock";
-  auto response = client.perform(request);
-  REQUIRE_FALSE(response.ok());
-  CHECK(response.error().message == "cannot reach http://localhost/ping: Failed to connect to " + request.unix_socket +
-                                        ": Couldn't connect to server; check that the server is running and the address is right");
-}
-
 TEST_CASE("http: url_encode keeps unreserved characters only") {
   CHECK(cloud::http::url_encode("repository:app/img:pull,push") == "repository%3Aapp%2Fimg%3Apull%2Cpush");
   CHECK(cloud::http::url_encode("a-b_c.d~e") == "a-b_c.d~e");
