@@ -32,6 +32,8 @@ util::Result<void> push_images(Context& ctx, const cloud::Config& config, const 
                                const cloud::Plan& plan, std::map<std::string, cloud::BuiltImage>& built,
                                const std::string& image_store, int version, std::vector<cloud::ImageLocation>& locations,
                                nlohmann::json& push_json) {
+  auto idle_timeout = cloud::registry::idle_timeout_from_env();
+  if (!idle_timeout) return idle_timeout.error();
   for (const auto& placed : plan.images) {
     for (const auto& cloud_name : placed.clouds) {
       const auto* cloud = config.find_cloud(cloud_name);
@@ -60,6 +62,7 @@ util::Result<void> push_images(Context& ctx, const cloud::Config& config, const 
         continue;
       }
       cloud::registry::Options options;
+      options.idle_timeout = *idle_timeout;
       options.credentials = cloud::registry::find_credentials(cloud->registry);
       const std::string label = fmt::format("{} -> {}", placed.name, cloud_name);
       if (ctx.err_is_tty) {
@@ -83,7 +86,7 @@ util::Result<void> push_images(Context& ctx, const cloud::Config& config, const 
       cloud::registry::Client client(cloud->registry, options);
       const std::string repository = util::to_lower(manifest.app) + "/" + util::to_lower(placed.name);
       const auto tags = cloud::registry::default_tags(image.digest, "v" + std::to_string(version));
-      auto report_push = cloud::push_built_image(client, image, repository, tags, image_store, options, on_blob);
+      auto report_push = cloud::push_built_image(client, image, repository, tags, options, on_blob);
       if (!report_push) {
         std::string message = report_push.error().message;
         if (message.find("username and password") != std::string::npos) {
@@ -126,8 +129,12 @@ int run_deploy(Context& ctx, const DeployOptions& options) {
   const std::string image_store = cloud::image_store_dir(store->dir());
   std::map<std::string, cloud::BuiltImage> built;
   std::map<std::string, std::string> digests;
+  auto idle_timeout = cloud::registry::idle_timeout_from_env();
+  if (!idle_timeout) return report(ctx, idle_timeout.error());
+  cloud::registry::Options base_options;  // for registry bases
+  base_options.idle_timeout = *idle_timeout;
   for (const auto& image : manifest->images) {
-    auto made = cloud::build_image(*manifest, image, image_store);
+    auto made = cloud::build_image(*manifest, image, image_store, base_options);
     if (!made) return report(ctx, made.error());
     for (const auto& w : made->warnings) ctx.err << "gpurun: warning: image '" << image.name << "': " << w << '\n';
     digests[image.name] = made->digest;
