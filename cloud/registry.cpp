@@ -494,6 +494,7 @@ util::Result<std::uint64_t> Client::upload_streamed(const std::string& repositor
       if (!status->header("Location").empty()) location = status->header("Location");
       offset = *held;
     } else {
+      if (status && status->status == 204) (void)send(make_request("DELETE", absolute(location)), scope, false);
       location.clear();
     }
   }

@@ -4,8 +4,8 @@
 # for good, or stalls. Each push either succeeds with a correct image (checked on the registry
 # itself, not through the proxy) or fails in bounded time with a clear error, no tag and nothing
 # recorded; a deploy after the faults are lifted uploads only what is missing.
-source "$(dirname "$0")/lib.sh"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$HERE/lib.sh"
 
 for tool in docker-registry python3 curl sha256sum; do
   if ! command -v "$tool" >/dev/null 2>&1; then echo "skipped: $tool is missing"; exit 77; fi
