@@ -77,8 +77,10 @@ void global_init() {
   std::call_once(once, [] { curl().global_init(CURL_GLOBAL_DEFAULT); });
 }
 
-// The URL without "user:password@" so that messages never carry credentials.
+// The URL without "user:password@" (messages never carry credentials) and without its query
+// (an upload session's long state token says nothing to a reader).
 std::string url_for_message(std::string_view url) {
+  if (auto query = url.find('?'); query != std::string_view::npos) url = url.substr(0, query);
   auto scheme_end = url.find("://");
   std::size_t authority = scheme_end == std::string_view::npos ? 0 : scheme_end + 3;
   auto authority_end = url.find_first_of("/?#", authority);
@@ -101,12 +103,15 @@ struct Transfer {
   bool reader_failed = false;
   std::uint64_t body_read = 0;  // body bytes handed to curl (upload_now also counts chunk framing)
   std::uint64_t last_progress = 0;
+  long status = 0;  // of the response being received
 };
 
 std::size_t on_write(char* data, std::size_t size, std::size_t count, void* user) {
   auto* transfer = static_cast<Transfer*>(user);
   std::size_t bytes = size * count;
-  if (transfer->request->on_body) {
+  // Only a successful response's body is streamed: an error body (a 401 before a replay, a
+  // registry's JSON error) stays in Response::body for the caller's message.
+  if (transfer->request->on_body && transfer->status >= 200 && transfer->status < 300) {
     bool keep_going = false;
     try {
       keep_going = transfer->request->on_body(data, bytes);
@@ -129,6 +134,9 @@ std::size_t on_header(char* data, std::size_t size, std::size_t count, void* use
   std::string_view line(data, bytes);
   if (line.substr(0, 5) == "HTTP/") {
     transfer->response->headers.clear();  // a new response (100 Continue, redirect)
+    auto space = line.find(' ');
+    auto code = space == std::string_view::npos ? std::nullopt : util::parse_uint(line.substr(space + 1, 3));
+    transfer->status = code ? static_cast<long>(*code) : 0;
     return bytes;
   }
   auto colon = line.find(':');
@@ -277,6 +285,12 @@ util::Result<Response> Client::perform(const Request& request) {
   if (code != CURLE_OK) {
     if (transfer.receiver_aborted) return fail("the download was aborted by its receiver");
     if (transfer.reader_failed) return fail("reading the upload body failed");
+    if (code == CURLE_OPERATION_TIMEDOUT && request.low_speed_timeout_s > 0 &&
+        std::string_view(error_buffer).find("too slow") != std::string_view::npos) {
+      return util::Error{util::ExitCode::backend, shown_url + ": the server stalled (nothing moved for " +
+                                                      std::to_string(request.low_speed_timeout_s) +
+                                                      " s); check that it is healthy and not overloaded"};
+    }
     return fail(error_buffer[0] != 0 ? std::string(error_buffer) : std::string(http::curl().easy_strerror(code)));
   }
   http::curl().easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &response.status);

@@ -326,7 +326,7 @@ util::Result<void> fetch_base_layers(BuiltImage& image, const std::string& store
 
 util::Result<PushReport> push_built_image(
     registry::Client& client, BuiltImage& image, const std::string& repository, const std::vector<std::string>& tags,
-    const std::string& store_dir, const registry::Options& options,
+    const registry::Options& options,
     const std::function<void(const oci::Descriptor&, registry::BlobOutcome::How, std::uint64_t)>& on_blob) {
   PushReport report;
   const bool registry_base = image.base.kind == oci::BaseSpec::Kind::registry;
@@ -360,6 +360,7 @@ util::Result<PushReport> push_built_image(
     report.digest = image.digest;
     return report;
   }
+  std::optional<registry::Client> source;
   for (std::size_t i = 0; i < image.blobs.size(); ++i) {
     auto& blob = image.blobs[i];
     const bool from_base = i >= 1 && i <= image.base_layers;
@@ -379,7 +380,12 @@ util::Result<PushReport> push_built_image(
         }
       }
       if (blob.path.empty()) {
-        if (auto fetched = fetch_base_layers(image, store_dir, options); !fetched) return fetched.error();
+        // Not in the local store: streamed from the base's registry straight into this one.
+        if (!source) source.emplace(image.base.reference.registry, with_credentials(options, image.base.reference.registry));
+        auto copied = client.copy_blob(*source, image.base.reference.repository, repository, blob.descriptor);
+        if (!copied) return image_error(image.name, copied.error());
+        count(blob.descriptor, copied->how, copied->bytes_uploaded);
+        continue;
       }
     }
     auto outcome = client.push_blob(repository, blob);

@@ -52,12 +52,13 @@ struct PushReport {
 };
 
 // Pushes `image` to `repository` of `client`'s registry: blobs already there are skipped, a
-// registry base on the same registry is mounted, other base layers are fetched into the store
-// and copied; then the manifest by digest, then `tags` (so a failure tags nothing).
+// registry base on the same registry is mounted, other base layers are uploaded from the store
+// when there, else streamed from the base's registry (not stored); then the manifest by digest,
+// then `tags` (so a failure tags nothing).
 // `on_blob` is told each blob's outcome.
 util::Result<PushReport> push_built_image(
     registry::Client& client, BuiltImage& image, const std::string& repository, const std::vector<std::string>& tags,
-    const std::string& store_dir, const registry::Options& options,
+    const registry::Options& options,
     const std::function<void(const oci::Descriptor&, registry::BlobOutcome::How, std::uint64_t)>& on_blob = {});
 
 // Applies one gzip'd (or plain) layer tarball onto directory `root`: `.wh.NAME` removes NAME,

@@ -3,16 +3,19 @@
 #include <openssl/evp.h>
 #include <unistd.h>
 
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <mutex>
 #include <thread>
 
 #include <nlohmann/json.hpp>
 
 #include "util/strings.hpp"
+#include "util/units.hpp"
 
 namespace gpurun::cloud::registry {
 
@@ -128,16 +131,6 @@ http::Request make_request(std::string method, std::string url) {
 
 bool retriable_status(long status) { return status >= 500 || status == 429; }
 
-// The last byte offset of a `Range: 0-N` header, or nullopt.
-std::optional<std::uint64_t> range_end(const std::string& range) {
-  auto dash = range.find('-');
-  if (dash == std::string::npos) return std::nullopt;
-  std::string end(util::trim(range.substr(dash + 1)));
-  auto value = util::parse_uint(end);
-  if (!value) return std::nullopt;
-  return static_cast<std::uint64_t>(*value);
-}
-
 std::string with_query(const std::string& url, const std::string& query) {
   return url + (url.find('?') == std::string::npos ? "?" : "&") + query;
 }
@@ -171,7 +164,100 @@ class BlobReader {
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> file_{nullptr, std::fclose};
 };
 
+// A bounded byte buffer between one producer thread and one consumer: the producer blocks while
+// it is full, the consumer while it is empty. The producer closes it with a verdict (empty = the
+// stream is complete and correct); the consumer abandons it when it stops reading.
+class BytePipe {
+ public:
+  explicit BytePipe(std::size_t capacity) : ring_(capacity) {}
+
+  // False once the consumer has abandoned the pipe.
+  bool write(const char* data, std::size_t size) {
+    std::unique_lock lock(mutex_);
+    while (size > 0) {
+      space_.wait(lock, [&] { return used_ < ring_.size() || abandoned_; });
+      if (abandoned_) return false;
+      const std::size_t tail = (head_ + used_) % ring_.size();
+      const std::size_t n = std::min({size, ring_.size() - used_, ring_.size() - tail});
+      std::copy_n(data, n, ring_.data() + tail);
+      used_ += n;
+      data += n;
+      size -= n;
+      ready_.notify_one();
+    }
+    return true;
+  }
+  void close(std::string verdict) {
+    std::lock_guard lock(mutex_);
+    closed_ = true;
+    verdict_ = std::move(verdict);
+    ready_.notify_all();
+  }
+  // Up to `size` bytes; 0 once closed and drained.
+  std::size_t read(char* out, std::size_t size) {
+    std::unique_lock lock(mutex_);
+    ready_.wait(lock, [&] { return used_ > 0 || closed_; });
+    const std::size_t n = std::min({size, used_, ring_.size() - head_});
+    std::copy_n(ring_.data() + head_, n, out);
+    head_ = (head_ + n) % ring_.size();
+    used_ -= n;
+    space_.notify_one();
+    return n;
+  }
+  // Waits for the producer to finish; its verdict (empty = good).
+  std::string wait_verdict() {
+    std::unique_lock lock(mutex_);
+    ready_.wait(lock, [&] { return closed_; });
+    return verdict_;
+  }
+  void abandon() {
+    std::lock_guard lock(mutex_);
+    abandoned_ = true;
+    space_.notify_all();
+  }
+
+ private:
+  std::vector<char> ring_;
+  std::size_t head_ = 0;
+  std::size_t used_ = 0;
+  bool closed_ = false;
+  bool abandoned_ = false;
+  std::string verdict_;
+  std::mutex mutex_;
+  std::condition_variable ready_;
+  std::condition_variable space_;
+};
+
+constexpr std::size_t copy_buffer_bytes = 4 * 1024 * 1024;
+
 }  // namespace
+
+std::chrono::milliseconds backoff_delay(int attempt, std::chrono::milliseconds initial, std::chrono::milliseconds cap) {
+  auto delay = initial;
+  for (int i = 1; i < attempt && delay < cap; ++i) delay *= 2;
+  return std::min(delay, cap);
+}
+
+std::optional<std::uint64_t> parse_upload_range(std::string_view range) {
+  range = util::trim(range);
+  if (range.rfind("bytes=", 0) == 0) range.remove_prefix(6);
+  auto dash = range.find('-');
+  if (dash == std::string_view::npos || util::trim(range.substr(0, dash)) != "0") return std::nullopt;
+  auto end = util::parse_uint(util::trim(range.substr(dash + 1)));
+  if (!end) return std::nullopt;
+  return *end == 0 ? 0 : static_cast<std::uint64_t>(*end) + 1;
+}
+
+util::Result<std::chrono::seconds> idle_timeout_from_env(std::chrono::seconds fallback) {
+  const char* text = std::getenv("GPURUN_REGISTRY_TIMEOUT");
+  if (text == nullptr || *text == '\0') return fallback;
+  auto duration = util::parse_duration(text);
+  if (!duration || *duration < std::chrono::seconds(1)) {
+    return util::Error{util::ExitCode::usage, std::string("GPURUN_REGISTRY_TIMEOUT='") + text +
+                                                  "': expected a duration of at least 1s, such as 30s or 2m"};
+  }
+  return std::chrono::duration_cast<std::chrono::seconds>(*duration);
+}
 
 util::Result<std::string> base_url(std::string_view registry, bool insecure) {
   std::string text(registry);
@@ -216,9 +302,14 @@ std::string Client::absolute(const std::string& location) const {
 
 util::Error Client::failure(const std::string& what, const http::Response& response, const std::string& advice) const {
   std::string detail = registry_errors(response.body);
+  // A server error was already retried: what helps is the registry's own health.
+  const std::string fix = retriable_status(response.status)
+                              ? "the registry kept failing (" + std::to_string(options_.max_attempts) +
+                                    " attempts); check that it is healthy (its logs, free disk space) and try again"
+                              : advice;
   return util::Error{util::ExitCode::backend, "registry " + registry_ + ": " + what + " failed with HTTP " +
                                                   std::to_string(response.status) +
-                                                  (detail.empty() ? "" : " " + detail) + "; " + advice};
+                                                  (detail.empty() ? "" : " " + detail) + "; " + fix};
 }
 
 util::Result<void> Client::authenticate(const http::Response& challenge, const std::string& scope) {
@@ -245,6 +336,7 @@ util::Result<void> Client::authenticate(const http::Response& challenge, const s
   if (!query.empty()) url = with_query(url, util::join(query, "&"));
   http::Request request = make_request("GET", url);
   request.ca_file = options_.ca_file;
+  request.low_speed_timeout_s = static_cast<long>(options_.idle_timeout.count());
   if (options_.credentials) {
     request.headers.emplace_back("Authorization",
                                  "Basic " + base64(options_.credentials->username + ":" + options_.credentials->password));
@@ -270,10 +362,10 @@ util::Result<void> Client::authenticate(const http::Response& challenge, const s
 util::Result<http::Response> Client::send(http::Request request, const std::string& scope, bool replayable) {
   if (!base_error_.message.empty()) return base_error_;
   request.ca_file = options_.ca_file;
+  request.low_speed_timeout_s = static_cast<long>(options_.idle_timeout.count());
   request.headers.emplace_back("Accept", accept_manifests);
   const std::size_t plain_headers = request.headers.size();
   bool challenged = false;
-  auto backoff = options_.initial_backoff;
   for (int attempt = 1;; ++attempt) {
     request.headers.resize(plain_headers);
     if (basic_ && options_.credentials) {
@@ -298,8 +390,7 @@ util::Result<http::Response> Client::send(http::Request request, const std::stri
                                                       "); check the username and password"};
     }
     if (!retry || !replayable || attempt >= options_.max_attempts) return response;
-    std::this_thread::sleep_for(backoff);
-    backoff *= 2;
+    std::this_thread::sleep_for(backoff_delay(attempt, options_.initial_backoff));
   }
 }
 
@@ -316,7 +407,7 @@ util::Result<void> Client::finish_upload(const std::string& repository, const Bl
                                          const std::string& scope) {
   http::Request put = make_request("PUT", with_query(absolute(location), "digest=" + http::url_encode(blob.descriptor.digest)));
   put.headers = {{"Content-Type", "application/octet-stream"}};
-  auto response = send(put, scope, false);
+  auto response = send(put, scope);
   if (!response) return response.error();
   if (response->status != 201) {
     return failure("finishing the upload of " + blob.descriptor.digest + " to " + repository, *response,
@@ -330,6 +421,16 @@ util::Result<void> Client::finish_upload(const std::string& repository, const Bl
   return {};
 }
 
+util::Result<std::string> Client::start_upload(const std::string& repository) {
+  auto start = send(make_request("POST", base_ + "/v2/" + repository + "/blobs/uploads/"),
+                    "repository:" + repository + ":pull,push");
+  if (!start) return start.error();
+  if (start->status != 202 || start->header("Location").empty()) {
+    return failure("starting an upload to " + repository, *start, "check the repository name and your access");
+  }
+  return start->header("Location");
+}
+
 util::Result<std::uint64_t> Client::upload_streamed(const std::string& repository, const Blob& blob, std::string& location,
                                                     StreamFailure& failure_kind) {
   failure_kind = StreamFailure::none;
@@ -337,6 +438,12 @@ util::Result<std::uint64_t> Client::upload_streamed(const std::string& repositor
   std::uint64_t offset = 0;
   std::uint64_t sent_total = 0;
   for (int attempt = 1;; ++attempt) {
+    if (location.empty()) {
+      auto started = start_upload(repository);
+      if (!started) return started.error();
+      location = *started;
+      offset = 0;
+    }
     BlobReader reader(blob, offset);
     if (!reader.ok()) {
       return util::Error{util::ExitCode::backend, "registry push: cannot read " + blob.path + "; build the image again"};
@@ -356,8 +463,8 @@ util::Result<std::uint64_t> Client::upload_streamed(const std::string& repositor
     sent_total += sent;
     if (response && response->status == 202) {
       location = response->header("Location").empty() ? location : response->header("Location");
-      auto end = range_end(response->header("Range"));
-      if (end && *end + 1 == blob.descriptor.size) return sent_total;
+      auto held = parse_upload_range(response->header("Range"));
+      if (held && *held == blob.descriptor.size) return sent_total;
       return util::Error{util::ExitCode::backend, "registry " + registry_ + ": the upload of " + blob.descriptor.digest +
                                                       " ended at byte " + response->header("Range") + " of " +
                                                       std::to_string(blob.descriptor.size) + "; push again"};
@@ -367,20 +474,29 @@ util::Result<std::uint64_t> Client::upload_streamed(const std::string& repositor
       return failure("PATCH upload of " + blob.descriptor.digest, *response, "push again");
     }
     if (attempt >= options_.max_attempts) {
-      if (!response) return response.error();
-      return failure("uploading " + blob.descriptor.digest + " to " + repository, *response, "push again later");
+      const std::string last = response ? "HTTP " + std::to_string(response->status) +
+                                              (registry_errors(response->body).empty() ? "" : " " + registry_errors(response->body))
+                                         : response.error().message;
+      return util::Error{util::ExitCode::backend, "registry " + registry_ + ": uploading " + blob.descriptor.digest + " to " +
+                                                      repository + " failed " + std::to_string(attempt) +
+                                                      " times, the last with: " + last +
+                                                      "; check that the registry is healthy (its logs, free disk space) and "
+                                                      "try again"};
     }
-    std::this_thread::sleep_for(options_.initial_backoff * attempt);
-    // Ask where the server's copy ends and continue from there.
+    std::this_thread::sleep_for(backoff_delay(attempt, options_.initial_backoff));
+    // Ask how much of the blob the session holds and continue from there. Distribution cancels
+    // a session whose PATCH was cut off mid-body (its upload state no longer matches), and an
+    // empty session gains nothing from being kept: both start a new session.
     auto status = send(make_request("GET", absolute(location)), scope);
-    if (!status) return status.error();
-    auto end = range_end(status->header("Range"));
-    if (status->status != 204 || !end || *end == 0) {
-      failure_kind = StreamFailure::restart;  // no usable session: the caller starts over
-      return util::Error{util::ExitCode::backend, "registry " + registry_ + ": the upload session was lost; push again"};
+    std::optional<std::uint64_t> held;
+    if (status && status->status == 204) held = parse_upload_range(status->header("Range"));
+    if (held && *held > 0 && *held < blob.descriptor.size) {
+      if (!status->header("Location").empty()) location = status->header("Location");
+      offset = *held;
+    } else {
+      if (status && status->status == 204) (void)send(make_request("DELETE", absolute(location)), scope, false);
+      location.clear();
     }
-    if (!status->header("Location").empty()) location = status->header("Location");
-    offset = *end + 1;
   }
 }
 
@@ -430,33 +546,17 @@ util::Result<BlobOutcome> Client::push_blob(const std::string& repository, const
     }
   }
   const std::string scope = "repository:" + repository + ":pull,push";
-  std::uint64_t uploaded = 0;
-  for (int round = 0; round < 2; ++round) {
-    if (location.empty()) {
-      auto start = send(make_request("POST", base_ + "/v2/" + repository + "/blobs/uploads/"), scope);
-      if (!start) return start.error();
-      if (start->status != 202 || start->header("Location").empty()) {
-        return failure("starting an upload to " + repository, *start, "check the repository name and your access");
-      }
-      location = start->header("Location");
-    }
-    StreamFailure failure_kind = StreamFailure::none;
-    auto streamed = upload_streamed(repository, blob, location, failure_kind);
-    if (streamed) {
-      uploaded += *streamed;
-      if (auto done = finish_upload(repository, blob, location, scope); !done) return done.error();
-      return BlobOutcome{BlobOutcome::How::uploaded, uploaded};
-    }
-    if (failure_kind == StreamFailure::restart && round == 0) {
-      location.clear();
-      continue;
-    }
-    if (failure_kind != StreamFailure::unsupported) return streamed.error();
-    break;  // the registry does not take streamed PATCH uploads: monolithic instead
+  StreamFailure failure_kind = StreamFailure::none;
+  auto streamed = upload_streamed(repository, blob, location, failure_kind);
+  if (streamed) {
+    if (auto done = finish_upload(repository, blob, location, scope); !done) return done.error();
+    return BlobOutcome{BlobOutcome::How::uploaded, *streamed};
   }
+  if (failure_kind != StreamFailure::unsupported) return streamed.error();
+  // The registry does not take streamed PATCH uploads: monolithic instead.
   auto monolithic = upload_monolithic(repository, blob);
   if (!monolithic) return monolithic.error();
-  return BlobOutcome{BlobOutcome::How::uploaded, uploaded + *monolithic};
+  return BlobOutcome{BlobOutcome::How::uploaded, *monolithic};
 }
 
 util::Result<std::string> Client::put_manifest(const std::string& repository, const std::string& reference,
@@ -638,6 +738,94 @@ util::Result<std::string> Client::get_small_blob(const std::string& repository, 
                                                     " does not match its digest; try again"};
   }
   return response->body;
+}
+
+util::Result<BlobOutcome> Client::copy_blob(Client& source, const std::string& source_repository,
+                                            const std::string& repository, const oci::Descriptor& blob) {
+  auto exists = blob_exists(repository, blob.digest);
+  if (!exists) return exists.error();
+  if (*exists) return BlobOutcome{BlobOutcome::How::skipped, 0};
+  const std::string scope = "repository:" + repository + ":pull,push";
+  const std::string what = "copying " + blob.digest + " from " + source.registry_ + "/" + source_repository + " to " +
+                           repository;
+  std::uint64_t sent_total = 0;
+  for (int attempt = 1;; ++attempt) {
+    auto location = start_upload(repository);
+    if (!location) return location.error();
+    BytePipe pipe(copy_buffer_bytes);
+    // The GET runs on its own thread (its own connection) and feeds the pipe, hashing as it goes.
+    std::thread producer([&] {
+      Sha256 hash;
+      std::uint64_t received = 0;
+      http::Request get = make_request("GET", source.base_ + "/v2/" + source_repository + "/blobs/" + blob.digest);
+      get.follow_redirects = true;
+      get.on_body = [&](const char* data, std::size_t size) {
+        hash.update(data, size);
+        received += size;
+        return received <= blob.size && pipe.write(data, size);
+      };
+      auto response = source.send(get, "repository:" + source_repository + ":pull", false);
+      std::string verdict;
+      if (!response) {
+        verdict = response.error().message;
+      } else if (response->status != 200) {
+        verdict = source.failure("GET blob " + blob.digest + " of " + source_repository, *response,
+                                 "check that the base image still exists")
+                      .message;
+      } else if (std::string got = hash.finish(); received != blob.size || got != blob.digest) {
+        verdict = "registry " + source.registry_ + " sent " + std::to_string(received) + " bytes with digest " + got +
+                  " for " + blob.digest + " (" + std::to_string(blob.size) + " bytes)";
+      }
+      pipe.close(verdict);
+    });
+    std::uint64_t sent = 0;
+    std::string source_problem;
+    http::Request patch = make_request("PATCH", absolute(*location));
+    patch.headers = {{"Content-Type", "application/octet-stream"}};
+    patch.body_size = blob.size;
+    patch.body_reader = [&](char* buffer, std::size_t size) -> std::size_t {
+      std::size_t got = pipe.read(buffer, std::min<std::uint64_t>(size, blob.size - sent));
+      sent += got;
+      // The last bytes go out only once the whole blob has been verified.
+      if (got == 0 || sent == blob.size) {
+        source_problem = pipe.wait_verdict();
+        if (source_problem.empty() && got == 0) source_problem = "the source ended early";
+        if (!source_problem.empty()) throw std::runtime_error(source_problem);
+      }
+      if (options_.on_progress) options_.on_progress(blob.digest, sent, blob.size);
+      return got;
+    };
+    auto response = send(patch, scope, false);
+    pipe.abandon();
+    producer.join();
+    sent_total += sent;
+    if (blob.size == 0) source_problem = pipe.wait_verdict();
+    if (response && response->status == 202 && source_problem.empty()) {
+      std::string newest = response->header("Location").empty() ? *location : response->header("Location");
+      if (auto done = finish_upload(repository, Blob{blob, "", ""}, newest, scope); !done) return done.error();
+      return BlobOutcome{BlobOutcome::How::uploaded, sent_total};
+    }
+    // Nothing was committed: the session is dropped (Distribution already did if the body was cut).
+    (void)send(make_request("DELETE", absolute(*location)), scope, false);
+    std::string problem;
+    bool retry = true;
+    if (!source_problem.empty()) {
+      problem = source_problem;
+    } else if (!response) {
+      problem = response.error().message;
+    } else {
+      problem = "HTTP " + std::to_string(response->status) +
+                (registry_errors(response->body).empty() ? "" : " " + registry_errors(response->body));
+      retry = retriable_status(response->status);
+    }
+    if (!retry || attempt >= options_.max_attempts) {
+      return util::Error{util::ExitCode::backend, "registry " + registry_ + ": " + what + " failed" +
+                                                      (attempt > 1 ? " " + std::to_string(attempt) + " times, the last" : "") +
+                                                      " with: " + problem +
+                                                      "; nothing was committed, check both registries and try again"};
+    }
+    std::this_thread::sleep_for(backoff_delay(attempt, options_.initial_backoff));
+  }
 }
 
 }  // namespace gpurun::cloud::registry

@@ -26,6 +26,8 @@ struct Options {
   std::optional<Credentials> credentials;  // basic auth, also sent to a bearer token realm
   int max_attempts = 4;   // per request, on 5xx and connection errors
   std::chrono::milliseconds initial_backoff{200};
+  // A request that moves no byte for this long is abandoned (a stalled registry); 0 = never.
+  std::chrono::seconds idle_timeout{60};
   // Fault injection for tests: asked before each buffer of a streamed upload with the blob
   // offset; returning true breaks the connection there (the push must then resume).
   std::function<bool(std::uint64_t offset)> interrupt_upload;
@@ -63,6 +65,20 @@ struct FetchedManifest {
 
 // Requests sent so far, by method (for progress output and tests).
 using RequestCounts = std::map<std::string, int>;
+
+// The wait before retry number `attempt` (1 = the first retry): `initial` doubled each time,
+// at most `cap`.
+std::chrono::milliseconds backoff_delay(int attempt, std::chrono::milliseconds initial,
+                                        std::chrono::milliseconds cap = std::chrono::seconds(10));
+
+// How many bytes an upload session holds according to its `Range: 0-N` header (N + 1), or
+// nullopt when the header is missing or malformed. "0-0" is 0: Distribution says that for an
+// empty session.
+std::optional<std::uint64_t> parse_upload_range(std::string_view range);
+
+// The idle timeout from GPURUN_REGISTRY_TIMEOUT (a duration: "5s", "2m"), else `fallback`.
+// Errors: ExitCode::usage for a value that is not a duration of at least one second.
+util::Result<std::chrono::seconds> idle_timeout_from_env(std::chrono::seconds fallback = std::chrono::seconds(60));
 
 // "http(s)://host[:port]" for a registry given as host[:port] or URL: http for loopback hosts
 // or `insecure`, https otherwise; docker.io maps to registry-1.docker.io. Errors: ExitCode::usage.
@@ -106,6 +122,12 @@ class Client {
   util::Result<void> get_blob(const std::string& repository, const oci::Descriptor& blob, const std::string& path);
   // GETs a small blob (an image config) into memory, its digest checked.
   util::Result<std::string> get_small_blob(const std::string& repository, const std::string& digest);
+  // Copies a blob from `source_repository` of `source`'s registry into `repository` of this one
+  // unless it is there: a GET streamed through a bounded buffer into the upload's PATCH body,
+  // nothing held in memory or written to disk. The digest is checked on the fly; a mismatch
+  // (or a failed GET) aborts the upload before it is committed.
+  util::Result<BlobOutcome> copy_blob(Client& source, const std::string& source_repository, const std::string& repository,
+                                      const oci::Descriptor& blob);
 
   const RequestCounts& request_counts() const { return counts_; }
   const std::string& url() const { return base_; }
@@ -113,9 +135,10 @@ class Client {
  private:
   util::Result<http::Response> send(http::Request request, const std::string& scope, bool replayable = true);
   util::Result<void> authenticate(const http::Response& challenge, const std::string& scope);
-  enum class StreamFailure { none, restart, unsupported };
+  enum class StreamFailure { none, unsupported };
   util::Result<std::uint64_t> upload_streamed(const std::string& repository, const Blob& blob, std::string& location,
                                               StreamFailure& failure_kind);
+  util::Result<std::string> start_upload(const std::string& repository);
   util::Result<std::uint64_t> upload_monolithic(const std::string& repository, const Blob& blob);
   util::Result<void> finish_upload(const std::string& repository, const Blob& blob, const std::string& location,
                                    const std::string& scope);

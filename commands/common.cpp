@@ -240,10 +240,13 @@ std::string image_repository(const std::string& app, const std::string& image) {
 
 util::Result<cloud::PushReport> push_image_to_cloud(Context& ctx, const cloud::Config& config, const cloud::CloudConfig& cloud,
                                                     const std::string& app, cloud::BuiltImage& image,
-                                                    const std::vector<std::string>& tags, const std::string& image_store) {
+                                                    const std::vector<std::string>& tags) {
   if (cloud.registry.empty()) return missing_registry(config, cloud, image.name);
   auto short_digest = [](const std::string& digest) { return digest.substr(0, std::min<std::size_t>(digest.size(), 19)); };
+  auto idle_timeout = cloud::registry::idle_timeout_from_env();
+  if (!idle_timeout) return idle_timeout.error();
   cloud::registry::Options options;
+  options.idle_timeout = *idle_timeout;
   options.credentials = cloud::registry::find_credentials(cloud.registry);
   const std::string label = fmt::format("{} -> {}", image.name, cloud.name);
   if (ctx.err_is_tty) {
@@ -266,7 +269,7 @@ util::Result<cloud::PushReport> push_image_to_cloud(Context& ctx, const cloud::C
   };
   cloud::registry::Client client(cloud.registry, options);
   const std::string repository = image_repository(app, image.name);
-  auto pushed = cloud::push_built_image(client, image, repository, tags, image_store, options, on_blob);
+  auto pushed = cloud::push_built_image(client, image, repository, tags, options, on_blob);
   if (!pushed) {
     std::string message = pushed.error().message;
     if (message.find("username and password") != std::string::npos) {

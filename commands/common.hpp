@@ -104,6 +104,6 @@ std::string image_repository(const std::string& app, const std::string& image);
 // registry and repository, and what to check.
 util::Result<cloud::PushReport> push_image_to_cloud(Context& ctx, const cloud::Config& config, const cloud::CloudConfig& cloud,
                                                     const std::string& app, cloud::BuiltImage& image,
-                                                    const std::vector<std::string>& tags, const std::string& image_store);
+                                                    const std::vector<std::string>& tags);
 
 }  // namespace gpurun::commands

@@ -24,8 +24,6 @@ struct DeployOptions {
   bool json = false;
 };
 
-std::string short_digest(const std::string& digest) { return digest.substr(0, std::min<std::size_t>(digest.size(), 19)); }
-
 double ms_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
 }
@@ -40,11 +38,7 @@ util::Result<void> push_images(Context& ctx, const cloud::Config& config, const 
     for (const auto& cloud_name : placed.clouds) {
       const auto* cloud = config.find_cloud(cloud_name);
       if (cloud != nullptr && cloud->backend != "local" && cloud->registry.empty()) {
-        return util::make_error(util::ExitCode::usage,
-                                fmt::format("image '{}' is used on cloud '{}', which has no registry to push it to; add "
-                                            "'registry: HOST[:PORT]' to cloud '{}' in {}",
-                                            placed.name, cloud_name, cloud_name,
-                                            config.path.empty() ? std::string("the config") : config.path));
+        return missing_registry(config, *cloud, placed.name);
       }
     }
   }
@@ -65,50 +59,15 @@ util::Result<void> push_images(Context& ctx, const cloud::Config& config, const 
         push_json.push_back(entry);
         continue;
       }
-      cloud::registry::Options options;
-      options.credentials = cloud::registry::find_credentials(cloud->registry);
-      const std::string label = fmt::format("{} -> {}", placed.name, cloud_name);
-      if (ctx.err_is_tty) {
-        auto last = std::make_shared<std::chrono::steady_clock::time_point>();
-        options.on_progress = [&ctx, label, last](const std::string& digest, std::uint64_t sent, std::uint64_t total) {
-          const auto now = std::chrono::steady_clock::now();
-          if (now - *last < std::chrono::milliseconds(100) && sent < total) return;
-          *last = now;
-          ctx.err << fmt::format("\r\033[Kgpurun: {}: {} {} / {}", label, short_digest(digest), util::format_size(sent),
-                                 util::format_size(total));
-          ctx.err.flush();
-        };
-      }
-      auto on_blob = [&](const cloud::oci::Descriptor& blob, cloud::registry::BlobOutcome::How how, std::uint64_t bytes) {
-        std::string what = how == cloud::registry::BlobOutcome::How::uploaded ? "uploaded " + util::format_size(bytes)
-                           : how == cloud::registry::BlobOutcome::How::mounted ? std::string("mounted")
-                                                                                : std::string("already there");
-        ctx.err << fmt::format("{}gpurun: {}: {} ({}) {}\n", ctx.err_is_tty ? "\r\033[K" : "", label, short_digest(blob.digest),
-                               util::format_size(blob.size), what);
-      };
-      cloud::registry::Client client(cloud->registry, options);
-      const std::string repository = util::to_lower(manifest.app) + "/" + util::to_lower(placed.name);
+      const std::string repository = image_repository(manifest.app, placed.name);
       const auto tags = cloud::registry::default_tags(image.digest, "v" + std::to_string(version));
-      auto report_push = cloud::push_built_image(client, image, repository, tags, image_store, options, on_blob);
+      auto pushed = push_image_to_cloud(ctx, config, *cloud, manifest.app, image, tags);
+      if (!pushed) return pushed.error();
       entry["push_ms"] = ms_since(started);
-      if (!report_push) {
-        std::string message = report_push.error().message;
-        if (message.find("username and password") != std::string::npos) {
-          message += " (GPURUN_REGISTRY_USER and GPURUN_REGISTRY_PASSWORD, or an 'auths' entry for " + cloud->registry +
-                     " in ~/.docker/config.json)";
-        }
-        return util::make_error(report_push.error().code,
-                                fmt::format("pushing image '{}' to cloud '{}' (registry {}, repository {}) failed: {}; nothing "
-                                            "was recorded",
-                                            placed.name, cloud_name, cloud->registry, repository, message));
-      }
-      ctx.err << fmt::format("gpurun: image {} pushed to {}/{}:{} ({} uploaded, {} blob{} already there, {} mounted)\n",
-                             placed.name, cloud->registry, repository, tags.back(), util::format_size(report_push->bytes_uploaded),
-                             report_push->blobs_skipped, report_push->blobs_skipped == 1 ? "" : "s", report_push->blobs_mounted);
       locations.push_back({manifest.app, placed.name, image.digest, cloud_name, cloud->registry, repository, 0});
       entry.update({{"registry", cloud->registry}, {"repository", repository}, {"tags", tags},
-                    {"bytes_uploaded", report_push->bytes_uploaded}, {"blobs_uploaded", report_push->blobs_uploaded},
-                    {"blobs_skipped", report_push->blobs_skipped}, {"blobs_mounted", report_push->blobs_mounted}});
+                    {"bytes_uploaded", pushed->bytes_uploaded}, {"blobs_uploaded", pushed->blobs_uploaded},
+                    {"blobs_skipped", pushed->blobs_skipped}, {"blobs_mounted", pushed->blobs_mounted}});
       push_json.push_back(entry);
     }
   }
@@ -133,10 +92,14 @@ int run_deploy(Context& ctx, const DeployOptions& options) {
   const std::string image_store = cloud::image_store_dir(store->dir());
   std::map<std::string, cloud::BuiltImage> built;
   std::map<std::string, std::string> digests;
+  auto idle_timeout = cloud::registry::idle_timeout_from_env();
+  if (!idle_timeout) return report(ctx, idle_timeout.error());
+  cloud::registry::Options base_options;  // for registry bases
+  base_options.idle_timeout = *idle_timeout;
   nlohmann::json build_json = nlohmann::json::array();
   for (const auto& image : manifest->images) {
     const auto started = std::chrono::steady_clock::now();
-    auto made = cloud::build_image(*manifest, image, image_store);
+    auto made = cloud::build_image(*manifest, image, image_store, base_options);
     if (!made) return report(ctx, made.error());
     build_json.push_back({{"image", image.name}, {"digest", made->digest}, {"build_ms", ms_since(started)}});
     for (const auto& w : made->warnings) ctx.err << "gpurun: warning: image '" << image.name << "': " << w << '\n';

@@ -57,7 +57,7 @@ util::Result<void> place_image(Context& ctx, const cloud::Config& config, const 
     if (l.image == image->name && l.digest == built->digest && l.cloud == cloud.name && l.registry == cloud.registry) return {};
   }
   auto pushed = push_image_to_cloud(ctx, config, cloud, manifest.app, *built,
-                                    cloud::registry::default_tags(built->digest, ""), image_store);
+                                    cloud::registry::default_tags(built->digest, ""));
   if (!pushed) return pushed.error();
   return store.record_image_locations({{manifest.app, image->name, built->digest, cloud.name, cloud.registry, spec.image_repository, 0}});
 }

@@ -122,6 +122,32 @@ expect_contains "run in image: upper layer file in the opaque directory" "new.tx
 expect_contains "run in image: no host files" "no-host-files" "$OUT"
 check; [ "$(ls "$GPURUN_STATE_DIR/images/rootfs" | wc -l)" -ge 1 ] || fail "no unpacked rootfs in the cache"
 
+# --- a registry base copied to another registry is streamed: not written to the local store ---
+cat > copied.yaml <<YAML
+app: copied
+images:
+  child:
+    base: 127.0.0.1:$PORT_A/demo/tiny:v1
+    add: [./src]
+functions:
+  two: {image: child, cloud: hpc2, command: ["sh", "-c", "cat /etc/base-only.txt"]}
+YAML
+base_manifest=$(curl -s -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://127.0.0.1:$PORT_A/v2/demo/tiny/manifests/v1")
+BASE_LAYERS=$(json '" ".join(l["digest"] for l in d["layers"][:2])' "$base_manifest")
+for digest in $BASE_LAYERS; do
+  check; [ ! -e "$GPURUN_STATE_DIR/images/blobs/sha256/${digest#sha256:}" ] || fail "base layer $digest in the store before the copy"
+done
+run_cmd deploy copied.yaml --json
+expect_eq "streamed copy: rc ($ERR)" 0 "$RC"
+expect_eq "streamed copy: every base layer uploaded, none mounted" "0 5" \
+  "$(json 'd["image_pushes"][0]["blobs_mounted"], d["image_pushes"][0]["blobs_uploaded"]' "$OUT" | tr -d '(),')"
+for digest in $BASE_LAYERS; do
+  check; [ ! -e "$GPURUN_STATE_DIR/images/blobs/sha256/${digest#sha256:}" ] || fail "streamed copy: base layer $digest was written to the local store"
+  expect_eq "streamed copy: $digest on registry B has its digest" "$digest" \
+    "sha256:$(curl -s "http://127.0.0.1:$PORT_B/v2/copied/child/blobs/$digest" | sha256sum | cut -d' ' -f1)"
+done
+check; [ -z "$(ls "$GPURUN_STATE_DIR/images/blobs/sha256" | grep -e '\.part' -e '\.tmp')" ] || fail "streamed copy: temporary files left in the store"
+
 # --- a registry base: mounted on the same registry, copied blob by blob to another ---
 cat > derived.yaml <<YAML
 app: derived
@@ -148,7 +174,7 @@ expect_contains "run on a registry base" "from the base" "$OUT"
 sed 's/cloud: hpc2/cloud: bare/' gpurun.yaml > bare.yaml
 run_cmd deploy bare.yaml
 expect_eq "no registry: rc" 2 "$RC"
-expect_contains "no registry: names the fix" "image 'tiny' is used on cloud 'bare', which has no registry to push it to; add 'registry: HOST[:PORT]' to cloud 'bare' in" "$ERR"
+expect_contains "no registry: names the fix" "image 'tiny' is used on cloud 'bare', which has no registry to push it to; add 'registry: http(s)://HOST[:PORT]' to cloud 'bare' in" "$ERR"
 
 # --- wrong password: a clear error, nothing recorded ---
 sed 's/cloud: hpc2/cloud: locked/' gpurun.yaml > locked.yaml

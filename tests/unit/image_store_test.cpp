@@ -137,12 +137,12 @@ TEST_CASE("push_built_image: a no-change push is a HEAD of the manifest, a HEAD 
   REQUIRE_MESSAGE(image.ok(), image.error().message);
 
   registry::Client client(server.address());
-  auto first = push_built_image(client, *image, "demo/tiny", registry::default_tags(image->digest, "v1"), store, {});
+  auto first = push_built_image(client, *image, "demo/tiny", registry::default_tags(image->digest, "v1"), {});
   REQUIRE_MESSAGE(first.ok(), first.error().message);
   CHECK(first->blobs_uploaded == 2);
 
   registry::Client again(server.address());
-  auto second = push_built_image(again, *image, "demo/tiny", registry::default_tags(image->digest, "v2"), store, {});
+  auto second = push_built_image(again, *image, "demo/tiny", registry::default_tags(image->digest, "v2"), {});
   REQUIRE_MESSAGE(second.ok(), second.error().message);
   CHECK(second->digest == image->digest);
   CHECK(second->blobs_skipped == 2);

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <random>
 #include <thread>
 
@@ -217,7 +218,7 @@ TEST_CASE("registry: push, re-push, changed layer, mount, second registry") {
   }
 }
 
-TEST_CASE("registry: an interrupted streamed upload resumes from the server's offset") {
+TEST_CASE("registry: an upload cut off mid-body continues in a new session (Distribution cancels the old one)") {
   if (!have_registry()) {
     MESSAGE("skipped: the docker-registry binary is missing (apt-get install docker-registry)");
     return;
@@ -241,9 +242,142 @@ TEST_CASE("registry: an interrupted streamed upload resumes from the server's of
   REQUIRE_MESSAGE(outcome.ok(), outcome.error().message);
   CHECK(interruptions == 1);
   CHECK(outcome->how == registry::BlobOutcome::How::uploaded);
-  CHECK(outcome->bytes_uploaded < data.size() + 1024 * 1024);  // resumed, not restarted from zero
+  // The cut part and then the whole blob once more: counted, not hidden.
+  CHECK(outcome->bytes_uploaded >= data.size() + 2 * 1024 * 1024);
+  CHECK(outcome->bytes_uploaded < 2 * data.size());
   CHECK(client.request_counts().at("PATCH") == 2);
+  CHECK(client.request_counts().at("POST") == 2);
+  CHECK(client.request_counts().at("GET") == 1);  // the session's status: gone
   CHECK(*client.blob_exists("app/img", blob.descriptor.digest));
+}
+
+TEST_CASE("registry: an upload resumes from the session's Range where the registry keeps it") {
+  // A fake registry (fault injection: the first PATCH is cut after 1 MiB, and unlike
+  // Distribution it keeps the session and reports what it holds).
+  std::string data = random_bytes(3 * 1024 * 1024, 9);
+  const auto descriptor = oci::describe(oci::layer_media_type, data);
+  std::mutex mutex;
+  std::string stored;
+  bool committed = false;
+  test::LoopbackHttp fake([&](const test::SeenRequest& request) -> std::string {
+    std::lock_guard lock(mutex);
+    auto range = [&] { return "Range: 0-" + std::to_string(stored.empty() ? 0 : stored.size() - 1) + "\r\n"; };
+    if (request.method == "HEAD") return test::http_response(404, "");
+    if (request.method == "POST") return "HTTP/1.1 202 Accepted\r\nLocation: /v2/app/img/blobs/uploads/u1\r\nRange: 0-0\r\nContent-Length: 0\r\n\r\n";
+    if (request.method == "PATCH") {
+      if (stored.empty()) {
+        stored = request.body.substr(0, 1024 * 1024);
+        return "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+      }
+      stored += request.body;
+      return "HTTP/1.1 202 Accepted\r\nLocation: /v2/app/img/blobs/uploads/u1\r\n" + range() + "Content-Length: 0\r\n\r\n";
+    }
+    if (request.method == "GET") return "HTTP/1.1 204 No Content\r\n" + range() + "Content-Length: 0\r\n\r\n";
+    if (request.method == "PUT") {
+      committed = stored == data && request.target.find("digest=" + http::url_encode(descriptor.digest)) != std::string::npos;
+      return "HTTP/1.1 201 Created\r\nDocker-Content-Digest: " + descriptor.digest + "\r\nContent-Length: 0\r\n\r\n";
+    }
+    return test::http_response(400, "");
+  });
+  registry::Options options;
+  options.initial_backoff = std::chrono::milliseconds(1);
+  registry::Client client("127.0.0.1:" + std::to_string(fake.port()), options);
+  auto outcome = client.push_blob("app/img", registry::Blob{descriptor, "", data});
+  REQUIRE_MESSAGE(outcome.ok(), outcome.error().message);
+  CHECK(committed);
+  CHECK(client.request_counts().at("POST") == 1);
+  CHECK(client.request_counts().at("PATCH") == 2);
+  // The second PATCH carried only the part the session lacked.
+  const auto requests = fake.requests();
+  std::vector<std::size_t> patch_sizes;
+  for (const auto& r : requests) {
+    if (r.method == "PATCH") patch_sizes.push_back(r.body.size());
+  }
+  CHECK(patch_sizes == std::vector<std::size_t>{data.size(), data.size() - 1024 * 1024});
+}
+
+TEST_CASE("registry: a blob copied between registries is streamed, checked, and never committed when wrong") {
+  if (!have_registry()) {
+    MESSAGE("skipped: the docker-registry binary is missing (apt-get install docker-registry)");
+    return;
+  }
+  RegistryServer source_server;
+  RegistryServer target_server;
+  std::string data = random_bytes(9 * 1024 * 1024, 11);
+  registry::Blob blob{oci::describe(oci::layer_media_type, data), "", data};
+  registry::Client source(source_server.address());
+  REQUIRE(source.push_blob("base/img", blob).ok());
+  registry::Client target(target_server.address());
+  SUBCASE("copied once, then skipped") {
+    auto copied = target.copy_blob(source, "base/img", "app/img", blob.descriptor);
+    REQUIRE_MESSAGE(copied.ok(), copied.error().message);
+    CHECK(copied->how == registry::BlobOutcome::How::uploaded);
+    CHECK(copied->bytes_uploaded == data.size());
+    CHECK(*target.get_small_blob("app/img", blob.descriptor.digest) == data);
+    auto again = target.copy_blob(source, "base/img", "app/img", blob.descriptor);
+    REQUIRE(again.ok());
+    CHECK(again->how == registry::BlobOutcome::How::skipped);
+  }
+  SUBCASE("a source that serves other bytes: the upload is aborted, nothing committed") {
+    // A fake source (fault injection): right size, wrong content.
+    std::string wrong = data;
+    wrong[wrong.size() / 2] ^= 1;
+    test::LoopbackHttp fake([&](const test::SeenRequest&) { return test::http_response(200, wrong); });
+    registry::Options options;
+    options.initial_backoff = std::chrono::milliseconds(1);
+    options.max_attempts = 2;
+    registry::Client fake_source("127.0.0.1:" + std::to_string(fake.port()), options);
+    registry::Client strict_target(target_server.address(), options);
+    auto copied = strict_target.copy_blob(fake_source, "base/img", "app/img", blob.descriptor);
+    REQUIRE_FALSE(copied.ok());
+    CHECK(copied.error().code == util::ExitCode::backend);
+    const std::string wrong_digest = oci::describe("", wrong).digest;
+    CHECK(copied.error().message ==
+          "registry " + target_server.address() + ": copying " + blob.descriptor.digest + " from 127.0.0.1:" +
+              std::to_string(fake.port()) + "/base/img to app/img failed 2 times, the last with: registry 127.0.0.1:" +
+              std::to_string(fake.port()) + " sent " + std::to_string(data.size()) + " bytes with digest " + wrong_digest +
+              " for " + blob.descriptor.digest + " (" + std::to_string(data.size()) +
+              " bytes); nothing was committed, check both registries and try again");
+    CHECK_FALSE(*strict_target.blob_exists("app/img", blob.descriptor.digest));
+    CHECK_FALSE(*strict_target.blob_exists("app/img", wrong_digest));
+  }
+}
+
+TEST_CASE("registry: backoff doubles up to its cap") {
+  using std::chrono::milliseconds;
+  CHECK(registry::backoff_delay(1, milliseconds(200)) == milliseconds(200));
+  CHECK(registry::backoff_delay(2, milliseconds(200)) == milliseconds(400));
+  CHECK(registry::backoff_delay(4, milliseconds(200)) == milliseconds(1600));
+  CHECK(registry::backoff_delay(10, milliseconds(200)) == milliseconds(10'000));
+  CHECK(registry::backoff_delay(200, milliseconds(200), milliseconds(3000)) == milliseconds(3000));
+}
+
+TEST_CASE("registry: upload session Range headers") {
+  CHECK(registry::parse_upload_range("0-0") == std::optional<std::uint64_t>(0));
+  CHECK(registry::parse_upload_range("0-1048575") == std::optional<std::uint64_t>(1048576));
+  CHECK(registry::parse_upload_range(" bytes=0-99 ") == std::optional<std::uint64_t>(100));
+  CHECK_FALSE(registry::parse_upload_range("").has_value());
+  CHECK_FALSE(registry::parse_upload_range("5-99").has_value());
+  CHECK_FALSE(registry::parse_upload_range("0-").has_value());
+  CHECK_FALSE(registry::parse_upload_range("0-x").has_value());
+}
+
+TEST_CASE("registry: GPURUN_REGISTRY_TIMEOUT") {
+  ::unsetenv("GPURUN_REGISTRY_TIMEOUT");
+  CHECK(*registry::idle_timeout_from_env(std::chrono::seconds(60)) == std::chrono::seconds(60));
+  ::setenv("GPURUN_REGISTRY_TIMEOUT", "5s", 1);
+  CHECK(*registry::idle_timeout_from_env() == std::chrono::seconds(5));
+  ::setenv("GPURUN_REGISTRY_TIMEOUT", "2m", 1);
+  CHECK(*registry::idle_timeout_from_env() == std::chrono::seconds(120));
+  for (const char* bad : {"soon", "500ms", "-3"}) {
+    ::setenv("GPURUN_REGISTRY_TIMEOUT", bad, 1);
+    auto parsed = registry::idle_timeout_from_env();
+    REQUIRE_FALSE(parsed.ok());
+    CHECK(parsed.error().code == util::ExitCode::usage);
+    CHECK(parsed.error().message ==
+          std::string("GPURUN_REGISTRY_TIMEOUT='") + bad + "': expected a duration of at least 1s, such as 30s or 2m");
+  }
+  ::unsetenv("GPURUN_REGISTRY_TIMEOUT");
 }
 
 TEST_CASE("registry: basic auth with htpasswd, and a wrong password") {
