@@ -161,17 +161,7 @@ class Supervisor {
     }
     set("CUDA_DEVICE_ORDER", "PCI_BUS_ID");
     set("CUDA_VISIBLE_DEVICES", visible);
-    if (image && !devices.empty()) {
-      std::string current;
-      for (const auto& [k, v] : vars) {
-        if (k == "LD_LIBRARY_PATH") current = v;
-      }
-      set("LD_LIBRARY_PATH", std::string(image_driver_dir) + (current.empty() ? "" : ":" + current));
-    }
-    std::vector<std::string> out;
-    out.reserve(vars.size());
-    for (const auto& [k, v] : vars) out.push_back(k + "=" + v);
-    return out;
+    return environ_entries(std::move(vars), image && !devices.empty());
   }
 
   std::vector<LeaseDevice> inventory() const {

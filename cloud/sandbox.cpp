@@ -154,12 +154,18 @@ std::vector<std::string> image_environment(const std::vector<std::pair<std::stri
                         (starts(key, "GPURUN_") && !starts(key, "GPURUN_REGISTRY_") && key != pass_env_variable);
     if (system || pass.count(key) != 0) set(key, entry.substr(eq + 1));
   }
-  if (gpus) {
-    std::string current;
-    for (const auto& [k, v] : vars) {
-      if (k == "LD_LIBRARY_PATH") current = v;
+  return environ_entries(std::move(vars), gpus);
+}
+
+std::vector<std::string> environ_entries(std::vector<std::pair<std::string, std::string>> vars, bool driver_libraries) {
+  if (driver_libraries) {
+    auto it = std::find_if(vars.begin(), vars.end(), [](const auto& kv) { return kv.first == "LD_LIBRARY_PATH"; });
+    const std::string dir(image_driver_dir);
+    if (it == vars.end()) {
+      vars.emplace_back("LD_LIBRARY_PATH", dir);
+    } else {
+      it->second = it->second.empty() ? dir : dir + ":" + it->second;
     }
-    set("LD_LIBRARY_PATH", std::string(image_driver_dir) + (current.empty() ? "" : ":" + current));
   }
   std::vector<std::string> out;
   out.reserve(vars.size());

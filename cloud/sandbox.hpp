@@ -38,6 +38,9 @@ struct ImageSandbox {
 // made, a tmpfs /tmp, fresh /proc and /dev, the host network, the binds at their paths.
 std::vector<std::string> image_sandbox_argv(const ImageSandbox& sandbox, const std::vector<std::string>& argv);
 
+// `vars` as "K=V" strings; with `driver_libraries`, image_driver_dir first in LD_LIBRARY_PATH.
+std::vector<std::string> environ_entries(std::vector<std::pair<std::string, std::string>> vars, bool driver_libraries);
+
 // The variable the Slurm job carries with the names (comma-separated) of the function's own
 // variables and secrets, which reach a workload run inside an image.
 inline constexpr const char* pass_env_variable = "GPURUN_PASS_ENV";

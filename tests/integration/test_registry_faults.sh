@@ -11,22 +11,13 @@ for tool in docker-registry python3 curl sha256sum; do
   if ! command -v "$tool" >/dev/null 2>&1; then echo "skipped: $tool is missing"; exit 77; fi
 done
 
+source "$HERE/registry.sh"
 PIDS=()
-stop_all() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done; cleanup; }
+stop_all() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done; stop_registries; cleanup; }
 trap stop_all EXIT
 
-REGISTRY_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-mkdir -p registry
-cat > registry/config.yml <<YAML
-version: 0.1
-storage: {filesystem: {rootdirectory: $TEST_DIR/registry/storage}, delete: {enabled: true}}
-http: {addr: 127.0.0.1:$REGISTRY_PORT, secret: gpurun-test}
-log: {level: error}
-YAML
-docker-registry serve registry/config.yml > registry/log 2>&1 &
-PIDS+=($!)
-REGISTRY="http://127.0.0.1:$REGISTRY_PORT"
-wait_until 10 curl -sf -o /dev/null "$REGISTRY/v2/" || { echo "the registry did not start"; exit 1; }
+start_registry R
+REGISTRY="http://127.0.0.1:$PORT_R"
 
 RULES="$TEST_DIR/rules.json"
 LOG="$TEST_DIR/proxy.log"

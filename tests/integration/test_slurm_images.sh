@@ -10,20 +10,10 @@ for t in slurmctld slurmd slurmrestd munged sinfo scontrol curl docker-registry 
 done
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$HERE/lib.sh"
-SRC=${GPURUN_SOURCE_DIR:-$(cd "$HERE/../.." && pwd)}
-FIXTURE=$SRC/tests/fixtures/slurm_cluster.sh
 source "$HERE/registry.sh"
-CLUSTER=$(mktemp -d "${TMPDIR:-/tmp}/gpurun-slurm-XXXXXX")
-chmod 755 "$CLUSTER"
-stop_all() {
-  "$FIXTURE" stop "$CLUSTER" >/dev/null 2>&1 || true
-  rm -rf "$CLUSTER"
-  stop_registries
-  cleanup
-}
-trap stop_all EXIT
-"$FIXTURE" start "$CLUSTER" 2>/dev/null || { echo "FAIL: the Slurm fixture did not start" >&2; exit 1; }
-eval "$("$FIXTURE" env "$CLUSTER")"
+source "$HERE/slurm.sh"
+trap 'stop_slurm_cluster; stop_registries; cleanup' EXIT
+start_slurm_cluster
 start_registry R
 REGISTRY="http://127.0.0.1:$PORT_R"
 CACHE=$CLUSTER/node-cache

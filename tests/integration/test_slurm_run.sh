@@ -8,20 +8,12 @@ for t in slurmctld slurmd slurmrestd munged sinfo scontrol curl; do
     exit 77
   fi
 done
-source "$(dirname "$0")/lib.sh"
-SRC=${GPURUN_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
-FIXTURE=$SRC/tests/fixtures/slurm_cluster.sh
-CLUSTER=$(mktemp -d "${TMPDIR:-/tmp}/gpurun-slurm-XXXXXX")
-chmod 755 "$CLUSTER"
-stop_cluster() {
-  "$FIXTURE" stop "$CLUSTER" >/dev/null 2>&1 || true
-  rm -rf "$CLUSTER"
-  cleanup
-}
-trap stop_cluster EXIT
-"$FIXTURE" start "$CLUSTER" 2>/dev/null || { echo "FAIL: the Slurm fixture did not start" >&2; exit 1; }
-eval "$("$FIXTURE" env "$CLUSTER")"
-GPURUN_TEST_JWT=$("$FIXTURE" token "$CLUSTER")
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$HERE/lib.sh"
+source "$HERE/slurm.sh"
+trap 'stop_slurm_cluster; cleanup' EXIT
+start_slurm_cluster
+GPURUN_TEST_JWT=$("$SLURM_FIXTURE" token "$CLUSTER")
 export GPURUN_TEST_JWT
 LOGS=$CLUSTER/gpurun-logs  # created by gpurun on first use
 

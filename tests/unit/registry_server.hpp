@@ -25,11 +25,19 @@ inline bool have_docker_registry() { return std::system("command -v docker-regis
 // Debian's docker-registry on 127.0.0.1 with its own config and storage, stopped at the end.
 class LoopbackRegistry {
  public:
-  LoopbackRegistry() {
+  // `htpasswd_line` (bcrypt, from `htpasswd -Bbn`) turns on basic auth.
+  explicit LoopbackRegistry(const std::string& htpasswd_line = "") {
     port_ = free_port();
     const std::string config = dir_.path() + "/config.yml";
-    std::ofstream(config) << "version: 0.1\nstorage:\n  filesystem: {rootdirectory: " << dir_.path() << "/storage}\n"
-                          << "http:\n  addr: 127.0.0.1:" << port_ << "\n  secret: gpurun-test\nlog:\n  level: error\n";
+    std::ofstream out(config);
+    out << "version: 0.1\nstorage:\n  filesystem: {rootdirectory: " << dir_.path() << "/storage}\n"
+        << "  delete: {enabled: true}\nhttp:\n  addr: 127.0.0.1:" << port_ << "\n  secret: gpurun-test\n"
+        << "log:\n  level: error\n";
+    if (!htpasswd_line.empty()) {
+      std::ofstream(dir_.path() + "/htpasswd") << htpasswd_line;
+      out << "auth:\n  htpasswd: {realm: gpurun-test, path: " << dir_.path() << "/htpasswd}\n";
+    }
+    out.close();
     const std::string log = dir_.path() + "/registry.log";
     pid_ = ::fork();
     if (pid_ == 0) {
@@ -44,7 +52,7 @@ class LoopbackRegistry {
       cloud::http::Request probe;
       probe.url = "http://" + address() + "/v2/";
       auto response = client.perform(probe);
-      if (response.ok() && response->status == 200) return;
+      if (response.ok() && (response->status == 200 || response->status == 401)) return;
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     FAIL("docker-registry did not start on port " << port_);
