@@ -134,6 +134,8 @@ std::string format_size(std::uint64_t bytes) {
     ++unit;
   }
   if (unit == 0) return fmt::format("{}B", bytes);
+  // Three significant digits, but never an exponent (1000-1023 of a unit stay whole numbers).
+  if (value >= 100.0) return fmt::format("{:.0f}{}", value, units[unit]);
   return fmt::format("{:.3g}{}", value, units[unit]);
 }
 

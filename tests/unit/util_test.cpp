@@ -41,6 +41,9 @@ TEST_CASE("parse_size understands binary and decimal units") {
   CHECK_FALSE(parse_size("lots").has_value());
   CHECK_FALSE(parse_size("16 parsecs").has_value());
   CHECK(format_size(16ULL << 30) == "16GiB");
+  CHECK(format_size(1'000'000) == "977KiB");
+  CHECK(format_size(1'048'000) == "1023KiB");
+  CHECK(format_size(1536) == "1.5KiB");
 }
 
 TEST_CASE("shell_quote keeps words verbatim") {
