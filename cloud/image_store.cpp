@@ -603,6 +603,7 @@ util::Result<PulledImage> pull_image(const std::string& registry_url, const std:
     image.blobs.push_back(registry::Blob{*descriptor, path, ""});
   }
   PulledImage pulled;
+  pulled.was_cached = unpacked;
   pulled.env = config_env(config);
   if (config.contains("config") && config["config"].is_object() && config["config"].contains("WorkingDir") &&
       config["config"]["WorkingDir"].is_string()) {

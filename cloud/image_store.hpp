@@ -76,6 +76,7 @@ struct PulledImage {
   std::string rootfs;
   std::vector<std::pair<std::string, std::string>> env;
   std::string workdir;
+  bool was_cached = false;  // the rootfs was unpacked already: nothing was fetched
 };
 
 // Pulls manifest `digest` of `repository` from the registry at `registry_url` into `cache_dir`

@@ -95,13 +95,6 @@ std::string self_executable() {
   return ec ? std::string("gpurun") : path.string();
 }
 
-// "host[:port]" of a registry URL.
-std::string registry_host(std::string url) {
-  if (const auto scheme = url.find("://"); scheme != std::string::npos) url = url.substr(scheme + 3);
-  while (!url.empty() && url.back() == '/') url.pop_back();
-  return url;
-}
-
 class SlurmBackend final : public Backend {
  public:
   SlurmBackend(CloudConfig cloud, std::optional<Config> config) : cloud_(std::move(cloud)), config_(std::move(config)) {}
@@ -478,7 +471,7 @@ util::Result<slurm::JobSubmit> slurm_job_for(const CloudConfig& cloud, const Run
       for (const auto& [k, v] : values) pass.push_back(k);
     }
     environment[pass_env_variable] = util::join(pass, ",");
-    if (auto login = registry::find_credentials(registry_host(spec.image_registry))) {
+    if (auto login = registry::find_credentials(spec.image_registry)) {
       const bool apptainer = image.runtime == "apptainer";
       environment[apptainer ? "APPTAINER_DOCKER_USERNAME" : "GPURUN_REGISTRY_USER"] = login->username;
       environment[apptainer ? "APPTAINER_DOCKER_PASSWORD" : "GPURUN_REGISTRY_PASSWORD"] = login->password;

@@ -58,16 +58,13 @@ int run_node_exec(Context& ctx, const NodeExecOptions& options) {
   }
   const auto started = std::chrono::steady_clock::now();
   cloud::registry::Options registry_options;
-  std::string host = options.registry;
-  if (const auto scheme = host.find("://"); scheme != std::string::npos) host = host.substr(scheme + 3);
-  registry_options.credentials = cloud::registry::find_credentials(host);
-  const bool cached = ::access((options.cache + "/rootfs/" + options.digest.substr(options.digest.find(':') + 1)).c_str(), F_OK) == 0;
+  registry_options.credentials = cloud::registry::find_credentials(options.registry);
   auto pulled = cloud::pull_image(options.registry, options.repository, options.digest, options.cache, registry_options);
   if (!pulled) {
     return report(ctx, util::Error{util::ExitCode::backend,
                                    pulled.error().message + "; check that this node reaches the registry and the cache directory is writable"});
   }
-  if (!cached) {
+  if (!pulled->was_cached) {
     const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
     ctx.err << fmt::format("gpurun: pulled image {}@{} on {} in {}\n", options.repository, options.digest.substr(0, 19),
                            [] {
