@@ -12,8 +12,8 @@
 #include <string_view>
 
 #include "cli/completion_kinds.hpp"
-#include "cloud/config.hpp"
-#include "cloud/state.hpp"
+#include "cloud/plan/config.hpp"
+#include "cloud/state/state.hpp"
 #include "gpu/catalog.hpp"
 #include "manifest/yaml_tree.hpp"
 #include "util/strings.hpp"

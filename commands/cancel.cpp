@@ -4,7 +4,7 @@
 #include <thread>
 
 #include "cli/table.hpp"
-#include "cloud/local_backend.hpp"
+#include "cloud/backend/local/local_backend.hpp"
 #include "commands/common.hpp"
 #include "commands/watch.hpp"
 #include "util/units.hpp"

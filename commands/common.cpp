@@ -7,8 +7,8 @@
 #include <memory>
 
 #include "cli/table.hpp"
-#include "cloud/local_backend.hpp"
-#include "cloud/registry.hpp"
+#include "cloud/backend/local/local_backend.hpp"
+#include "cloud/images/registry.hpp"
 #include "util/strings.hpp"
 #include "util/units.hpp"
 

@@ -7,12 +7,12 @@
 #include <string>
 #include <vector>
 
-#include "cloud/backend.hpp"
-#include "cloud/config.hpp"
-#include "cloud/image_store.hpp"
-#include "cloud/local_inventory.hpp"
-#include "cloud/placement.hpp"
-#include "cloud/state.hpp"
+#include "cloud/backend/backend.hpp"
+#include "cloud/plan/config.hpp"
+#include "cloud/images/image_store.hpp"
+#include "cloud/backend/local/local_inventory.hpp"
+#include "cloud/plan/placement.hpp"
+#include "cloud/state/state.hpp"
 #include "commands/context.hpp"
 #include "manifest/manifest.hpp"
 #include "util/diagnostic.hpp"

@@ -7,10 +7,10 @@
 #include <sstream>
 
 #include "cli/table.hpp"
-#include "cloud/image_layer.hpp"
-#include "cloud/image_store.hpp"
-#include "cloud/registry.hpp"
-#include "cloud/run_builder.hpp"
+#include "cloud/images/image_layer.hpp"
+#include "cloud/images/image_store.hpp"
+#include "cloud/images/registry.hpp"
+#include "cloud/plan/run_builder.hpp"
 #include "commands/common.hpp"
 #include "util/strings.hpp"
 #include "util/units.hpp"

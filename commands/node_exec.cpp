@@ -9,10 +9,10 @@
 #include <fmt/format.h>
 #include <utility>
 
-#include "cloud/config.hpp"
-#include "cloud/image_store.hpp"
-#include "cloud/registry.hpp"
-#include "cloud/sandbox.hpp"
+#include "cloud/plan/config.hpp"
+#include "cloud/images/image_store.hpp"
+#include "cloud/images/registry.hpp"
+#include "cloud/exec/sandbox.hpp"
 #include "commands/common.hpp"
 #include "util/units.hpp"
 

@@ -3,7 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/table.hpp"
-#include "cloud/image_store.hpp"
+#include "cloud/images/image_store.hpp"
 #include "commands/common.hpp"
 #include "util/strings.hpp"
 

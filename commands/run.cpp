@@ -6,10 +6,10 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "cloud/backend.hpp"
-#include "cloud/local_backend.hpp"
-#include "cloud/registry.hpp"
-#include "cloud/run_builder.hpp"
+#include "cloud/backend/backend.hpp"
+#include "cloud/backend/local/local_backend.hpp"
+#include "cloud/images/registry.hpp"
+#include "cloud/plan/run_builder.hpp"
 #include "commands/common.hpp"
 #include "commands/watch.hpp"
 #include "util/units.hpp"

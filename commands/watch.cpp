@@ -4,7 +4,7 @@
 #include <span>
 #include <vector>
 
-#include "cloud/local_backend.hpp"
+#include "cloud/backend/local/local_backend.hpp"
 
 namespace gpurun::commands {
 

@@ -5,9 +5,9 @@
 #include <optional>
 #include <string>
 
-#include "cloud/backend.hpp"
-#include "cloud/logs.hpp"
-#include "cloud/state.hpp"
+#include "cloud/backend/backend.hpp"
+#include "cloud/state/logs.hpp"
+#include "cloud/state/state.hpp"
 #include "util/result.hpp"
 
 namespace gpurun::commands {

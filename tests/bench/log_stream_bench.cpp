@@ -19,7 +19,7 @@
 #include <thread>
 #include <vector>
 
-#include "cloud/logs.hpp"
+#include "cloud/state/logs.hpp"
 
 using namespace gpurun::cloud;
 using Clock = std::chrono::steady_clock;

@@ -45,12 +45,12 @@ has_flag() { has_command "$1" && gpurun "$1" --help | grep -qE -- "(^|[ ,])$2([ 
 skip_note() { echo "SKIP (this assertion): $*"; }
 
 # Creates three runs (prep, train, eval, oldest first) in $GPURUN_STATE_DIR with the sqlite3 CLI
-# and the schema of cloud/state.cpp; prints their ids newest first.
+# and the schema of cloud/state/state.cpp; prints their ids newest first.
 seed_runs() {
   mkdir -p "$GPURUN_STATE_DIR/runs"
   local schema version now
-  schema=$(sed -n '/schema_sql = R"sql(/,/)sql";/p' "$source_dir/cloud/state.cpp" | sed '1d;$d')
-  version=$(sed -n 's/^constexpr int schema_version = \([0-9]*\);/\1/p' "$source_dir/cloud/state.cpp")
+  schema=$(sed -n '/schema_sql = R"sql(/,/)sql";/p' "$source_dir/cloud/state/state.cpp" | sed '1d;$d')
+  version=$(sed -n 's/^constexpr int schema_version = \([0-9]*\);/\1/p' "$source_dir/cloud/state/state.cpp")
   now=$(($(date +%s) * 1000))
   {
     echo "$schema"

@@ -13,7 +13,7 @@
 #include <string>
 #include <thread>
 
-#include "cloud/http.hpp"
+#include "cloud/net/http.hpp"
 #include "tests/unit/loopback_http.hpp"
 #include "tests/unit/temp_dir.hpp"
 

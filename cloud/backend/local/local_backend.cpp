@@ -1,0 +1,481 @@
+#include "cloud/backend/local/local_backend.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "cloud/plan/config.hpp"
+#include "cloud/backend/local/local_inventory.hpp"
+#include "cloud/state/logs.hpp"
+#include "cloud/exec/process.hpp"
+#include "cloud/exec/sandbox.hpp"
+#include "util/strings.hpp"
+#include "util/units.hpp"
+
+extern char** environ;  // NOLINT
+
+namespace gpurun::cloud {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+std::atomic<bool> g_stop{false};
+
+extern "C" void on_stop_signal(int /*sig*/) { g_stop.store(true); }
+
+std::string cancel_path(const std::string& state_dir, const std::string& run_id) {
+  return run_dir(state_dir, run_id) + "/cancel";
+}
+
+bool file_exists(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+std::string describe_alternatives(const RunSpec& spec) {
+  return spec.gpu_text.empty() ? std::string("GPUs") : spec.gpu_text;
+}
+
+// Runs inside bubblewrap over a view of the host with each volume bound at its path.
+std::vector<std::string> sandboxed(const std::vector<std::string>& argv, const RunSpec& spec) {
+  std::vector<std::pair<std::string, std::string>> binds;
+  for (const auto& m : spec.mounts) binds.emplace_back(m.host_path, m.path);
+  return host_sandbox_argv(binds, spec.cwd, argv);
+}
+
+// Runs inside bubblewrap with the image's unpacked root filesystem as `/`, the run's scratch
+// directory and volumes bound at their paths; with GPUs leased, the devices and driver libraries.
+std::vector<std::string> sandboxed_image(const std::vector<std::string>& argv, const RunSpec& spec,
+                                         const std::string& scratch, bool gpus) {
+  ImageSandbox sandbox;
+  sandbox.rootfs = spec.image_rootfs;
+  sandbox.workdir = spec.image_workdir;
+  sandbox.gpus = gpus;
+  sandbox.binds.emplace_back(scratch, scratch);
+  for (const auto& m : spec.mounts) sandbox.binds.emplace_back(m.host_path, m.path);
+  return image_sandbox_argv(sandbox, argv);
+}
+
+struct AttemptResult {
+  RunStatus status = RunStatus::failed;
+  int exit_code = 1;
+  std::string reason;
+  bool final = false;  // retrying cannot help (e.g. the request can never be served here)
+};
+
+class Supervisor {
+ public:
+  Supervisor(StateStore& store, Run run, RunSpec spec, SecretValues secrets, LogWriter& log)
+      : store_(store), run_(std::move(run)), spec_(std::move(spec)), secrets_(std::move(secrets)), log_(log) {}
+
+  // Runs every attempt; returns the final status and exit code.
+  AttemptResult run() {
+    const int attempts = spec_.max_retries + 1;
+    AttemptResult result;
+    for (int attempt = 1; attempt <= attempts; ++attempt) {
+      if (attempt > 1) {
+        (void)log_.set_attempt(attempt);
+        (void)store_.set_attempt(run_.id, attempt);
+      }
+      result = run_attempt(attempt);
+      if (result.status == RunStatus::succeeded || result.status == RunStatus::cancelled || result.final) return result;
+      if (attempt == attempts) break;
+      const auto delay = retry_delay(spec_, attempt);
+      (void)log_.marker(fmt::format("attempt {} {}; retrying in {} (attempt {} of {})", attempt, result.reason,
+                                    util::format_duration(delay), attempt + 1, attempts));
+      (void)log_.flush();
+      (void)store_.update_status(run_.id, RunStatus::queued, fmt::format("retrying in {}", util::format_duration(delay)));
+      if (sleep_unless_cancelled(delay)) return {RunStatus::cancelled, util::to_int(util::ExitCode::cancelled), "cancelled"};
+    }
+    return result;
+  }
+
+ private:
+  bool cancel_requested() const {
+    return g_stop.load() || file_exists(cancel_path(store_.dir(), run_.id));
+  }
+
+  bool sleep_unless_cancelled(std::chrono::milliseconds delay) const {
+    const auto until = Clock::now() + delay;
+    while (Clock::now() < until) {
+      if (cancel_requested()) return true;
+      std::this_thread::sleep_for(std::min<Clock::duration>(50ms, until - Clock::now()));
+    }
+    return cancel_requested();
+  }
+
+  std::vector<std::string> environment(int attempt, const std::vector<LeaseDevice>& devices) const {
+    std::vector<std::pair<std::string, std::string>> vars;
+    const bool image = !spec_.image_rootfs.empty();
+    if (image) {
+      // An image run sees the image's environment, not the host's.
+      vars = spec_.image_env;
+      if (std::none_of(vars.begin(), vars.end(), [](const auto& kv) { return kv.first == "PATH"; })) {
+        vars.emplace_back("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+      }
+    }
+    for (char** e = image ? nullptr : environ; e != nullptr && *e != nullptr; ++e) {
+      std::string entry = *e;
+      const auto eq = entry.find('=');
+      if (eq == std::string::npos) continue;
+      const std::string key = entry.substr(0, eq);
+      if (key.rfind("GPURUN_", 0) == 0) continue;  // gpurun's own settings and secret sources stay out
+      vars.emplace_back(key, entry.substr(eq + 1));
+    }
+    auto set = [&](const std::string& key, const std::string& value) {
+      for (auto& [k, v] : vars) {
+        if (k == key) {
+          v = value;
+          return;
+        }
+      }
+      vars.emplace_back(key, value);
+    };
+    for (const auto& [k, v] : spec_.env) set(k, v);
+    for (const auto& [name, values] : secrets_) {
+      for (const auto& [k, v] : values) set(k, v);
+    }
+    set("GPURUN_RUN_ID", run_.id);
+    set("GPURUN_APP", spec_.app);
+    set("GPURUN_FUNCTION", spec_.function);
+    set("GPURUN_ATTEMPT", std::to_string(attempt));
+    set("GPURUN_RUN_DIR", run_dir(store_.dir(), run_.id) + "/scratch");
+    std::string visible;
+    for (const auto& d : devices) {
+      if (!visible.empty()) visible += ',';
+      visible += std::to_string(d.index);
+    }
+    set("CUDA_DEVICE_ORDER", "PCI_BUS_ID");
+    set("CUDA_VISIBLE_DEVICES", visible);
+    return environ_entries(std::move(vars), image && !devices.empty());
+  }
+
+  std::vector<LeaseDevice> inventory() const {
+    std::vector<LeaseDevice> devices;
+    std::vector<util::Diagnostic> diagnostics;
+    auto config = load_config(std::nullopt, diagnostics);
+    if (!config) return devices;
+    auto local = local_inventory(*config);
+    if (!local) return devices;
+    for (const auto& d : local->devices) {
+      if (d.type) devices.push_back({d.index, d.uuid, *d.type, d.memory_gb});
+    }
+    return devices;
+  }
+
+  // Waits for the run's GPUs; nullopt when granted (devices filled), else the attempt's end.
+  std::optional<AttemptResult> lease(LeaseTicket& ticket, std::vector<LeaseDevice>& devices) {
+    auto enqueued = store_.enqueue_lease(run_.id, spec_.cloud, spec_.gpu_alternatives);
+    if (!enqueued) return AttemptResult{RunStatus::failed, util::to_int(enqueued.error().code), enqueued.error().message};
+    ticket = *enqueued;
+    const auto inv = inventory();
+    std::string last_reason;
+    std::atomic<bool> cancelled{false};
+    std::thread watcher;
+    std::atomic<bool> done{false};
+    watcher = std::thread([&] {
+      while (!done.load()) {
+        if (cancel_requested()) cancelled.store(true);
+        std::this_thread::sleep_for(50ms);
+      }
+    });
+    auto outcome = store_.wait_for_grant(
+        ticket, inv, 50ms,
+        [&](const std::string& reason) {
+          if (reason == last_reason) return;
+          last_reason = reason;
+          (void)store_.update_status(run_.id, RunStatus::queued,
+                                     fmt::format("waiting for {} on {}: {}", describe_alternatives(spec_), spec_.cloud, reason));
+        },
+        &cancelled);
+    done.store(true);
+    watcher.join();
+    if (!outcome) {
+      if (outcome.error().code == util::ExitCode::cancelled) {
+        return AttemptResult{RunStatus::cancelled, util::to_int(util::ExitCode::cancelled), "cancelled while waiting for GPUs"};
+      }
+      return AttemptResult{RunStatus::failed, util::to_int(outcome.error().code), outcome.error().message};
+    }
+    if (const auto* impossible = std::get_if<LeaseImpossible>(&*outcome)) {
+      return AttemptResult{RunStatus::failed, util::to_int(util::ExitCode::unschedulable),
+                           fmt::format("unschedulable: {} on {}: {}", describe_alternatives(spec_), spec_.cloud, impossible->reason),
+                           true};
+    }
+    if (const auto* granted = std::get_if<LeaseGranted>(&*outcome)) {
+      devices = granted->devices;
+      return std::nullopt;
+    }
+    return AttemptResult{RunStatus::failed, util::to_int(util::ExitCode::backend), "lease ended unexpectedly"};
+  }
+
+  AttemptResult run_attempt(int attempt) {
+    LeaseTicket ticket = 0;
+    std::vector<LeaseDevice> devices;
+    if (!spec_.gpu_alternatives.empty()) {
+      if (auto ended = lease(ticket, devices)) {
+        if (ticket != 0) (void)store_.release_lease(ticket);
+        return *ended;
+      }
+      std::string gpus;
+      for (const auto& d : devices) {
+        gpus += fmt::format("{}{}-{}GB#{}", gpus.empty() ? "" : ",", d.type, d.memory_gb, d.index);
+      }
+      (void)store_.set_gpus(run_.id, gpus);
+    }
+    auto result = execute(attempt, devices);
+    if (ticket != 0) (void)store_.release_lease(ticket);
+    return result;
+  }
+
+  AttemptResult execute(int attempt, const std::vector<LeaseDevice>& devices) {
+    (void)store_.add_attempt(run_.id, attempt);
+    (void)store_.update_status(run_.id, RunStatus::running, "");
+    if (attempt > 1) (void)log_.marker(fmt::format("attempt {} started", attempt));
+    ProcessSpec process;
+    process.env = environment(attempt, devices);
+    if (!spec_.image_rootfs.empty()) {
+      const std::string scratch = run_dir(store_.dir(), run_.id) + "/scratch";
+      process.argv = sandboxed_image(spec_.argv, spec_, scratch, !devices.empty());
+      process.cwd = scratch;
+    } else {
+      process.argv = spec_.mounts.empty() ? spec_.argv : sandboxed(spec_.argv, spec_);
+      process.cwd = spec_.cwd;
+    }
+    auto child = ChildProcess::spawn(process);
+    if (!child) {
+      (void)log_.marker(child.error().message);
+      AttemptResult failed{RunStatus::failed, 127, child.error().message};
+      (void)store_.finish_attempt(run_.id, attempt, failed.status, failed.exit_code, failed.reason);
+      return failed;
+    }
+    const auto started = Clock::now();
+    std::optional<Clock::time_point> term_sent;
+    std::optional<Clock::time_point> exited_at;
+    bool timed_out = false;
+    bool cancelled = false;
+    std::vector<char> buffer(1 << 16);
+    std::optional<int> exit_code;
+    while (true) {
+      pollfd fds[2];
+      nfds_t n = 0;
+      const int out_fd = child->stdout_fd();
+      const int err_fd = child->stderr_fd();
+      if (out_fd >= 0) fds[n++] = {out_fd, POLLIN, 0};
+      if (err_fd >= 0) fds[n++] = {err_fd, POLLIN, 0};
+      if (n == 0 && exit_code) break;
+      const int ready = n > 0 ? ::poll(fds, n, 50) : (std::this_thread::sleep_for(1ms), 0);
+      bool read_any = false;
+      if (ready > 0) {
+        for (nfds_t i = 0; i < n; ++i) {
+          if ((fds[i].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
+          const ssize_t got = ::read(fds[i].fd, buffer.data(), buffer.size());
+          if (got > 0) {
+            read_any = true;
+            (void)log_.write(fds[i].fd == out_fd ? LogStream::out : LogStream::err, buffer.data(), static_cast<std::size_t>(got));
+          } else if (got == 0 || (errno != EINTR && errno != EAGAIN)) {
+            if (fds[i].fd == out_fd) {
+              child->close_stdout();
+            } else {
+              child->close_stderr();
+            }
+          }
+        }
+      }
+      if (!read_any) (void)log_.flush();
+      if (!exit_code) {
+        exit_code = child->try_wait();
+        if (exit_code) exited_at = Clock::now();
+      }
+      // The entrypoint is gone: give the pipes a moment to drain, then end whatever it left behind.
+      if (exit_code && exited_at && Clock::now() - *exited_at > 200ms && !read_any) {
+        child->signal_group(SIGKILL);
+        child->close_stdout();
+        child->close_stderr();
+        break;
+      }
+      if (!exit_code && !term_sent) {
+        if (cancel_requested()) {
+          cancelled = true;
+          (void)log_.marker("cancel requested: sending SIGTERM");
+        } else if (spec_.timeout && Clock::now() - started >= *spec_.timeout) {
+          timed_out = true;
+          (void)log_.marker(fmt::format("timed out after {}: sending SIGTERM", util::format_duration(*spec_.timeout)));
+        }
+        if (cancelled || timed_out) {
+          child->signal_group(SIGTERM);
+          term_sent = Clock::now();
+        }
+      } else if (!exit_code && term_sent && Clock::now() - *term_sent >= spec_.kill_grace) {
+        (void)log_.marker(fmt::format("still running {} after SIGTERM: sending SIGKILL", util::format_duration(spec_.kill_grace)));
+        child->signal_group(SIGKILL);
+        term_sent = Clock::now() + std::chrono::hours(24);
+      }
+    }
+    (void)log_.flush();
+    AttemptResult result;
+    if (cancelled) {
+      result = {RunStatus::cancelled, util::to_int(util::ExitCode::cancelled), "cancelled"};
+    } else if (timed_out) {
+      result = {RunStatus::timeout, util::to_int(util::ExitCode::timeout),
+                fmt::format("timed out after {}", util::format_duration(*spec_.timeout))};
+    } else if (*exit_code == 0) {
+      result = {RunStatus::succeeded, 0, ""};
+    } else {
+      result = {RunStatus::failed, *exit_code,
+                *exit_code > 128 ? fmt::format("killed by signal {}", *exit_code - 128)
+                                 : fmt::format("failed with exit code {}", *exit_code)};
+    }
+    (void)store_.finish_attempt(run_.id, attempt, result.status, result.exit_code, result.reason);
+    return result;
+  }
+
+  StateStore& store_;
+  Run run_;
+  RunSpec spec_;
+  SecretValues secrets_;
+  LogWriter& log_;
+};
+
+}  // namespace
+
+std::string run_dir(const std::string& state_dir, const std::string& run_id) { return state_dir + "/runs/" + run_id; }
+
+int exit_code_of(const Run& run) {
+  switch (run.status) {
+    case RunStatus::succeeded: return 0;
+    case RunStatus::timeout: return util::to_int(util::ExitCode::timeout);
+    case RunStatus::cancelled: return util::to_int(util::ExitCode::cancelled);
+    case RunStatus::lost: return util::to_int(util::ExitCode::backend);
+    case RunStatus::failed: return run.exit_code.value_or(1);
+    case RunStatus::preempted: return util::to_int(util::ExitCode::backend);
+    case RunStatus::queued:
+    case RunStatus::running: break;
+  }
+  return util::to_int(util::ExitCode::backend);
+}
+
+util::Result<Run> launch_local(StateStore& store, const RunSpec& spec, const SecretValues& secrets) {
+  NewRun fresh;
+  fresh.app = spec.app;
+  fresh.function = spec.function;
+  fresh.cloud = spec.cloud;
+  fresh.backend = spec.backend;
+  fresh.gpus = spec.gpu_text;
+  fresh.spec_json = to_json(spec);
+  auto created = store.create_run(fresh, /*inheritable_lock=*/true);
+  if (!created) return created.error();
+  const Run run = created->run;
+  const std::string dir = run_dir(store.dir(), run.id);
+  std::error_code ec;
+  std::filesystem::create_directories(dir + "/scratch", ec);
+
+  const std::string log_path = dir + "/supervisor.log";
+  const std::string state_dir = store.dir();
+  {
+    // An SQLite connection must not cross fork(): close it here and reopen it after.
+    StateStore closing = std::move(store);
+  }
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    const int fork_errno = errno;
+    if (auto reopened = StateStore::open(state_dir)) {
+      store = std::move(*reopened);
+      (void)store.update_status(run.id, RunStatus::failed, "could not start the supervisor", 125);
+    }
+    return util::make_error(util::ExitCode::backend, fmt::format("cannot start run {}: fork: {}", run.id, std::strerror(fork_errno)));
+  }
+  if (pid == 0) {
+    // Detach twice so the supervisor is nobody's child and outlives this process and its session.
+    // It runs in this (single-threaded) process image, without an exec: starting fast matters.
+    ::setsid();
+    if (::fork() != 0) ::_exit(0);
+    const int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (null_fd >= 0) ::dup2(null_fd, 0);
+    const int log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (log_fd >= 0) {
+      ::dup2(log_fd, 1);
+      ::dup2(log_fd, 2);
+    }
+    for (int s : {SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGQUIT}) ::signal(s, SIG_DFL);
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    ::_exit(supervise(state_dir, run.id, created->lock.fd(), secrets));
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  created->lock.release();  // the supervisor holds its own copy of the lock now
+  auto reopened = StateStore::open(state_dir);
+  if (!reopened) return reopened.error();
+  store = std::move(*reopened);
+  return run;
+}
+
+int supervise(const std::string& state_dir, const std::string& run_id, int lock_fd, const SecretValues& secrets) {
+  RunLock lock = RunLock::adopt(lock_fd);
+  lock.set_inheritable(false);
+  struct sigaction action {};
+  action.sa_handler = on_stop_signal;
+  sigemptyset(&action.sa_mask);
+  for (int s : {SIGTERM, SIGINT, SIGHUP}) ::sigaction(s, &action, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  auto store = StateStore::open(state_dir);
+  if (!store) {
+    fmt::print(stderr, "gpurun supervisor: {}\n", store.error().message);
+    return util::to_int(util::ExitCode::backend);
+  }
+  auto run = store->get_run(run_id);
+  if (!run) {
+    fmt::print(stderr, "gpurun supervisor: {}\n", run.error().message);
+    return util::to_int(util::ExitCode::backend);
+  }
+  auto spec = run_spec_from_json(run->spec_json);
+  if (!spec) {
+    (void)store->update_status(run_id, RunStatus::failed, spec.error().message, 125);
+    return util::to_int(util::ExitCode::backend);
+  }
+  std::vector<std::string> secret_strings;
+  for (const auto& [name, values] : secrets) {
+    for (const auto& [k, v] : values) secret_strings.push_back(v);
+  }
+  auto log = LogWriter::open(run_dir(state_dir, run_id) + "/log", 1, secret_strings);
+  if (!log) {
+    (void)store->update_status(run_id, RunStatus::failed, log.error().message, 125);
+    return util::to_int(util::ExitCode::backend);
+  }
+  Supervisor supervisor(*store, *run, *spec, secrets, *log);
+  const auto result = supervisor.run();
+  if (result.status != RunStatus::succeeded) (void)log->marker("run " + result.reason);
+  (void)log->close();
+  (void)store->update_status(run_id, result.status, result.reason, result.exit_code);
+  return result.exit_code;
+}
+
+util::Result<void> request_cancel(StateStore& store, const Run& run) {
+  const std::string path = cancel_path(store.dir(), run.id);
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return util::make_error(util::ExitCode::backend,
+                            fmt::format("cannot cancel run {}: {}: {}", run.id, path, std::strerror(errno)));
+  }
+  ::close(fd);
+  return {};
+}
+
+}  // namespace gpurun::cloud

@@ -1,0 +1,496 @@
+#include "cloud/backend/slurm/slurm_backend.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fmt/format.h>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "cloud/images/registry.hpp"
+#include "cloud/exec/sandbox.hpp"
+#include "cloud/backend/slurm/slurm_client.hpp"
+#include "cloud/backend/slurm/slurm_script.hpp"
+#include "util/strings.hpp"
+#include "util/units.hpp"
+
+namespace gpurun::cloud {
+
+namespace {
+
+using util::ExitCode;
+
+struct RemoteId {
+  long long job_id = 0;
+  int offset = 0;   // attempts before this job (failures and requeues)
+  int retries = 0;  // gpurun-level resubmissions after failures so far
+};
+
+// "JOBID" or "JOBID+OFFSET+RETRIES"; nullopt while a submission is in progress ("claim:...").
+std::optional<RemoteId> parse_remote_id(const std::string& text) {
+  if (text.empty()) return std::nullopt;
+  RemoteId id;
+  const auto parts = util::split(text, '+');
+  try {
+    id.job_id = std::stoll(parts.at(0));
+    if (parts.size() == 3) {
+      id.offset = std::stoi(parts[1]);
+      id.retries = std::stoi(parts[2]);
+    }
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+  return id;
+}
+
+std::string format_remote_id(long long job_id, int offset, int retries) {
+  return offset == 0 && retries == 0 ? std::to_string(job_id) : fmt::format("{}+{}+{}", job_id, offset, retries);
+}
+
+std::optional<int> read_exit_file(const std::string& path) {
+  std::ifstream in(path);
+  int code = 0;
+  if (in >> code) return code;
+  return std::nullopt;
+}
+
+// sbatch_options ("--exclusive", "--nice=10") as job fields.
+nlohmann::json extra_fields(const std::vector<std::string>& options) {
+  nlohmann::json extra = nlohmann::json::object();
+  for (std::string option : options) {
+    while (!option.empty() && option[0] == '-') option.erase(0, 1);
+    if (option.empty()) continue;
+    const auto eq = option.find('=');
+    std::string key = option.substr(0, eq);
+    for (char& c : key) {
+      if (c == '-') c = '_';
+    }
+    if (eq == std::string::npos) {
+      extra[key] = true;
+      continue;
+    }
+    const std::string value = option.substr(eq + 1);
+    if (auto n = util::parse_uint(value)) {
+      extra[key] = *n;
+    } else {
+      extra[key] = value;
+    }
+  }
+  return extra;
+}
+
+// This gpurun's absolute path (what the nodes run when the cloud names no node_gpurun).
+std::string self_executable() {
+  std::error_code ec;
+  auto path = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string("gpurun") : path.string();
+}
+
+class SlurmBackend final : public Backend {
+ public:
+  SlurmBackend(CloudConfig cloud, std::optional<Config> config) : cloud_(std::move(cloud)), config_(std::move(config)) {}
+
+  std::string_view name() const override { return "slurm"; }
+
+  util::Result<Run> launch(StateStore& store, const RunSpec& spec, const SecretValues& secrets) override {
+    if (cloud_.log_dir.empty() || cloud_.log_dir[0] != '/') {
+      return util::make_error(ExitCode::usage,
+                              fmt::format("cloud '{}' has no absolute log_dir; set log_dir to a directory that this "
+                                          "machine and the cluster's nodes share",
+                                          cloud_.name));
+    }
+    auto client = open_client();
+    if (!client) return client.error();
+    std::error_code ec;
+    std::filesystem::create_directories(cloud_.log_dir, ec);
+    if (ec) {
+      return util::make_error(ExitCode::backend, fmt::format("cannot create the log directory {} of cloud '{}': {}; check "
+                                                             "log_dir in the config",
+                                                             cloud_.log_dir, cloud_.name, ec.message()));
+    }
+    NewRun fresh;
+    fresh.app = spec.app;
+    fresh.function = spec.function;
+    fresh.cloud = spec.cloud;
+    fresh.backend = "slurm";
+    fresh.gpus = spec.gpu_text;
+    fresh.spec_json = to_json(spec);
+    fresh.log_dir = cloud_.log_dir;
+    fresh.status_reason = fmt::format("submitting to {}", cloud_.name);
+    auto created = store.create_run(fresh);
+    if (!created) return created.error();
+    Run run = created->run;
+    created->lock.release();
+    auto submitted = submit(*client, store, run, spec, secrets, 0);
+    if (!submitted) {
+      (void)store.update_status(run.id, RunStatus::failed, submitted.error().message, util::to_int(submitted.error().code));
+      return submitted.error();
+    }
+    if (spec.max_retries > 0 || spec.timeout) {
+      if (auto watching = start_watcher(store, run.id); !watching) return watching.error();
+    }
+    auto fresh_run = store.get_run(run.id);
+    if (!fresh_run) return fresh_run.error();
+    return *fresh_run;
+  }
+
+  util::Result<std::string> dry_run(const RunSpec& spec, const SecretValues& secrets) override {
+    auto job = slurm_job_for(cloud_, spec, "DRYRUN", secrets, 0);
+    if (!job) return job.error();
+    for (const auto& [name, values] : secrets) {
+      for (const auto& [k, v] : values) job->environment[k] = "***";
+    }
+    for (const char* login : {"GPURUN_REGISTRY_PASSWORD", "APPTAINER_DOCKER_PASSWORD"}) {
+      if (job->environment.count(login) != 0) job->environment[login] = "***";
+    }
+    auto dialect = slurm::dialect_for(cloud_.api_version);
+    if (!dialect) return dialect.error();
+    const auto body = nlohmann::json::parse((*dialect)->submit_body(*job));
+    std::string out = fmt::format("# POST {}{} (cloud {})\n", cloud_.endpoint, (*dialect)->path("/job/submit"), cloud_.name);
+    out += "# --- batch script ---\n" + job->script;
+    nlohmann::json request = body;
+    request["script"] = "<the batch script above>";
+    out += "# --- request ---\n" + request.dump(2) + "\n";
+    return out;
+  }
+
+  util::Result<void> cancel(StateStore& store, const Run& run) override {
+    auto remote = parse_remote_id(run.remote_id);
+    if (remote) {
+      auto client = open_client();
+      if (!client) return client.error();
+      auto outcome = client->cancel(remote->job_id);
+      if (!outcome) return outcome.error();
+    }
+    (void)store.update_status(run.id, RunStatus::cancelled, "cancelled", util::to_int(ExitCode::cancelled));
+    return {};
+  }
+
+  util::Result<Run> refresh(StateStore& store, const Run& run) override {
+    if (is_terminal(run.status)) return run;
+    auto remote = parse_remote_id(run.remote_id);
+    if (!remote) return run;  // still being submitted
+    auto client = open_client();
+    if (!client) return client.error();
+    auto job = client->job(remote->job_id);
+    if (!job) return job.error();
+    auto spec = run_spec_from_json(run.spec_json);
+    const std::string exit_path = slurm::run_exit_path(run.log_dir, run.id);
+    if (!*job) {
+      // Slurm forgot the job (MinJobAge after its end): its exit file tells how it ended.
+      if (auto code = read_exit_file(exit_path)) {
+        if (*code == 0) {
+          (void)store.update_status(run.id, RunStatus::succeeded, "", 0);
+        } else {
+          (void)store.update_status(run.id, RunStatus::failed, fmt::format("failed with exit code {}", *code), *code);
+        }
+      } else {
+        (void)store.update_status(run.id, RunStatus::lost,
+                                  fmt::format("Slurm no longer knows job {} and it left no exit code in {}",
+                                              remote->job_id, run.log_dir),
+                                  util::to_int(ExitCode::backend));
+      }
+      return store.get_run(run.id);
+    }
+    const slurm::JobInfo& info = **job;
+    const int attempt = remote->offset + info.restart_cnt + 1;
+    if (attempt != run.attempt) (void)store.set_attempt(run.id, attempt);
+    const auto view = slurm::map_state(info);
+    const std::string what = spec && !spec->gpu_alternatives.empty() ? gres_of(*spec) : std::string("a node");
+    switch (view.status) {
+      case slurm::JobStatus::queued: {
+        std::string reason = fmt::format("waiting for {} on {}: {}", what, run.cloud, view.reason.empty() ? "queued" : view.reason);
+        if (info.restart_cnt > 0) reason += fmt::format(" (requeued, attempt {})", attempt);
+        if (reason != run.status_reason || run.status != RunStatus::queued) {
+          (void)store.update_status(run.id, RunStatus::queued, reason);
+        }
+        break;
+      }
+      case slurm::JobStatus::preempted:
+        (void)store.update_status(run.id, RunStatus::queued,
+                                  fmt::format("{} on {}; Slurm requeues it (attempt {})", view.reason, run.cloud, attempt + 1));
+        break;
+      case slurm::JobStatus::running: {
+        if (run.status != RunStatus::running) {
+          (void)store.update_status(run.id, RunStatus::running, "");
+          if (!info.gres_detail.empty()) (void)store.set_gpus(run.id, util::join(info.gres_detail, ","));
+        }
+        if (spec && spec->timeout && info.start_time) {
+          const auto elapsed_ms = now_unix_ms() - *info.start_time * 1000;
+          if (elapsed_ms >= spec->timeout->count() + 1000) {
+            (void)client->cancel(remote->job_id);
+            (void)store.update_status(run.id, RunStatus::timeout,
+                                      fmt::format("timed out after {}", util::format_duration(*spec->timeout)),
+                                      util::to_int(ExitCode::timeout));
+          }
+        }
+        break;
+      }
+      case slurm::JobStatus::succeeded:
+        (void)store.update_status(run.id, RunStatus::succeeded, "", 0);
+        break;
+      case slurm::JobStatus::failed: {
+        int code = info.exit_code.value_or(1);
+        if (info.exit_signal) code = 128 + *info.exit_signal;
+        if (auto file = read_exit_file(exit_path); file && info.state == "FAILED") code = *file;
+        std::string reason = view.reason.empty() ? fmt::format("failed with exit code {}", code) : view.reason;
+        if (info.state == "FAILED" && !info.exit_signal) reason = fmt::format("failed with exit code {}", code);
+        if (spec && retry(*client, store, run, *spec, *remote, attempt, reason)) break;
+        (void)store.update_status(run.id, RunStatus::failed, reason, code);
+        break;
+      }
+      case slurm::JobStatus::cancelled:
+        (void)store.update_status(run.id, RunStatus::cancelled,
+                                  view.reason.empty() ? "cancelled in Slurm" : "cancelled in Slurm; " + view.reason,
+                                  util::to_int(ExitCode::cancelled));
+        break;
+      case slurm::JobStatus::timeout:
+        (void)store.update_status(run.id, RunStatus::timeout, view.reason, util::to_int(ExitCode::timeout));
+        break;
+      case slurm::JobStatus::unknown:
+        break;
+    }
+    return store.get_run(run.id);
+  }
+
+  LogSource log_source(const StateStore& /*store*/, const Run& run) const override {
+    return {slurm::run_log_path(run.log_dir.empty() ? cloud_.log_dir : run.log_dir, run.id), LogFormat::plain};
+  }
+
+ private:
+  util::Result<slurm::Client> open_client() const {
+    slurm::ClientOptions options;
+    options.endpoint = cloud_.endpoint;
+    options.api_version = cloud_.api_version;
+    options.user = cloud_.user;
+    options.token_env = cloud_.token_env;
+    return slurm::Client::open(options);
+  }
+
+  std::string gres_of(const RunSpec& spec) const {
+    const auto& a = spec.gpu_alternatives.front();
+    return fmt::format("gpu:{}:{}", slurm_gres_type(cloud_, a.type, a.min_memory_gb), a.count);
+  }
+
+  util::Result<void> submit(slurm::Client& client, StateStore& store, const Run& run, const RunSpec& spec,
+                            const SecretValues& secrets, int offset) {
+    auto job = slurm_job_for(cloud_, spec, run.id, secrets, offset);
+    if (!job) return job.error();
+    auto id = client.submit(*job);
+    if (!id) return id.error();
+    if (auto set = store.set_remote_id(run.id, format_remote_id(*id, offset, 0)); !set) return set.error();
+    const std::string what = spec.gpu_alternatives.empty() ? std::string("a node") : gres_of(spec);
+    (void)store.update_status(run.id, RunStatus::queued, fmt::format("waiting for {} on {}: submitted as job {}", what, cloud_.name, *id));
+    return {};
+  }
+
+  // A failed attempt with retries left: resubmits the run with the next attempt number, starting
+  // after the manifest's backoff (Slurm's begin_time). Returns false when it did not retry.
+  bool retry(slurm::Client& client, StateStore& store, const Run& run, const RunSpec& spec, const RemoteId& remote,
+             int failed_attempt, const std::string& why) {
+    if (!config_ || remote.retries >= spec.max_retries) return false;
+    const std::string claim = "claim:" + run.remote_id;
+    auto claimed = store.replace_remote_id(run.id, run.remote_id, claim);
+    if (!claimed || !*claimed) return true;  // another process is resubmitting it
+    SecretValues secrets;
+    const auto environ_entries = process_environment();
+    for (const auto& name : spec.secrets) secrets.emplace_back(name, secret_values(*config_, name, environ_entries));
+    const int retries = remote.retries + 1;
+    const auto delay = retry_delay(spec, retries);
+    auto job = slurm_job_for(cloud_, spec, run.id, secrets, failed_attempt);
+    if (!job) {
+      (void)store.update_status(run.id, RunStatus::failed, job.error().message, util::to_int(job.error().code));
+      return true;
+    }
+    const auto delay_s = (delay.count() + 999) / 1000;
+    if (delay_s > 0) job->extra["begin_time"] = fmt::format("now+{}", delay_s);
+    auto id = client.submit(*job);
+    if (!id) {
+      (void)store.update_status(run.id, RunStatus::failed, why + "; resubmitting failed: " + id.error().message,
+                                util::to_int(id.error().code));
+      return true;
+    }
+    (void)store.set_remote_id(run.id, format_remote_id(*id, failed_attempt, retries));
+    (void)store.set_attempt(run.id, failed_attempt + 1);
+    (void)store.update_status(run.id, RunStatus::queued,
+                              fmt::format("attempt {} {}; retrying in {} as job {} (attempt {} of {})", failed_attempt, why,
+                                          util::format_duration(delay), *id, failed_attempt + 1, spec.max_retries + 1));
+    return true;
+  }
+
+  // Keeps a run current while nobody looks at it (a detached run): a process of its own that
+  // refreshes it until it ends, so failures are resubmitted with the manifest's backoff and the
+  // timeout is enforced to the second. `store` is closed across fork() and reopened.
+  util::Result<void> start_watcher(StateStore& store, const std::string& run_id) {
+    const std::string state_dir = store.dir();
+    {
+      StateStore closing = std::move(store);
+    }
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      ::setsid();
+      if (::fork() != 0) ::_exit(0);
+      const int null_fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+      if (null_fd >= 0) {
+        for (int fd : {0, 1, 2}) ::dup2(null_fd, fd);
+      }
+      for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGQUIT}) ::signal(sig, SIG_DFL);
+      sigset_t none;
+      sigemptyset(&none);
+      ::sigprocmask(SIG_SETMASK, &none, nullptr);
+      ::_exit(watch(state_dir, run_id));
+    }
+    if (pid > 0) {
+      int status = 0;
+      while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+      }
+    }
+    auto reopened = StateStore::open(state_dir);
+    if (!reopened) return reopened.error();
+    store = std::move(*reopened);
+    return {};
+  }
+
+  // The watcher's loop: refresh, then sleep (1 s growing to 5 s, or 15 s without a timeout; never
+  // past the timeout's deadline), until the run ends.
+  int watch(const std::string& state_dir, const std::string& run_id) {
+    auto store = StateStore::open(state_dir);
+    if (!store) return 1;
+    auto run = store->get_run(run_id);
+    if (!run) return 1;
+    const auto spec = run_spec_from_json(run->spec_json);
+    const std::chrono::milliseconds most(spec && spec->timeout ? 5'000 : 15'000);
+    std::chrono::milliseconds delay(1'000);
+    RunStatus last = run->status;
+    for (int errors = 0; errors < 1000;) {
+      auto current = store->get_run(run_id);
+      if (!current) return 1;
+      if (is_terminal(current->status)) return 0;
+      auto fresh = refresh(*store, *current);
+      errors = fresh ? 0 : errors + 1;
+      if (fresh && is_terminal(fresh->status)) return 0;
+      if (fresh && fresh->status != last) {
+        last = fresh->status;
+        delay = std::chrono::milliseconds(1'000);
+      }
+      auto sleep_for = delay;
+      if (fresh && fresh->status == RunStatus::running && spec && spec->timeout && fresh->started_at) {
+        const auto left = std::chrono::milliseconds(*fresh->started_at + spec->timeout->count() + 1'000 - now_unix_ms());
+        sleep_for = std::clamp(left, std::chrono::milliseconds(200), delay);
+      }
+      std::this_thread::sleep_for(sleep_for);
+      delay = std::min(most, delay * 3 / 2);
+    }
+    return 1;
+  }
+
+  CloudConfig cloud_;
+  std::optional<Config> config_;
+};
+
+}  // namespace
+
+std::string slurm_gres_type(const CloudConfig& cloud, const std::string& type, int memory_gb) {
+  const std::string variant = fmt::format("{}-{}GB", type, memory_gb);
+  for (const auto& [key, value] : cloud.gres) {
+    if (memory_gb > 0 && util::iequals(key, variant)) return value;
+  }
+  for (const auto& [key, value] : cloud.gres) {
+    if (util::iequals(key, type)) return value;
+  }
+  return util::to_lower(type);
+}
+
+util::Result<slurm::JobSubmit> slurm_job_for(const CloudConfig& cloud, const RunSpec& spec, const std::string& run_id,
+                                             const SecretValues& secrets, int attempt_offset) {
+  slurm::JobSubmit job;
+  job.name = fmt::format("gpurun-{}-{}", spec.app, spec.function);
+  job.partition = cloud.partition;
+  if (!spec.gpu_alternatives.empty()) {
+    const auto& a = spec.gpu_alternatives.front();
+    if (a.type.empty()) {
+      job.gres = fmt::format("gpu:{}", a.count);
+    } else {
+      job.gres = fmt::format("gpu:{}:{}", slurm_gres_type(cloud, a.type, a.min_memory_gb), a.count);
+    }
+  }
+  if (spec.timeout) {
+    const long long ms = spec.timeout->count();
+    job.time_limit_minutes = std::max<long>(1, static_cast<long>((ms + 59'999) / 60'000));
+    const long grace = std::max<long>(10, static_cast<long>(spec.kill_grace.count() / 1000));
+    job.signal = fmt::format("TERM@{}", grace);
+  }
+  job.current_working_directory = spec.cwd;
+  job.account = cloud.account;
+  job.qos = cloud.qos;
+  job.constraint = cloud.constraint;
+  job.extra = extra_fields(cloud.sbatch_options);
+
+  std::map<std::string, std::string> environment;
+  for (const char* name : {"PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ"}) {
+    if (const char* value = std::getenv(name); value != nullptr) environment[name] = value;
+  }
+  slurm::BatchScript script;
+  for (const auto& [k, v] : spec.env) {
+    environment[k] = v;
+    script.env_names.push_back(k);
+  }
+  environment["GPURUN_APP"] = spec.app;
+  environment["GPURUN_FUNCTION"] = spec.function;
+  for (const auto& [name, values] : secrets) {
+    for (const auto& [k, v] : values) environment[k] = v;
+  }
+  script.argv = spec.argv;
+  if (!spec.image.empty()) {
+    if (spec.image_registry.empty() || spec.image_repository.empty() || spec.image_digest.empty()) {
+      return util::make_error(ExitCode::usage, fmt::format("function '{}' runs in image '{}', which is not in the registry of "
+                                                           "cloud '{}'; run 'gpurun deploy' first",
+                                                           spec.function, spec.image, cloud.name));
+    }
+    slurm::ImageRun image;
+    image.runtime = cloud.container_runtime;
+    image.registry = spec.image_registry;
+    image.repository = spec.image_repository;
+    image.digest = spec.image_digest;
+    image.tag = registry::default_tags(spec.image_digest, "").front();
+    image.cache_dir = cloud.image_cache;
+    image.workdir = spec.image_workdir;
+    image.gpus = !spec.gpu_alternatives.empty();
+    script.image = image;
+    std::vector<std::string> pass = script.env_names;
+    for (const auto& [name, values] : secrets) {
+      for (const auto& [k, v] : values) pass.push_back(k);
+    }
+    environment[pass_env_variable] = util::join(pass, ",");
+    if (auto login = registry::find_credentials(spec.image_registry)) {
+      const bool apptainer = image.runtime == "apptainer";
+      environment[apptainer ? "APPTAINER_DOCKER_USERNAME" : "GPURUN_REGISTRY_USER"] = login->username;
+      environment[apptainer ? "APPTAINER_DOCKER_PASSWORD" : "GPURUN_REGISTRY_PASSWORD"] = login->password;
+    }
+  }
+  script.gpurun = cloud.node_gpurun.empty() ? self_executable() : cloud.node_gpurun;
+  for (const auto& m : spec.mounts) script.binds.emplace_back(m.host_path, m.path);
+  script.log_dir = cloud.log_dir;
+  script.run_id = run_id;
+  script.attempt_offset = attempt_offset;
+  if (auto prepared = slurm::prepare_job(job, script, environment); !prepared) return prepared.error();
+  return job;
+}
+
+util::Result<std::unique_ptr<Backend>> make_slurm_backend(const CloudConfig* cloud, const Config* config) {
+  if (cloud == nullptr || cloud->backend != "slurm") {
+    return util::make_error(ExitCode::usage, "the slurm backend needs a cloud with 'backend: slurm' in the config");
+  }
+  return std::unique_ptr<Backend>(new SlurmBackend(*cloud, config ? std::optional<Config>(*config) : std::nullopt));
+}
+
+}  // namespace gpurun::cloud

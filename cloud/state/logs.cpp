@@ -1,0 +1,680 @@
+#include "cloud/state/logs.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <ctime>
+#include <thread>
+
+#include "cloud/state/state.hpp"
+
+namespace gpurun::cloud {
+
+using util::ExitCode;
+using util::make_error;
+
+namespace {
+
+constexpr std::size_t write_threshold = 64 * 1024;
+constexpr std::int64_t max_buffer_age_ms = 50;
+constexpr std::size_t read_block = 256 * 1024;
+constexpr std::size_t max_read_buffer = 4 * max_record_text + 4096;
+constexpr std::size_t tail_block = 64 * 1024;
+constexpr std::size_t header_reach = 64;  // a record header is shorter than this
+
+util::Error io_error(ExitCode code, const std::string& what, int error_number, std::string_view todo = {}) {
+  std::string message = what + ": " + std::strerror(error_number);
+  if (!todo.empty()) message += "; " + std::string(todo);
+  return make_error(code, std::move(message));
+}
+
+int stream_index(LogStream stream) { return stream == LogStream::out ? 0 : 1; }
+
+// Writes all of `data`; false with errno set on failure.
+bool write_all(int fd, const char* data, std::size_t n) {
+  while (n > 0) {
+    const ssize_t done = ::write(fd, data, n);
+    if (done < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    data += done;
+    n -= static_cast<std::size_t>(done);
+  }
+  return true;
+}
+
+ssize_t pread_full(int fd, char* data, std::size_t n, std::uint64_t offset) {
+  std::size_t total = 0;
+  while (total < n) {
+    const ssize_t got = ::pread(fd, data + total, n - total, static_cast<off_t>(offset + total));
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    if (got == 0) break;
+    total += static_cast<std::size_t>(got);
+  }
+  return static_cast<ssize_t>(total);
+}
+
+// The offset just after the last '\n' in the first `size` bytes of `fd` (0 when there is none), or
+// -1 on a read error.
+std::int64_t complete_end(int fd, std::uint64_t size) {
+  std::vector<char> block(tail_block);
+  std::uint64_t end = size;
+  while (end > 0) {
+    const std::uint64_t start = end > tail_block ? end - tail_block : 0;
+    const std::size_t length = static_cast<std::size_t>(end - start);
+    if (pread_full(fd, block.data(), length, start) != static_cast<ssize_t>(length)) return -1;
+    if (const void* newline = ::memrchr(block.data(), '\n', length)) {
+      return static_cast<std::int64_t>(start + static_cast<std::size_t>(static_cast<const char*>(newline) - block.data()) + 1);
+    }
+    end = start;
+  }
+  return 0;
+}
+
+// Parses the decimal digits at text[i...] (at least one, at most `max_digits`), then one space.
+bool parse_field(std::string_view text, std::size_t& i, std::int64_t& value, std::size_t max_digits) {
+  const std::size_t start = i;
+  value = 0;
+  while (i < text.size() && text[i] >= '0' && text[i] <= '9' && i - start < max_digits) {
+    value = value * 10 + (text[i] - '0');
+    ++i;
+  }
+  if (i == start || i >= text.size() || text[i] != ' ') return false;
+  ++i;
+  return true;
+}
+
+// The kind letter of a record line (0 when malformed) and where its text starts.
+char record_kind(std::string_view line, std::size_t& text_start, std::int64_t& unix_ms, std::int64_t& attempt) {
+  std::size_t i = 0;
+  if (!parse_field(line, i, unix_ms, 18) || !parse_field(line, i, attempt, 9)) return 0;
+  if (i + 1 >= line.size() || line[i + 1] != ' ') return 0;
+  const char kind = line[i];
+  if (std::strchr("oemOEM", kind) == nullptr || kind == 0) return 0;
+  text_start = i + 2;
+  return kind;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// LogWriter
+
+util::Result<LogWriter> LogWriter::open(const std::string& path, int attempt, std::vector<std::string> secrets) {
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (fd < 0) return io_error(ExitCode::backend, "cannot open the log " + path, errno, "check the state directory");
+  struct stat info {};
+  std::int64_t end = 0;
+  if (::fstat(fd, &info) != 0 || (end = complete_end(fd, static_cast<std::uint64_t>(info.st_size))) < 0 ||
+      (end != info.st_size && ::ftruncate(fd, end) != 0)) {
+    const int error_number = errno;
+    ::close(fd);
+    return io_error(ExitCode::backend, "cannot prepare the log " + path, error_number, "check the state directory");
+  }
+  LogWriter writer;
+  writer.fd_ = fd;
+  writer.path_ = path;
+  writer.attempt_ = attempt;
+  writer.size_ = static_cast<std::uint64_t>(end);
+  for (std::string& secret : secrets) {
+    if (secret.empty()) continue;
+    writer.longest_secret_ = std::max(writer.longest_secret_, secret.size());
+    writer.secrets_.push_back(std::move(secret));
+  }
+  writer.buffer_.reserve(2 * write_threshold);
+  return writer;
+}
+
+LogWriter::LogWriter(LogWriter&& other) noexcept { *this = std::move(other); }
+
+LogWriter& LogWriter::operator=(LogWriter&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) (void)close();
+    fd_ = std::exchange(other.fd_, -1);
+    path_ = std::move(other.path_);
+    attempt_ = other.attempt_;
+    secrets_ = std::move(other.secrets_);
+    longest_secret_ = other.longest_secret_;
+    for (int i = 0; i < 2; ++i) pending_[i] = std::move(other.pending_[i]);
+    buffer_ = std::move(other.buffer_);
+    masked_ = std::move(other.masked_);
+    header_ = std::move(other.header_);
+    spans_ = std::move(other.spans_);
+    header_ms_ = other.header_ms_;
+    now_ms_ = other.now_ms_;
+    oldest_buffered_ms_ = other.oldest_buffered_ms_;
+    size_ = other.size_;
+  }
+  return *this;
+}
+
+LogWriter::~LogWriter() {
+  if (fd_ >= 0) (void)close();
+}
+
+void LogWriter::refresh_header(std::int64_t unix_ms) {
+  if (unix_ms == header_ms_) return;
+  header_ms_ = unix_ms;
+  char text[48];
+  char* end = std::to_chars(text, text + 20, unix_ms).ptr;
+  *end++ = ' ';
+  end = std::to_chars(end, end + 12, attempt_).ptr;
+  *end++ = ' ';
+  header_.assign(text, end);
+}
+
+std::string_view LogWriter::mask(std::string_view text) {
+  if (secrets_.empty()) return text;
+  spans_.clear();
+  for (const std::string& secret : secrets_) {
+    std::size_t from = 0;
+    while (from + secret.size() <= text.size()) {
+      const void* hit = ::memmem(text.data() + from, text.size() - from, secret.data(), secret.size());
+      if (hit == nullptr) break;
+      const std::size_t at = static_cast<std::size_t>(static_cast<const char*>(hit) - text.data());
+      spans_.emplace_back(at, at + secret.size());
+      from = at + 1;
+    }
+  }
+  if (spans_.empty()) return text;
+  std::sort(spans_.begin(), spans_.end());
+  masked_.clear();
+  std::size_t copied = 0;
+  for (std::size_t i = 0; i < spans_.size();) {
+    const std::size_t start = spans_[i].first;
+    std::size_t stop = spans_[i].second;
+    for (++i; i < spans_.size() && spans_[i].first <= stop; ++i) stop = std::max(stop, spans_[i].second);
+    masked_.append(text.data() + copied, start - copied);
+    masked_ += "***";
+    copied = stop;
+  }
+  masked_.append(text.data() + copied, text.size() - copied);
+  return masked_;
+}
+
+void LogWriter::emit(LogStream stream, std::string_view text, bool line_end) {
+  if (buffer_.empty()) oldest_buffered_ms_ = now_ms_;
+  refresh_header(now_ms_);
+  char kind = static_cast<char>(stream);
+  if (!line_end) kind = static_cast<char>(kind - 'a' + 'A');
+  buffer_ += header_;
+  buffer_ += kind;
+  buffer_ += ' ';
+  buffer_.append(text);
+  buffer_ += '\n';
+}
+
+void LogWriter::emit_line(LogStream stream, std::string_view text, bool line_end) {
+  std::string_view masked = mask(text);
+  while (masked.size() > max_record_text) {
+    emit(stream, masked.substr(0, max_record_text), false);
+    masked.remove_prefix(max_record_text);
+  }
+  emit(stream, masked, line_end);
+}
+
+// Writes the pending partial line of `stream` as fragments: all of it, or (when more may follow)
+// all but a tail that could be the start of a secret, never cutting through a secret it holds.
+void LogWriter::emit_pending_prefix(LogStream stream, bool everything) {
+  Pending& pending = pending_[stream_index(stream)];
+  if (pending.text.empty()) return;
+  std::size_t cut = pending.text.size();
+  if (!everything) {
+    const std::size_t keep = longest_secret_ > 0 ? longest_secret_ - 1 : 0;
+    if (cut <= keep) return;
+    cut = std::min(cut - keep, max_record_text);
+    for (bool moved = true; moved && cut > 0;) {
+      moved = false;
+      for (const std::string& secret : secrets_) {
+        const std::size_t from = cut >= secret.size() ? cut - secret.size() + 1 : 0;
+        const std::size_t at = pending.text.find(secret, from);
+        if (at != std::string::npos && at < cut) {
+          cut = at;
+          moved = true;
+        }
+      }
+    }
+    if (cut == 0) return;
+  }
+  emit_line(stream, std::string_view(pending.text).substr(0, cut), false);
+  pending.text.erase(0, cut);
+  pending.since_ms = now_ms_;
+}
+
+util::Result<void> LogWriter::write(LogStream stream, const char* data, std::size_t n) {
+  if (fd_ < 0) return make_error(ExitCode::backend, "cannot write the log " + path_ + ": it is closed");
+  if (stream == LogStream::marker) return marker(std::string_view(data, n));
+  now_ms_ = now_unix_ms();
+  Pending& pending = pending_[stream_index(stream)];
+  const char* cursor = data;
+  const char* const end = data + n;
+  while (cursor < end) {
+    const char* newline = static_cast<const char*>(std::memchr(cursor, '\n', static_cast<std::size_t>(end - cursor)));
+    if (newline == nullptr) {
+      if (pending.text.empty()) pending.since_ms = now_ms_;
+      pending.text.append(cursor, static_cast<std::size_t>(end - cursor));
+      if (pending.text.size() >= max_record_text + longest_secret_) emit_pending_prefix(stream, false);
+      break;
+    }
+    const std::string_view line(cursor, static_cast<std::size_t>(newline - cursor));
+    if (pending.text.empty()) {
+      emit_line(stream, line, true);
+    } else {
+      pending.text.append(line);
+      emit_line(stream, pending.text, true);
+      pending.text.clear();
+    }
+    cursor = newline + 1;
+  }
+  if (buffer_.size() >= write_threshold || (!buffer_.empty() && now_ms_ - oldest_buffered_ms_ >= max_buffer_age_ms)) {
+    return write_buffer();
+  }
+  return {};
+}
+
+util::Result<void> LogWriter::marker(std::string_view text) {
+  if (fd_ < 0) return make_error(ExitCode::backend, "cannot write the log " + path_ + ": it is closed");
+  now_ms_ = now_unix_ms();
+  std::string line(text);
+  std::replace(line.begin(), line.end(), '\n', ' ');
+  emit_line(LogStream::marker, line, true);
+  return write_buffer();
+}
+
+util::Result<void> LogWriter::set_attempt(int attempt) {
+  if (fd_ < 0) return make_error(ExitCode::backend, "cannot write the log " + path_ + ": it is closed");
+  now_ms_ = now_unix_ms();
+  emit_pending_prefix(LogStream::out, true);
+  emit_pending_prefix(LogStream::err, true);
+  attempt_ = attempt;
+  header_ms_ = -1;
+  return write_buffer();
+}
+
+util::Result<void> LogWriter::flush() {
+  if (fd_ < 0) return {};
+  now_ms_ = now_unix_ms();
+  for (LogStream stream : {LogStream::out, LogStream::err}) {
+    const Pending& pending = pending_[stream_index(stream)];
+    if (!pending.text.empty() && now_ms_ - pending.since_ms >= partial_line_delay.count()) {
+      emit_pending_prefix(stream, false);
+    }
+  }
+  return write_buffer();
+}
+
+util::Result<void> LogWriter::close() {
+  if (fd_ < 0) return {};
+  now_ms_ = now_unix_ms();
+  emit_pending_prefix(LogStream::out, true);
+  emit_pending_prefix(LogStream::err, true);
+  util::Result<void> result = write_buffer();
+  ::close(fd_);
+  fd_ = -1;
+  return result;
+}
+
+util::Result<void> LogWriter::write_buffer() {
+  if (buffer_.empty()) return {};
+  const bool written = write_all(fd_, buffer_.data(), buffer_.size());
+  const int error_number = errno;
+  if (written) {
+    size_ += buffer_.size();
+  } else if (::ftruncate(fd_, static_cast<off_t>(size_)) != 0) {
+    // Leaves a torn record, which readers ignore and the next LogWriter::open removes.
+  }
+  buffer_.clear();
+  if (!written) {
+    return io_error(ExitCode::backend, "cannot write the log " + path_, error_number, "check free disk space");
+  }
+  return {};
+}
+
+// ---------------------------------------------------------------------------------------------
+// LogReader
+
+LogReader::LogReader(std::string path, std::uint64_t offset, LogFormat format, int plain_attempt)
+    : path_(std::move(path)), format_(format), plain_attempt_(plain_attempt), file_offset_(offset) {}
+
+LogReader::LogReader(LogReader&& other) noexcept
+    : path_(std::move(other.path_)),
+      format_(other.format_),
+      plain_attempt_(other.plain_attempt_),
+      fd_(std::exchange(other.fd_, -1)),
+      buffer_(std::move(other.buffer_)),
+      begin_(other.begin_),
+      end_(other.end_),
+      file_offset_(other.file_offset_),
+      skipped_(other.skipped_),
+      discarding_(other.discarding_) {}
+
+LogReader::~LogReader() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+bool LogReader::parse_line(std::string_view line, LogRecord& record) {
+  std::size_t text_start = 0;
+  std::int64_t unix_ms = 0;
+  std::int64_t attempt = 0;
+  const char kind = record_kind(line, text_start, unix_ms, attempt);
+  if (kind == 0) return false;
+  record.unix_ms = unix_ms;
+  record.attempt = static_cast<int>(attempt);
+  record.line_end = kind >= 'a';
+  record.stream = static_cast<LogStream>(kind >= 'a' ? kind : kind - 'A' + 'a');
+  record.text = line.substr(text_start);
+  return true;
+}
+
+util::Result<std::size_t> LogReader::read(std::vector<LogRecord>& records, bool final) {
+  records.clear();
+  if (fd_ < 0) {
+    fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd_ < 0) {
+      if (errno == ENOENT) return std::size_t{0};
+      return io_error(ExitCode::backend, "cannot open the log " + path_, errno);
+    }
+    buffer_.resize(read_block);
+  }
+  const std::int64_t now = format_ == LogFormat::plain ? now_unix_ms() : 0;
+  std::size_t pos = 0;
+  while (true) {
+    if (begin_ > 0) {
+      std::memmove(buffer_.data(), buffer_.data() + begin_, end_ - begin_);
+      end_ -= begin_;
+      begin_ = 0;
+    }
+    if (end_ == buffer_.size()) {
+      if (buffer_.size() < max_read_buffer) {
+        buffer_.resize(std::min(2 * buffer_.size(), max_read_buffer));
+      } else {  // a line longer than any record: not written by LogWriter
+        ++skipped_;
+        discarding_ = true;
+        end_ = 0;
+      }
+    }
+    const std::size_t space = buffer_.size() - end_;
+    const ssize_t got = pread_full(fd_, buffer_.data() + end_, space, file_offset_);
+    if (got < 0) return io_error(ExitCode::backend, "cannot read the log " + path_, errno);
+    end_ += static_cast<std::size_t>(got);
+    file_offset_ += static_cast<std::uint64_t>(got);
+
+    const char* const data = buffer_.data();
+    pos = begin_;
+    while (pos < end_) {
+      const void* found = std::memchr(data + pos, '\n', end_ - pos);
+      if (found == nullptr) break;
+      const std::size_t newline = static_cast<std::size_t>(static_cast<const char*>(found) - data);
+      const std::string_view line(data + pos, newline - pos);
+      pos = newline + 1;
+      if (discarding_) {
+        discarding_ = false;
+        continue;
+      }
+      LogRecord record;
+      if (format_ == LogFormat::plain) {
+        record = LogRecord{now, plain_attempt_, LogStream::out, true, line};
+      } else if (!parse_line(line, record)) {
+        ++skipped_;
+        continue;
+      }
+      records.push_back(record);
+    }
+    // Nothing yet from a full buffer (one long record, or malformed lines): read on.
+    if (!records.empty() || static_cast<std::size_t>(got) < space) break;
+    if (format_ == LogFormat::plain && end_ - pos >= max_record_text) break;
+    begin_ = pos;
+  }
+  const char* const data = buffer_.data();
+  if (format_ == LogFormat::plain && !discarding_) {
+    while (end_ - pos >= max_record_text || (final && pos < end_)) {
+      const std::size_t length = std::min(end_ - pos, max_record_text);
+      records.push_back(LogRecord{now, plain_attempt_, LogStream::out, false, std::string_view(data + pos, length)});
+      pos += length;
+    }
+  }
+  begin_ = pos;
+  return records.size();
+}
+
+util::Result<std::uint64_t> end_offset(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return std::uint64_t{0};
+    return io_error(ExitCode::backend, "cannot open the log " + path, errno);
+  }
+  struct stat info {};
+  std::int64_t end = -1;
+  if (::fstat(fd, &info) == 0) end = complete_end(fd, static_cast<std::uint64_t>(info.st_size));
+  const int error_number = errno;
+  ::close(fd);
+  if (end < 0) return io_error(ExitCode::backend, "cannot read the log " + path, error_number);
+  return static_cast<std::uint64_t>(end);
+}
+
+util::Result<std::uint64_t> tail_offset(const std::string& path, std::size_t lines, LogFormat format) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return std::uint64_t{0};
+    return io_error(ExitCode::backend, "cannot open the log " + path, errno);
+  }
+  struct stat info {};
+  std::int64_t complete = -1;
+  if (::fstat(fd, &info) == 0) complete = complete_end(fd, static_cast<std::uint64_t>(info.st_size));
+  if (complete < 0) {
+    const int error_number = errno;
+    ::close(fd);
+    return io_error(ExitCode::backend, "cannot read the log " + path, error_number);
+  }
+  const std::uint64_t end = static_cast<std::uint64_t>(complete);
+  if (end == 0 || lines == 0) {
+    ::close(fd);
+    return end;
+  }
+  // A window [window_start, window_start + window.size()) of the file, moved backwards block by
+  // block; it overlaps the previous window by header_reach bytes so that the header of a record
+  // starting just after a newline near its end is in it.
+  std::vector<char> window;
+  std::uint64_t window_start = end;
+  auto load_before = [&](std::uint64_t before) -> bool {
+    const std::uint64_t start = before > tail_block ? before - tail_block : 0;
+    const std::uint64_t stop = std::min(end, before + header_reach);
+    window.resize(static_cast<std::size_t>(stop - start));
+    if (pread_full(fd, window.data(), window.size(), start) != static_cast<ssize_t>(window.size())) return false;
+    window_start = start;
+    return true;
+  };
+  // Scans record by record from the last one; `record_end` is the offset of the current record's
+  // '\n', `search_to` where the search for the previous newline continues.
+  std::uint64_t record_end = end - 1;
+  std::uint64_t search_to = record_end;
+  std::size_t counted = 0;
+  bool last = true;
+  std::uint64_t result = 0;
+  bool done = false;
+  while (!done) {
+    // Find the newline before the current record (its start is just after it).
+    std::int64_t previous = -1;
+    while (true) {
+      if (search_to > window_start) {
+        const std::size_t length = static_cast<std::size_t>(search_to - window_start);
+        if (const void* hit = ::memrchr(window.data(), '\n', length)) {
+          previous = static_cast<std::int64_t>(window_start) +
+                     (static_cast<const char*>(hit) - window.data());
+          break;
+        }
+      }
+      if (window_start == 0) break;
+      const std::uint64_t old_start = window_start;
+      if (!load_before(old_start)) {
+        const int error_number = errno;
+        ::close(fd);
+        return io_error(ExitCode::backend, "cannot read the log " + path, error_number);
+      }
+      search_to = std::min(search_to, old_start);
+    }
+    const std::uint64_t record_start = static_cast<std::uint64_t>(previous + 1);
+    bool line_end = true;
+    if (format == LogFormat::records) {
+      const std::size_t at = static_cast<std::size_t>(record_start - window_start);
+      const std::size_t length =
+          std::min<std::size_t>(window.size() - at, static_cast<std::size_t>(record_end - record_start));
+      std::size_t text_start = 0;
+      std::int64_t unix_ms = 0;
+      std::int64_t attempt = 0;
+      const char kind = record_kind(std::string_view(window.data() + at, length), text_start, unix_ms, attempt);
+      line_end = kind == 0 || kind >= 'a';
+    }
+    if (line_end || last) {
+      if (counted == lines) {
+        result = record_end + 1;
+        done = true;
+        break;
+      }
+      ++counted;
+    }
+    last = false;
+    if (previous < 0) break;
+    record_end = static_cast<std::uint64_t>(previous);
+    search_to = record_end;
+  }
+  ::close(fd);
+  return result;
+}
+
+util::Result<void> follow(LogReader& reader, const std::function<bool()>& ended,
+                          const std::function<util::Result<void>(std::span<const LogRecord>)>& sink,
+                          std::chrono::milliseconds poll, const std::atomic<bool>* cancelled) {
+  std::vector<LogRecord> batch;
+  batch.reserve(4096);
+  while (true) {
+    if (cancelled != nullptr && cancelled->load()) {
+      return make_error(ExitCode::cancelled, "following the log " + reader.path() + ": cancelled");
+    }
+    // Checked before reading: a read that finds nothing after the end has seen all there is.
+    const bool was_ended = ended();
+    util::Result<std::size_t> got = reader.read(batch);
+    if (!got) return got.error();
+    if (*got == 0 && was_ended) {
+      got = reader.read(batch, true);
+      if (!got) return got.error();
+      if (*got > 0) return sink(batch);
+      return {};
+    }
+    if (*got > 0) {
+      if (util::Result<void> sunk = sink(batch); !sunk) return sunk;
+      continue;
+    }
+    std::this_thread::sleep_for(poll);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rendering
+
+namespace {
+
+void append_timestamp(std::int64_t unix_ms, RenderState& state, std::string& out) {
+  std::int64_t seconds = unix_ms / 1000;
+  int millis = static_cast<int>(unix_ms % 1000);
+  if (millis < 0) {
+    millis += 1000;
+    --seconds;
+  }
+  if (seconds != state.cached_second) {
+    state.cached_second = seconds;
+    const std::time_t time = static_cast<std::time_t>(seconds);
+    std::tm utc{};
+    ::gmtime_r(&time, &utc);
+    std::strftime(state.cached_text, sizeof state.cached_text, "%Y-%m-%dT%H:%M:%S", &utc);
+  }
+  out += state.cached_text;
+  const char tail[] = {'.', static_cast<char>('0' + millis / 100), static_cast<char>('0' + millis / 10 % 10),
+                       static_cast<char>('0' + millis % 10), 'Z', ' '};
+  out.append(tail, sizeof tail);
+}
+
+}  // namespace
+
+bool render_record(const LogRecord& record, const RenderOptions& options, RenderState& state, std::string& out,
+                   std::string& err) {
+  if (options.since_unix_ms && record.unix_ms < *options.since_unix_ms) return false;
+  if (record.stream == LogStream::marker) {
+    // Markers are whole lines of stderr, on a fresh line (of the screen, on a terminal).
+    if (state.mid_line[1] || (options.terminal && state.mid_line[0])) err += '\n';
+    state.mid_line[1] = false;
+    if (options.terminal) state.mid_line[0] = false;
+    if (options.timestamps) append_timestamp(record.unix_ms, state, err);
+    err += options.terminal && options.color ? "\033[2mgpurun: " : "gpurun: ";
+    err.append(record.text);
+    err += options.terminal && options.color ? "\033[0m\n" : "\n";
+    return true;
+  }
+  const int index = record.stream == LogStream::out ? 0 : 1;
+  std::string& target = index == 0 ? out : err;
+  if (!state.mid_line[index]) {
+    if (options.terminal && !options.function.empty()) {
+      target += options.function;
+      target += " | ";
+    }
+    if (options.timestamps) append_timestamp(record.unix_ms, state, target);
+  }
+  target.append(record.text);
+  if (record.line_end) target += '\n';
+  state.mid_line[index] = !record.line_end;
+  return true;
+}
+
+LogRenderer::LogRenderer(RenderOptions options, int out_fd, int err_fd)
+    : options_(std::move(options)), fds_{out_fd, err_fd} {
+  buffers_[0].reserve(2 * write_threshold);
+  buffers_[1].reserve(write_threshold);
+}
+
+util::Result<void> LogRenderer::drain(int which) {
+  std::string& buffer = buffers_[which];
+  if (buffer.empty()) return {};
+  const bool written = write_all(fds_[which], buffer.data(), buffer.size());
+  const int error_number = errno;
+  buffer.clear();
+  if (!written) return io_error(ExitCode::failure, which == 0 ? "cannot write to stdout" : "cannot write to stderr", error_number);
+  return {};
+}
+
+util::Result<void> LogRenderer::write(std::span<const LogRecord> records) {
+  for (const LogRecord& record : records) {
+    const int target = record.stream == LogStream::out ? 0 : 1;
+    if (target != last_) {
+      if (util::Result<void> drained = drain(last_); !drained) return drained;
+      last_ = target;
+    }
+    render_record(record, options_, state_, buffers_[0], buffers_[1]);
+    if (buffers_[target].size() >= write_threshold) {
+      if (util::Result<void> drained = drain(target); !drained) return drained;
+    }
+  }
+  if (util::Result<void> drained = drain(1 - last_); !drained) return drained;
+  return drain(last_);
+}
+
+util::Result<void> LogRenderer::finish() {
+  if (options_.terminal) {
+    for (int i = 0; i < 2; ++i) {
+      if (state_.mid_line[i]) buffers_[i] += '\n';
+      state_.mid_line[i] = false;
+    }
+  }
+  if (util::Result<void> drained = drain(1 - last_); !drained) return drained;
+  return drain(last_);
+}
+
+}  // namespace gpurun::cloud

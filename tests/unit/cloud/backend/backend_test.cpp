@@ -1,0 +1,211 @@
+#include <doctest/doctest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "cloud/backend/backend.hpp"
+#include "cloud/plan/run_builder.hpp"
+#include "cloud/backend/slurm/slurm_backend.hpp"
+#include "tests/unit/temp_dir.hpp"
+
+using namespace gpurun::cloud;
+using gpurun::util::ExitCode;
+
+namespace {
+
+CloudConfig gcp() {
+  CloudConfig cloud;
+  cloud.name = "gcp";
+  cloud.backend = "slurm";
+  cloud.endpoint = "unix:///nonexistent/slurmrestd.sock";
+  cloud.partition = "gcp";
+  cloud.log_dir = "/scratch/logs";
+  cloud.gres = {{"A100-20GB", "a100_20g"}, {"a100", "a100"}};
+  cloud.account = "ml";
+  cloud.qos = "high";
+  cloud.constraint = "ib";
+  cloud.sbatch_options = {"--exclusive", "--nice=10", "--comment=hi"};
+  return cloud;
+}
+
+RunSpec spec() {
+  RunSpec s;
+  s.app = "mnist";
+  s.function = "train";
+  s.cloud = "gcp";
+  s.backend = "slurm";
+  s.argv = {"python", "it's"};
+  s.cwd = "/home/me/mnist";
+  s.env = {{"MODE", "fast"}};
+  s.secrets = {"hf"};
+  s.gpu_alternatives = {{"A100", 20, 2}};
+  s.timeout = std::chrono::milliseconds(61'000);
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("backend: registry makes local and slurm backends and names the known ones") {
+  auto local = make_backend("local", nullptr);
+  REQUIRE(local.ok());
+  CHECK((*local)->name() == "local");
+  const CloudConfig cloud = gcp();
+  auto slurm = make_backend("slurm", &cloud);
+  REQUIRE(slurm.ok());
+  CHECK((*slurm)->name() == "slurm");
+  auto unknown = make_backend("slurn", nullptr);
+  REQUIRE_FALSE(unknown.ok());
+  CHECK(unknown.error().code == ExitCode::usage);
+  CHECK(unknown.error().message == "unknown backend 'slurn'; use local or slurm");
+  auto no_cloud = make_backend("slurm", nullptr);
+  REQUIRE_FALSE(no_cloud.ok());
+  CHECK(no_cloud.error().message == "the slurm backend needs a cloud with 'backend: slurm' in the config");
+}
+
+TEST_CASE("backend: slurm gres types come from the cloud's map, variants first, else lower case") {
+  const CloudConfig cloud = gcp();
+  CHECK(slurm_gres_type(cloud, "A100", 20) == "a100_20g");
+  CHECK(slurm_gres_type(cloud, "A100", 40) == "a100");
+  CHECK(slurm_gres_type(cloud, "A10G", 24) == "a10g");
+}
+
+TEST_CASE("backend: slurm job fields for a run") {
+  const CloudConfig cloud = gcp();
+  auto job = slurm_job_for(cloud, spec(), "rabc", {{"hf", {{"HF_TOKEN", "sekrit"}}}}, 0);
+  REQUIRE_MESSAGE(job.ok(), job.error().message);
+  CHECK(job->name == "gpurun-mnist-train");
+  CHECK(job->partition == "gcp");
+  CHECK(job->gres == "gpu:a100_20g:2");
+  CHECK(job->time_limit_minutes == 2);  // 61 s rounded up
+  CHECK(job->signal == "TERM@10");
+  CHECK(job->account == "ml");
+  CHECK(job->qos == "high");
+  CHECK(job->constraint == "ib");
+  CHECK(job->extra == nlohmann::json{{"exclusive", true}, {"nice", 10}, {"comment", "hi"}});
+  CHECK(job->current_working_directory == "/home/me/mnist");
+  CHECK(job->standard_output == "/scratch/logs/rabc.log");
+  CHECK(job->append_output);
+  CHECK(job->environment.at("HF_TOKEN") == "sekrit");
+  CHECK(job->environment.at("MODE") == "fast");
+  CHECK(job->environment.at("GPURUN_FUNCTION") == "train");
+  CHECK(job->script.find("sekrit") == std::string::npos);
+  CHECK(job->script.find("python 'it'\\''s'\n") != std::string::npos);
+}
+
+TEST_CASE("backend: slurm dry run redacts secret values") {
+  const CloudConfig cloud = gcp();
+  auto backend = make_backend("slurm", &cloud);
+  REQUIRE(backend.ok());
+  auto text = (*backend)->dry_run(spec(), {{"hf", {{"HF_TOKEN", "sekrit"}}}});
+  REQUIRE(text.ok());
+  CHECK(text->find("sekrit") == std::string::npos);
+  CHECK(text->find("\"HF_TOKEN\": \"***\"") != std::string::npos);
+  CHECK(text->find("#!/bin/bash\n") != std::string::npos);
+}
+
+TEST_CASE("backend: slurm launch against an unreachable endpoint records a failed run and exits 125") {
+  gpurun::test::TempDir dir;
+  CloudConfig cloud = gcp();
+  cloud.log_dir = dir.path() + "/logs";
+  auto store = StateStore::open(dir.path() + "/state");
+  REQUIRE(store.ok());
+  auto backend = make_backend("slurm", &cloud);
+  REQUIRE(backend.ok());
+  auto run = (*backend)->launch(*store, spec(), {});
+  REQUIRE_FALSE(run.ok());
+  CHECK(run.error().code == ExitCode::backend);
+  CHECK(run.error().message ==
+        "slurm: cannot reach slurmrestd at unix:///nonexistent/slurmrestd.sock: the socket does not exist; check that "
+        "slurmrestd runs there and the cloud's endpoint is right");
+  auto runs = store->list_runs(true);
+  REQUIRE(runs.ok());
+  CHECK(runs->size() == 1);
+  CHECK(runs->front().status == RunStatus::failed);
+  CHECK(runs->front().backend == "slurm");
+}
+
+TEST_CASE("backend: a slurm job in an image runs node-exec; names, not values, pass into the image") {
+  CloudConfig cloud = gcp();
+  cloud.registry = "http://reg.example:5000";
+  cloud.node_gpurun = "/opt/gpurun/bin/gpurun";
+  cloud.image_cache = "/local/cache";
+  RunSpec s = spec();
+  s.image = "trainer";
+  s.image_digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+  s.image_registry = cloud.registry;
+  s.image_repository = "mnist/trainer";
+  s.image_workdir = "/app";
+  ::setenv("GPURUN_REGISTRY_USER", "puller", 1);
+  ::setenv("GPURUN_REGISTRY_PASSWORD", "pull-secret", 1);
+  auto job = slurm_job_for(cloud, s, "rabc", {{"hf", {{"HF_TOKEN", "sekrit"}}}}, 0);
+  REQUIRE_MESSAGE(job.ok(), job.error().message);
+  CHECK(job->script.find("/opt/gpurun/bin/gpurun node-exec --registry http://reg.example:5000 --repository mnist/trainer "
+                         "--digest sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef --cache "
+                         "/local/cache --gpus -- python 'it'\\''s'\n") != std::string::npos);
+  CHECK(job->environment.at("GPURUN_PASS_ENV") == "MODE,HF_TOKEN");
+  CHECK(job->environment.at("GPURUN_REGISTRY_USER") == "puller");
+  CHECK(job->script.find("pull-secret") == std::string::npos);
+
+  auto backend = make_backend("slurm", &cloud);
+  REQUIRE(backend.ok());
+  auto text = (*backend)->dry_run(s, {{"hf", {{"HF_TOKEN", "sekrit"}}}});
+  REQUIRE(text.ok());
+  CHECK(text->find("pull-secret") == std::string::npos);
+  CHECK(text->find("\"GPURUN_REGISTRY_PASSWORD\": \"***\"") != std::string::npos);
+
+  cloud.container_runtime = "apptainer";
+  job = slurm_job_for(cloud, s, "rabc", {}, 0);
+  REQUIRE(job.ok());
+  CHECK(job->script.find("\napptainer exec --nohttps --nv --pwd /app "
+                         "docker://reg.example:5000/mnist/trainer@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+                         " python 'it'\\''s'\n") != std::string::npos);
+  CHECK(job->environment.at("APPTAINER_DOCKER_PASSWORD") == "pull-secret");
+  CHECK(job->environment.count("GPURUN_REGISTRY_PASSWORD") == 0);
+
+  cloud.container_runtime = "pyxis";
+  job = slurm_job_for(cloud, s, "rabc", {}, 0);
+  REQUIRE(job.ok());
+  CHECK(job->script.find("\nsrun --ntasks=1 '--container-image=reg.example:5000#mnist/trainer:0123456789ab' "
+                         "--container-workdir=/app python 'it'\\''s'\n") != std::string::npos);
+  ::unsetenv("GPURUN_REGISTRY_USER");
+  ::unsetenv("GPURUN_REGISTRY_PASSWORD");
+
+  s.image_registry.clear();
+  auto missing = slurm_job_for(cloud, s, "rabc", {}, 0);
+  REQUIRE_FALSE(missing.ok());
+  CHECK(missing.error().message ==
+        "function 'train' runs in image 'trainer', which is not in the registry of cloud 'gcp'; run 'gpurun deploy' first");
+}
+
+TEST_CASE("backend: slurm volumes are bound at their paths by node-exec, on hosts and in images") {
+  CloudConfig cloud = gcp();
+  cloud.node_gpurun = "/opt/gpurun";
+  RunSpec s = spec();
+  s.mounts = {{"/scratch/logs/volumes/mnist/data", "/data", "data"}};
+  auto job = slurm_job_for(cloud, s, "rabc", {}, 0);
+  REQUIRE(job.ok());
+  CHECK(job->script.find("\n/opt/gpurun node-exec --bind /scratch/logs/volumes/mnist/data /data -- python 'it'\\''s'\n") !=
+        std::string::npos);
+  s.image = "trainer";
+  s.image_digest = "sha256:abc";
+  s.image_registry = "https://reg.example";
+  s.image_repository = "mnist/trainer";
+  cloud.container_runtime = "pyxis";
+  job = slurm_job_for(cloud, s, "rabc", {}, 0);
+  REQUIRE(job.ok());
+  CHECK(job->script.find(" --container-mounts=/scratch/logs/volumes/mnist/data:/data python") != std::string::npos);
+}
+
+TEST_CASE("backend: where volumes live per cloud") {
+  CloudConfig cloud = gcp();
+  CHECK(volume_path(&cloud, "/state", "mnist", "data").value() == "/scratch/logs/volumes/mnist/data");
+  cloud.volume_dir = "/shared/vols/";
+  CHECK(volume_path(&cloud, "/state", "mnist", "data").value() == "/shared/vols/mnist/data");
+  CHECK(volume_path(nullptr, "/state", "mnist", "data").value() == local_volume_path("/state", "mnist", "data"));
+  cloud.volume_dir.clear();
+  cloud.log_dir.clear();
+  auto missing = volume_path(&cloud, "/state", "mnist", "data");
+  REQUIRE_FALSE(missing.ok());
+  CHECK(missing.error().message ==
+        "volume 'data' lives on cloud 'gcp', which has no volume_dir (or log_dir); set volume_dir to a directory that this "
+        "machine and the cluster's nodes share");
+}

@@ -1,0 +1,128 @@
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "cloud/plan/config.hpp"
+#include "tests/unit/temp_dir.hpp"
+
+using namespace gpurun;
+
+namespace {
+
+std::string errors_of(const std::string& text) {
+  std::vector<util::Diagnostic> diagnostics;
+  auto config = cloud::parse_config(text, "config.yaml", diagnostics);
+  CHECK_FALSE(config.ok());
+  return util::format_diagnostics(diagnostics);
+}
+
+}  // namespace
+
+TEST_CASE("config: the example config parses with clouds in order and local appended") {
+  std::vector<util::Diagnostic> diagnostics;
+  std::ifstream in(std::string(GPURUN_SOURCE_DIR) + "/examples/config.yaml");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto config = cloud::parse_config(text, "config.yaml", diagnostics);
+  REQUIRE_MESSAGE(config.ok(), util::format_diagnostics(diagnostics));
+  CHECK(config->default_cloud == "aws");
+  CHECK(config->cloud_names() == std::vector<std::string>{"aws", "gcp", "local"});
+  const auto* gcp = config->find_cloud("gcp");
+  REQUIRE(gcp != nullptr);
+  CHECK(gcp->backend == "slurm");
+  CHECK(gcp->partition == "gcp");
+  REQUIRE(gcp->gpus.size() == 2);
+  CHECK(gcp->gpus[0] == gpu::GpuSlot{"A100", 20, 2});
+  CHECK(gcp->gpus[1] == gpu::GpuSlot{"A100", 40, 2});
+  CHECK(gcp->gres == std::vector<std::pair<std::string, std::string>>{{"A100-20GB", "a100_20g"}, {"A100-40GB", "a100"}});
+  CHECK(config->find_cloud("local")->backend == "local");
+}
+
+TEST_CASE("config: no config means only the local cloud, and it is the default") {
+  std::vector<util::Diagnostic> diagnostics;
+  auto config = cloud::parse_config("", "config.yaml", diagnostics);
+  REQUIRE(config.ok());
+  CHECK(config->cloud_names() == std::vector<std::string>{"local"});
+  CHECK(config->default_cloud == "local");
+  CHECK(config->catalog.any_pool == std::vector<std::string>{"T4", "A10G"});
+}
+
+TEST_CASE("config: unknown keys, bad backends and bad offers get positions and fixes") {
+  CHECK(errors_of("default_cloud: aws\nclouds:\n  aws:\n    backend: slurn\n    endpoint: http://x:1\n    partition: p\n") ==
+        "config.yaml:4:14: error: clouds.aws.backend: unknown backend 'slurn' (did you mean 'slurm'?)");
+  CHECK(errors_of("clouds:\n  aws:\n    backend: slurm\n    endpoint: http://x:1\n    partition: p\n    gpu: [T4]\n") ==
+        "config.yaml:6:5: error: clouds.aws.gpu: unknown key 'gpu' (did you mean 'gpus'?)");
+  CHECK(errors_of("clouds:\n  aws:\n    backend: slurm\n    endpoint: x:1\n    partition: p\n") ==
+        "config.yaml:4:15: error: clouds.aws.endpoint: endpoint 'x:1' must start with unix://, http:// or https://");
+  CHECK(errors_of("clouds:\n  aws:\n    backend: slurm\n    partition: p\n") ==
+        "config.yaml:3:5: error: clouds.aws: missing required key 'endpoint' (unix:///path.sock or http://host:port)");
+  CHECK(errors_of("clouds:\n  local:\n    gpus: [\"T4:9\"]\n") ==
+        "config.yaml:3:12: error: clouds.local.gpus[0]: T4 supports at most 4 GPUs per function (asked 9)");
+  CHECK(errors_of("default_cloud: awz\nclouds:\n  aws: {backend: slurm, endpoint: \"http://h:1\", partition: p}\n") ==
+        "config.yaml:1:16: error: default_cloud: unknown cloud 'awz' (did you mean 'aws'?)");
+  CHECK(errors_of("any: [T4, A200]\n") == "config.yaml:1:11: error: any[1]: unknown GPU type 'A200' (did you mean 'A100'?)");
+  CHECK(errors_of("secrets:\n  wandb: {KEY: [1, 2]}\n") ==
+        "config.yaml:2:16: error: secrets.wandb.KEY: expected a string value; quote it (\"...\")");
+}
+
+TEST_CASE("config: the catalog can be extended and overridden") {
+  std::vector<util::Diagnostic> diagnostics;
+  auto config = cloud::parse_config("catalog:\n  B200: {memory: [192], max: 8}\n  A100: {default: 80}\nclouds:\n  local:\n    gpus: [\"B200:2\"]\n",
+                                    "config.yaml", diagnostics);
+  REQUIRE_MESSAGE(config.ok(), util::format_diagnostics(diagnostics));
+  REQUIRE(config->catalog.find("b200") != nullptr);
+  CHECK(config->catalog.find("B200")->memory_gb == std::vector<int>{192});
+  CHECK(config->catalog.find("A100")->default_memory_gb == 80);
+  CHECK(config->find_cloud("local")->gpus[0] == gpu::GpuSlot{"B200", 192, 2});
+}
+
+TEST_CASE("config: a named config that does not exist is a usage error") {
+  auto resolved = cloud::resolve_config_path(std::string("/nonexistent/gpurun.yaml"));
+  REQUIRE_FALSE(resolved.ok());
+  CHECK(resolved.error().code == util::ExitCode::usage);
+  CHECK(resolved.error().message ==
+        "config file '/nonexistent/gpurun.yaml' (--config) does not exist; check the path or create it");
+}
+
+TEST_CASE("config: secrets readable by others are refused with the chmod fix; values never shown") {
+  test::TempDir dir;
+  const std::string path = dir.path() + "/config.yaml";
+  std::ofstream(path) << "secrets:\n  wandb: {WANDB_API_KEY: \"s3cr3t-value\"}\n";
+  std::filesystem::permissions(path, std::filesystem::perms(0644));
+  std::vector<util::Diagnostic> diagnostics;
+  auto config = cloud::load_config(path, diagnostics);
+  REQUIRE_FALSE(config.ok());
+  CHECK(config.error().message == "config file '" + path +
+                                      "' holds secrets but others can read it (mode 0644); restrict it with: chmod 600 '" +
+                                      path + "'");
+  CHECK(config.error().message.find("s3cr3t") == std::string::npos);
+  std::filesystem::permissions(path, std::filesystem::perms(0600));
+  auto ok = cloud::load_config(path, diagnostics);
+  REQUIRE(ok.ok());
+  CHECK(ok->find_secret("wandb")->values[0].second == "s3cr3t-value");
+}
+
+TEST_CASE("config: secret values can come from GPURUN_SECRET_<NAME>_<KEY>") {
+  std::vector<util::Diagnostic> diagnostics;
+  auto config = cloud::parse_config("secrets:\n  wandb: {WANDB_API_KEY: \"\", OTHER: x}\n", "config.yaml", diagnostics);
+  REQUIRE(config.ok());
+  const std::vector<std::string> environ = {"GPURUN_SECRET_WANDB_WANDB_API_KEY=from-env", "GPURUN_SECRET_HF_TOKEN=t",
+                                            "PATH=/bin"};
+  auto values = cloud::secret_values(*config, "wandb", environ);
+  CHECK(values == std::vector<std::pair<std::string, std::string>>{{"WANDB_API_KEY", "from-env"}, {"OTHER", "x"}});
+  CHECK(cloud::secret_values(*config, "hf", environ) == std::vector<std::pair<std::string, std::string>>{{"TOKEN", "t"}});
+  const auto names = cloud::known_secret_names(*config, environ);
+  CHECK(std::find(names.begin(), names.end(), "hf") != names.end());
+  CHECK(std::find(names.begin(), names.end(), "wandb") != names.end());
+}
+
+TEST_CASE("config: how slurm nodes run images") {
+  CHECK(errors_of("clouds:\n  aws:\n    backend: slurm\n    endpoint: http://x:1\n    partition: p\n    container_runtime: apptainr\n") ==
+        "config.yaml:6:24: error: clouds.aws.container_runtime: unknown container runtime 'apptainr' (did you mean 'apptainer'?)");
+  CHECK(errors_of("clouds:\n  aws:\n    backend: slurm\n    endpoint: http://x:1\n    partition: p\n    container_runtime: docker\n") ==
+        "config.yaml:6:24: error: clouds.aws.container_runtime: unknown container runtime 'docker'; use bubblewrap, pyxis or apptainer");
+  CHECK(errors_of("clouds:\n  aws:\n    backend: slurm\n    endpoint: http://x:1\n    partition: p\n    image_cache: cache\n") ==
+        "config.yaml:6:18: error: clouds.aws.image_cache: image_cache 'cache' must be an absolute path on the cluster's nodes");
+}

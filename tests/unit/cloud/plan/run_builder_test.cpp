@@ -1,0 +1,129 @@
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "cloud/plan/run_builder.hpp"
+#include "tests/unit/temp_dir.hpp"
+
+using namespace gpurun;
+
+namespace {
+
+struct Fixture {
+  test::TempDir dir;
+  cloud::Config config;
+  cloud::StateStore store;
+
+  Fixture() : config(make_config()), store(std::move(cloud::StateStore::open(dir.path() + "/state").value())) {}
+
+  static cloud::Config make_config() {
+    std::vector<util::Diagnostic> diagnostics;
+    return cloud::parse_config("", "c.yaml", diagnostics).value();
+  }
+
+  manifest::Manifest manifest(const std::string& text) {
+    const std::string path = dir.path() + "/gpurun.yaml";
+    std::ofstream(path) << text;
+    manifest::ManifestContext context;
+    context.catalog = &config.catalog;
+    context.clouds = config.cloud_names();
+    std::vector<util::Diagnostic> diagnostics;
+    auto m = manifest::load_manifest(path, context, diagnostics);
+    REQUIRE_MESSAGE(m.ok(), util::format_diagnostics(diagnostics));
+    return *m;
+  }
+
+  cloud::RunSpec spec(const manifest::Manifest& m, const std::string& function, const cloud::RunOverrides& overrides = {},
+                      std::optional<gpu::GpuRequest> request = std::nullopt) {
+    const auto* f = m.find_function(function);
+    REQUIRE(f != nullptr);
+    cloud::PlacedFunction placed{f->name, "local", "local", std::nullopt, std::nullopt, f->image, {}};
+    auto built = cloud::build_run_spec(m, *f, placed, request.value_or(f->gpu), config, store, overrides);
+    REQUIRE_MESSAGE(built.ok(), built.error().message);
+    return *built;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("run spec: args are appended to argv commands and shell-quoted onto string commands") {
+  Fixture fx;
+  auto m = fx.manifest("app: a\nfunctions:\n  argv: {command: [echo, hi]}\n  shell: {command: echo hi}\n");
+  cloud::RunOverrides overrides;
+  overrides.args = {"it's", "$(x)"};
+  CHECK(fx.spec(m, "argv", overrides).argv == std::vector<std::string>{"echo", "hi", "it's", "$(x)"});
+  CHECK(fx.spec(m, "shell", overrides).argv == std::vector<std::string>{"/bin/sh", "-c", "echo hi 'it'\\''s' '$(x)'"});
+  CHECK(fx.spec(m, "argv").cwd == m.dir);
+}
+
+TEST_CASE("run spec: --env overrides the manifest's env, secrets are names only") {
+  Fixture fx;
+  auto m = fx.manifest("app: a\nfunctions:\n  f: {command: [env], env: {A: \"1\", B: \"2\"}}\n");
+  cloud::RunOverrides overrides;
+  overrides.env = {{"B", "3"}, {"C", "4"}};
+  const auto spec = fx.spec(m, "f", overrides);
+  CHECK(spec.env == std::vector<std::pair<std::string, std::string>>{{"A", "1"}, {"B", "3"}, {"C", "4"}});
+  const auto json = cloud::to_json(spec);
+  auto back = cloud::run_spec_from_json(json);
+  REQUIRE(back.ok());
+  CHECK(back->env == spec.env);
+  CHECK(back->argv == spec.argv);
+}
+
+TEST_CASE("run spec: GPU alternatives for the lease; any = the pool, then any local GPU") {
+  Fixture fx;
+  auto m = fx.manifest("app: a\nfunctions:\n  any: {command: [x], gpu: \"any:2\"}\n  a100: {command: [x], gpu: A100}\n"
+                       "  list: {command: [x], gpu: [A100-80GB, T4]}\n  cpu: {command: [x]}\n");
+  const auto any = fx.spec(m, "any");
+  REQUIRE(any.gpu_alternatives.size() == 3);
+  CHECK(any.gpu_alternatives[0].type == "T4");
+  CHECK(any.gpu_alternatives[0].count == 2);
+  CHECK(any.gpu_alternatives[1].type == "A10G");
+  CHECK(any.gpu_alternatives[2].type.empty());
+  CHECK(any.gpu_text == "2x any GPU");
+  const auto a100 = fx.spec(m, "a100");
+  REQUIRE(a100.gpu_alternatives.size() == 1);
+  CHECK(a100.gpu_alternatives[0].min_memory_gb == 40);
+  CHECK(a100.gpu_text == "1x A100-40GB");
+  CHECK(fx.spec(m, "list").gpu_text == "1x A100-80GB or 1x T4");
+  CHECK(fx.spec(m, "cpu").gpu_alternatives.empty());
+}
+
+TEST_CASE("run spec: volumes are created in the state dir and bound at their paths") {
+  Fixture fx;
+  auto m = fx.manifest("app: a\nvolumes: {data: {}}\nfunctions:\n  f: {command: [x], volumes: {/data: data}}\n");
+  const auto spec = fx.spec(m, "f");
+  REQUIRE(spec.mounts.size() == 1);
+  CHECK(spec.mounts[0].path == "/data");
+  CHECK(spec.mounts[0].host_path == cloud::local_volume_path(fx.store.dir(), "a", "data"));
+  CHECK(std::filesystem::is_directory(spec.mounts[0].host_path));
+}
+
+TEST_CASE("run spec: retry delays grow by the backoff and stop at max_delay") {
+  cloud::RunSpec spec;
+  spec.initial_delay = std::chrono::milliseconds(1000);
+  spec.backoff = 2.0;
+  spec.max_delay = std::chrono::milliseconds(5000);
+  CHECK(cloud::retry_delay(spec, 1).count() == 1000);
+  CHECK(cloud::retry_delay(spec, 2).count() == 2000);
+  CHECK(cloud::retry_delay(spec, 3).count() == 4000);
+  CHECK(cloud::retry_delay(spec, 4).count() == 5000);
+}
+
+TEST_CASE("resolve_function: -f, then deployments; ambiguous names need APP/FUNCTION") {
+  Fixture fx;
+  const std::string other = fx.dir.path() + "/other.yaml";
+  std::ofstream(other) << "app: b\nfunctions:\n  train: {command: [x]}\n";
+  std::vector<util::Diagnostic> diagnostics;
+  auto found = cloud::resolve_function("train", other, fx.config, fx.store, diagnostics);
+  REQUIRE(found.ok());
+  CHECK(found->manifest.app == "b");
+  auto missing = cloud::resolve_function("trian", other, fx.config, fx.store, diagnostics);
+  REQUIRE_FALSE(missing.ok());
+  CHECK(missing.error().message == other + " has no function 'trian' (did you mean 'train'?)");
+  CHECK(missing.error().code == util::ExitCode::usage);
+  auto wrong_app = cloud::resolve_function("a/train", other, fx.config, fx.store, diagnostics);
+  REQUIRE_FALSE(wrong_app.ok());
+  CHECK(wrong_app.error().message == other + " is app 'b', not 'a'");
+}
