@@ -14,6 +14,7 @@
 
 #include "gpu/catalog.hpp"
 #include "manifest/checker.hpp"
+#include "manifest/image_reference.hpp"
 #include "manifest/yaml_tree.hpp"
 #include "util/strings.hpp"
 #include "util/units.hpp"
@@ -138,86 +139,7 @@ std::string as_written(const YamlNode& node) {
   return {};
 }
 
-bool is_domain(std::string_view component) {
-  return component == "localhost" || component.find_first_of(".:") != std::string_view::npos ||
-         std::any_of(component.begin(), component.end(), [](char c) { return c >= 'A' && c <= 'Z'; });
-}
-
-// domain-component ('.' domain-component)* [':' port]
-bool valid_domain(std::string_view domain) {
-  const auto colon = domain.find(':');
-  if (colon != std::string_view::npos) {
-    const auto port = domain.substr(colon + 1);
-    if (port.empty() || !util::parse_uint(port)) return false;
-    domain = domain.substr(0, colon);
-  }
-  for (const auto& part : util::split(domain, '.')) {
-    if (part.empty() || !is_alnum(part.front()) || !is_alnum(part.back())) return false;
-    for (char c : part) {
-      if (!is_alnum(c) && c != '-') return false;
-    }
-  }
-  return true;
-}
-
-// [a-z0-9]+ ((\.|_|__|-+)[a-z0-9]+)*
-bool valid_path_component(std::string_view part) {
-  if (part.empty() || !is_lower_alnum(part.front()) || !is_lower_alnum(part.back())) return false;
-  std::size_t i = 0;
-  while (i < part.size()) {
-    if (is_lower_alnum(part[i])) {
-      ++i;
-      continue;
-    }
-    std::size_t j = i;
-    while (j < part.size() && !is_lower_alnum(part[j])) ++j;
-    const auto sep = part.substr(i, j - i);
-    const bool dashes = sep.find_first_not_of('-') == std::string_view::npos;
-    if (!(sep == "." || sep == "_" || sep == "__" || dashes)) return false;
-    i = j;
-  }
-  return true;
-}
-
 // An OCI/Docker image reference: [domain/]path[:tag][@algorithm:hex].
-bool valid_image_reference(std::string_view ref) {
-  if (ref.empty() || ref.size() > 255 * 2) return false;
-  const auto at = ref.find('@');
-  if (at != std::string_view::npos) {
-    const auto digest = ref.substr(at + 1);
-    const auto colon = digest.find(':');
-    if (colon == std::string_view::npos || colon == 0) return false;
-    const auto hex = digest.substr(colon + 1);
-    if (hex.size() < 32) return false;
-    for (char c : hex) {
-      if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
-    }
-    for (char c : digest.substr(0, colon)) {
-      if (!is_lower_alnum(c) && c != '+' && c != '.' && c != '_' && c != '-') return false;
-    }
-    ref = ref.substr(0, at);
-  }
-  const auto slash = ref.rfind('/');
-  const auto colon = ref.rfind(':');
-  if (colon != std::string_view::npos && (slash == std::string_view::npos || colon > slash)) {
-    const auto tag = ref.substr(colon + 1);
-    if (tag.empty() || tag.size() > 128 || !(is_alnum(tag.front()) || tag.front() == '_')) return false;
-    for (char c : tag) {
-      if (!is_alnum(c) && c != '_' && c != '.' && c != '-') return false;
-    }
-    ref = ref.substr(0, colon);
-  }
-  auto parts = util::split(ref, '/');
-  std::size_t first = 0;
-  if (parts.size() > 1 && is_domain(parts.front())) {
-    if (!valid_domain(parts.front())) return false;
-    first = 1;
-  }
-  for (std::size_t i = first; i < parts.size(); ++i) {
-    if (!valid_path_component(parts[i])) return false;
-  }
-  return true;
-}
 
 const std::vector<std::string> top_keys{"app", "images", "volumes", "functions"};
 const std::vector<std::string> image_keys{"base", "add", "env", "workdir"};
@@ -368,11 +290,11 @@ class Validator {
       }
       return;
     }
-    if (!valid_image_reference(text)) {
+    if (const auto problem = reference_problem(text)) {
       check_.error(node, path,
-                   fmt::format("invalid image reference '{}': expected [REGISTRY/]NAME[:TAG][@DIGEST] with a lowercase "
-                               "name (e.g. nvidia/cuda:12.4.1-runtime-ubuntu22.04), 'scratch' or 'oci:PATH[:TAG]'",
-                               text));
+                   fmt::format("invalid image reference '{}': {}; expected [REGISTRY/]NAME[:TAG][@sha256:DIGEST] with a "
+                               "lowercase name (e.g. nvidia/cuda:12.4.1-runtime-ubuntu22.04), 'scratch' or 'oci:PATH[:TAG]'",
+                               text, *problem));
     }
   }
 

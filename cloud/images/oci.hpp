@@ -8,16 +8,23 @@
 
 #include <nlohmann/json.hpp>
 
+#include "manifest/image_reference.hpp"
 #include "util/result.hpp"
 
 namespace gpurun::cloud::oci {
+
+// Image references have one grammar, the manifest's (manifest/image_reference.hpp).
+using manifest::BaseSpec;
+using manifest::default_registry;
+using manifest::parse_base;
+using manifest::parse_reference;
+using manifest::Reference;
 
 inline constexpr std::string_view manifest_media_type = "application/vnd.oci.image.manifest.v1+json";
 inline constexpr std::string_view index_media_type = "application/vnd.oci.image.index.v1+json";
 inline constexpr std::string_view config_media_type = "application/vnd.oci.image.config.v1+json";
 inline constexpr std::string_view layer_media_type = "application/vnd.oci.image.layer.v1.tar+gzip";
 inline constexpr std::string_view docker_manifest_media_type = "application/vnd.docker.distribution.manifest.v2+json";
-inline constexpr std::string_view default_registry = "docker.io";
 
 // A content descriptor (config, layer, manifest).
 struct Descriptor {
@@ -26,32 +33,6 @@ struct Descriptor {
   std::uint64_t size = 0;
   bool operator==(const Descriptor&) const = default;
 };
-
-// A registry image reference: registry host[:port], repository path, and a tag and/or digest.
-struct Reference {
-  std::string registry;
-  std::string repository;
-  std::string tag;     // empty when only a digest was given
-  std::string digest;  // "sha256:<hex>" or empty
-  // "registry/repository[:tag][@digest]".
-  std::string to_string() const;
-};
-
-// Parses "registry/repo:tag", "repo@sha256:...", and Docker Hub short names ("ubuntu:22.04" ->
-// `registry`/library/ubuntu:22.04). A missing tag and digest means "latest". Errors: ExitCode::usage.
-util::Result<Reference> parse_reference(std::string_view text, std::string_view registry = default_registry);
-
-// An image's `base:`: scratch, an OCI image layout directory, or a registry reference.
-struct BaseSpec {
-  enum class Kind { scratch, layout, registry };
-  Kind kind = Kind::scratch;
-  std::string layout_path;  // Kind::layout: the directory (relative paths are the caller's business)
-  std::string layout_tag;   // Kind::layout: empty = the layout's only image (or "latest")
-  Reference reference;      // Kind::registry
-};
-
-// Parses "scratch", "oci:PATH[:TAG]" or a registry reference.
-util::Result<BaseSpec> parse_base(std::string_view text, std::string_view registry = default_registry);
 
 // A base image resolved to its layers and config.
 struct BaseImage {

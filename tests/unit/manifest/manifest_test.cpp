@@ -395,9 +395,14 @@ TEST_CASE("manifest: image bases") {
     CHECK(errors_of(base(ok)).empty());
   }
   CHECK(error_of(base("Nvidia/CUDA:12")) ==
-        "gpurun.yaml:3:13: error: images.t.base: invalid image reference 'Nvidia/CUDA:12': expected "
-        "[REGISTRY/]NAME[:TAG][@DIGEST] with a lowercase name (e.g. nvidia/cuda:12.4.1-runtime-ubuntu22.04), "
-        "'scratch' or 'oci:PATH[:TAG]'");
+        "gpurun.yaml:3:13: error: images.t.base: invalid image reference 'Nvidia/CUDA:12': the repository 'Nvidia/CUDA' "
+        "must be lowercase letters, digits and separators; expected [REGISTRY/]NAME[:TAG][@sha256:DIGEST] with a "
+        "lowercase name (e.g. nvidia/cuda:12.4.1-runtime-ubuntu22.04), 'scratch' or 'oci:PATH[:TAG]'");
+  // One grammar: what the manifest accepts, the OCI code can pull (a 40-hex digest is refused by both).
+  const std::string short_digest = "ubuntu@sha256:" + std::string(40, 'a');
+  REQUIRE(errors_of(base(short_digest)).size() == 1);
+  CHECK(error_of(base(short_digest)).find("the digest must be sha256: followed by 64 lowercase hex digits") !=
+        std::string::npos);
   CHECK(errors_of(base("ubuntu:")).size() == 1);
   CHECK(errors_of(base("a b")).size() == 1);
   CHECK(errors_of(base("")).size() == 1);
