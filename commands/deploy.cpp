@@ -2,16 +2,15 @@
 #include <chrono>
 #include <filesystem>
 #include <fmt/format.h>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "cli/table.hpp"
-#include "cloud/images/image_layer.hpp"
 #include "cloud/images/image_store.hpp"
 #include "cloud/images/registry.hpp"
 #include "cloud/plan/run_builder.hpp"
 #include "commands/common.hpp"
+#include "util/files.hpp"
+#include "util/sha256.hpp"
 #include "util/strings.hpp"
 #include "util/units.hpp"
 
@@ -121,10 +120,9 @@ int run_deploy(Context& ctx, const DeployOptions& options) {
   auto pushed = push_images(ctx, *config, *manifest, *plan, built, image_store, next_version, locations, push_json);
   if (!pushed) return report(ctx, pushed.error());
 
-  std::ifstream in(*path, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  const std::string digest = cloud::sha256_digest(text.str());
+  auto text = util::read_file(*path);
+  if (!text) return report(ctx, text.error());
+  const std::string digest = util::sha256_digest(*text);
 
   // Volumes first: once created they stay in their cloud.
   nlohmann::json volume_json = nlohmann::json::array();
@@ -156,13 +154,7 @@ int run_deploy(Context& ctx, const DeployOptions& options) {
   const std::string snapshot = cloud::deployment_snapshot_path(store->dir(), manifest->app, *version);
   std::error_code ec;
   std::filesystem::create_directories(std::filesystem::path(snapshot).parent_path(), ec);
-  {
-    std::ofstream out(snapshot + ".tmp", std::ios::binary | std::ios::trunc);
-    out << text.str();
-    if (!out) return report(ctx, util::make_error(util::ExitCode::backend, fmt::format("cannot write {}: disk full or not writable", snapshot)));
-  }
-  std::filesystem::rename(snapshot + ".tmp", snapshot, ec);
-  if (ec) return report(ctx, util::make_error(util::ExitCode::backend, fmt::format("cannot write {}: {}", snapshot, ec.message())));
+  if (auto written = util::write_file_atomically(snapshot, *text); !written) return report(ctx, written.error());
 
   if (options.json) {
     nlohmann::json out = plan_json(*plan);

@@ -8,12 +8,11 @@
 #include <cstring>
 #include <filesystem>
 #include <fmt/format.h>
-#include <fstream>
 #include <set>
-#include <sstream>
 
 #include "manifest/checker.hpp"
 #include "manifest/yaml_tree.hpp"
+#include "util/files.hpp"
 #include "util/strings.hpp"
 
 extern char** environ;  // NOLINT
@@ -372,14 +371,13 @@ util::Result<Config> load_config(const std::optional<std::string>& explicit_path
     return config;
   }
   const std::string& path = **resolved;
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return util::make_error(util::ExitCode::usage,
-                            fmt::format("cannot read config file '{}': {}; check its permissions", path, std::strerror(errno)));
+  int error_number = 0;
+  auto text = util::read_file(path, error_number);
+  if (!text) {
+    return util::make_error(util::ExitCode::usage, fmt::format("cannot read config file '{}': {}; check its permissions",
+                                                               path, std::strerror(error_number)));
   }
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  auto config = parse_config(buffer.str(), path, diagnostics);
+  auto config = parse_config(*text, path, diagnostics);
   if (!config) return config;
   bool holds_secrets = false;
   for (const auto& s : config->secrets) {

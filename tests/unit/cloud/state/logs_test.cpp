@@ -16,6 +16,7 @@
 
 #include "cloud/state/logs.hpp"
 #include "cloud/state/state.hpp"
+#include "tests/unit/read_text.hpp"
 #include "tests/unit/temp_dir.hpp"
 
 using namespace gpurun::cloud;
@@ -54,13 +55,6 @@ std::string kinds_and_texts(const std::vector<Owned>& records) {
   return result;
 }
 
-std::string file_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 void append_file(const std::string& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary | std::ios::app);
   out << text;
@@ -95,7 +89,7 @@ TEST_CASE("logs: lines split across chunks are intact") {
   put(writer, LogStream::out, "ld\n\nend\n");
   REQUIRE(writer.close().ok());
   CHECK(kinds_and_texts(read_all(path)) == "o:hello|o:world|o:|o:end|");
-  CHECK(std::regex_match(file_text(path), std::regex("([0-9]{13} 1 o (hello|world||end)\n){4}")));
+  CHECK(std::regex_match(gpurun::test::read_text(path), std::regex("([0-9]{13} 1 o (hello|world||end)\n){4}")));
 }
 
 TEST_CASE("logs: stdout and stderr keep the order in which their lines end") {
@@ -187,7 +181,7 @@ TEST_CASE("logs: a secret at a fragment boundary stays masked") {
   for (std::size_t at = 0; at < line.size(); at += 4096) put(writer, LogStream::out, line.substr(at, 4096));
   put(writer, LogStream::out, "\n");
   REQUIRE(writer.close().ok());
-  const std::string file = file_text(path);
+  const std::string file = gpurun::test::read_text(path);
   CHECK(file.find("hunter22") == std::string::npos);
   CHECK(file.find("hun") == std::string::npos);
   std::string joined;
@@ -269,7 +263,7 @@ TEST_CASE("logs: a new writer truncates a torn record left by a crash") {
   put(writer, LogStream::out, "b\n");
   REQUIRE(writer.close().ok());
   CHECK(kinds_and_texts(read_all(path)) == "o:a|o:b|");
-  CHECK(file_text(path).substr(0, 10) == "100 1 o a\n");
+  CHECK(gpurun::test::read_text(path).substr(0, 10) == "100 1 o a\n");
 }
 
 TEST_CASE("logs: a flushed line is visible to a reader at once") {
@@ -481,7 +475,7 @@ TEST_CASE("logs: LogRenderer keeps the order of stdout and stderr on one descrip
     expected += "\n";  // a partial line is ended on a terminal
   }
   ::close(fd);
-  CHECK(file_text(path) == expected);
+  CHECK(gpurun::test::read_text(path) == expected);
 }
 
 TEST_CASE("logs: a plain output file reads as stdout lines") {
