@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "cloud/state/leases.hpp"
+#include "util/clock.hpp"
 #include "util/result.hpp"
 
 namespace gpurun::cloud {
@@ -26,8 +27,6 @@ class Database;
 
 // $GPURUN_STATE_DIR, else $XDG_STATE_HOME/gpurun, else $HOME/.local/state/gpurun.
 std::string default_state_dir();
-// Milliseconds since the Unix epoch, now.
-std::int64_t now_unix_ms();
 // "2024-05-01T12:34:56.789Z" (UTC, millisecond precision) for JSON output.
 std::string format_iso8601(std::int64_t unix_ms);
 
@@ -139,6 +138,9 @@ class StateStore {
   ~StateStore();
 
   const std::string& dir() const { return dir_; }
+  // Makes run ids and timestamps from `clock` (which must outlive the store) instead of the
+  // system clock: tests move a util::ManualClock on instead of sleeping.
+  void set_clock(const util::Clock& clock) { clock_ = &clock; }
 
   // --- Runs ---
   // Inserts a queued run (attempt 1) after taking its RunLock, which the caller keeps (or hands
@@ -227,6 +229,7 @@ class StateStore {
 
   std::string dir_;
   std::unique_ptr<detail::Database> db_;
+  const util::Clock* clock_ = &util::system_clock();
 };
 
 }  // namespace gpurun::cloud

@@ -20,6 +20,7 @@
 #include "cloud/exec/sandbox.hpp"
 #include "cloud/backend/slurm/slurm_client.hpp"
 #include "cloud/backend/slurm/slurm_script.hpp"
+#include "util/clock.hpp"
 #include "util/strings.hpp"
 #include "util/units.hpp"
 
@@ -225,9 +226,9 @@ class SlurmBackend final : public Backend {
           if (!info.gres_detail.empty()) (void)store.set_gpus(run.id, util::join(info.gres_detail, ","));
         }
         if (spec && spec->timeout && info.start_time) {
-          const auto elapsed_ms = now_unix_ms() - *info.start_time * 1000;
+          const auto elapsed_ms = util::now_unix_ms() - *info.start_time * 1000;
           if (elapsed_ms >= spec->timeout->count() + 1000) {
-            (void)client->cancel(remote->job_id);
+            (void)client->cancel(remote->job_id);  // the next refresh cancels again if this one failed
             (void)store.update_status(run.id, RunStatus::timeout,
                                       fmt::format("timed out after {}", util::format_duration(*spec->timeout)),
                                       util::to_int(ExitCode::timeout));
@@ -384,7 +385,7 @@ class SlurmBackend final : public Backend {
       }
       auto sleep_for = delay;
       if (fresh && fresh->status == RunStatus::running && spec && spec->timeout && fresh->started_at) {
-        const auto left = std::chrono::milliseconds(*fresh->started_at + spec->timeout->count() + 1'000 - now_unix_ms());
+        const auto left = std::chrono::milliseconds(*fresh->started_at + spec->timeout->count() + 1'000 - util::now_unix_ms());
         sleep_for = std::clamp(left, std::chrono::milliseconds(200), delay);
       }
       std::this_thread::sleep_for(sleep_for);

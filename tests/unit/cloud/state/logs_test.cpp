@@ -122,9 +122,15 @@ TEST_CASE("logs: a partial final line is a fragment written at close") {
 TEST_CASE("logs: a partial line pending for a while reaches followers as a fragment") {
   TempDir dir;
   const std::string path = dir.path() + "/log";
-  LogWriter writer = open_writer(path);
+  gpurun::util::ManualClock clock;
+  auto opened = LogWriter::open(path, 1, {}, clock);
+  REQUIRE(opened.ok());
+  LogWriter writer = std::move(*opened);
   put(writer, LogStream::out, "Epoch 1: 50%");
-  std::this_thread::sleep_for(partial_line_delay + std::chrono::milliseconds(20));
+  clock.advance(partial_line_delay - std::chrono::milliseconds(1));
+  REQUIRE(writer.flush().ok());
+  CHECK(kinds_and_texts(read_all(path)).empty());  // not pending long enough yet
+  clock.advance(std::chrono::milliseconds(1));
   REQUIRE(writer.flush().ok());
   CHECK(kinds_and_texts(read_all(path)) == "O:Epoch 1: 50%|");
   put(writer, LogStream::out, " 100%\n");
@@ -208,7 +214,7 @@ TEST_CASE("logs: attempts and markers") {
   CHECK(records[2].attempt == 1);
   CHECK(records[3].attempt == 2);
   CHECK(records[4].attempt == 2);
-  CHECK(std::llabs(records[4].unix_ms - now_unix_ms()) < 60'000);
+  CHECK(std::llabs(records[4].unix_ms - gpurun::util::now_unix_ms()) < 60'000);
 
   // A later writer (another supervisor) appends.
   LogWriter again = open_writer(path, 3);
@@ -490,7 +496,7 @@ TEST_CASE("logs: a plain output file reads as stdout lines") {
   CHECK(batch[1].text == "epoch 2");
   CHECK(batch[1].attempt == 2);
   CHECK(batch[1].stream == LogStream::out);
-  CHECK(std::llabs(batch[1].unix_ms - now_unix_ms()) < 60'000);
+  CHECK(std::llabs(batch[1].unix_ms - gpurun::util::now_unix_ms()) < 60'000);
   got = reader.read(batch);
   REQUIRE(got.ok());
   CHECK(*got == 0);
