@@ -358,8 +358,8 @@ util::Result<StateStore> StateStore::open(const std::string& dir) {
         Statement mode = db->prepare("PRAGMA journal_mode=WAL");
         mode.step();
         break;
-      } catch (const SqliteError&) {
-        if (tries >= 100) throw;
+      } catch (const SqliteError& error) {
+        if (!error.transient() || tries >= 100) throw;  // only a lock held elsewhere passes
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
       }
     }

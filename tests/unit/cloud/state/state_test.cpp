@@ -164,6 +164,28 @@ TEST_CASE("open creates a private state directory and refuses a newer schema") {
   CHECK(newer.error().message == "state database " + dir + "/state.db has schema version 7 but this gpurun knows up to 3; upgrade gpurun");
 }
 
+TEST_CASE("a state.db that is no database is reported as corrupt at once, with the fix") {
+  TempDir tmp;
+  const std::string dir = tmp.state();
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/state.db") << "this is not a database, not at all; it is long enough to have a header...........";
+  const auto started = std::chrono::steady_clock::now();
+  auto store = StateStore::open(dir);
+  const auto took = std::chrono::steady_clock::now() - started;
+  REQUIRE_FALSE(store.ok());
+  CHECK(store.error().code == ExitCode::backend);
+  CHECK(store.error().message == "state database " + dir + "/state.db is corrupt (file is not a database); move it "
+                                 "away with its -wal and -shm files and gpurun makes a new one (the runs recorded in "
+                                 "it are lost): mkdir " + dir + "/corrupt && mv " + dir + "/state.db* " + dir +
+                                 "/corrupt/");
+  CHECK(took < std::chrono::milliseconds(500));  // no retrying (it used to take ~2 s)
+
+  // The fix the message gives works: a new, empty database.
+  REQUIRE(std::system(("mkdir " + dir + "/corrupt && mv " + dir + "/state.db* " + dir + "/corrupt/").c_str()) == 0);
+  StateStore fresh = open_store(dir);
+  CHECK(fresh.list_runs(true)->empty());
+}
+
 TEST_CASE("format_iso8601 writes UTC with milliseconds") {
   CHECK(format_iso8601(0) == "1970-01-01T00:00:00.000Z");
   CHECK(format_iso8601(1714566896789) == "2024-05-01T12:34:56.789Z");
