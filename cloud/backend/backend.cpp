@@ -22,6 +22,7 @@ class LocalBackend final : public Backend {
   }
   util::Result<void> cancel(StateStore& store, const Run& run) override { return request_cancel(store, run); }
   util::Result<Run> refresh(StateStore& store, const Run& run) override {
+    // Reconciling only refines what is shown; get_run reports a database that cannot be used.
     (void)store.reconcile_lost();
     return store.get_run(run.id);
   }

@@ -133,6 +133,7 @@ class SlurmBackend final : public Backend {
     created->lock.release();
     auto submitted = submit(*client, store, run, spec, secrets, 0);
     if (!submitted) {
+      // Best effort: the submit error returned is what the user needs to see.
       (void)store.update_status(run.id, RunStatus::failed, submitted.error().message, util::to_int(submitted.error().code));
       return submitted.error();
     }
@@ -172,10 +173,13 @@ class SlurmBackend final : public Backend {
       auto outcome = client->cancel(remote->job_id);
       if (!outcome) return outcome.error();
     }
-    (void)store.update_status(run.id, RunStatus::cancelled, "cancelled", util::to_int(ExitCode::cancelled));
+    auto updated = store.update_status(run.id, RunStatus::cancelled, "cancelled", util::to_int(ExitCode::cancelled));
+    if (!updated) return updated.error();
     return {};
   }
 
+  // The state writes here ((void) below) cache what Slurm says: one that fails is made again by
+  // the next refresh, and the get_run at the end reports a database that cannot be used.
   util::Result<Run> refresh(StateStore& store, const Run& run) override {
     if (is_terminal(run.status)) return run;
     auto remote = parse_remote_id(run.remote_id);
@@ -290,12 +294,14 @@ class SlurmBackend final : public Backend {
     if (!id) return id.error();
     if (auto set = store.set_remote_id(run.id, format_remote_id(*id, offset, 0)); !set) return set.error();
     const std::string what = spec.gpu_alternatives.empty() ? std::string("a node") : gres_of(spec);
+    // Only the reason text: the remote id recorded above is what later refreshes need.
     (void)store.update_status(run.id, RunStatus::queued, fmt::format("waiting for {} on {}: submitted as job {}", what, cloud_.name, *id));
     return {};
   }
 
   // A failed attempt with retries left: resubmits the run with the next attempt number, starting
-  // after the manifest's backoff (Slurm's begin_time). Returns false when it did not retry.
+  // after the manifest's backoff (Slurm's begin_time). Returns false when it did not retry. It
+  // runs inside refresh, which has no one to report to: its state writes are best effort as there.
   bool retry(slurm::Client& client, StateStore& store, const Run& run, const RunSpec& spec, const RemoteId& remote,
              int failed_attempt, const std::string& why) {
     if (!config_ || remote.retries >= spec.max_retries) return false;
