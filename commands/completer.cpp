@@ -4,11 +4,9 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
-#include <fstream>
 #include <map>
 #include <optional>
 #include <set>
-#include <sstream>
 #include <string_view>
 
 #include "commands/completion_kinds.hpp"
@@ -16,6 +14,7 @@
 #include "cloud/state/state.hpp"
 #include "gpu/catalog.hpp"
 #include "manifest/yaml_tree.hpp"
+#include "util/files.hpp"
 #include "util/strings.hpp"
 
 namespace gpurun::commands {
@@ -155,14 +154,6 @@ std::optional<std::string> manifest_on_line(const Walk& walk) {
   });
 }
 
-std::optional<std::string> read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return std::nullopt;
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 // --- Value sources ---------------------------------------------------------------------------
 
 std::optional<cloud::Config> quiet_config(const Walk& walk) {
@@ -188,8 +179,9 @@ struct AppFunction {
 };
 
 void add_manifest_functions(const std::string& path, std::vector<AppFunction>& out) {
-  auto text = read_file(path);
-  if (!text) return;
+  int error_number = 0;
+  auto text = util::read_file(path, error_number);
+  if (!text) return;  // no manifest there: nothing to complete from it
   auto document = manifest::parse_yaml(*text, path);
   if (!document.errors.empty() || !document.root.is_map()) return;
   std::string app;

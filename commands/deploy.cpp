@@ -2,17 +2,16 @@
 #include <chrono>
 #include <filesystem>
 #include <fmt/format.h>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "commands/table.hpp"
-#include "cloud/images/image_layer.hpp"
 #include "cloud/images/image_store.hpp"
 #include "cloud/images/registry.hpp"
 #include "cloud/plan/run_builder.hpp"
 #include "cloud/backend/registry.hpp"
 #include "commands/common.hpp"
+#include "util/files.hpp"
+#include "util/sha256.hpp"
 #include "util/strings.hpp"
 #include "util/units.hpp"
 
@@ -214,11 +213,10 @@ int run_deploy(Context& ctx, const DeployOptions& options) {
   if (!volume_json) return report(ctx, volume_json.error());
 
   // 4. Record the deployment and its snapshot.
-  std::ifstream in(loaded->path, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  const std::string digest = cloud::sha256_digest(text.str());
-  auto version = record_deployment(*store, *loaded, *plan, text.str(), digest, locations);
+  auto text = util::read_file(loaded->path);
+  if (!text) return report(ctx, text.error());
+  const std::string digest = util::sha256_digest(*text);
+  auto version = record_deployment(*store, *loaded, *plan, *text, digest, locations);
   if (!version) return report(ctx, version.error());
 
   if (options.json) {

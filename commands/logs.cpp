@@ -7,6 +7,7 @@
 #include "cloud/backend/registry.hpp"
 #include "commands/common.hpp"
 #include "commands/watch.hpp"
+#include "util/clock.hpp"
 #include "util/units.hpp"
 
 namespace gpurun::commands {
@@ -40,7 +41,7 @@ int run_logs(Context& ctx, const LogsOptions& options) {
       return report(ctx, util::make_error(util::ExitCode::usage,
                                           fmt::format("--since '{}': not a duration; write it like 30s, 10m or 2h", options.since)));
     }
-    watch.render.since_unix_ms = cloud::now_unix_ms() - since->count();
+    watch.render.since_unix_ms = util::now_unix_ms() - since->count();
   }
   if (options.tail >= 0) watch.tail = static_cast<std::size_t>(options.tail);
   ctx.out.flush();

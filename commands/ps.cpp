@@ -7,6 +7,7 @@
 #include "cloud/backend/registry.hpp"
 #include "commands/common.hpp"
 #include "commands/watch.hpp"
+#include "util/clock.hpp"
 #include "util/units.hpp"
 
 namespace gpurun::commands {
@@ -31,7 +32,7 @@ int run_ps(Context& ctx, const PsOptions& options) {
     return 0;
   }
   Table table({"RUN", "APP", "FUNCTION", "CLOUD", "STATUS", "EXIT", "GPUS", "ATTEMPT", "AGE"});
-  const auto now = cloud::now_unix_ms();
+  const auto now = util::now_unix_ms();
   for (const auto& r : *runs) {
     table.add({r.id, r.app, r.function, r.cloud, std::string(cloud::to_string(r.status)),
                r.exit_code ? std::to_string(*r.exit_code) : "-", r.gpus.empty() ? "-" : r.gpus, std::to_string(r.attempt),

@@ -1,6 +1,5 @@
 #include "gpu/discovery.hpp"
 
-#include <dlfcn.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -14,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "util/dynamic_library.hpp"
 #include "util/strings.hpp"
 
 extern char** environ;
@@ -130,36 +130,14 @@ std::string c_string(const char* buffer, std::size_t size) {
   return std::string(buffer, strnlen(buffer, size));
 }
 
-class Library {
- public:
-  explicit Library(const std::string& path) : handle_(dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL)) {}
-  ~Library() {
-    if (handle_ != nullptr) dlclose(handle_);
-  }
-  Library(const Library&) = delete;
-  Library& operator=(const Library&) = delete;
-
-  bool loaded() const { return handle_ != nullptr; }
-  template <class Fn>
-  Fn symbol(const char* name) const {
-    return reinterpret_cast<Fn>(dlsym(handle_, name));
-  }
-
- private:
-  void* handle_;
-};
-
 // Lists devices through NVML; nullopt (with a note) when NVML cannot be used at all.
 std::optional<std::vector<LocalDevice>> discover_nvml(const std::string& path, std::vector<std::string>& notes) {
-  dlerror();
-  Library library(path);
-  if (!library.loaded()) {
-    const char* error = dlerror();
-    std::string_view why = error != nullptr ? error : "unknown error";
-    if (why.substr(0, path.size() + 2) == path + ": ") why.remove_prefix(path.size() + 2);
-    notes.push_back("NVML: cannot load " + path + ": " + std::string(why));
+  auto opened = util::DynamicLibrary::open(path);
+  if (!opened) {
+    notes.push_back("NVML: " + opened.error().message);
     return std::nullopt;
   }
+  const util::DynamicLibrary& library = *opened;
   auto init = library.symbol<NvmlInitFn>("nvmlInit_v2");
   auto shutdown = library.symbol<NvmlShutdownFn>("nvmlShutdown");
   auto error_string = library.symbol<NvmlErrorStringFn>("nvmlErrorString");

@@ -5,10 +5,8 @@
 #include <charconv>
 #include <cmath>
 #include <cstring>
-#include <fcntl.h>
 #include <filesystem>
 #include <fmt/format.h>
-#include <unistd.h>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -16,6 +14,7 @@
 #include "manifest/checker.hpp"
 #include "manifest/image_reference.hpp"
 #include "manifest/yaml_tree.hpp"
+#include "util/files.hpp"
 #include "util/strings.hpp"
 #include "util/units.hpp"
 
@@ -840,23 +839,10 @@ util::Result<Manifest> load_manifest(const std::string& path, const ManifestCont
                                         "./gpurun.yaml",
                                         path, std::strerror(error)));
   };
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return fail(errno);
-  std::string text;
-  char buffer[65536];
-  while (true) {
-    const ssize_t n = ::read(fd, buffer, sizeof buffer);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int error = errno;
-      ::close(fd);
-      return fail(error);
-    }
-    if (n == 0) break;
-    text.append(buffer, static_cast<std::size_t>(n));
-  }
-  ::close(fd);
-  return parse_manifest(text, path, context, diagnostics);
+  int error_number = 0;
+  auto text = util::read_file(path, error_number);
+  if (!text) return fail(error_number);
+  return parse_manifest(*text, path, context, diagnostics);
 }
 
 }  // namespace gpurun::manifest

@@ -24,101 +24,132 @@ void close_fd(int& fd) {
   fd = -1;
 }
 
+// The pipes of a spawn: the child's stdout and stderr, and the status pipe on which a child that
+// cannot exec writes its errno (close-on-exec: a successful exec closes it, so the parent reads EOF).
+struct SpawnPipes {
+  int out[2] = {-1, -1};
+  int err[2] = {-1, -1};
+  int status[2] = {-1, -1};
+  void close_all() {
+    for (int* fd : {&out[0], &out[1], &err[0], &err[1], &status[0], &status[1]}) close_fd(*fd);
+  }
+};
+
+util::Result<SpawnPipes> make_pipes() {
+  SpawnPipes pipes;
+  for (int* pipe : {pipes.out, pipes.err, pipes.status}) {
+    if (::pipe2(pipe, O_CLOEXEC) != 0) {
+      const int error = errno;
+      pipes.close_all();
+      return util::make_error(util::ExitCode::backend, fmt::format("pipe: {}", std::strerror(error)));
+    }
+  }
+  return pipes;
+}
+
+// The items as the NULL-terminated array execve takes; valid while `items` lives.
+std::vector<char*> c_strings(const std::vector<std::string>& items) {
+  std::vector<char*> pointers;
+  for (const auto& item : items) pointers.push_back(const_cast<char*>(item.c_str()));  // NOLINT
+  pointers.push_back(nullptr);
+  return pointers;
+}
+
+// Where to look for argv[0]: itself when it holds a '/', else in each directory of the spec's
+// PATH (or a default). Resolved in the parent: the child must not allocate after fork().
+std::vector<std::string> exec_candidates(const ProcessSpec& spec) {
+  const std::string& program = spec.argv[0];
+  if (program.find('/') != std::string::npos) return {program};
+  std::string path_value = "/usr/local/bin:/usr/bin:/bin";
+  for (const auto& e : spec.env) {
+    if (e.rfind("PATH=", 0) == 0) path_value = e.substr(5);
+  }
+  std::vector<std::string> candidates;
+  std::size_t start = 0;
+  while (start <= path_value.size()) {
+    const auto colon = path_value.find(':', start);
+    std::string dir = path_value.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
+    if (dir.empty()) dir.push_back('.');
+    candidates.push_back(dir + "/" + program);
+    if (colon == std::string::npos) break;
+    start = colon + 1;
+  }
+  return candidates;
+}
+
+// In the forked child: its own process group, default signals, stdin from /dev/null, the pipes
+// as stdout/stderr, the spec's directory, then exec. On failure writes errno to the status pipe
+// and exits 126 (directory) or 127 (program). Only async-signal-safe calls.
+[[noreturn]] void exec_child(const ProcessSpec& spec, const SpawnPipes& pipes, const std::vector<std::string>& candidates,
+                             char* const* argv, char* const* envp) {
+  ::setpgid(0, 0);
+  for (int s : {SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGCHLD, SIGQUIT}) ::signal(s, SIG_DFL);
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  const int devnull = ::open("/dev/null", O_RDONLY);
+  if (devnull >= 0) ::dup2(devnull, 0);
+  ::dup2(pipes.out[1], 1);
+  ::dup2(pipes.err[1], 2);
+  if (!spec.cwd.empty() && ::chdir(spec.cwd.c_str()) != 0) {
+    const int e = errno;
+    [[maybe_unused]] auto n = ::write(pipes.status[1], &e, sizeof e);
+    ::_exit(126);
+  }
+  int last_errno = ENOENT;
+  for (const auto& candidate : candidates) {
+    ::execve(candidate.c_str(), argv, envp);
+    if (errno != ENOENT || last_errno == ENOENT) last_errno = errno;
+  }
+  [[maybe_unused]] auto n = ::write(pipes.status[1], &last_errno, sizeof last_errno);
+  ::_exit(127);
+}
+
+// The errno a child that could not exec wrote to the status pipe; nullopt when it exec'ed.
+std::optional<int> read_child_errno(int status_fd) {
+  int child_errno = 0;
+  ssize_t got = 0;
+  do {
+    got = ::read(status_fd, &child_errno, sizeof child_errno);
+  } while (got < 0 && errno == EINTR);
+  if (got != static_cast<ssize_t>(sizeof child_errno)) return std::nullopt;
+  return child_errno;
+}
+
 }  // namespace
 
 util::Result<ChildProcess> ChildProcess::spawn(const ProcessSpec& spec) {
   if (spec.argv.empty() || spec.argv[0].empty()) {
     return util::make_error(util::ExitCode::usage, "empty command; give the function a command");
   }
-  int out[2];
-  int err[2];
-  int status_pipe[2];
-  if (::pipe2(out, O_CLOEXEC) != 0) return util::make_error(util::ExitCode::backend, fmt::format("pipe: {}", std::strerror(errno)));
-  if (::pipe2(err, O_CLOEXEC) != 0) {
-    ::close(out[0]);
-    ::close(out[1]);
-    return util::make_error(util::ExitCode::backend, fmt::format("pipe: {}", std::strerror(errno)));
-  }
-  if (::pipe2(status_pipe, O_CLOEXEC) != 0) {
-    for (int fd : {out[0], out[1], err[0], err[1]}) ::close(fd);
-    return util::make_error(util::ExitCode::backend, fmt::format("pipe: {}", std::strerror(errno)));
-  }
-  std::vector<char*> argv;
-  for (const auto& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));  // NOLINT
-  argv.push_back(nullptr);
-  std::vector<char*> envp;
-  std::string path_value = "/usr/local/bin:/usr/bin:/bin";
-  for (const auto& e : spec.env) {
-    envp.push_back(const_cast<char*>(e.c_str()));  // NOLINT
-    if (e.rfind("PATH=", 0) == 0) path_value = e.substr(5);
-  }
-  envp.push_back(nullptr);
-  // Resolve argv[0] in the parent (no allocation after fork).
-  std::vector<std::string> candidates;
-  if (spec.argv[0].find('/') != std::string::npos) {
-    candidates.push_back(spec.argv[0]);
-  } else {
-    std::size_t start = 0;
-    while (start <= path_value.size()) {
-      const auto colon = path_value.find(':', start);
-      std::string dir = path_value.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
-      if (dir.empty()) dir.push_back('.');
-      candidates.push_back(dir + "/" + spec.argv[0]);
-      if (colon == std::string::npos) break;
-      start = colon + 1;
-    }
-  }
-
+  auto pipes = make_pipes();
+  if (!pipes) return pipes.error();
+  const std::vector<char*> argv = c_strings(spec.argv);
+  const std::vector<char*> envp = c_strings(spec.env);
+  const std::vector<std::string> candidates = exec_candidates(spec);
   const pid_t pid = ::fork();
   if (pid < 0) {
-    for (int fd : {out[0], out[1], err[0], err[1], status_pipe[0], status_pipe[1]}) ::close(fd);
-    return util::make_error(util::ExitCode::backend, fmt::format("fork: {}", std::strerror(errno)));
+    const int fork_errno = errno;
+    pipes->close_all();
+    return util::make_error(util::ExitCode::backend, fmt::format("fork: {}", std::strerror(fork_errno)));
   }
-  if (pid == 0) {
-    ::setpgid(0, 0);
-    for (int s : {SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGCHLD, SIGQUIT}) ::signal(s, SIG_DFL);
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    const int devnull = ::open("/dev/null", O_RDONLY);
-    if (devnull >= 0) ::dup2(devnull, 0);
-    ::dup2(out[1], 1);
-    ::dup2(err[1], 2);
-    if (!spec.cwd.empty() && ::chdir(spec.cwd.c_str()) != 0) {
-      const int e = errno;
-      [[maybe_unused]] auto n = ::write(status_pipe[1], &e, sizeof e);
-      ::_exit(126);
-    }
-    int last_errno = ENOENT;
-    for (const auto& candidate : candidates) {
-      ::execve(candidate.c_str(), argv.data(), envp.data());
-      if (errno != ENOENT || last_errno == ENOENT) last_errno = errno;
-    }
-    [[maybe_unused]] auto n = ::write(status_pipe[1], &last_errno, sizeof last_errno);
-    ::_exit(127);
-  }
+  if (pid == 0) exec_child(spec, *pipes, candidates, argv.data(), envp.data());
   ::setpgid(pid, pid);
-  ::close(out[1]);
-  ::close(err[1]);
-  ::close(status_pipe[1]);
-  int child_errno = 0;
-  ssize_t got = 0;
-  do {
-    got = ::read(status_pipe[0], &child_errno, sizeof child_errno);
-  } while (got < 0 && errno == EINTR);
-  ::close(status_pipe[0]);
+  for (int* fd : {&pipes->out[1], &pipes->err[1], &pipes->status[1]}) close_fd(*fd);
+  const std::optional<int> child_errno = read_child_errno(pipes->status[0]);
+  close_fd(pipes->status[0]);
   ChildProcess child;
   child.pid_ = pid;
-  child.out_fd_ = out[0];
-  child.err_fd_ = err[0];
-  if (got == static_cast<ssize_t>(sizeof child_errno)) {
+  child.out_fd_ = pipes->out[0];
+  child.err_fd_ = pipes->err[0];
+  if (child_errno) {
     child.wait();
     if (!spec.cwd.empty() && child.exit_code_ == 126) {
       return util::make_error(util::ExitCode::backend,
-                              fmt::format("cannot enter directory '{}': {}", spec.cwd, std::strerror(child_errno)));
+                              fmt::format("cannot enter directory '{}': {}", spec.cwd, std::strerror(*child_errno)));
     }
     return util::make_error(util::ExitCode::usage,
-                            fmt::format("cannot run '{}': {}; check the function's command", spec.argv[0], std::strerror(child_errno)));
+                            fmt::format("cannot run '{}': {}; check the function's command", spec.argv[0], std::strerror(*child_errno)));
   }
   return child;
 }

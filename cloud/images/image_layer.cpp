@@ -1,8 +1,9 @@
 #include "cloud/images/image_layer.hpp"
 
 #include "cloud/images/libarchive.hpp"
+#include "util/files.hpp"
+#include "util/sha256.hpp"
 
-#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <zlib.h>
 
@@ -18,32 +19,6 @@ namespace gpurun::cloud {
 namespace fs = std::filesystem;
 
 namespace {
-
-// ---- sha256 -----------------------------------------------------------------------------
-
-class Sha256 {
- public:
-  Sha256() : context_(EVP_MD_CTX_new()) { EVP_DigestInit_ex(context_, EVP_sha256(), nullptr); }
-  ~Sha256() { EVP_MD_CTX_free(context_); }
-  Sha256(const Sha256&) = delete;
-  Sha256& operator=(const Sha256&) = delete;
-  void update(const void* data, std::size_t size) { EVP_DigestUpdate(context_, data, size); }
-  std::string digest() {
-    unsigned char out[EVP_MAX_MD_SIZE];
-    unsigned int length = 0;
-    EVP_DigestFinal_ex(context_, out, &length);
-    static const char* hex = "0123456789abcdef";
-    std::string text = "sha256:";
-    for (unsigned int i = 0; i < length; ++i) {
-      text += hex[out[i] >> 4];
-      text += hex[out[i] & 0xF];
-    }
-    return text;
-  }
-
- private:
-  EVP_MD_CTX* context_;
-};
 
 // A file's identity and change times: any write, rename over or chmod changes one of them.
 std::string fmt_stat(const struct stat& st) {
@@ -121,8 +96,8 @@ bool glob_match(std::string_view pattern, std::string_view text) {
 struct Sink {
   std::FILE* file = nullptr;
   z_stream zs{};
-  Sha256 tar_hash;
-  Sha256 blob_hash;
+  util::Sha256 tar_hash;
+  util::Sha256 blob_hash;
   std::uint64_t tar_size = 0;
   std::uint64_t blob_size = 0;
   bool failed = false;
@@ -250,11 +225,6 @@ class Collector {
   IgnoreRules rules_;
 };
 
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
 }  // namespace
 
 // ---- IgnoreRules ------------------------------------------------------------------------
@@ -305,12 +275,6 @@ bool IgnoreRules::ignored(std::string_view relative_path, bool is_directory) con
 
 // ---- build_layer ------------------------------------------------------------------------
 
-std::string sha256_digest(std::string_view bytes) {
-  Sha256 hash;
-  hash.update(bytes.data(), bytes.size());
-  return hash.digest();
-}
-
 namespace {
 
 // What a layer holds: every archive path (parents included) with its source, and the warnings.
@@ -325,7 +289,11 @@ util::Result<Collected> collect_entries(const std::string& manifest_dir, const s
   fs::path root = fs::canonical(manifest_dir, ec);
   if (ec) return usage_error("image add: cannot open the manifest's directory " + manifest_dir + ": " + ec.message());
   IgnoreRules rules;
-  if (fs::exists(root / ".gpurunignore")) rules = IgnoreRules::parse(read_file(root / ".gpurunignore"));
+  if (fs::exists(root / ".gpurunignore")) {
+    auto text = util::read_file((root / ".gpurunignore").string());
+    if (!text) return usage_error("image add: " + text.error().message + "; check its permissions");
+    rules = IgnoreRules::parse(*text);
+  }
   Collector collector(root, rules);
 
   for (const auto& item : add) {
@@ -379,7 +347,7 @@ util::Result<LayerInputs> layer_inputs(const std::string& manifest_dir, const st
                                        const std::string& workdir) {
   auto collected = collect_entries(manifest_dir, add, workdir);
   if (!collected) return collected.error();
-  Sha256 hash;
+  util::Sha256 hash;
   auto put = [&](const std::string& text) { hash.update(text.data(), text.size() + 1); };  // with its NUL
   put("gpurun-layer-v1");  // bump when build_layer's output format changes
   put(workdir);
@@ -392,7 +360,7 @@ util::Result<LayerInputs> layer_inputs(const std::string& manifest_dir, const st
     if (::stat(item.source.c_str(), &st) != 0) return usage_error("image add: cannot read " + item.source.string() + "; check its permissions");
     put(fmt_stat(st));
   }
-  return LayerInputs{hash.digest(), std::move(collected->warnings)};
+  return LayerInputs{hash.finish(), std::move(collected->warnings)};
 }
 
 util::Result<Layer> build_layer(const std::string& manifest_dir, const std::vector<manifest::ImageAdd>& add,
@@ -473,8 +441,8 @@ util::Result<Layer> build_layer(const std::string& manifest_dir, const std::vect
 
   Layer layer;
   layer.path = output_path;
-  layer.diff_id = sink.tar_hash.digest();
-  layer.digest = sink.blob_hash.digest();
+  layer.diff_id = sink.tar_hash.finish();
+  layer.digest = sink.blob_hash.finish();
   layer.size = sink.blob_size;
   layer.tar_size = sink.tar_size;
   layer.entries = entries.size();

@@ -58,7 +58,4 @@ struct LayerInputs {
 util::Result<LayerInputs> layer_inputs(const std::string& manifest_dir, const std::vector<manifest::ImageAdd>& add,
                                        const std::string& workdir);
 
-// "sha256:<hex>" of a byte string.
-std::string sha256_digest(std::string_view bytes);
-
 }  // namespace gpurun::cloud

@@ -9,12 +9,13 @@
 
 #include <filesystem>
 #include <fmt/format.h>
-#include <fstream>
 #include <optional>
 #include <random>
 #include <set>
 
 #include "cloud/images/image_layer.hpp"
+#include "util/files.hpp"
+#include "util/sha256.hpp"
 #include "util/strings.hpp"
 
 namespace gpurun::cloud {
@@ -35,18 +36,10 @@ util::Error image_error(const std::string& image, const util::Error& error) {
   return util::Error{error.code, fmt::format("image '{}': {}", image, error.message)};
 }
 
+// Writes a content-addressed file once: one already there holds the same bytes.
 util::Result<void> write_file(const std::string& path, const std::string& bytes) {
   if (fs::exists(path)) return {};
-  const std::string temporary = path + ".tmp-" + unique_suffix();
-  {
-    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-    out << bytes;
-    if (!out) return util::make_error(util::ExitCode::backend, fmt::format("cannot write {}: disk full or not writable", temporary));
-  }
-  std::error_code ec;
-  fs::rename(temporary, path, ec);
-  if (ec) return util::make_error(util::ExitCode::backend, fmt::format("cannot write {}: {}", path, ec.message()));
-  return {};
+  return util::write_file_atomically(path, bytes);
 }
 
 // The Env of an image config as (name, value) pairs, in order.
@@ -64,18 +57,18 @@ std::vector<std::pair<std::string, std::string>> config_env(const json& config) 
 
 // The bytes of blob `digest` from the cache's blobs/sha256, when present and intact.
 std::optional<std::string> cached_blob(const std::string& cache_dir, const std::string& digest) {
-  std::ifstream in(cache_dir + "/blobs/sha256/" + hex_of(digest), std::ios::binary);
-  if (!in) return std::nullopt;
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (sha256_digest(bytes) != digest) return std::nullopt;
+  int error_number = 0;
+  auto bytes = util::read_file(cache_dir + "/blobs/sha256/" + hex_of(digest), error_number);
+  if (!bytes || util::sha256_digest(*bytes) != digest) return std::nullopt;
   return bytes;
 }
 
 // A layer built before from the same inputs, when its record and blob are intact.
 std::optional<Layer> read_layer_record(const std::string& record_path, const std::string& blob_dir) {
-  std::ifstream in(record_path, std::ios::binary);
-  if (!in) return std::nullopt;
-  auto record = json::parse(in, nullptr, false);
+  int error_number = 0;
+  auto text = util::read_file(record_path, error_number);
+  if (!text) return std::nullopt;
+  auto record = json::parse(*text, nullptr, false);
   if (record.is_discarded() || !record.is_object() || !record.contains("digest") || !record["digest"].is_string() ||
       !record.contains("diff_id") || !record["diff_id"].is_string() || !record.contains("size") ||
       !record["size"].is_number_unsigned()) {
@@ -95,17 +88,8 @@ std::optional<Layer> read_layer_record(const std::string& record_path, const std
 void write_layer_record(const std::string& record_path, const Layer& layer) {
   std::error_code ec;
   fs::create_directories(fs::path(record_path).parent_path(), ec);
-  const std::string temporary = record_path + ".tmp-" + unique_suffix();
-  {
-    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-    out << json{{"digest", layer.digest}, {"diff_id", layer.diff_id}, {"size", layer.size}}.dump();
-    if (!out) {
-      fs::remove(temporary, ec);
-      return;
-    }
-  }
-  fs::rename(temporary, record_path, ec);
-  if (ec) fs::remove(temporary, ec);
+  const std::string record = json{{"digest", layer.digest}, {"diff_id", layer.diff_id}, {"size", layer.size}}.dump();
+  (void)util::write_file_atomically(record_path, record);  // best effort, see above
 }
 
 registry::Options with_credentials(registry::Options options, const std::string& registry_name) {
@@ -556,10 +540,10 @@ util::Result<PulledImage> pull_image(const std::string& registry_url, const std:
   if (!manifest_bytes) {
     auto got = connect().get_manifest(repository, digest);
     if (!got) return fail("the manifest", got.error());
-    if (sha256_digest(got->bytes) != digest) {
+    if (util::sha256_digest(got->bytes) != digest) {
       return util::make_error(util::ExitCode::backend,
                               fmt::format("pulling {} of {} from {}: the registry sent a manifest with digest {}", digest,
-                                          repository, registry_url, sha256_digest(got->bytes)));
+                                          repository, registry_url, util::sha256_digest(got->bytes)));
     }
     if (auto written = write_file(cache_dir + "/blobs/sha256/" + hex_of(digest), got->bytes); !written) return written.error();
     manifest_bytes = std::move(got->bytes);

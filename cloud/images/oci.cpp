@@ -1,9 +1,9 @@
 #include "cloud/images/oci.hpp"
 
 #include <filesystem>
-#include <fstream>
 
-#include "cloud/images/image_layer.hpp"
+#include "util/files.hpp"
+#include "util/sha256.hpp"
 #include "util/strings.hpp"
 
 namespace gpurun::cloud::oci {
@@ -19,9 +19,9 @@ util::Error layout_error(const std::string& path, const std::string& why) {
 }
 
 util::Result<json> read_json(const fs::path& file, const std::string& layout) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) return layout_error(layout, "cannot read " + file.string());
-  json value = json::parse(in, nullptr, false);
+  auto text = util::read_file(file.string());
+  if (!text) return layout_error(layout, text.error().message);
+  json value = json::parse(*text, nullptr, false);
   if (value.is_discarded() || !value.is_object()) return layout_error(layout, file.string() + " is not a JSON object");
   return value;
 }
@@ -156,7 +156,7 @@ json image_manifest(const Descriptor& config, const std::vector<Descriptor>& lay
 std::string canonical(const json& value) { return value.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 Descriptor describe(std::string_view media_type, std::string_view bytes) {
-  return Descriptor{std::string(media_type), sha256_digest(bytes), bytes.size()};
+  return Descriptor{std::string(media_type), util::sha256_digest(bytes), bytes.size()};
 }
 
 }  // namespace gpurun::cloud::oci

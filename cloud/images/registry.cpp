@@ -7,13 +7,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <mutex>
 #include <thread>
 
 #include <nlohmann/json.hpp>
 
+#include "util/files.hpp"
+#include "util/sha256.hpp"
 #include "util/strings.hpp"
 #include "util/units.hpp"
 
@@ -99,28 +100,6 @@ std::string base64_decode(std::string_view text) {
   out.resize(out.size() - std::min(padding, out.size()));
   return out;
 }
-
-// Incremental sha256 as "sha256:<hex>".
-class Sha256 {
- public:
-  Sha256() : context_(EVP_MD_CTX_new(), EVP_MD_CTX_free) { EVP_DigestInit_ex(context_.get(), EVP_sha256(), nullptr); }
-  void update(const char* data, std::size_t size) { EVP_DigestUpdate(context_.get(), data, size); }
-  std::string finish() {
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned int length = 0;
-    EVP_DigestFinal_ex(context_.get(), digest, &length);
-    static const char* hex = "0123456789abcdef";
-    std::string out = "sha256:";
-    for (unsigned int i = 0; i < length; ++i) {
-      out += hex[digest[i] >> 4];
-      out += hex[digest[i] & 15];
-    }
-    return out;
-  }
-
- private:
-  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> context_;
-};
 
 http::Request make_request(std::string method, std::string url) {
   http::Request request;
@@ -613,9 +592,10 @@ std::optional<Credentials> find_credentials(std::string_view registry) {
   } else {
     return std::nullopt;
   }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return std::nullopt;
-  auto config = nlohmann::json::parse(in, nullptr, false);
+  int error_number = 0;
+  auto text = util::read_file(path, error_number);
+  if (!text) return std::nullopt;  // no Docker config: no credentials
+  auto config = nlohmann::json::parse(*text, nullptr, false);
   if (config.is_discarded() || !config.is_object() || !config.contains("auths") || !config["auths"].is_object()) {
     return std::nullopt;
   }
@@ -692,7 +672,7 @@ util::Result<void> Client::get_blob(const std::string& repository, const oci::De
     if (!file) {
       return util::Error{util::ExitCode::backend, "cannot write " + temporary + "; check the disk and its permissions"};
     }
-    Sha256 hash;
+    util::Sha256 hash;
     std::uint64_t received = 0;
     http::Request request = make_request("GET", base_ + "/v2/" + repository + "/blobs/" + blob.digest);
     request.follow_redirects = true;
@@ -755,7 +735,7 @@ util::Result<BlobOutcome> Client::copy_blob(Client& source, const std::string& s
     BytePipe pipe(copy_buffer_bytes);
     // The GET runs on its own thread (its own connection) and feeds the pipe, hashing as it goes.
     std::thread producer([&] {
-      Sha256 hash;
+      util::Sha256 hash;
       std::uint64_t received = 0;
       http::Request get = make_request("GET", source.base_ + "/v2/" + source_repository + "/blobs/" + blob.digest);
       get.follow_redirects = true;

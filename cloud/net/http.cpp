@@ -2,12 +2,12 @@
 
 #define CURL_DISABLE_TYPECHECK
 #include <curl/curl.h>
-#include <dlfcn.h>
 
 #include <algorithm>
 #include <cstring>
 #include <mutex>
 
+#include "util/dynamic_library.hpp"
 #include "util/strings.hpp"
 
 namespace gpurun::cloud::http {
@@ -31,32 +31,25 @@ struct CurlApi {
   decltype(&::curl_slist_free_all) slist_free_all = nullptr;
 };
 
-template <class F>
-bool load_symbol(void* library, const char* name, F& out) {
-  out = reinterpret_cast<F>(::dlsym(library, name));  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast)
-  return out != nullptr;
-}
-
 const CurlApi& curl() {
   static const CurlApi api = [] {
     CurlApi loaded;
-    void* library = ::dlopen("libcurl.so.4", RTLD_NOW | RTLD_LOCAL);
-    if (library == nullptr) {
-      const char* why = ::dlerror();
-      loaded.error = std::string("cannot load libcurl.so.4 (") + (why != nullptr ? why : "not found") +
-                     "); install the libcurl4 package";
+    auto library = util::DynamicLibrary::open("libcurl.so.4");
+    if (!library) {
+      loaded.error = library.error().message + "; install the libcurl4 package";
       return loaded;
     }
-    const bool ok = load_symbol(library, "curl_global_init", loaded.global_init) &&
-                    load_symbol(library, "curl_easy_init", loaded.easy_init) &&
-                    load_symbol(library, "curl_easy_cleanup", loaded.easy_cleanup) &&
-                    load_symbol(library, "curl_easy_reset", loaded.easy_reset) &&
-                    load_symbol(library, "curl_easy_setopt", loaded.easy_setopt) &&
-                    load_symbol(library, "curl_easy_perform", loaded.easy_perform) &&
-                    load_symbol(library, "curl_easy_getinfo", loaded.easy_getinfo) &&
-                    load_symbol(library, "curl_easy_strerror", loaded.easy_strerror) &&
-                    load_symbol(library, "curl_slist_append", loaded.slist_append) &&
-                    load_symbol(library, "curl_slist_free_all", loaded.slist_free_all);
+    library->keep_loaded();
+    const bool ok = library->load("curl_global_init", loaded.global_init) &&
+                    library->load("curl_easy_init", loaded.easy_init) &&
+                    library->load("curl_easy_cleanup", loaded.easy_cleanup) &&
+                    library->load("curl_easy_reset", loaded.easy_reset) &&
+                    library->load("curl_easy_setopt", loaded.easy_setopt) &&
+                    library->load("curl_easy_perform", loaded.easy_perform) &&
+                    library->load("curl_easy_getinfo", loaded.easy_getinfo) &&
+                    library->load("curl_easy_strerror", loaded.easy_strerror) &&
+                    library->load("curl_slist_append", loaded.slist_append) &&
+                    library->load("curl_slist_free_all", loaded.slist_free_all);
     if (!ok) loaded.error = "libcurl.so.4 lacks a function gpurun needs; install a newer libcurl4";
     return loaded;
   }();

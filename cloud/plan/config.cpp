@@ -8,12 +8,11 @@
 #include <cstring>
 #include <filesystem>
 #include <fmt/format.h>
-#include <fstream>
 #include <set>
-#include <sstream>
 
 #include "manifest/checker.hpp"
 #include "manifest/yaml_tree.hpp"
+#include "util/files.hpp"
 #include "util/strings.hpp"
 
 extern char** environ;  // NOLINT
@@ -124,6 +123,129 @@ void parse_catalog(Checker& check, const YamlNode& node, gpu::Catalog& catalog) 
   }
 }
 
+// A cloud's string key `k` into `out`, when present.
+void cloud_text(Checker& check, const YamlNode& value, const std::string& path, std::string_view k, std::string& out) {
+  if (const auto* n = value.find(k)) {
+    if (auto s = check.string(*n, join_path(path, k))) out = *s;
+  }
+}
+
+// backend: required (except for the cloud named local), local or slurm.
+void parse_cloud_backend(Checker& check, const YamlNode& value, const std::string& path, CloudConfig& cloud) {
+  const YamlNode* backend = value.find("backend");
+  if (backend == nullptr) {
+    if (cloud.name != "local") check.error(value, path, "missing required key 'backend' (local or slurm)");
+    return;
+  }
+  cloud_text(check, value, path, "backend", cloud.backend);
+  if (backend->is_scalar() && cloud.backend != "local" && cloud.backend != "slurm") {
+    const auto suggestion = util::did_you_mean(cloud.backend, {"local", "slurm"});
+    check.error(*backend, path + ".backend",
+                suggestion ? fmt::format("unknown backend '{}' (did you mean '{}'?)", cloud.backend, *suggestion)
+                           : fmt::format("unknown backend '{}'; use 'local' or 'slurm'", cloud.backend));
+  }
+}
+
+// The plain string keys, and sbatch_options.
+void parse_cloud_texts(Checker& check, const YamlNode& value, const std::string& path, CloudConfig& cloud) {
+  const std::pair<std::string_view, std::string*> texts[] = {
+      {"endpoint", &cloud.endpoint},       {"partition", &cloud.partition},
+      {"registry", &cloud.registry},       {"log_dir", &cloud.log_dir},
+      {"token_env", &cloud.token_env},     {"user", &cloud.user},
+      {"api_version", &cloud.api_version}, {"account", &cloud.account},
+      {"qos", &cloud.qos},                 {"constraint", &cloud.constraint},
+      {"container_runtime", &cloud.container_runtime}, {"image_cache", &cloud.image_cache},
+      {"node_gpurun", &cloud.node_gpurun}, {"volume_dir", &cloud.volume_dir},
+  };
+  for (const auto& [k, out] : texts) cloud_text(check, value, path, k, *out);
+}
+
+void check_container_runtime(Checker& check, const YamlNode& value, const std::string& path, const CloudConfig& cloud) {
+  const auto* runtime = value.find("container_runtime");
+  if (runtime == nullptr || !runtime->is_scalar()) return;
+  static const std::vector<std::string> runtimes = {"bubblewrap", "pyxis", "apptainer"};
+  if (std::find(runtimes.begin(), runtimes.end(), cloud.container_runtime) != runtimes.end()) return;
+  const auto suggestion = util::did_you_mean(cloud.container_runtime, runtimes);
+  check.error(*runtime, path + ".container_runtime",
+              suggestion ? fmt::format("unknown container runtime '{}' (did you mean '{}'?)", cloud.container_runtime, *suggestion)
+                         : fmt::format("unknown container runtime '{}'; use bubblewrap, pyxis or apptainer",
+                                       cloud.container_runtime));
+}
+
+// Paths on the cluster's nodes must be absolute.
+void check_node_paths(Checker& check, const YamlNode& value, const std::string& path) {
+  for (const char* name : {"image_cache", "node_gpurun", "volume_dir"}) {
+    const auto* node = value.find(name);
+    if (node != nullptr && node->is_scalar() && (node->value.empty() || node->value[0] != '/')) {
+      check.error(*node, join_path(path, name), fmt::format("{} '{}' must be an absolute path on the cluster's nodes", name, node->value));
+    }
+  }
+}
+
+// A slurm cloud needs an endpoint (unix://, http:// or https://) and a partition.
+void check_slurm_keys(Checker& check, const YamlNode& value, const std::string& path) {
+  if (value.find("endpoint") == nullptr) check.error(value, path, "missing required key 'endpoint' (unix:///path.sock or http://host:port)");
+  if (const auto* ep = value.find("endpoint"); ep != nullptr && ep->is_scalar()) {
+    const auto& e = ep->value;
+    if (e.rfind("unix://", 0) != 0 && e.rfind("http://", 0) != 0 && e.rfind("https://", 0) != 0) {
+      check.error(*ep, path + ".endpoint", fmt::format("endpoint '{}' must start with unix://, http:// or https://", e));
+    }
+  }
+  if (value.find("partition") == nullptr) check.error(value, path, "missing required key 'partition'");
+}
+
+void check_registry_url(Checker& check, const YamlNode& value, const std::string& path) {
+  const auto* registry = value.find("registry");
+  if (registry == nullptr || !registry->is_scalar()) return;
+  const auto& r = registry->value;
+  if (r.rfind("http://", 0) != 0 && r.rfind("https://", 0) != 0) {
+    check.error(*registry, path + ".registry", fmt::format("registry '{}' must be a URL: http://host:port or https://host", r));
+  }
+}
+
+// gpus: a list of GPU offers ("A100:80:8").
+void parse_cloud_gpus(Checker& check, const YamlNode& value, const std::string& path, const gpu::Catalog& catalog,
+                      CloudConfig& cloud) {
+  const auto* gpus = value.find("gpus");
+  if (gpus == nullptr) return;
+  cloud.gpus_declared = true;
+  if (!check.expect_sequence(*gpus, path + ".gpus")) return;
+  for (std::size_t i = 0; i < gpus->items.size(); ++i) {
+    const std::string item_path = fmt::format("{}.gpus[{}]", path, i);
+    auto s = check.string(gpus->items[i], item_path);
+    if (!s) continue;
+    auto offer = gpu::parse_offer(*s, catalog);
+    if (!offer) {
+      check.error(gpus->items[i], item_path, offer.error().message);
+      continue;
+    }
+    cloud.gpus.push_back(*offer);
+    cloud.gpus_as_written.push_back(*s);
+  }
+}
+
+// gres: GPU type (catalog name, optionally "-<memory>") -> the cluster's GRES type.
+void parse_cloud_gres(Checker& check, const YamlNode& value, const std::string& path, const gpu::Catalog& catalog,
+                      CloudConfig& cloud) {
+  const auto* gres = value.find("gres");
+  if (gres == nullptr) return;
+  auto map = check.string_map(*gres, path + ".gres");
+  if (!map) return;
+  for (const auto& [k, v] : *map) {
+    const std::string base = k.substr(0, k.find('-'));
+    if (catalog.find(base) == nullptr) {
+      for (const auto& [gk, gv] : gres->entries) {
+        if (gk.value != k) continue;
+        const auto suggestion = util::did_you_mean(base, catalog.names());
+        check.error(gk, join_path(path + ".gres", k),
+                    suggestion ? fmt::format("unknown GPU type '{}' (did you mean '{}'?)", base, *suggestion)
+                               : fmt::format("unknown GPU type '{}'", base));
+      }
+    }
+    cloud.gres.emplace_back(k, v);
+  }
+}
+
 void parse_cloud(Checker& check, const YamlNode& key, const YamlNode& value, const gpu::Catalog& catalog,
                  CloudConfig& cloud) {
   const std::string path = join_path("clouds", key.value);
@@ -138,107 +260,17 @@ void parse_cloud(Checker& check, const YamlNode& key, const YamlNode& value, con
                    {"backend", "endpoint", "partition", "registry", "gpus", "log_dir", "token_env", "user", "api_version",
                     "gres", "account", "qos", "constraint", "sbatch_options", "container_runtime", "image_cache",
                     "node_gpurun", "volume_dir"});
-  auto text = [&](std::string_view k, std::string& out) {
-    if (const auto* n = value.find(k)) {
-      if (auto s = check.string(*n, join_path(path, k))) out = *s;
-    }
-  };
-  const YamlNode* backend = value.find("backend");
-  if (backend != nullptr) {
-    text("backend", cloud.backend);
-    if (backend->is_scalar() && cloud.backend != "local" && cloud.backend != "slurm") {
-      const auto suggestion = util::did_you_mean(cloud.backend, {"local", "slurm"});
-      check.error(*backend, path + ".backend",
-                  suggestion ? fmt::format("unknown backend '{}' (did you mean '{}'?)", cloud.backend, *suggestion)
-                             : fmt::format("unknown backend '{}'; use 'local' or 'slurm'", cloud.backend));
-    }
-  } else if (cloud.name != "local") {
-    check.error(value, path, "missing required key 'backend' (local or slurm)");
-  }
-  text("endpoint", cloud.endpoint);
-  text("partition", cloud.partition);
-  text("registry", cloud.registry);
-  text("log_dir", cloud.log_dir);
-  text("token_env", cloud.token_env);
-  text("user", cloud.user);
-  text("api_version", cloud.api_version);
-  text("account", cloud.account);
-  text("qos", cloud.qos);
-  text("constraint", cloud.constraint);
-  text("container_runtime", cloud.container_runtime);
-  text("image_cache", cloud.image_cache);
-  text("node_gpurun", cloud.node_gpurun);
-  text("volume_dir", cloud.volume_dir);
-  if (const auto* runtime = value.find("container_runtime"); runtime != nullptr && runtime->is_scalar()) {
-    static const std::vector<std::string> runtimes = {"bubblewrap", "pyxis", "apptainer"};
-    if (std::find(runtimes.begin(), runtimes.end(), cloud.container_runtime) == runtimes.end()) {
-      const auto suggestion = util::did_you_mean(cloud.container_runtime, runtimes);
-      check.error(*runtime, path + ".container_runtime",
-                  suggestion ? fmt::format("unknown container runtime '{}' (did you mean '{}'?)", cloud.container_runtime, *suggestion)
-                             : fmt::format("unknown container runtime '{}'; use bubblewrap, pyxis or apptainer",
-                                           cloud.container_runtime));
-    }
-  }
-  for (const char* name : {"image_cache", "node_gpurun", "volume_dir"}) {
-    const auto* node = value.find(name);
-    if (node != nullptr && node->is_scalar() && (node->value.empty() || node->value[0] != '/')) {
-      check.error(*node, join_path(path, name), fmt::format("{} '{}' must be an absolute path on the cluster's nodes", name, node->value));
-    }
-  }
+  parse_cloud_backend(check, value, path, cloud);
+  parse_cloud_texts(check, value, path, cloud);
+  check_container_runtime(check, value, path, cloud);
+  check_node_paths(check, value, path);
   if (const auto* opts = value.find("sbatch_options")) {
     if (auto list = check.string_list(*opts, path + ".sbatch_options")) cloud.sbatch_options = *list;
   }
-  if (cloud.backend == "slurm") {
-    if (value.find("endpoint") == nullptr) check.error(value, path, "missing required key 'endpoint' (unix:///path.sock or http://host:port)");
-    if (const auto* ep = value.find("endpoint"); ep != nullptr && ep->is_scalar()) {
-      const auto& e = ep->value;
-      if (e.rfind("unix://", 0) != 0 && e.rfind("http://", 0) != 0 && e.rfind("https://", 0) != 0) {
-        check.error(*ep, path + ".endpoint", fmt::format("endpoint '{}' must start with unix://, http:// or https://", e));
-      }
-    }
-    if (value.find("partition") == nullptr) check.error(value, path, "missing required key 'partition'");
-  }
-  if (const auto* registry = value.find("registry"); registry != nullptr && registry->is_scalar()) {
-    const auto& r = registry->value;
-    if (r.rfind("http://", 0) != 0 && r.rfind("https://", 0) != 0) {
-      check.error(*registry, path + ".registry", fmt::format("registry '{}' must be a URL: http://host:port or https://host", r));
-    }
-  }
-  if (const auto* gpus = value.find("gpus")) {
-    cloud.gpus_declared = true;
-    if (check.expect_sequence(*gpus, path + ".gpus")) {
-      for (std::size_t i = 0; i < gpus->items.size(); ++i) {
-        const std::string item_path = fmt::format("{}.gpus[{}]", path, i);
-        auto s = check.string(gpus->items[i], item_path);
-        if (!s) continue;
-        auto offer = gpu::parse_offer(*s, catalog);
-        if (!offer) {
-          check.error(gpus->items[i], item_path, offer.error().message);
-          continue;
-        }
-        cloud.gpus.push_back(*offer);
-        cloud.gpus_as_written.push_back(*s);
-      }
-    }
-  }
-  if (const auto* gres = value.find("gres")) {
-    if (auto map = check.string_map(*gres, path + ".gres")) {
-      for (const auto& [k, v] : *map) {
-        const std::string base = k.substr(0, k.find('-'));
-        if (catalog.find(base) == nullptr) {
-          for (const auto& [gk, gv] : gres->entries) {
-            if (gk.value == k) {
-              const auto suggestion = util::did_you_mean(base, catalog.names());
-              check.error(gk, join_path(path + ".gres", k),
-                          suggestion ? fmt::format("unknown GPU type '{}' (did you mean '{}'?)", base, *suggestion)
-                                     : fmt::format("unknown GPU type '{}'", base));
-            }
-          }
-        }
-        cloud.gres.emplace_back(k, v);
-      }
-    }
-  }
+  if (cloud.backend == "slurm") check_slurm_keys(check, value, path);
+  check_registry_url(check, value, path);
+  parse_cloud_gpus(check, value, path, catalog, cloud);
+  parse_cloud_gres(check, value, path, catalog, cloud);
 }
 
 }  // namespace
@@ -372,14 +404,13 @@ util::Result<Config> load_config(const std::optional<std::string>& explicit_path
     return config;
   }
   const std::string& path = **resolved;
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return util::make_error(util::ExitCode::usage,
-                            fmt::format("cannot read config file '{}': {}; check its permissions", path, std::strerror(errno)));
+  int error_number = 0;
+  auto text = util::read_file(path, error_number);
+  if (!text) {
+    return util::make_error(util::ExitCode::usage, fmt::format("cannot read config file '{}': {}; check its permissions",
+                                                               path, std::strerror(error_number)));
   }
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  auto config = parse_config(buffer.str(), path, diagnostics);
+  auto config = parse_config(*text, path, diagnostics);
   if (!config) return config;
   bool holds_secrets = false;
   for (const auto& s : config->secrets) {

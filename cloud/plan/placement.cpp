@@ -48,108 +48,133 @@ std::string describe_request(const manifest::Function& f, const PlanInputs& inpu
   return parts.size() == 1 ? parts.front() : "[" + util::join(parts, ", ") + "]";
 }
 
-}  // namespace
+// --cloud must name a configured cloud.
+util::Result<void> check_cloud_override(const Config& config, const PlanInputs& inputs) {
+  if (!inputs.cloud_override || config.find_cloud(*inputs.cloud_override) != nullptr) return {};
+  const auto suggestion = util::did_you_mean(*inputs.cloud_override, config.cloud_names());
+  return util::make_error(
+      util::ExitCode::usage,
+      suggestion ? fmt::format("--cloud: unknown cloud '{}' (did you mean '{}'?)", *inputs.cloud_override, *suggestion)
+                 : fmt::format("--cloud: unknown cloud '{}'; configured clouds: {}", *inputs.cloud_override,
+                               util::join(config.cloud_names(), ", ")));
+}
 
-util::Result<Plan> make_plan(const manifest::Manifest& manifest, const Config& config, const PlanInputs& inputs) {
-  Plan plan;
-  plan.functions.reserve(manifest.functions.size());
-  plan.app = manifest.app;
-  const auto& catalog = config.catalog;
+bool selected(const manifest::Function& f, const PlanInputs& inputs) {
+  return inputs.only_functions.empty() ||
+         std::find(inputs.only_functions.begin(), inputs.only_functions.end(), f.name) != inputs.only_functions.end();
+}
 
-  if (inputs.cloud_override && config.find_cloud(*inputs.cloud_override) == nullptr) {
-    const auto suggestion = util::did_you_mean(*inputs.cloud_override, config.cloud_names());
-    return util::make_error(
-        util::ExitCode::usage,
-        suggestion ? fmt::format("--cloud: unknown cloud '{}' (did you mean '{}'?)", *inputs.cloud_override, *suggestion)
-                   : fmt::format("--cloud: unknown cloud '{}'; configured clouds: {}", *inputs.cloud_override,
-                                 util::join(config.cloud_names(), ", ")));
+void place_on(PlacedFunction& placed, const CloudConfig& cloud, const gpu::GpuSlot& slot) {
+  placed.cloud = cloud.name;
+  placed.backend = cloud.backend;
+  placed.gpu = slot;
+}
+
+// On this machine `any` also means whatever GPU it has, after the any pool's types.
+bool place_any_local(PlacedFunction& placed, const gpu::GpuChoice& alternative,
+                     const std::vector<const CloudOffers*>& candidates) {
+  for (const auto* c : candidates) {
+    if (c->cloud->name != "local") continue;
+    for (const auto& offer : c->offers) {
+      if (offer.count < alternative.count) continue;
+      place_on(placed, *c->cloud, gpu::GpuSlot{offer.type, offer.memory_gb, alternative.count});
+      return true;
+    }
   }
+  return false;
+}
 
-  std::vector<CloudOffers> order;
-  for (const auto* c : config.placement_order()) order.push_back({c, cloud_offers(*c, inputs)});
+// The first alternative (in order) that a candidate cloud (in placement order) offers; false
+// when none does.
+bool place_gpu(PlacedFunction& placed, const gpu::GpuRequest& request, const std::vector<const CloudOffers*>& candidates,
+               const gpu::Catalog& catalog) {
+  for (const auto& alternative : request.alternatives) {
+    for (const auto& concrete : gpu::expand(alternative, catalog)) {
+      for (const auto* c : candidates) {
+        if (auto slot = best_offer(*c, concrete, catalog)) {
+          place_on(placed, *c->cloud, *slot);
+          return true;
+        }
+      }
+    }
+    if (alternative.any && place_any_local(placed, alternative, candidates)) return true;
+  }
+  return false;
+}
+
+// Why no candidate cloud can run `f`: what each offers.
+std::string unschedulable_reason(const manifest::Function& f, const PlacedFunction& placed,
+                                 const std::vector<const CloudOffers*>& candidates, const std::optional<std::string>& pin,
+                                 const PlanInputs& inputs) {
+  std::vector<std::string> offered;
+  for (const auto* c : candidates) {
+    std::string what = describe_offers(c->offers);
+    if (c->cloud->name == "local" && !inputs.local_offers_note.empty()) what += " (" + inputs.local_offers_note + ")";
+    offered.push_back(fmt::format("{} offers {}", c->cloud->name, what));
+  }
+  const std::string where = pin ? fmt::format("cloud '{}' cannot run it", *pin) : "no cloud can run it";
+  return fmt::format("function '{}' asks for GPU {}; {}: {}", f.name, *placed.gpu_requested, where, util::join(offered, "; "));
+}
+
+// Places one function: CPU-only ones on their pinned or the default cloud, GPU ones on the first
+// cloud that offers an alternative. Returns why it cannot be placed, or nullopt.
+std::optional<std::string> place_function(const manifest::Function& f, const Config& config, const PlanInputs& inputs,
+                                          const std::vector<CloudOffers>& order, PlacedFunction& placed) {
+  placed.name = f.name;
+  placed.image = f.image;
+  for (const auto& m : f.volumes) placed.volumes.push_back(m.volume);
+  const gpu::GpuRequest& request = inputs.gpu_override ? *inputs.gpu_override : f.gpu;
+  const std::optional<std::string> pin = inputs.cloud_override ? inputs.cloud_override : f.cloud;
+  if (request.cpu_only()) {
+    const std::string target = pin ? *pin : config.default_cloud;
+    const auto* cloud = config.find_cloud(target);
+    placed.cloud = target;
+    placed.backend = cloud != nullptr ? cloud->backend : "local";
+    return std::nullopt;
+  }
+  std::vector<const CloudOffers*> candidates;
+  for (const auto& c : order) {
+    if (!pin || c.cloud->name == *pin) candidates.push_back(&c);
+  }
+  placed.gpu_requested = describe_request(f, inputs);
+  if (place_gpu(placed, request, candidates, config.catalog)) return std::nullopt;
+  return unschedulable_reason(f, placed, candidates, pin, inputs);
+}
+
+util::Error unschedulable_error(const std::vector<std::string>& reasons) {
+  std::string message = util::join(reasons, "\n");
+  message += reasons.size() == 1 ? "; " : "\n";
+  message += "ask for a GPU a cloud offers, or add it to a cloud's 'gpus:' in the config";
+  return util::make_error(util::ExitCode::unschedulable, message);
+}
+
+// Where a new volume goes: where the GPU functions that mount it run (most wins, ties by config
+// order), else the default cloud.
+std::string new_volume_cloud(const std::string& volume, const std::vector<PlacedFunction>& functions, const Config& config) {
   std::unordered_map<std::string, std::size_t> config_index;
   for (std::size_t i = 0; i < config.clouds.size(); ++i) config_index[config.clouds[i].name] = i;
-
-  std::vector<std::string> unschedulable;
-  for (const auto& f : manifest.functions) {
-    if (!inputs.only_functions.empty() &&
-        std::find(inputs.only_functions.begin(), inputs.only_functions.end(), f.name) == inputs.only_functions.end()) {
-      continue;
-    }
-    PlacedFunction placed;
-    placed.name = f.name;
-    placed.image = f.image;
-    for (const auto& m : f.volumes) placed.volumes.push_back(m.volume);
-    const gpu::GpuRequest& request = inputs.gpu_override ? *inputs.gpu_override : f.gpu;
-    const std::optional<std::string> pin = inputs.cloud_override ? inputs.cloud_override : f.cloud;
-
-    std::vector<const CloudOffers*> candidates;
-    for (const auto& c : order) {
-      if (!pin || c.cloud->name == *pin) candidates.push_back(&c);
-    }
-    if (request.cpu_only()) {
-      const std::string target = pin ? *pin : config.default_cloud;
-      const auto* cloud = config.find_cloud(target);
-      placed.cloud = target;
-      placed.backend = cloud != nullptr ? cloud->backend : "local";
-      plan.functions.push_back(std::move(placed));
-      continue;
-    }
-    placed.gpu_requested = describe_request(f, inputs);
-    bool found = false;
-    for (const auto& alternative : request.alternatives) {
-      for (const auto& concrete : gpu::expand(alternative, catalog)) {
-        for (const auto* c : candidates) {
-          if (auto slot = best_offer(*c, concrete, catalog)) {
-            placed.cloud = c->cloud->name;
-            placed.backend = c->cloud->backend;
-            placed.gpu = *slot;
-            found = true;
-            break;
-          }
-        }
-        if (found) break;
-      }
-      if (!found && alternative.any) {
-        // On this machine `any` also means whatever GPU it has, after the any pool's types.
-        for (const auto* c : candidates) {
-          if (c->cloud->name != "local") continue;
-          for (const auto& offer : c->offers) {
-            if (offer.count >= alternative.count) {
-              placed.cloud = c->cloud->name;
-              placed.backend = c->cloud->backend;
-              placed.gpu = gpu::GpuSlot{offer.type, offer.memory_gb, alternative.count};
-              found = true;
-              break;
-            }
-          }
-        }
-      }
-      if (found) break;
-    }
-    if (!found) {
-      std::vector<std::string> offered;
-      for (const auto* c : candidates) {
-        std::string what = describe_offers(c->offers);
-        if (c->cloud->name == "local" && !inputs.local_offers_note.empty()) what += " (" + inputs.local_offers_note + ")";
-        offered.push_back(fmt::format("{} offers {}", c->cloud->name, what));
-      }
-      const std::string where = pin ? fmt::format("cloud '{}' cannot run it", *pin) : "no cloud can run it";
-      unschedulable.push_back(fmt::format("function '{}' asks for GPU {}; {}: {}", f.name, *placed.gpu_requested, where,
-                                          util::join(offered, "; ")));
-      continue;
-    }
-    plan.functions.push_back(std::move(placed));
+  std::map<std::string, int> votes;
+  for (const auto& pf : functions) {
+    if (pf.gpu && std::find(pf.volumes.begin(), pf.volumes.end(), volume) != pf.volumes.end()) ++votes[pf.cloud];
   }
-  if (!unschedulable.empty()) {
-    std::string message = util::join(unschedulable, "\n");
-    message += unschedulable.size() == 1 ? "; " : "\n";
-    message += "ask for a GPU a cloud offers, or add it to a cloud's 'gpus:' in the config";
-    return util::make_error(util::ExitCode::unschedulable, message);
+  std::string chosen = config.default_cloud;
+  int best = 0;
+  std::size_t best_index = 0;
+  for (const auto& [cloud, count] : votes) {
+    const std::size_t index = config_index.count(cloud) != 0 ? config_index.at(cloud) : config.clouds.size();
+    if (count > best || (count == best && index < best_index)) {
+      best = count;
+      best_index = index;
+      chosen = cloud;
+    }
   }
+  return chosen;
+}
 
-  // Volumes: where the GPU functions that mount them run (most wins, ties by config order),
-  // else the default cloud; a volume created earlier stays where it is.
+// Volumes: a volume created earlier stays where it is; a new one goes by new_volume_cloud.
+std::vector<PlacedVolume> place_volumes(const manifest::Manifest& manifest, const Config& config,
+                                        const PlanInputs& inputs, const std::vector<PlacedFunction>& functions) {
+  std::vector<PlacedVolume> volumes;
   for (const auto& v : manifest.volumes) {
     PlacedVolume placed;
     placed.name = v.name;
@@ -157,24 +182,15 @@ util::Result<Plan> make_plan(const manifest::Manifest& manifest, const Config& c
       placed.cloud = it->second;
       placed.existing = true;
     } else {
-      std::map<std::string, int> votes;
-      for (const auto& pf : plan.functions) {
-        if (pf.gpu && std::find(pf.volumes.begin(), pf.volumes.end(), v.name) != pf.volumes.end()) ++votes[pf.cloud];
-      }
-      placed.cloud = config.default_cloud;
-      int best = 0;
-      std::size_t best_index = 0;
-      for (const auto& [cloud, count] : votes) {
-        const std::size_t index = config_index.count(cloud) != 0 ? config_index.at(cloud) : config.clouds.size();
-        if (count > best || (count == best && index < best_index)) {
-          best = count;
-          best_index = index;
-          placed.cloud = cloud;
-        }
-      }
+      placed.cloud = new_volume_cloud(v.name, functions, config);
     }
-    plan.volumes.push_back(std::move(placed));
+    volumes.push_back(std::move(placed));
   }
+  return volumes;
+}
+
+// A warning for each function that mounts a volume living in another cloud.
+void warn_about_distant_volumes(Plan& plan) {
   for (const auto& pf : plan.functions) {
     for (const auto& volume : pf.volumes) {
       for (const auto& pv : plan.volumes) {
@@ -185,20 +201,52 @@ util::Result<Plan> make_plan(const manifest::Manifest& manifest, const Config& c
       }
     }
   }
+}
 
+// Each image goes to the clouds whose functions use it; upload_to lists those that lack it.
+std::vector<PlacedImage> place_images(const manifest::Manifest& manifest, const Config& config, const PlanInputs& inputs,
+                                      const std::vector<PlacedFunction>& functions) {
+  std::vector<PlacedImage> images;
   for (const auto& image : manifest.images) {
     PlacedImage placed;
     placed.name = image.name;
     for (const auto& c : config.clouds) {
-      const bool used = std::any_of(plan.functions.begin(), plan.functions.end(),
+      const bool used = std::any_of(functions.begin(), functions.end(),
                                     [&](const PlacedFunction& pf) { return pf.image == image.name && pf.cloud == c.name; });
       if (!used) continue;
       placed.clouds.push_back(c.name);
       const auto present = inputs.images_present.find(image.name);
       if (present == inputs.images_present.end() || present->second.count(c.name) == 0) placed.upload_to.push_back(c.name);
     }
-    plan.images.push_back(std::move(placed));
+    images.push_back(std::move(placed));
   }
+  return images;
+}
+
+}  // namespace
+
+util::Result<Plan> make_plan(const manifest::Manifest& manifest, const Config& config, const PlanInputs& inputs) {
+  if (auto checked = check_cloud_override(config, inputs); !checked) return checked.error();
+  Plan plan;
+  plan.functions.reserve(manifest.functions.size());
+  plan.app = manifest.app;
+  std::vector<CloudOffers> order;
+  for (const auto* c : config.placement_order()) order.push_back({c, cloud_offers(*c, inputs)});
+
+  std::vector<std::string> unschedulable;
+  for (const auto& f : manifest.functions) {
+    if (!selected(f, inputs)) continue;
+    PlacedFunction placed;
+    if (auto why = place_function(f, config, inputs, order, placed)) {
+      unschedulable.push_back(std::move(*why));
+      continue;
+    }
+    plan.functions.push_back(std::move(placed));
+  }
+  if (!unschedulable.empty()) return unschedulable_error(unschedulable);
+  plan.volumes = place_volumes(manifest, config, inputs, plan.functions);
+  warn_about_distant_volumes(plan);
+  plan.images = place_images(manifest, config, inputs, plan.functions);
   return plan;
 }
 

@@ -11,7 +11,6 @@
 #include <ctime>
 #include <thread>
 
-#include "cloud/state/state.hpp"
 
 namespace gpurun::cloud {
 
@@ -109,7 +108,8 @@ char record_kind(std::string_view line, std::size_t& text_start, std::int64_t& u
 // ---------------------------------------------------------------------------------------------
 // LogWriter
 
-util::Result<LogWriter> LogWriter::open(const std::string& path, int attempt, std::vector<std::string> secrets) {
+util::Result<LogWriter> LogWriter::open(const std::string& path, int attempt, std::vector<std::string> secrets,
+                                        const util::Clock& clock) {
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   if (fd < 0) return io_error(ExitCode::backend, "cannot open the log " + path, errno, "check the state directory");
   struct stat info {};
@@ -122,6 +122,7 @@ util::Result<LogWriter> LogWriter::open(const std::string& path, int attempt, st
   }
   LogWriter writer;
   writer.fd_ = fd;
+  writer.clock_ = &clock;
   writer.path_ = path;
   writer.attempt_ = attempt;
   writer.size_ = static_cast<std::uint64_t>(end);
@@ -140,6 +141,7 @@ LogWriter& LogWriter::operator=(LogWriter&& other) noexcept {
   if (this != &other) {
     if (fd_ >= 0) (void)close();
     fd_ = std::exchange(other.fd_, -1);
+    clock_ = other.clock_;
     path_ = std::move(other.path_);
     attempt_ = other.attempt_;
     secrets_ = std::move(other.secrets_);
@@ -253,7 +255,7 @@ void LogWriter::emit_pending_prefix(LogStream stream, bool everything) {
 util::Result<void> LogWriter::write(LogStream stream, const char* data, std::size_t n) {
   if (fd_ < 0) return make_error(ExitCode::backend, "cannot write the log " + path_ + ": it is closed");
   if (stream == LogStream::marker) return marker(std::string_view(data, n));
-  now_ms_ = now_unix_ms();
+  now_ms_ = clock_->now_unix_ms();
   Pending& pending = pending_[stream_index(stream)];
   const char* cursor = data;
   const char* const end = data + n;
@@ -283,7 +285,7 @@ util::Result<void> LogWriter::write(LogStream stream, const char* data, std::siz
 
 util::Result<void> LogWriter::marker(std::string_view text) {
   if (fd_ < 0) return make_error(ExitCode::backend, "cannot write the log " + path_ + ": it is closed");
-  now_ms_ = now_unix_ms();
+  now_ms_ = clock_->now_unix_ms();
   std::string line(text);
   std::replace(line.begin(), line.end(), '\n', ' ');
   emit_line(LogStream::marker, line, true);
@@ -292,7 +294,7 @@ util::Result<void> LogWriter::marker(std::string_view text) {
 
 util::Result<void> LogWriter::set_attempt(int attempt) {
   if (fd_ < 0) return make_error(ExitCode::backend, "cannot write the log " + path_ + ": it is closed");
-  now_ms_ = now_unix_ms();
+  now_ms_ = clock_->now_unix_ms();
   emit_pending_prefix(LogStream::out, true);
   emit_pending_prefix(LogStream::err, true);
   attempt_ = attempt;
@@ -302,7 +304,7 @@ util::Result<void> LogWriter::set_attempt(int attempt) {
 
 util::Result<void> LogWriter::flush() {
   if (fd_ < 0) return {};
-  now_ms_ = now_unix_ms();
+  now_ms_ = clock_->now_unix_ms();
   for (LogStream stream : {LogStream::out, LogStream::err}) {
     const Pending& pending = pending_[stream_index(stream)];
     if (!pending.text.empty() && now_ms_ - pending.since_ms >= partial_line_delay.count()) {
@@ -314,7 +316,7 @@ util::Result<void> LogWriter::flush() {
 
 util::Result<void> LogWriter::close() {
   if (fd_ < 0) return {};
-  now_ms_ = now_unix_ms();
+  now_ms_ = clock_->now_unix_ms();
   emit_pending_prefix(LogStream::out, true);
   emit_pending_prefix(LogStream::err, true);
   util::Result<void> result = write_buffer();
@@ -385,7 +387,7 @@ util::Result<std::size_t> LogReader::read(std::vector<LogRecord>& records, bool 
     }
     buffer_.resize(read_block);
   }
-  const std::int64_t now = format_ == LogFormat::plain ? now_unix_ms() : 0;
+  const std::int64_t now = format_ == LogFormat::plain ? util::now_unix_ms() : 0;
   std::size_t pos = 0;
   while (true) {
     if (begin_ > 0) {

@@ -26,6 +26,7 @@
 #include <utility>
 #include <vector>
 
+#include "util/clock.hpp"
 #include "util/result.hpp"
 
 namespace gpurun::cloud {
@@ -52,8 +53,10 @@ class LogWriter {
  public:
   // Opens or creates `path` (0600, O_APPEND, O_CLOEXEC), truncating a torn trailing record left by
   // a crashed writer. Every occurrence of a non-empty value of `secrets` is written as "***", short
-  // values (under 4 characters) included: over-masking beats leaking.
-  static util::Result<LogWriter> open(const std::string& path, int attempt = 1, std::vector<std::string> secrets = {});
+  // values (under 4 characters) included: over-masking beats leaking. Records are stamped from
+  // `clock`, which must outlive the writer.
+  static util::Result<LogWriter> open(const std::string& path, int attempt = 1, std::vector<std::string> secrets = {},
+                                      const util::Clock& clock = util::system_clock());
 
   LogWriter(LogWriter&& other) noexcept;
   LogWriter& operator=(LogWriter&& other) noexcept;
@@ -92,6 +95,7 @@ class LogWriter {
   std::string_view mask(std::string_view text);
 
   int fd_ = -1;
+  const util::Clock* clock_ = &util::system_clock();
   std::string path_;
   int attempt_ = 1;
   std::vector<std::string> secrets_;

@@ -15,14 +15,24 @@ namespace gpurun::cloud::detail {
 
 class SqliteError : public std::runtime_error {
  public:
-  using std::runtime_error::runtime_error;
+  // `code` is SQLite's result code (extended codes are reduced to their primary code).
+  explicit SqliteError(const std::string& message, int code = SQLITE_ERROR)
+      : std::runtime_error(message), code_(code & 0xff) {}
+  int code() const { return code_; }
+  // Another connection holds a lock: trying again later may succeed.
+  bool transient() const { return code_ == SQLITE_BUSY || code_ == SQLITE_LOCKED; }
+  // The file is damaged or is no SQLite database at all: trying again never helps.
+  bool corrupt() const { return code_ == SQLITE_CORRUPT || code_ == SQLITE_NOTADB; }
+
+ private:
+  int code_;
 };
 
 class Statement {
  public:
   Statement(sqlite3* db, std::string_view sql) : db_(db) {
-    if (sqlite3_prepare_v2(db, sql.data(), static_cast<int>(sql.size()), &stmt_, nullptr) != SQLITE_OK) {
-      throw SqliteError(sqlite3_errmsg(db));
+    if (int rc = sqlite3_prepare_v2(db, sql.data(), static_cast<int>(sql.size()), &stmt_, nullptr); rc != SQLITE_OK) {
+      throw SqliteError(sqlite3_errmsg(db), rc);
     }
   }
   ~Statement() { sqlite3_finalize(stmt_); }
@@ -50,7 +60,7 @@ class Statement {
     int rc = sqlite3_step(stmt_);
     if (rc == SQLITE_ROW) return true;
     if (rc == SQLITE_DONE) return false;
-    throw SqliteError(sqlite3_errmsg(db_));
+    throw SqliteError(sqlite3_errmsg(db_), rc);
   }
   // Runs a statement that returns no rows (or ignores them).
   void run() {
@@ -79,7 +89,7 @@ class Statement {
 
  private:
   Statement& check_bind(int rc) {
-    if (rc != SQLITE_OK) throw SqliteError(sqlite3_errmsg(db_));
+    if (rc != SQLITE_OK) throw SqliteError(sqlite3_errmsg(db_), rc);
     return *this;
   }
 
@@ -94,7 +104,7 @@ class Database {
     if (rc != SQLITE_OK) {
       std::string message = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
       sqlite3_close_v2(db_);
-      throw SqliteError(message);
+      throw SqliteError(message, rc);
     }
     // Many short-lived processes share this database: keep the WAL file between connections and
     // leave checkpoints to SQLite's automatic ones, so that closing or opening a connection does
@@ -110,10 +120,10 @@ class Database {
   sqlite3* handle() const { return db_; }
   void exec(const char* sql) {
     char* error = nullptr;
-    if (sqlite3_exec(db_, sql, nullptr, nullptr, &error) != SQLITE_OK) {
+    if (int rc = sqlite3_exec(db_, sql, nullptr, nullptr, &error); rc != SQLITE_OK) {
       std::string message = error ? error : sqlite3_errmsg(db_);
       sqlite3_free(error);
-      throw SqliteError(message);
+      throw SqliteError(message, rc);
     }
   }
   Statement prepare(std::string_view sql) { return Statement(db_, sql); }
@@ -148,12 +158,23 @@ class Transaction {
 
 namespace gpurun::cloud::detail {
 
+// The error for a state.db that is damaged or no database: what to do about it, at once.
+inline util::Error corrupt_database_error(const std::string& state_dir, const SqliteError& error) {
+  const std::string path = state_dir + "/state.db";
+  return util::make_error(util::ExitCode::backend,
+                          "state database " + path + " is corrupt (" + error.what() +
+                              "); move it away with its -wal and -shm files and gpurun makes a new one (the runs "
+                              "recorded in it are lost): mkdir " + state_dir + "/corrupt && mv " + path + "* " +
+                              state_dir + "/corrupt/");
+}
+
 // Runs `body` (returning util::Result<T>), turning SQLite failures into a backend error.
 template <class F>
 auto guarded(const std::string& state_dir, F&& body) -> decltype(body()) {
   try {
     return body();
   } catch (const SqliteError& error) {
+    if (error.corrupt()) return corrupt_database_error(state_dir, error);
     return util::make_error(util::ExitCode::backend,
                             "state database " + state_dir + "/state.db: " + error.what() +
                                 "; check that the directory is writable and the disk is not full");

@@ -182,11 +182,12 @@ std::string base36(std::uint64_t value, std::size_t width) {
   return text;
 }
 
-std::string new_run_id() {
+// A run id for a run created at `unix_ms` (see Run::id).
+std::string new_run_id(std::int64_t unix_ms) {
   // A fresh random_device each time: a cached engine would repeat itself in forked children.
   std::random_device entropy;
   std::uniform_int_distribution<std::uint64_t> random(0, 36ULL * 36 * 36 * 36 - 1);
-  return "r" + base36(static_cast<std::uint64_t>(now_unix_ms()), 8) + base36(random(entropy), 4);
+  return "r" + base36(static_cast<std::uint64_t>(unix_ms), 8) + base36(random(entropy), 4);
 }
 
 util::Error run_not_found(std::string_view id) {
@@ -242,11 +243,6 @@ std::string default_state_dir() {
     if (const passwd* entry = ::getpwuid(::getuid()); entry && entry->pw_dir) home = entry->pw_dir;
   }
   return home + "/.local/state/gpurun";
-}
-
-std::int64_t now_unix_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
 }
 
 std::string format_iso8601(std::int64_t unix_ms) {
@@ -369,8 +365,8 @@ util::Result<StateStore> StateStore::open(const std::string& dir) {
         Statement mode = db->prepare("PRAGMA journal_mode=WAL");
         mode.step();
         break;
-      } catch (const SqliteError&) {
-        if (tries >= 100) throw;
+      } catch (const SqliteError& error) {
+        if (!error.transient() || tries >= 100) throw;  // only a lock held elsewhere passes
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
       }
     }
@@ -404,7 +400,7 @@ util::Result<CreatedRun> StateStore::create_run(const NewRun& spec, bool inherit
   return guarded(dir_, [&]() -> util::Result<CreatedRun> {
     for (int tries = 0;; ++tries) {
       Run run;
-      run.id = new_run_id();
+      run.id = new_run_id(clock_->now_unix_ms());
       auto lock = RunLock::acquire(dir_, run.id, inheritable_lock);
       if (!lock) {
         if (tries < 10 && run_lock_held(dir_, run.id)) continue;  // another process drew the same id
@@ -418,7 +414,7 @@ util::Result<CreatedRun> StateStore::create_run(const NewRun& spec, bool inherit
       run.gpus = spec.gpus;
       run.spec_json = spec.spec_json;
       run.log_dir = spec.log_dir.empty() ? dir_ + "/runs/" + run.id : spec.log_dir;
-      run.created_at = now_unix_ms();
+      run.created_at = clock_->now_unix_ms();
       Statement insert = db_->prepare(
           "INSERT OR IGNORE INTO runs(id, app, function, cloud, backend, status, status_reason, gpus, attempt, "
           "created_at, spec_json, log_dir) VALUES(?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, 1, ?8, ?9, ?10)");
@@ -480,7 +476,7 @@ util::Result<bool> StateStore::update_status(const std::string& id, RunStatus st
         started_at = CASE WHEN ?2='running' AND started_at IS NULL THEN ?5 ELSE started_at END,
         ended_at = CASE WHEN ?2 NOT IN ('queued','running') THEN ?5 ELSE ended_at END
       WHERE id=?1 AND status IN )sql") + active_sql);
-    update.bind(1, id).bind(2, to_string(status)).bind(3, reason).bind(4, exit_code).bind(5, now_unix_ms());
+    update.bind(1, id).bind(2, to_string(status)).bind(3, reason).bind(4, exit_code).bind(5, clock_->now_unix_ms());
     update.run();
     if (db_->changes() == 0) {
       Statement exists = db_->prepare("SELECT 1 FROM runs WHERE id=?1");
@@ -543,7 +539,7 @@ util::Result<void> StateStore::add_attempt(const std::string& run_id, int attemp
     if (db_->changes() == 0) return run_not_found(run_id);
     Statement insert = db_->prepare(
         "INSERT OR REPLACE INTO attempts(run_id, attempt, status, started_at) VALUES(?1, ?2, 'running', ?3)");
-    insert.bind(1, run_id).bind(2, attempt).bind(3, now_unix_ms()).run();
+    insert.bind(1, run_id).bind(2, attempt).bind(3, clock_->now_unix_ms()).run();
     tx.commit();
     return {};
   });
@@ -556,7 +552,7 @@ util::Result<void> StateStore::finish_attempt(const std::string& run_id, int att
         "UPDATE attempts SET status=?3, exit_code=?4, reason=?5, ended_at=?6 "
         "WHERE run_id=?1 AND attempt=?2 AND ended_at IS NULL");
     update.bind(1, run_id).bind(2, attempt).bind(3, to_string(status)).bind(4, exit_code).bind(5, reason);
-    update.bind(6, now_unix_ms()).run();
+    update.bind(6, clock_->now_unix_ms()).run();
     return {};
   });
 }
@@ -600,7 +596,7 @@ util::Result<std::vector<std::string>> StateStore::reconcile_lost() {
     if (candidates.empty() && !orphans) return lost;
 
     Transaction tx(*db_);
-    std::int64_t now = now_unix_ms();
+    std::int64_t now = clock_->now_unix_ms();
     for (const std::string& id : candidates) {
       Statement mark = db_->prepare(
           std::string("UPDATE runs SET status='lost', status_reason=?2, ended_at=?3 WHERE id=?1 AND status IN ") +
@@ -632,7 +628,7 @@ util::Result<int> StateStore::record_deployment(const Deployment& deployment) {
         "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)");
     insert.bind(1, deployment.app).bind(2, version).bind(3, deployment.manifest_digest);
     insert.bind(4, deployment.manifest_path).bind(5, deployment.manifest_dir).bind(6, deployment.plan_json);
-    insert.bind(7, now_unix_ms()).run();
+    insert.bind(7, clock_->now_unix_ms()).run();
     Statement function = db_->prepare("INSERT OR IGNORE INTO deployment_functions(app, version, function) VALUES(?1, ?2, ?3)");
     for (const std::string& name : deployment.functions) {
       function.reset();
@@ -690,7 +686,7 @@ util::Result<Volume> StateStore::ensure_volume(const std::string& app, const std
     Transaction tx(*db_);
     Statement insert = db_->prepare(
         "INSERT OR IGNORE INTO volumes(app, name, cloud, path, created_at) VALUES(?1, ?2, ?3, ?4, ?5)");
-    insert.bind(1, app).bind(2, name).bind(3, cloud).bind(4, path).bind(5, now_unix_ms()).run();
+    insert.bind(1, app).bind(2, name).bind(3, cloud).bind(4, path).bind(5, clock_->now_unix_ms()).run();
     Statement fill = db_->prepare("UPDATE volumes SET path=?3 WHERE app=?1 AND name=?2 AND path='' AND cloud=?4");
     fill.bind(1, app).bind(2, name).bind(3, path).bind(4, cloud).run();
     Statement query = db_->prepare("SELECT app, name, cloud, path, created_at FROM volumes WHERE app=?1 AND name=?2");
@@ -722,7 +718,7 @@ util::Result<void> StateStore::record_image_locations(const std::vector<ImageLoc
         "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)");
     for (const auto& l : locations) {
       insert.bind(1, l.app).bind(2, l.image).bind(3, l.digest).bind(4, l.cloud).bind(5, l.registry).bind(6, l.repository);
-      insert.bind(7, l.pushed_at != 0 ? l.pushed_at : now_unix_ms()).run();
+      insert.bind(7, l.pushed_at != 0 ? l.pushed_at : clock_->now_unix_ms()).run();
       insert.reset();
     }
     tx.commit();

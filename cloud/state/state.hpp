@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "cloud/state/leases.hpp"
+#include "util/clock.hpp"
 #include "util/result.hpp"
 
 namespace gpurun::cloud {
@@ -30,8 +31,6 @@ std::string default_state_dir();
 std::string run_dir(const std::string& state_dir, const std::string& run_id);
 // Where deploy keeps the snapshot of a deployed manifest.
 std::string deployment_snapshot_path(const std::string& state_dir, const std::string& app, int version);
-// Milliseconds since the Unix epoch, now.
-std::int64_t now_unix_ms();
 // "2024-05-01T12:34:56.789Z" (UTC, millisecond precision) for JSON output.
 std::string format_iso8601(std::int64_t unix_ms);
 
@@ -143,6 +142,9 @@ class StateStore {
   ~StateStore();
 
   const std::string& dir() const { return dir_; }
+  // Makes run ids and timestamps from `clock` (which must outlive the store) instead of the
+  // system clock: tests move a util::ManualClock on instead of sleeping.
+  void set_clock(const util::Clock& clock) { clock_ = &clock; }
 
   // --- Runs ---
   // Inserts a queued run (attempt 1) after taking its RunLock, which the caller keeps (or hands
@@ -231,6 +233,7 @@ class StateStore {
 
   std::string dir_;
   std::unique_ptr<detail::Database> db_;
+  const util::Clock* clock_ = &util::system_clock();
 };
 
 }  // namespace gpurun::cloud

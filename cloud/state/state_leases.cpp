@@ -7,6 +7,7 @@
 
 #include "cloud/state/lease_policy.hpp"
 #include "cloud/state/sqlite_db.hpp"
+#include "util/clock.hpp"
 #include "util/strings.hpp"
 
 namespace gpurun::cloud {
@@ -46,7 +47,7 @@ util::Result<LeaseTicket> StateStore::enqueue_lease(const std::string& run_id, c
     }
     Statement insert = db_->prepare(
         "INSERT INTO lease_tickets(run_id, cloud, alternatives_json, created_at) VALUES(?1, ?2, ?3, ?4)");
-    insert.bind(1, run_id).bind(2, cloud).bind(3, alternatives_to_json(alternatives)).bind(4, now_unix_ms()).run();
+    insert.bind(1, run_id).bind(2, cloud).bind(3, alternatives_to_json(alternatives)).bind(4, util::now_unix_ms()).run();
     LeaseTicket ticket = sqlite3_last_insert_rowid(db_->handle());
     tx.commit();
     return ticket;
@@ -89,7 +90,7 @@ util::Result<LeaseOutcome> StateStore::try_grant(LeaseTicket ticket, const std::
       }
       Statement grant = db_->prepare(
           "UPDATE lease_tickets SET granted=1, alternative_index=?2, granted_at=?3 WHERE seq=?1");
-      grant.bind(1, ticket).bind(2, granted->alternative_index).bind(3, now_unix_ms()).run();
+      grant.bind(1, ticket).bind(2, granted->alternative_index).bind(3, util::now_unix_ms()).run();
       tx.commit();
     }
     return outcome;

@@ -3,7 +3,8 @@
 # COMP_CWORD, COMP_LINE and COMP_POINT as readline would (splitting at '=' and ':'), calls _gpurun
 # and prints COMPREPLY. Runs with bash-completion's helpers and without them (the fallback).
 source "$(dirname "$0")/completion_common.sh"
-command -v bash >/dev/null || { echo "SKIP: bash is not installed"; exit 77; }
+source "$(dirname "${BASH_SOURCE[0]}")/require_tools.sh"
+require_tools "apt-get install bash" bash
 
 script=$prefix/share/bash-completion/completions/gpurun
 [ -f "$script" ] || { echo "FAIL: cmake --install did not install $script"; exit 1; }

@@ -2,7 +2,8 @@
 # Real fish with the installed completions/gpurun.fish: `complete -C"gpurun ..."` prints what
 # fish would offer (candidate<TAB>description), in fish's own matching and ordering.
 source "$(dirname "$0")/completion_common.sh"
-command -v fish >/dev/null || { echo "SKIP: fish is not installed"; exit 77; }
+source "$(dirname "${BASH_SOURCE[0]}")/require_tools.sh"
+require_tools "apt-get install fish" fish
 
 script=$prefix/share/fish/vendor_completions.d/gpurun.fish
 [ -f "$script" ] || { echo "FAIL: cmake --install did not install $script"; exit 1; }

@@ -3,7 +3,8 @@
 # completion system would, captures what _gpurun passes to compadd (and whether it asked for
 # _files), and prints the candidates; "#unsorted" when it used an unsorted group (compadd -V).
 source "$(dirname "$0")/completion_common.sh"
-command -v zsh >/dev/null || { echo "SKIP: zsh is not installed"; exit 77; }
+source "$(dirname "${BASH_SOURCE[0]}")/require_tools.sh"
+require_tools "apt-get install zsh" zsh
 
 script=$prefix/share/zsh/site-functions/_gpurun
 [ -f "$script" ] || { echo "FAIL: cmake --install did not install $script"; exit 1; }

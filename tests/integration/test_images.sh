@@ -6,9 +6,8 @@
 source "$(dirname "$0")/lib.sh"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
-for tool in docker-registry bwrap busybox htpasswd python3 curl; do
-  if ! command -v "$tool" >/dev/null 2>&1; then echo "skipped: $tool is missing"; exit 77; fi
-done
+source "$(dirname "${BASH_SOURCE[0]}")/require_tools.sh"
+require_tools "install it with scripts/bootstrap --test-deps" docker-registry bwrap busybox htpasswd python3 curl
 
 source "$HERE/registry.sh"
 trap 'stop_registries; cleanup' EXIT

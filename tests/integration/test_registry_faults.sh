@@ -7,9 +7,8 @@
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$HERE/lib.sh"
 
-for tool in docker-registry python3 curl sha256sum; do
-  if ! command -v "$tool" >/dev/null 2>&1; then echo "skipped: $tool is missing"; exit 77; fi
-done
+source "$(dirname "${BASH_SOURCE[0]}")/require_tools.sh"
+require_tools "install it with scripts/bootstrap --test-deps" docker-registry python3 curl sha256sum
 
 source "$HERE/registry.sh"
 PIDS=()

@@ -5,12 +5,9 @@ set -euo pipefail
 SRC=${GPURUN_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 FIXTURE=$SRC/tests/fixtures/slurm_cluster.sh
 
-for t in slurmctld slurmd slurmrestd munged sinfo scontrol curl; do
-  if ! command -v "$t" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$t" ]; then
-    echo "SKIP: $t not installed (apt-get install slurmctld slurmd slurmrestd slurm-client slurm-wlm-jwt-plugin munge curl)"
-    exit 77
-  fi
-done
+source "$(dirname "${BASH_SOURCE[0]}")/require_tools.sh"
+require_tools "apt-get install slurmctld slurmd slurmrestd slurm-client slurm-wlm-jwt-plugin munge curl" \
+  slurmctld slurmd slurmrestd munged sinfo scontrol curl
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 

@@ -2,12 +2,9 @@
 # Functions that run inside their images on a real Slurm cluster: `run` pushes the image to the
 # cloud's registry (once), the batch script runs `gpurun node-exec`, which pulls the image by
 # digest into a node-local cache and runs the command in it with bubblewrap.
-for t in slurmctld slurmd slurmrestd munged sinfo scontrol curl docker-registry bwrap busybox python3; do
-  if ! command -v "$t" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$t" ]; then
-    echo "SKIP: $t not installed (apt-get install slurmctld slurmd slurmrestd slurm-client slurm-wlm-jwt-plugin munge curl docker-registry bubblewrap busybox-static python3)"
-    exit 77
-  fi
-done
+source "$(dirname "${BASH_SOURCE[0]}")/require_tools.sh"
+require_tools "apt-get install slurmctld slurmd slurmrestd slurm-client slurm-wlm-jwt-plugin munge curl docker-registry bubblewrap busybox-static python3" \
+  slurmctld slurmd slurmrestd munged sinfo scontrol curl docker-registry bwrap busybox python3
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$HERE/lib.sh"
 source "$HERE/registry.sh"

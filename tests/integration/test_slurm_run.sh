@@ -2,12 +2,9 @@
 # The Slurm backend end to end against a real cluster (tests/fixtures/slurm_cluster.sh): placement
 # by GPU type into two partitions, live logs, exit codes, exact argv/env, impossible requests,
 # queueing, cancel, timeout, requeue, retries, JWT over TCP and local auth over a unix socket.
-for t in slurmctld slurmd slurmrestd munged sinfo scontrol curl; do
-  if ! command -v "$t" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$t" ]; then
-    echo "SKIP: $t not installed (apt-get install slurmctld slurmd slurmrestd slurm-client slurm-wlm-jwt-plugin munge curl)"
-    exit 77
-  fi
-done
+source "$(dirname "${BASH_SOURCE[0]}")/require_tools.sh"
+require_tools "apt-get install slurmctld slurmd slurmrestd slurm-client slurm-wlm-jwt-plugin munge curl" \
+  slurmctld slurmd slurmrestd munged sinfo scontrol curl
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$HERE/lib.sh"
 source "$HERE/slurm.sh"

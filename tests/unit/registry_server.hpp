@@ -19,9 +19,6 @@
 
 namespace gpurun::test {
 
-// True when Debian's docker-registry is installed.
-inline bool have_docker_registry() { return std::system("command -v docker-registry >/dev/null 2>&1") == 0; }
-
 // Debian's docker-registry on 127.0.0.1 with its own config and storage, stopped at the end.
 class LoopbackRegistry {
  public:

@@ -78,6 +78,10 @@ struct AttemptResult {
   bool final = false;  // retrying cannot help (e.g. the request can never be served here)
 };
 
+// Runs a run's attempts in the detached supervisor process. Its state and log writes are best
+// effort ((void) below): no one is there to report a failure to, stopping would abandon a running
+// workload, and a run whose final status cannot be recorded is marked lost once the supervisor
+// exits (StateStore::reconcile_lost), so nothing stays "running" forever.
 class Supervisor {
  public:
   Supervisor(StateStore& store, Run run, RunSpec spec, SecretValues secrets, LogWriter& log)
@@ -242,10 +246,8 @@ class Supervisor {
     return result;
   }
 
-  AttemptResult execute(int attempt, const std::vector<LeaseDevice>& devices) {
-    (void)store_.add_attempt(run_.id, attempt);
-    (void)store_.update_status(run_.id, RunStatus::running, "");
-    if (attempt > 1) (void)log_.marker(fmt::format("attempt {} started", attempt));
+  // The attempt's command line, environment and directory: in bubblewrap for an image or volumes.
+  ProcessSpec process_spec(int attempt, const std::vector<LeaseDevice>& devices) const {
     ProcessSpec process;
     process.env = environment(attempt, devices);
     if (!spec_.image_rootfs.empty()) {
@@ -256,90 +258,122 @@ class Supervisor {
       process.argv = spec_.mounts.empty() ? spec_.argv : sandboxed(spec_.argv, spec_);
       process.cwd = spec_.cwd;
     }
-    auto child = ChildProcess::spawn(process);
+    return process;
+  }
+
+  // What following a child saw.
+  struct Watch {
+    Clock::time_point started = Clock::now();
+    std::optional<Clock::time_point> term_sent;
+    std::optional<Clock::time_point> exited_at;
+    std::optional<int> exit_code;
+    bool timed_out = false;
+    bool cancelled = false;
+  };
+
+  // Copies what the child wrote on stdout/stderr (waiting up to 50 ms) into the log and closes a
+  // pipe at its end. True when it read anything.
+  bool pump_output(ChildProcess& child, std::vector<char>& buffer) {
+    pollfd fds[2];
+    nfds_t n = 0;
+    const int out_fd = child.stdout_fd();
+    const int err_fd = child.stderr_fd();
+    if (out_fd >= 0) fds[n++] = {out_fd, POLLIN, 0};
+    if (err_fd >= 0) fds[n++] = {err_fd, POLLIN, 0};
+    const int ready = n > 0 ? ::poll(fds, n, 50) : (std::this_thread::sleep_for(1ms), 0);
+    bool read_any = false;
+    for (nfds_t i = 0; ready > 0 && i < n; ++i) {
+      if ((fds[i].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
+      const ssize_t got = ::read(fds[i].fd, buffer.data(), buffer.size());
+      if (got > 0) {
+        read_any = true;
+        (void)log_.write(fds[i].fd == out_fd ? LogStream::out : LogStream::err, buffer.data(), static_cast<std::size_t>(got));
+      } else if (got == 0 || (errno != EINTR && errno != EAGAIN)) {
+        if (fds[i].fd == out_fd) {
+          child.close_stdout();
+        } else {
+          child.close_stderr();
+        }
+      }
+    }
+    return read_any;
+  }
+
+  // SIGTERM to the child's group on a cancel request or at the timeout; SIGKILL once the grace
+  // period after SIGTERM has passed.
+  void enforce_limits(ChildProcess& child, Watch& seen) {
+    if (seen.exit_code) return;
+    if (!seen.term_sent) {
+      if (cancel_requested()) {
+        seen.cancelled = true;
+        (void)log_.marker("cancel requested: sending SIGTERM");
+      } else if (spec_.timeout && Clock::now() - seen.started >= *spec_.timeout) {
+        seen.timed_out = true;
+        (void)log_.marker(fmt::format("timed out after {}: sending SIGTERM", util::format_duration(*spec_.timeout)));
+      }
+      if (seen.cancelled || seen.timed_out) {
+        child.signal_group(SIGTERM);
+        seen.term_sent = Clock::now();
+      }
+    } else if (Clock::now() - *seen.term_sent >= spec_.kill_grace) {
+      (void)log_.marker(fmt::format("still running {} after SIGTERM: sending SIGKILL", util::format_duration(spec_.kill_grace)));
+      child.signal_group(SIGKILL);
+      seen.term_sent = Clock::now() + std::chrono::hours(24);
+    }
+  }
+
+  // Follows the child until it exited and its pipes are drained, logging its output and
+  // enforcing the timeout and cancel requests.
+  Watch follow_child(ChildProcess& child) {
+    Watch seen;
+    std::vector<char> buffer(1 << 16);
+    while (child.stdout_fd() >= 0 || child.stderr_fd() >= 0 || !seen.exit_code) {
+      const bool read_any = pump_output(child, buffer);
+      if (!read_any) (void)log_.flush();
+      if (!seen.exit_code) {
+        seen.exit_code = child.try_wait();
+        if (seen.exit_code) seen.exited_at = Clock::now();
+      }
+      // The entrypoint is gone: give the pipes a moment to drain, then end whatever it left behind.
+      if (seen.exit_code && seen.exited_at && Clock::now() - *seen.exited_at > 200ms && !read_any) {
+        child.signal_group(SIGKILL);
+        child.close_stdout();
+        child.close_stderr();
+        break;
+      }
+      enforce_limits(child, seen);
+    }
+    return seen;
+  }
+
+  // The attempt's status, exit code and reason from what watching the child saw.
+  AttemptResult outcome(const Watch& seen) const {
+    if (seen.cancelled) return {RunStatus::cancelled, util::to_int(util::ExitCode::cancelled), "cancelled"};
+    if (seen.timed_out) {
+      return {RunStatus::timeout, util::to_int(util::ExitCode::timeout),
+              fmt::format("timed out after {}", util::format_duration(*spec_.timeout))};
+    }
+    const int code = *seen.exit_code;
+    if (code == 0) return {RunStatus::succeeded, 0, ""};
+    return {RunStatus::failed, code,
+            code > 128 ? fmt::format("killed by signal {}", code - 128) : fmt::format("failed with exit code {}", code)};
+  }
+
+  // Runs one attempt's process to its end and records the attempt (best effort, see Supervisor).
+  AttemptResult execute(int attempt, const std::vector<LeaseDevice>& devices) {
+    (void)store_.add_attempt(run_.id, attempt);
+    (void)store_.update_status(run_.id, RunStatus::running, "");
+    if (attempt > 1) (void)log_.marker(fmt::format("attempt {} started", attempt));
+    auto child = ChildProcess::spawn(process_spec(attempt, devices));
     if (!child) {
       (void)log_.marker(child.error().message);
       AttemptResult failed{RunStatus::failed, 127, child.error().message};
       (void)store_.finish_attempt(run_.id, attempt, failed.status, failed.exit_code, failed.reason);
       return failed;
     }
-    const auto started = Clock::now();
-    std::optional<Clock::time_point> term_sent;
-    std::optional<Clock::time_point> exited_at;
-    bool timed_out = false;
-    bool cancelled = false;
-    std::vector<char> buffer(1 << 16);
-    std::optional<int> exit_code;
-    while (true) {
-      pollfd fds[2];
-      nfds_t n = 0;
-      const int out_fd = child->stdout_fd();
-      const int err_fd = child->stderr_fd();
-      if (out_fd >= 0) fds[n++] = {out_fd, POLLIN, 0};
-      if (err_fd >= 0) fds[n++] = {err_fd, POLLIN, 0};
-      if (n == 0 && exit_code) break;
-      const int ready = n > 0 ? ::poll(fds, n, 50) : (std::this_thread::sleep_for(1ms), 0);
-      bool read_any = false;
-      if (ready > 0) {
-        for (nfds_t i = 0; i < n; ++i) {
-          if ((fds[i].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
-          const ssize_t got = ::read(fds[i].fd, buffer.data(), buffer.size());
-          if (got > 0) {
-            read_any = true;
-            (void)log_.write(fds[i].fd == out_fd ? LogStream::out : LogStream::err, buffer.data(), static_cast<std::size_t>(got));
-          } else if (got == 0 || (errno != EINTR && errno != EAGAIN)) {
-            if (fds[i].fd == out_fd) {
-              child->close_stdout();
-            } else {
-              child->close_stderr();
-            }
-          }
-        }
-      }
-      if (!read_any) (void)log_.flush();
-      if (!exit_code) {
-        exit_code = child->try_wait();
-        if (exit_code) exited_at = Clock::now();
-      }
-      // The entrypoint is gone: give the pipes a moment to drain, then end whatever it left behind.
-      if (exit_code && exited_at && Clock::now() - *exited_at > 200ms && !read_any) {
-        child->signal_group(SIGKILL);
-        child->close_stdout();
-        child->close_stderr();
-        break;
-      }
-      if (!exit_code && !term_sent) {
-        if (cancel_requested()) {
-          cancelled = true;
-          (void)log_.marker("cancel requested: sending SIGTERM");
-        } else if (spec_.timeout && Clock::now() - started >= *spec_.timeout) {
-          timed_out = true;
-          (void)log_.marker(fmt::format("timed out after {}: sending SIGTERM", util::format_duration(*spec_.timeout)));
-        }
-        if (cancelled || timed_out) {
-          child->signal_group(SIGTERM);
-          term_sent = Clock::now();
-        }
-      } else if (!exit_code && term_sent && Clock::now() - *term_sent >= spec_.kill_grace) {
-        (void)log_.marker(fmt::format("still running {} after SIGTERM: sending SIGKILL", util::format_duration(spec_.kill_grace)));
-        child->signal_group(SIGKILL);
-        term_sent = Clock::now() + std::chrono::hours(24);
-      }
-    }
+    const Watch watched = follow_child(*child);
     (void)log_.flush();
-    AttemptResult result;
-    if (cancelled) {
-      result = {RunStatus::cancelled, util::to_int(util::ExitCode::cancelled), "cancelled"};
-    } else if (timed_out) {
-      result = {RunStatus::timeout, util::to_int(util::ExitCode::timeout),
-                fmt::format("timed out after {}", util::format_duration(*spec_.timeout))};
-    } else if (*exit_code == 0) {
-      result = {RunStatus::succeeded, 0, ""};
-    } else {
-      result = {RunStatus::failed, *exit_code,
-                *exit_code > 128 ? fmt::format("killed by signal {}", *exit_code - 128)
-                                 : fmt::format("failed with exit code {}", *exit_code)};
-    }
+    AttemptResult result = outcome(watched);
     (void)store_.finish_attempt(run_.id, attempt, result.status, result.exit_code, result.reason);
     return result;
   }
@@ -379,6 +413,7 @@ util::Result<Run> launch_local(StateStore& store, const RunSpec& spec, const Sec
     const int fork_errno = errno;
     if (auto reopened = StateStore::open(state_dir)) {
       store = std::move(*reopened);
+      // Best effort: the error below tells the user; a run left queued is marked lost (its lock is free).
       (void)store.update_status(run.id, RunStatus::failed, "could not start the supervisor", 125);
     }
     return util::make_error(util::ExitCode::backend, fmt::format("cannot start run {}: fork: {}", run.id, std::strerror(fork_errno)));
@@ -432,6 +467,7 @@ int supervise(const std::string& state_dir, const std::string& run_id, int lock_
   }
   auto spec = run_spec_from_json(run->spec_json);
   if (!spec) {
+    // The supervisor's exit code and supervisor.log carry the error when even this write fails.
     (void)store->update_status(run_id, RunStatus::failed, spec.error().message, 125);
     return util::to_int(util::ExitCode::backend);
   }
@@ -441,9 +477,11 @@ int supervise(const std::string& state_dir, const std::string& run_id, int lock_
   }
   auto log = LogWriter::open(run_dir(state_dir, run_id) + "/log", 1, secret_strings);
   if (!log) {
+    // As above: the supervisor's exit code and supervisor.log carry the error.
     (void)store->update_status(run_id, RunStatus::failed, log.error().message, 125);
     return util::to_int(util::ExitCode::backend);
   }
+  // From here on state and log writes are best effort (see Supervisor).
   Supervisor supervisor(*store, *run, *spec, secrets, *log);
   const auto result = supervisor.run();
   if (result.status != RunStatus::succeeded) (void)log->marker("run " + result.reason);

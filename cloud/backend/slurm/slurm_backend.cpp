@@ -22,6 +22,7 @@
 #include "cloud/exec/sandbox.hpp"
 #include "cloud/backend/slurm/slurm_client.hpp"
 #include "cloud/backend/slurm/slurm_script.hpp"
+#include "util/clock.hpp"
 #include "util/strings.hpp"
 #include "util/units.hpp"
 
@@ -204,6 +205,7 @@ class SlurmBackend final : public Backend {
     created->lock.release();
     auto submitted = submit(*client, store, run, spec, secrets, 0);
     if (!submitted) {
+      // Best effort: the submit error returned is what the user needs to see.
       (void)store.update_status(run.id, RunStatus::failed, submitted.error().message, util::to_int(submitted.error().code));
       return submitted.error();
     }
@@ -243,10 +245,13 @@ class SlurmBackend final : public Backend {
       auto outcome = client->cancel(remote->job_id);
       if (!outcome) return outcome.error();
     }
-    (void)store.update_status(run.id, RunStatus::cancelled, "cancelled", util::to_int(ExitCode::cancelled));
+    auto updated = store.update_status(run.id, RunStatus::cancelled, "cancelled", util::to_int(ExitCode::cancelled));
+    if (!updated) return updated.error();
     return {};
   }
 
+  // The state writes here ((void) below) cache what Slurm says: one that fails is made again by
+  // the next refresh, and the get_run at the end reports a database that cannot be used.
   util::Result<Run> refresh(StateStore& store, const Run& run) override {
     if (is_terminal(run.status)) return run;
     auto remote = parse_remote_id(run.remote_id);
@@ -297,9 +302,9 @@ class SlurmBackend final : public Backend {
           if (!info.gres_detail.empty()) (void)store.set_gpus(run.id, util::join(info.gres_detail, ","));
         }
         if (spec && spec->timeout && info.start_time) {
-          const auto elapsed_ms = now_unix_ms() - *info.start_time * 1000;
+          const auto elapsed_ms = util::now_unix_ms() - *info.start_time * 1000;
           if (elapsed_ms >= spec->timeout->count() + 1000) {
-            (void)client->cancel(remote->job_id);
+            (void)client->cancel(remote->job_id);  // the next refresh cancels again if this one failed
             (void)store.update_status(run.id, RunStatus::timeout,
                                       fmt::format("timed out after {}", util::format_duration(*spec->timeout)),
                                       util::to_int(ExitCode::timeout));
@@ -361,12 +366,14 @@ class SlurmBackend final : public Backend {
     if (!id) return id.error();
     if (auto set = store.set_remote_id(run.id, format_remote_id(*id, offset, 0)); !set) return set.error();
     const std::string what = spec.gpu_alternatives.empty() ? std::string("a node") : gres_of(spec);
+    // Only the reason text: the remote id recorded above is what later refreshes need.
     (void)store.update_status(run.id, RunStatus::queued, fmt::format("waiting for {} on {}: submitted as job {}", what, cloud_.name, *id));
     return {};
   }
 
   // A failed attempt with retries left: resubmits the run with the next attempt number, starting
-  // after the manifest's backoff (Slurm's begin_time). Returns false when it did not retry.
+  // after the manifest's backoff (Slurm's begin_time). Returns false when it did not retry. It
+  // runs inside refresh, which has no one to report to: its state writes are best effort as there.
   bool retry(slurm::Client& client, StateStore& store, const Run& run, const RunSpec& spec, const RemoteId& remote,
              int failed_attempt, const std::string& why) {
     if (!config_ || remote.retries >= spec.max_retries) return false;
@@ -456,7 +463,7 @@ class SlurmBackend final : public Backend {
       }
       auto sleep_for = delay;
       if (fresh && fresh->status == RunStatus::running && spec && spec->timeout && fresh->started_at) {
-        const auto left = std::chrono::milliseconds(*fresh->started_at + spec->timeout->count() + 1'000 - now_unix_ms());
+        const auto left = std::chrono::milliseconds(*fresh->started_at + spec->timeout->count() + 1'000 - util::now_unix_ms());
         sleep_for = std::clamp(left, std::chrono::milliseconds(200), delay);
       }
       std::this_thread::sleep_for(sleep_for);

@@ -14,6 +14,7 @@
 #include "commands/completer.hpp"
 #include "commands/completion_kinds.hpp"
 #include "cloud/state/state.hpp"
+#include "tests/unit/read_text.hpp"
 #include "tests/unit/temp_dir.hpp"
 
 using namespace gpurun;
@@ -59,13 +60,6 @@ Output complete(std::vector<std::string> words) {
 }
 
 void write(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
-
-std::string read(const std::string& path) {
-  std::ifstream in(path);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
 std::vector<std::string> values(const commands::Completion& completion) {
   std::vector<std::string> out;
@@ -159,9 +153,9 @@ TEST_CASE("completion: cloud names from the config named on the line") {
 
 TEST_CASE("completion: the completion command prints the installed scripts byte for byte") {
   const std::string dir = std::string(GPURUN_SOURCE_DIR) + "/completions/";
-  CHECK(run({"completion", "bash"}).out == read(dir + "gpurun.bash"));
-  CHECK(run({"completion", "zsh"}).out == read(dir + "_gpurun"));
-  CHECK(run({"completion", "fish"}).out == read(dir + "gpurun.fish"));
+  CHECK(run({"completion", "bash"}).out == test::read_text(dir + "gpurun.bash"));
+  CHECK(run({"completion", "zsh"}).out == test::read_text(dir + "_gpurun"));
+  CHECK(run({"completion", "fish"}).out == test::read_text(dir + "gpurun.fish"));
   CHECK(run({"completion", "bash"}).out.find("complete -F _gpurun gpurun") != std::string::npos);
   auto bad = run({"completion", "tcsh"});
   CHECK(bad.code == 2);

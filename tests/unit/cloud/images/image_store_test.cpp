@@ -13,7 +13,9 @@
 
 #include "cloud/images/image_store.hpp"
 #include "cloud/images/registry.hpp"
+#include "tests/unit/read_text.hpp"
 #include "tests/unit/registry_server.hpp"
+#include "tests/unit/require_tool.hpp"
 #include "tests/unit/temp_dir.hpp"
 
 using namespace gpurun;
@@ -52,13 +54,6 @@ void write_tar(const std::string& path, const std::vector<TarEntry>& entries) {
     if (e.kind == 'f' && !e.data.empty()) archive_write_data(writer.get(), e.data.data(), e.data.size());
   }
   REQUIRE(archive_write_close(writer.get()) == ARCHIVE_OK);
-}
-
-std::string read(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
 }
 
 // Sorted names under `dir`, recursively, relative to it ("a", "a/b").
@@ -124,10 +119,7 @@ TEST_CASE("build_image: an unchanged add: layer is reused, a changed one rebuilt
 }
 
 TEST_CASE("push_built_image: a no-change push is a HEAD of the manifest, a HEAD per tag and one PUT for the new tag") {
-  if (!test::have_docker_registry()) {
-    MESSAGE("skipped: the docker-registry binary is missing (apt-get install docker-registry)");
-    return;
-  }
+  if (!test::require_tool("docker-registry", "docker-registry")) return;
   test::LoopbackRegistry server;
   test::TempDir dir;
   write_file(dir.path() + "/src/main.py", "print('v1')\n");
@@ -169,7 +161,7 @@ TEST_CASE("apply_layer: .wh. files remove what lower layers made, files and dire
   REQUIRE(apply_layer(temp.path() + "/lower.tar", root).ok());
   REQUIRE(apply_layer(temp.path() + "/upper.tar", root).ok());
   CHECK(tree(root) == std::vector<std::string>{"etc", "etc/keep.txt", "etc/new.txt", "var"});
-  CHECK(read(root + "/etc/keep.txt") == "keep");
+  CHECK(test::read_text(root + "/etc/keep.txt") == "keep");
 }
 
 TEST_CASE("apply_layer: an opaque marker empties its directory of lower layers only") {
@@ -193,8 +185,8 @@ TEST_CASE("apply_layer: a file replaces a directory and a directory a file") {
   write_tar(temp.path() + "/upper.tar", {{"thing", 'f', "now a file"}, {"other/child", 'f', "c"}});
   REQUIRE(apply_layer(temp.path() + "/lower.tar", root).ok());
   REQUIRE(apply_layer(temp.path() + "/upper.tar", root).ok());
-  CHECK(read(root + "/thing") == "now a file");
-  CHECK(read(root + "/other/child") == "c");
+  CHECK(test::read_text(root + "/thing") == "now a file");
+  CHECK(test::read_text(root + "/other/child") == "c");
 }
 
 TEST_CASE("apply_layer: entries never land outside the root") {
@@ -219,5 +211,5 @@ TEST_CASE("apply_layer: entries never land outside the root") {
 
   write_tar(temp.path() + "/whiteout.tar", {{"escape/.wh.victim", 'f', ""}});
   CHECK_FALSE(apply_layer(temp.path() + "/whiteout.tar", root).ok());
-  CHECK(read(outside + "/victim") == "safe");
+  CHECK(test::read_text(outside + "/victim") == "safe");
 }

@@ -6,6 +6,7 @@
 #include "cloud/images/image_layer.hpp"
 #include "cloud/images/oci.hpp"
 #include "tests/unit/temp_dir.hpp"
+#include "util/sha256.hpp"
 
 using namespace gpurun;
 using namespace gpurun::cloud;
@@ -98,7 +99,7 @@ TEST_CASE("oci: config and manifest JSON are canonical and carry base diff_ids")
   CHECK(oci::canonical(scratch_config) ==
         R"({"architecture":"amd64","config":{"WorkingDir":"/app"},"os":"linux","rootfs":{"diff_ids":["sha256:new"],"type":"layers"}})");
   auto config_descriptor = oci::describe(oci::config_media_type, oci::canonical(scratch_config));
-  CHECK(config_descriptor.digest == sha256_digest(oci::canonical(scratch_config)));
+  CHECK(config_descriptor.digest == util::sha256_digest(oci::canonical(scratch_config)));
   auto manifest = oci::image_manifest(config_descriptor, {{std::string(oci::layer_media_type), "sha256:l1", 42}});
   CHECK(oci::canonical(manifest) ==
         R"({"config":{"digest":")" + config_descriptor.digest + R"(","mediaType":"application/vnd.oci.image.config.v1+json","size":)" +
@@ -141,5 +142,6 @@ TEST_CASE("oci: reading a base image from an OCI image layout") {
   auto no_layout = oci::read_layout(dir.path(), "");
   REQUIRE_FALSE(no_layout.ok());
   CHECK(no_layout.error().message == "image base: oci:" + dir.path() + ": cannot read " + dir.path() +
-                                         "/index.json; point it at an OCI image layout directory (with index.json)");
+                                         "/index.json: No such file or directory; point it at an OCI image layout directory (with "
+                                         "index.json)");
 }

@@ -20,7 +20,9 @@
 #include "cloud/images/oci.hpp"
 #include "cloud/images/registry.hpp"
 #include "tests/unit/loopback_http.hpp"
+#include "tests/unit/read_text.hpp"
 #include "tests/unit/registry_server.hpp"
+#include "tests/unit/require_tool.hpp"
 #include "tests/unit/temp_dir.hpp"
 
 using namespace gpurun;
@@ -28,8 +30,6 @@ using namespace gpurun::cloud;
 namespace fs = std::filesystem;
 
 namespace {
-
-bool have_registry() { return test::have_docker_registry(); }
 
 using RegistryServer = test::LoopbackRegistry;
 
@@ -111,10 +111,7 @@ TEST_CASE("registry: base URLs, default tags") {
 }
 
 TEST_CASE("registry: push, re-push, changed layer, mount, second registry") {
-  if (!have_registry()) {
-    MESSAGE("skipped: the docker-registry binary is missing (apt-get install docker-registry)");
-    return;
-  }
+  if (!test::require_tool("docker-registry", "docker-registry")) return;
   RegistryServer server;
   test::TempDir dir;
   make_project(dir.path());
@@ -171,10 +168,7 @@ TEST_CASE("registry: push, re-push, changed layer, mount, second registry") {
 }
 
 TEST_CASE("registry: an upload cut off mid-body continues in a new session (Distribution cancels the old one)") {
-  if (!have_registry()) {
-    MESSAGE("skipped: the docker-registry binary is missing (apt-get install docker-registry)");
-    return;
-  }
+  if (!test::require_tool("docker-registry", "docker-registry")) return;
   RegistryServer server;
   test::TempDir dir;
   std::string data = random_bytes(6 * 1024 * 1024, 7);
@@ -249,10 +243,7 @@ TEST_CASE("registry: an upload resumes from the session's Range where the regist
 }
 
 TEST_CASE("registry: a blob copied between registries is streamed, checked, and never committed when wrong") {
-  if (!have_registry()) {
-    MESSAGE("skipped: the docker-registry binary is missing (apt-get install docker-registry)");
-    return;
-  }
+  if (!test::require_tool("docker-registry", "docker-registry")) return;
   RegistryServer source_server;
   RegistryServer target_server;
   std::string data = random_bytes(9 * 1024 * 1024, 11);
@@ -333,20 +324,12 @@ TEST_CASE("registry: GPURUN_REGISTRY_TIMEOUT") {
 }
 
 TEST_CASE("registry: basic auth with htpasswd, and a wrong password") {
-  if (!have_registry()) {
-    MESSAGE("skipped: the docker-registry binary is missing (apt-get install docker-registry)");
-    return;
-  }
-  if (std::system("command -v htpasswd >/dev/null 2>&1") != 0) {
-    MESSAGE("skipped: htpasswd is missing (apt-get install apache2-utils)");
-    return;
-  }
+  if (!test::require_tool("docker-registry", "docker-registry")) return;
+  if (!test::require_tool("htpasswd", "apache2-utils")) return;
   test::TempDir dir;
   std::string line_file = dir.path() + "/line";
   REQUIRE(std::system(("htpasswd -Bbn alice 's3cret pass' > " + line_file).c_str()) == 0);
-  std::ifstream in(line_file);
-  std::string line((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  RegistryServer server(line);
+  RegistryServer server(test::read_text(line_file));
   make_project(dir.path());
   BuiltImage image = build_image(dir.path());
 

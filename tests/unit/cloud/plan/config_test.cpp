@@ -7,6 +7,7 @@
 
 #include "cloud/plan/config.hpp"
 #include "tests/unit/temp_dir.hpp"
+#include "util/files.hpp"
 
 using namespace gpurun;
 
@@ -23,9 +24,9 @@ std::string errors_of(const std::string& text) {
 
 TEST_CASE("config: the example config parses with clouds in order and local appended") {
   std::vector<util::Diagnostic> diagnostics;
-  std::ifstream in(std::string(GPURUN_SOURCE_DIR) + "/examples/config.yaml");
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  auto config = cloud::parse_config(text, "config.yaml", diagnostics);
+  auto text = util::read_file(std::string(GPURUN_SOURCE_DIR) + "/examples/config.yaml");
+  REQUIRE_MESSAGE(text.ok(), text.error().message);
+  auto config = cloud::parse_config(*text, "config.yaml", diagnostics);
   REQUIRE_MESSAGE(config.ok(), util::format_diagnostics(diagnostics));
   CHECK(config->default_cloud == "aws");
   CHECK(config->cloud_names() == std::vector<std::string>{"aws", "gcp", "local"});

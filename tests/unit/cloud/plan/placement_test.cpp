@@ -1,8 +1,8 @@
 #include <doctest/doctest.h>
 
-#include <fstream>
 
 #include "cloud/plan/placement.hpp"
+#include "util/files.hpp"
 
 using namespace gpurun;
 
@@ -10,9 +10,9 @@ namespace {
 
 cloud::Config modal_config() {
   std::vector<util::Diagnostic> diagnostics;
-  std::ifstream in(std::string(GPURUN_SOURCE_DIR) + "/examples/config.yaml");
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  auto config = cloud::parse_config(text, "config.yaml", diagnostics);
+  auto text = util::read_file(std::string(GPURUN_SOURCE_DIR) + "/examples/config.yaml");
+  REQUIRE_MESSAGE(text.ok(), text.error().message);
+  auto config = cloud::parse_config(*text, "config.yaml", diagnostics);
   REQUIRE(config.ok());
   return *config;
 }

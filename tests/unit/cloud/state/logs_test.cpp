@@ -16,6 +16,7 @@
 
 #include "cloud/state/logs.hpp"
 #include "cloud/state/state.hpp"
+#include "tests/unit/read_text.hpp"
 #include "tests/unit/temp_dir.hpp"
 
 using namespace gpurun::cloud;
@@ -54,13 +55,6 @@ std::string kinds_and_texts(const std::vector<Owned>& records) {
   return result;
 }
 
-std::string file_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 void append_file(const std::string& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary | std::ios::app);
   out << text;
@@ -95,7 +89,7 @@ TEST_CASE("logs: lines split across chunks are intact") {
   put(writer, LogStream::out, "ld\n\nend\n");
   REQUIRE(writer.close().ok());
   CHECK(kinds_and_texts(read_all(path)) == "o:hello|o:world|o:|o:end|");
-  CHECK(std::regex_match(file_text(path), std::regex("([0-9]{13} 1 o (hello|world||end)\n){4}")));
+  CHECK(std::regex_match(gpurun::test::read_text(path), std::regex("([0-9]{13} 1 o (hello|world||end)\n){4}")));
 }
 
 TEST_CASE("logs: stdout and stderr keep the order in which their lines end") {
@@ -128,9 +122,15 @@ TEST_CASE("logs: a partial final line is a fragment written at close") {
 TEST_CASE("logs: a partial line pending for a while reaches followers as a fragment") {
   TempDir dir;
   const std::string path = dir.path() + "/log";
-  LogWriter writer = open_writer(path);
+  gpurun::util::ManualClock clock;
+  auto opened = LogWriter::open(path, 1, {}, clock);
+  REQUIRE(opened.ok());
+  LogWriter writer = std::move(*opened);
   put(writer, LogStream::out, "Epoch 1: 50%");
-  std::this_thread::sleep_for(partial_line_delay + std::chrono::milliseconds(20));
+  clock.advance(partial_line_delay - std::chrono::milliseconds(1));
+  REQUIRE(writer.flush().ok());
+  CHECK(kinds_and_texts(read_all(path)).empty());  // not pending long enough yet
+  clock.advance(std::chrono::milliseconds(1));
   REQUIRE(writer.flush().ok());
   CHECK(kinds_and_texts(read_all(path)) == "O:Epoch 1: 50%|");
   put(writer, LogStream::out, " 100%\n");
@@ -187,7 +187,7 @@ TEST_CASE("logs: a secret at a fragment boundary stays masked") {
   for (std::size_t at = 0; at < line.size(); at += 4096) put(writer, LogStream::out, line.substr(at, 4096));
   put(writer, LogStream::out, "\n");
   REQUIRE(writer.close().ok());
-  const std::string file = file_text(path);
+  const std::string file = gpurun::test::read_text(path);
   CHECK(file.find("hunter22") == std::string::npos);
   CHECK(file.find("hun") == std::string::npos);
   std::string joined;
@@ -214,7 +214,7 @@ TEST_CASE("logs: attempts and markers") {
   CHECK(records[2].attempt == 1);
   CHECK(records[3].attempt == 2);
   CHECK(records[4].attempt == 2);
-  CHECK(std::llabs(records[4].unix_ms - now_unix_ms()) < 60'000);
+  CHECK(std::llabs(records[4].unix_ms - gpurun::util::now_unix_ms()) < 60'000);
 
   // A later writer (another supervisor) appends.
   LogWriter again = open_writer(path, 3);
@@ -269,7 +269,7 @@ TEST_CASE("logs: a new writer truncates a torn record left by a crash") {
   put(writer, LogStream::out, "b\n");
   REQUIRE(writer.close().ok());
   CHECK(kinds_and_texts(read_all(path)) == "o:a|o:b|");
-  CHECK(file_text(path).substr(0, 10) == "100 1 o a\n");
+  CHECK(gpurun::test::read_text(path).substr(0, 10) == "100 1 o a\n");
 }
 
 TEST_CASE("logs: a flushed line is visible to a reader at once") {
@@ -481,7 +481,7 @@ TEST_CASE("logs: LogRenderer keeps the order of stdout and stderr on one descrip
     expected += "\n";  // a partial line is ended on a terminal
   }
   ::close(fd);
-  CHECK(file_text(path) == expected);
+  CHECK(gpurun::test::read_text(path) == expected);
 }
 
 TEST_CASE("logs: a plain output file reads as stdout lines") {
@@ -496,7 +496,7 @@ TEST_CASE("logs: a plain output file reads as stdout lines") {
   CHECK(batch[1].text == "epoch 2");
   CHECK(batch[1].attempt == 2);
   CHECK(batch[1].stream == LogStream::out);
-  CHECK(std::llabs(batch[1].unix_ms - now_unix_ms()) < 60'000);
+  CHECK(std::llabs(batch[1].unix_ms - gpurun::util::now_unix_ms()) < 60'000);
   got = reader.read(batch);
   REQUIRE(got.ok());
   CHECK(*got == 0);

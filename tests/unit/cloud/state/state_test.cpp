@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "cloud/state/state.hpp"
+#include "util/clock.hpp"
 
 using namespace gpurun::cloud;
 using gpurun::util::ExitCode;
@@ -163,6 +164,28 @@ TEST_CASE("open creates a private state directory and refuses a newer schema") {
   CHECK(newer.error().message == "state database " + dir + "/state.db has schema version 7 but this gpurun knows up to 3; upgrade gpurun");
 }
 
+TEST_CASE("a state.db that is no database is reported as corrupt at once, with the fix") {
+  TempDir tmp;
+  const std::string dir = tmp.state();
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/state.db") << "this is not a database, not at all; it is long enough to have a header...........";
+  const auto started = std::chrono::steady_clock::now();
+  auto store = StateStore::open(dir);
+  const auto took = std::chrono::steady_clock::now() - started;
+  REQUIRE_FALSE(store.ok());
+  CHECK(store.error().code == ExitCode::backend);
+  CHECK(store.error().message == "state database " + dir + "/state.db is corrupt (file is not a database); move it "
+                                 "away with its -wal and -shm files and gpurun makes a new one (the runs recorded in "
+                                 "it are lost): mkdir " + dir + "/corrupt && mv " + dir + "/state.db* " + dir +
+                                 "/corrupt/");
+  CHECK(took < std::chrono::milliseconds(500));  // no retrying (it used to take ~2 s)
+
+  // The fix the message gives works: a new, empty database.
+  REQUIRE(std::system(("mkdir " + dir + "/corrupt && mv " + dir + "/state.db* " + dir + "/corrupt/").c_str()) == 0);
+  StateStore fresh = open_store(dir);
+  CHECK(fresh.list_runs(true)->empty());
+}
+
 TEST_CASE("format_iso8601 writes UTC with milliseconds") {
   CHECK(format_iso8601(0) == "1970-01-01T00:00:00.000Z");
   CHECK(format_iso8601(1714566896789) == "2024-05-01T12:34:56.789Z");
@@ -171,7 +194,8 @@ TEST_CASE("format_iso8601 writes UTC with milliseconds") {
 TEST_CASE("run lifecycle sets timestamps once") {
   TempDir tmp;
   StateStore store = open_store(tmp.state());
-  std::int64_t before = now_unix_ms();
+  gpurun::util::ManualClock clock(1'714'566'896'789);
+  store.set_clock(clock);
   CreatedRun created = make_run(store);
   const Run& run = created.run;
   CHECK(std::regex_match(run.id, std::regex("r[0-9a-z]{12}")));
@@ -185,7 +209,8 @@ TEST_CASE("run lifecycle sets timestamps once") {
   CHECK(stored.function == "train");
   CHECK(stored.gpus == "T4:1");
   CHECK(stored.spec_json == R"({"argv":["python"]})");
-  CHECK(stored.created_at >= before);
+  CHECK(stored.created_at == 1'714'566'896'789);
+  CHECK(run.id.substr(0, 9) == "rlvnsv0k5");  // "r" + the creation time in base36
   CHECK_FALSE(stored.started_at.has_value());
   CHECK_FALSE(stored.ended_at.has_value());
   CHECK_FALSE(stored.exit_code.has_value());
@@ -194,12 +219,13 @@ TEST_CASE("run lifecycle sets timestamps once") {
   CHECK(store.get_run(run.id)->status_reason == "waiting for 1x T4 on local: 2 of 2 busy");
   CHECK_FALSE(store.get_run(run.id)->started_at.has_value());
 
+  clock.advance(std::chrono::milliseconds(5));
   CHECK(*store.update_status(run.id, RunStatus::running, ""));
   Run running = *store.get_run(run.id);
   REQUIRE(running.started_at.has_value());
-  CHECK(*running.started_at >= running.created_at);
+  CHECK(*running.started_at == running.created_at + 5);
   CHECK_FALSE(running.ended_at.has_value());
-  std::this_thread::sleep_for(std::chrono::milliseconds(3));
+  clock.advance(std::chrono::milliseconds(3));
   CHECK(*store.update_status(run.id, RunStatus::running, "attempt 2"));
   CHECK(store.get_run(run.id)->started_at == running.started_at);  // first running only
 
@@ -208,7 +234,7 @@ TEST_CASE("run lifecycle sets timestamps once") {
   CHECK(done.status == RunStatus::succeeded);
   CHECK(done.exit_code == 0);
   REQUIRE(done.ended_at.has_value());
-  CHECK(*done.ended_at >= *done.started_at);
+  CHECK(*done.ended_at == *done.started_at + 3);
 
   auto missing = store.update_status("rnope", RunStatus::running, "");
   REQUIRE_FALSE(missing.ok());
@@ -239,10 +265,12 @@ TEST_CASE("a terminal status is never overwritten") {
 TEST_CASE("runs are found by a unique id prefix and listed newest first") {
   TempDir tmp;
   StateStore store = open_store(tmp.state());
+  gpurun::util::ManualClock clock;
+  store.set_clock(clock);
   CreatedRun a = make_run(store, "first");
-  std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  clock.advance(std::chrono::milliseconds(1));
   CreatedRun b = make_run(store, "second");
-  std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  clock.advance(std::chrono::milliseconds(1));
   CreatedRun c = make_run(store, "third");
   CHECK(a.run.id < b.run.id);  // ids sort by creation
   CHECK(b.run.id < c.run.id);
@@ -266,7 +294,7 @@ TEST_CASE("runs are found by a unique id prefix and listed newest first") {
   CHECK(ambiguous.error().code == ExitCode::usage);
   CHECK(ambiguous.error().message == "run id prefix 'r' is ambiguous: it matches " + a.run.id + ", " + b.run.id +
                                          " and " + c.run.id + "; give more characters");
-  std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  clock.advance(std::chrono::milliseconds(1));
   CreatedRun d = make_run(store, "fourth");
   CHECK(store.get_run("r").error().message == "run id prefix 'r' is ambiguous: it matches " + a.run.id + ", " +
                                                   b.run.id + ", " + c.run.id + " and 1 more; give more characters");

@@ -1,11 +1,10 @@
 #include <doctest/doctest.h>
 
-#include <fstream>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "cloud/backend/slurm/slurm_api.hpp"
+#include "util/files.hpp"
 
 using namespace gpurun::cloud::slurm;
 using gpurun::util::ExitCode;
@@ -13,11 +12,9 @@ using gpurun::util::ExitCode;
 namespace {
 
 std::string capture(const std::string& name) {
-  std::ifstream in(std::string(GPURUN_SOURCE_DIR) + "/tests/data/slurm/" + name, std::ios::binary);
-  REQUIRE_MESSAGE(in.good(), "missing capture " << name);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
+  auto text = gpurun::util::read_file(std::string(GPURUN_SOURCE_DIR) + "/tests/data/slurm/" + name);
+  REQUIRE_MESSAGE(text.ok(), "missing capture " << name << ": " << text.error().message);
+  return *text;
 }
 
 const ApiDialect& v38() {

@@ -12,6 +12,7 @@
 #include "cloud/backend/slurm/slurm_client.hpp"
 #include "cloud/backend/slurm/slurm_script.hpp"
 #include "tests/unit/loopback_http.hpp"
+#include "tests/unit/read_text.hpp"
 #include "tests/unit/temp_dir.hpp"
 
 using namespace gpurun::cloud::slurm;
@@ -23,15 +24,8 @@ using gpurun::util::ExitCode;
 
 namespace {
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 std::string capture(const std::string& name) {
-  return read_text(std::string(GPURUN_SOURCE_DIR) + "/tests/data/slurm/" + name);
+  return gpurun::test::read_text(std::string(GPURUN_SOURCE_DIR) + "/tests/data/slurm/" + name);
 }
 
 // Sets an environment variable for one scope.
@@ -308,8 +302,8 @@ TEST_CASE("slurm live: nasty argv runs verbatim; env values reach the job; exit 
   for (const auto& word : words) {
     expected += "[" + word + "]\n";
   }
-  CHECK(read_text(run_log_path(log_dir, "rnasty")) == expected);
-  CHECK(read_text(run_exit_path(log_dir, "rnasty")) == "0\n");
+  CHECK(gpurun::test::read_text(run_log_path(log_dir, "rnasty")) == expected);
+  CHECK(gpurun::test::read_text(run_exit_path(log_dir, "rnasty")) == "0\n");
   CHECK_FALSE(std::filesystem::exists("/tmp/gpurun-pwned"));
 
   // A shell string, secret values only in the submission, a failing exit code, attempt offset.
@@ -332,9 +326,9 @@ TEST_CASE("slurm live: nasty argv runs verbatim; env values reach the job; exit 
   CHECK(view.status == JobStatus::failed);
   CHECK(view.reason == "exit code 3");
   CHECK(done.exit_code == 3);
-  CHECK(read_text(run_log_path(log_dir, "rshell")) ==
+  CHECK(gpurun::test::read_text(run_log_path(log_dir, "rshell")) ==
         "=== gpurun: attempt 2 ===\nsecret=s3cr3t 'value' $(x) run=rshell attempt=2 gpus=2\n");
-  CHECK(read_text(run_exit_path(log_dir, "rshell")) == "3\n");
+  CHECK(gpurun::test::read_text(run_exit_path(log_dir, "rshell")) == "3\n");
 }
 
 TEST_CASE("slurm live: impossible requests, unknown partitions and ids, cancel" * doctest::skip()) {
@@ -395,16 +389,16 @@ TEST_CASE("slurm live: a requeued job appends a second attempt to the same log" 
   REQUIRE(prepare_job(job, script, {}).ok());
   auto id = client.submit(job);
   REQUIRE(id.ok());
-  wait_job(client, *id, [&](const JobInfo&) { return read_text(run_log_path(log_dir, "rrequeue")).find("started") != std::string::npos; });
+  wait_job(client, *id, [&](const JobInfo&) { return gpurun::test::read_text(run_log_path(log_dir, "rrequeue")).find("started") != std::string::npos; });
   std::string command = "scontrol requeue " + std::to_string(*id);
   REQUIRE(std::system(command.c_str()) == 0);
   auto done = wait_job(client, *id, [](const JobInfo& j) { return j.state == "COMPLETED"; });
   CHECK(done.restart_cnt == 1);
-  std::string log = read_text(run_log_path(log_dir, "rrequeue"));
+  std::string log = gpurun::test::read_text(run_log_path(log_dir, "rrequeue"));
   auto first = log.find("=== gpurun: attempt 1 ===\nstarted\n");
   auto second = log.find("=== gpurun: attempt 2 ===\nstarted\n");
   CHECK(first == 0);
   CHECK(second != std::string::npos);
   CHECK(log.find("DUE TO JOB REQUEUE") != std::string::npos);
-  CHECK(read_text(run_exit_path(log_dir, "rrequeue")) == "0\n");
+  CHECK(gpurun::test::read_text(run_exit_path(log_dir, "rrequeue")) == "0\n");
 }
