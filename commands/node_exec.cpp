@@ -60,10 +60,7 @@ int run_node_exec(Context& ctx, const NodeExecOptions& options) {
   cloud::registry::Options registry_options;
   registry_options.credentials = cloud::registry::find_credentials(options.registry);
   auto pulled = cloud::pull_image(options.registry, options.repository, options.digest, options.cache, registry_options);
-  if (!pulled) {
-    return report(ctx, util::Error{util::ExitCode::backend,
-                                   pulled.error().message + "; check that this node reaches the registry and the cache directory is writable"});
-  }
+  if (!pulled) return report(ctx, util::Error{util::ExitCode::backend, pulled.error().message});
   if (!pulled->was_cached) {
     const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
     ctx.err << fmt::format("gpurun: pulled image {}@{} on {} in {}\n", options.repository, options.digest.substr(0, 19),

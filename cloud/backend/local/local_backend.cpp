@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <thread>
 
 #include "cloud/plan/config.hpp"
@@ -68,6 +69,12 @@ std::vector<std::string> sandboxed_image(const std::vector<std::string>& argv, c
   sandbox.binds.emplace_back(scratch, scratch);
   for (const auto& m : spec.mounts) sandbox.binds.emplace_back(m.host_path, m.path);
   return image_sandbox_argv(sandbox, argv);
+}
+
+// Keeps the last 4 KiB of what a child wrote in `tail`.
+void keep_tail(std::string& tail, const char* data, std::size_t size) {
+  tail.append(data, size);
+  if (tail.size() > 4096) tail.erase(0, tail.size() - 4096);
 }
 
 struct AttemptResult {
@@ -255,7 +262,12 @@ class Supervisor {
       process.argv = spec_.mounts.empty() ? spec_.argv : sandboxed(spec_.argv, spec_);
       process.cwd = spec_.cwd;
     }
+    std::optional<SandboxStatus> sandbox;
+    if (!spec_.image_rootfs.empty() || !spec_.mounts.empty()) {
+      if (auto attached = SandboxStatus::attach(process.argv)) sandbox.emplace(std::move(*attached));
+    }
     auto child = ChildProcess::spawn(process);
+    if (sandbox) sandbox->started();
     if (!child) {
       (void)log_.marker(child.error().message);
       AttemptResult failed{RunStatus::failed, 127, child.error().message};
@@ -269,6 +281,7 @@ class Supervisor {
     bool cancelled = false;
     std::vector<char> buffer(1 << 16);
     std::optional<int> exit_code;
+    std::string stderr_tail;  // bubblewrap's message when it fails before the command runs
     while (true) {
       pollfd fds[2];
       nfds_t n = 0;
@@ -286,6 +299,7 @@ class Supervisor {
           if (got > 0) {
             read_any = true;
             (void)log_.write(fds[i].fd == out_fd ? LogStream::out : LogStream::err, buffer.data(), static_cast<std::size_t>(got));
+            if (sandbox && fds[i].fd == err_fd) keep_tail(stderr_tail, buffer.data(), static_cast<std::size_t>(got));
           } else if (got == 0 || (errno != EINTR && errno != EAGAIN)) {
             if (fds[i].fd == out_fd) {
               child->close_stdout();
@@ -334,6 +348,9 @@ class Supervisor {
                 fmt::format("timed out after {}", util::format_duration(*spec_.timeout))};
     } else if (*exit_code == 0) {
       result = {RunStatus::succeeded, 0, ""};
+    } else if (sandbox && *exit_code < 128 && !sandbox->workload_ran()) {
+      const auto failure = sandbox_failure(stderr_tail);
+      result = {RunStatus::failed, failure.exit_code, failure.reason, true};
     } else {
       result = {RunStatus::failed, *exit_code,
                 *exit_code > 128 ? fmt::format("killed by signal {}", *exit_code - 128)
