@@ -336,6 +336,12 @@ std::optional<PulledImage> read_marker(const std::string& rootfs) {
   return pulled;
 }
 
+// libarchive's error text; it may have none.
+std::string error_text(const libarchive::Api& api, archive* handle) {
+  const char* text = api.archive_error_string(handle);
+  return text != nullptr ? text : "libarchive gave no reason";
+}
+
 }  // namespace
 
 std::string image_store_dir(const std::string& state_dir) { return state_dir + "/images"; }
@@ -526,7 +532,7 @@ util::Result<void> apply_layer(const std::string& layer_path, const std::string&
   libarchive::api().archive_read_support_filter_all(reader.get());
   libarchive::api().archive_read_support_format_tar(reader.get());
   if (libarchive::api().archive_read_open_filename(reader.get(), layer_path.c_str(), 1 << 16) != ARCHIVE_OK) {
-    return failure(libarchive::api().archive_error_string(reader.get()));
+    return failure(error_text(libarchive::api(), reader.get()));
   }
   int flags = ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_UNLINK | ARCHIVE_EXTRACT_SECURE_SYMLINKS |
               ARCHIVE_EXTRACT_SECURE_NODOTDOT | ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS;
@@ -542,9 +548,11 @@ util::Result<void> apply_layer(const std::string& layer_path, const std::string&
   while (true) {
     const int rc = libarchive::api().archive_read_next_header(reader.get(), &entry);
     if (rc == ARCHIVE_EOF) break;
-    if (rc < ARCHIVE_WARN) return failure(libarchive::api().archive_error_string(reader.get()));
-    auto path = clean_path(libarchive::api().archive_entry_pathname(entry));
-    if (!path) return failure(fmt::format("the entry '{}' leads outside the image", libarchive::api().archive_entry_pathname(entry)));
+    if (rc < ARCHIVE_WARN) return failure(error_text(libarchive::api(), reader.get()));
+    const char* name_in_archive = libarchive::api().archive_entry_pathname(entry);
+    if (name_in_archive == nullptr) return failure("an entry has no name (or one libarchive cannot read); the layer is malformed");
+    auto path = clean_path(name_in_archive);
+    if (!path) return failure(fmt::format("the entry '{}' leads outside the image", name_in_archive));
     if (path->empty()) continue;
     const auto slash = path->rfind('/');
     const std::string dir = slash == std::string::npos ? "" : path->substr(0, slash);
@@ -591,7 +599,7 @@ util::Result<void> apply_layer(const std::string& layer_path, const std::string&
       libarchive::api().archive_entry_set_hardlink(entry, target->c_str());
     }
     const int header = libarchive::api().archive_write_header(writer.get(), entry);
-    if (header < ARCHIVE_WARN) return failure(fmt::format("{}: {}", *path, libarchive::api().archive_error_string(writer.get())));
+    if (header < ARCHIVE_WARN) return failure(fmt::format("{}: {}", *path, error_text(libarchive::api(), writer.get())));
     if (libarchive::api().archive_entry_size(entry) > 0 && kind == AE_IFREG) {
       const void* block = nullptr;
       size_t size = 0;
@@ -599,18 +607,18 @@ util::Result<void> apply_layer(const std::string& layer_path, const std::string&
       while (true) {
         const int r = libarchive::api().archive_read_data_block(reader.get(), &block, &size, &offset);
         if (r == ARCHIVE_EOF) break;
-        if (r < ARCHIVE_WARN) return failure(libarchive::api().archive_error_string(reader.get()));
+        if (r < ARCHIVE_WARN) return failure(error_text(libarchive::api(), reader.get()));
         if (libarchive::api().archive_write_data_block(writer.get(), block, size, offset) < ARCHIVE_WARN) {
-          return failure(fmt::format("{}: {}", *path, libarchive::api().archive_error_string(writer.get())));
+          return failure(fmt::format("{}: {}", *path, error_text(libarchive::api(), writer.get())));
         }
       }
     }
     if (libarchive::api().archive_write_finish_entry(writer.get()) < ARCHIVE_WARN) {
-      return failure(fmt::format("{}: {}", *path, libarchive::api().archive_error_string(writer.get())));
+      return failure(fmt::format("{}: {}", *path, error_text(libarchive::api(), writer.get())));
     }
     written.insert(*path);
   }
-  if (libarchive::api().archive_write_close(writer.get()) < ARCHIVE_WARN) return failure(libarchive::api().archive_error_string(writer.get()));
+  if (libarchive::api().archive_write_close(writer.get()) < ARCHIVE_WARN) return failure(error_text(libarchive::api(), writer.get()));
   return {};
 }
 

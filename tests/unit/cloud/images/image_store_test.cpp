@@ -407,3 +407,27 @@ TEST_CASE("pull_image: a rootfs without its completion marker is replaced; with 
   CHECK(again->env == pulled->env);
   CHECK(again->workdir == pulled->workdir);
 }
+
+TEST_CASE("apply_layer: every seed of the layer fuzz corpus unpacks or fails cleanly, inside the root") {
+  // Includes the input the fuzzer found: a header libarchive gives no pathname for (it threw
+  // std::logic_error from std::string(nullptr) and took the process down).
+  const std::string corpus = std::string(GPURUN_SOURCE_DIR) + "/tests/fuzz/corpus/layer_unpack";
+  REQUIRE(fs::exists(corpus + "/regression-entry-without-name"));
+  for (const auto& seed : fs::directory_iterator(corpus)) {
+    CAPTURE(seed.path().string());
+    test::TempDir temp;
+    fs::create_directories(temp.path() + "/root");
+    fs::create_directories(temp.path() + "/outside");
+    std::ofstream(temp.path() + "/outside/victim") << "keep";
+    const auto applied = apply_layer(seed.path().string(), temp.path() + "/root");
+    if (!applied.ok()) CHECK(applied.error().message.rfind("cannot unpack layer " + seed.path().string() + ": ", 0) == 0);
+    CHECK(read(temp.path() + "/outside/victim") == "keep");
+    CHECK(tree(temp.path() + "/outside") == std::vector<std::string>{"victim"});
+  }
+  test::TempDir temp;
+  auto nameless = apply_layer(corpus + "/regression-entry-without-name", temp.path());
+  REQUIRE_FALSE(nameless.ok());
+  CHECK(nameless.error().message == "cannot unpack layer " + corpus +
+                                        "/regression-entry-without-name: an entry has no name (or one libarchive cannot "
+                                        "read); the layer is malformed");
+}
