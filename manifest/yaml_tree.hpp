@@ -50,4 +50,7 @@ struct YamlDocument {
 // resolved; duplicate keys are reported (the first one is kept).
 YamlDocument parse_yaml(std::string_view text, const std::string& file);
 
+// "a.b" + "c" -> "a.b.c"; keys that are not identifiers ("/data") are bracketed: a.b["/data"].
+std::string join_path(const std::string& path, std::string_view key);
+
 }  // namespace gpurun::manifest
