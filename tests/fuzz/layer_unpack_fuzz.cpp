@@ -5,6 +5,10 @@
 // working directory is unchanged, and the rootfs holds no device node, FIFO or set-ID file.
 // Run it in a sandbox whose only writable place is that directory, e.g.
 //   bwrap --ro-bind / / --dev /dev --proc /proc --bind DIR DIR --bind CORPUS CORPUS -- ...
+// Built by hand until the fuzz build lands in CMake:
+//   clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -I. -Ibuild/generated \
+//     tests/fuzz/layer_unpack_fuzz.cpp cloud/images/{image_store,libarchive,image_layer,oci,registry,push}.cpp \
+//     cloud/net/http.cpp util/*.cpp -lfmt -larchive -lz -lcrypto -lcurl -ldl -o layer_unpack_fuzz
 #include <sys/stat.h>
 #include <unistd.h>
 

@@ -2,6 +2,10 @@
 //   gpurun_oci_reference_fuzz -max_total_time=60 tests/fuzz/corpus/oci_reference
 // A parsed reference has a registry, a repository of lowercase components (never "." or ".."
 // that could walk a registry URL) and a tag or digest, and its text parses back to itself.
+// Built by hand until the fuzz build lands in CMake:
+//   clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -I. -Ibuild/generated \
+//     tests/fuzz/oci_reference_fuzz.cpp cloud/images/{image_store,libarchive,image_layer,oci,registry,push}.cpp \
+//     cloud/net/http.cpp util/*.cpp -lfmt -larchive -lz -lcrypto -lcurl -ldl -o oci_reference_fuzz
 #include <cstddef>
 #include <cstdint>
 #include <string>
