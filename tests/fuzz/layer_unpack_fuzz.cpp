@@ -7,7 +7,7 @@
 //   bwrap --ro-bind / / --dev /dev --proc /proc --bind DIR DIR --bind CORPUS CORPUS -- ...
 // Built by hand until the fuzz build lands in CMake:
 //   clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -I. -Ibuild/generated \
-//     tests/fuzz/layer_unpack_fuzz.cpp cloud/images/{image_store,libarchive,image_layer,oci,registry,push}.cpp \
+//     tests/fuzz/layer_unpack_fuzz.cpp cloud/images/{image_store,libarchive,image_layer,oci,registry}.cpp \
 //     cloud/net/http.cpp util/*.cpp -lfmt -larchive -lz -lcrypto -lcurl -ldl -o layer_unpack_fuzz
 #include <sys/stat.h>
 #include <unistd.h>

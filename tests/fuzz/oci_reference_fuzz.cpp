@@ -4,7 +4,7 @@
 // that could walk a registry URL) and a tag or digest, and its text parses back to itself.
 // Built by hand until the fuzz build lands in CMake:
 //   clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -I. -Ibuild/generated \
-//     tests/fuzz/oci_reference_fuzz.cpp cloud/images/{image_store,libarchive,image_layer,oci,registry,push}.cpp \
+//     tests/fuzz/oci_reference_fuzz.cpp cloud/images/{image_store,libarchive,image_layer,oci,registry}.cpp \
 //     cloud/net/http.cpp util/*.cpp -lfmt -larchive -lz -lcrypto -lcurl -ldl -o oci_reference_fuzz
 #include <cstddef>
 #include <cstdint>
