@@ -1,3 +1,5 @@
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -12,6 +14,7 @@
 #include "cloud/plan/config.hpp"
 #include "cloud/images/image_store.hpp"
 #include "cloud/images/registry.hpp"
+#include "cloud/exec/process.hpp"
 #include "cloud/exec/sandbox.hpp"
 #include "commands/common.hpp"
 #include "util/units.hpp"
@@ -30,8 +33,18 @@ struct NodeExecOptions {
   std::vector<std::string> argv;
 };
 
-// Replaces this process with `argv` and environment `env`; returns only on failure.
-int exec_sandbox(Context& ctx, const std::vector<std::string>& argv, const std::vector<std::string>& env) {
+pid_t g_sandbox = 0;  // the bubblewrap child, for the signal forwarder
+
+extern "C" void forward_signal(int sig) {
+  if (g_sandbox > 0) ::kill(g_sandbox, sig);
+}
+
+// Runs bubblewrap command line `argv` with environment `env` as a child (Slurm's signals passed
+// on) and returns its exit code; a sandbox bubblewrap could not set up is gpurun's failure (125,
+// bwrap's message is already in the log), not the workload's exit code.
+int run_sandbox(Context& ctx, std::vector<std::string> argv, const std::vector<std::string>& env) {
+  auto status = cloud::SandboxStatus::attach(argv);
+  if (!status) return report(ctx, status.error());
   std::vector<char*> c_argv;
   for (const auto& a : argv) c_argv.push_back(const_cast<char*>(a.c_str()));  // NOLINT(cppcoreguidelines-pro-type-const-cast)
   c_argv.push_back(nullptr);
@@ -39,9 +52,30 @@ int exec_sandbox(Context& ctx, const std::vector<std::string>& argv, const std::
   for (const auto& e : env) c_env.push_back(const_cast<char*>(e.c_str()));  // NOLINT(cppcoreguidelines-pro-type-const-cast)
   c_env.push_back(nullptr);
   ctx.err.flush();
-  ::execve(c_argv[0], c_argv.data(), c_env.data());
-  return report(ctx, util::Error{util::ExitCode::backend, fmt::format("cannot start {}: {}; install bubblewrap on the node",
-                                                                      argv[0], std::strerror(errno))});
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::execve(c_argv[0], c_argv.data(), c_env.data());
+    const std::string message = fmt::format("gpurun: error: cannot start {}: {}; install bubblewrap on the node\n", argv[0],
+                                            std::strerror(errno));
+    [[maybe_unused]] auto n = ::write(2, message.data(), message.size());
+    ::_exit(util::to_int(util::ExitCode::backend));
+  }
+  status->started();
+  if (pid < 0) return report(ctx, util::Error{util::ExitCode::backend, fmt::format("fork: {}", std::strerror(errno))});
+  g_sandbox = pid;
+  struct sigaction action {};
+  action.sa_handler = forward_signal;
+  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGCONT}) ::sigaction(sig, &action, nullptr);
+  int wait_status = 0;
+  while (::waitpid(pid, &wait_status, 0) < 0 && errno == EINTR) {
+  }
+  const int code = cloud::exit_code_from_status(wait_status);
+  if (code != 0 && code < 128 && code != util::to_int(util::ExitCode::backend) && !status->workload_ran()) {
+    return report(ctx, util::Error{util::ExitCode::backend,
+                                   "the sandbox could not be set up (bubblewrap's message is above); check the function's "
+                                   "volume mount paths against the image"});
+  }
+  return code;
 }
 
 // Pulls the image into the node's cache and replaces this process with the workload inside it.
@@ -50,7 +84,7 @@ int run_node_exec(Context& ctx, const NodeExecOptions& options) {
     // No image: the host, with the volumes bound at their mount paths.
     std::error_code ec;
     const auto cwd = std::filesystem::current_path(ec);
-    return exec_sandbox(ctx, cloud::host_sandbox_argv(options.binds, ec ? std::string() : cwd.string(), options.argv),
+    return run_sandbox(ctx, cloud::host_sandbox_argv(options.binds, ec ? std::string() : cwd.string(), options.argv),
                         cloud::process_environment());
   }
   if (options.repository.empty() || options.digest.empty() || options.cache.empty()) {
@@ -60,10 +94,7 @@ int run_node_exec(Context& ctx, const NodeExecOptions& options) {
   cloud::registry::Options registry_options;
   registry_options.credentials = cloud::registry::find_credentials(options.registry);
   auto pulled = cloud::pull_image(options.registry, options.repository, options.digest, options.cache, registry_options);
-  if (!pulled) {
-    return report(ctx, util::Error{util::ExitCode::backend,
-                                   pulled.error().message + "; check that this node reaches the registry and the cache directory is writable"});
-  }
+  if (!pulled) return report(ctx, util::Error{util::ExitCode::backend, pulled.error().message});
   if (!pulled->was_cached) {
     const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
     ctx.err << fmt::format("gpurun: pulled image {}@{} on {} in {}\n", options.repository, options.digest.substr(0, 19),
@@ -79,7 +110,7 @@ int run_node_exec(Context& ctx, const NodeExecOptions& options) {
   sandbox.workdir = pulled->workdir;
   sandbox.gpus = options.gpus;
   sandbox.binds = options.binds;
-  return exec_sandbox(ctx, cloud::image_sandbox_argv(sandbox, options.argv),
+  return run_sandbox(ctx, cloud::image_sandbox_argv(sandbox, options.argv),
                       cloud::image_environment(pulled->env, cloud::process_environment(), options.gpus));
 }
 

@@ -5,6 +5,8 @@
 #include <charconv>
 #include <cmath>
 #include <cstring>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <filesystem>
 #include <fmt/format.h>
 #include <unordered_map>
@@ -455,7 +457,7 @@ class Validator {
         }
       }
     }
-    if (const auto* volumes = node.find("volumes")) validate_mounts(*volumes, path + ".volumes", f);
+    if (const auto* volumes = node.find("volumes")) validate_mounts(*volumes, path + ".volumes", f, node.find("image") == nullptr);
     if (const auto* cloud = node.find("cloud")) {
       const std::string cloud_path = path + ".cloud";
       if (auto name = check_.string(*cloud, cloud_path)) {
@@ -562,7 +564,8 @@ class Validator {
     if (ok) f.argv = std::move(argv);
   }
 
-  void validate_mounts(const YamlNode& node, const std::string& path, Function& f) {
+  // `on_host`: the function runs on the host (no image), whose files decide what can be mounted.
+  void validate_mounts(const YamlNode& node, const std::string& path, Function& f, bool on_host) {
     if (!check_.expect_map(node, path)) return;
     std::vector<std::pair<std::string, const YamlNode*>> seen;  // normalised path -> key
     for (const auto& [key, value] : node.entries) {
@@ -575,8 +578,21 @@ class Validator {
         ok = false;
       } else {
         normal = normal_path(key.value);
+        struct stat st {};
         if (normal == "/") {
           check_.error(key, mount_path, "cannot mount a volume on '/'; pick a directory such as '/data'");
+          ok = false;
+        } else if (normal == "/proc" || normal == "/dev" || normal == "/sys" || normal.rfind("/proc/", 0) == 0 ||
+                   normal.rfind("/sys/", 0) == 0) {
+          check_.error(key, mount_path,
+                       fmt::format("cannot mount a volume on '{}': the sandbox provides it; pick a directory such as '/data'",
+                                   normal));
+          ok = false;
+        } else if (on_host && ::stat(normal.c_str(), &st) == 0 && !S_ISDIR(st.st_mode)) {
+          check_.error(key, mount_path,
+                       fmt::format("cannot mount a volume on '{}': it is a file on this machine and a volume is a directory; "
+                                   "pick a path that is a directory or does not exist, such as '/data'",
+                                   normal));
           ok = false;
         } else if (const auto it = std::find_if(seen.begin(), seen.end(), [&](const auto& s) { return s.first == normal; });
                    it != seen.end()) {

@@ -1,45 +1,134 @@
 #include "cloud/exec/sandbox.hpp"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <filesystem>
 #include <set>
 #include <string_view>
 
 #include "util/strings.hpp"
 
+#include <fmt/format.h>
+
 namespace gpurun::cloud {
 
 namespace {
 
-// Binds every entry of host directory `dir` at the same place (into a tmpfs laid over it).
-void bind_children(const std::string& dir, std::vector<std::string>& out) {
+// Binds every entry of host directory `dir` at `at` in the sandbox (into a tmpfs laid over it)
+// with `flag`; symbolic links are recreated, names in `skip` left out.
+void bind_children(const std::string& dir, const std::string& at, const std::string& flag, std::vector<std::string>& out,
+                   const std::set<std::string>& skip = {}) {
   DIR* handle = ::opendir(dir.c_str());
   if (handle == nullptr) return;
   std::vector<std::string> names;
   while (dirent* entry = ::readdir(handle)) {
     const std::string name = entry->d_name;
-    if (name != "." && name != "..") names.push_back(name);
+    if (name != "." && name != ".." && skip.count(name) == 0) names.push_back(name);
   }
   ::closedir(handle);
   std::sort(names.begin(), names.end());
   for (const auto& name : names) {
     const std::string path = (dir == "/" ? "" : dir) + "/" + name;
+    const std::string inside = (at == "/" ? "" : at) + "/" + name;
     struct stat st {};
     if (::lstat(path.c_str(), &st) != 0) continue;
     if (S_ISLNK(st.st_mode)) {
       std::error_code ec;
       const auto target = std::filesystem::read_symlink(path, ec);
-      if (!ec) out.insert(out.end(), {"--symlink", target.string(), path});
+      if (!ec) out.insert(out.end(), {"--symlink", target.string(), inside});
     } else {
-      out.insert(out.end(), {"--dev-bind", path, path});
+      out.insert(out.end(), {flag, path, inside});
     }
   }
+}
+
+// A path as the sandbox sees it when host directory `root` is its `/`: symbolic links followed
+// inside `root` (`..` stops at `/`). `exists` is how many leading parts exist there.
+struct ViewPath {
+  std::vector<std::string> parts;
+  std::size_t exists = 0;
+};
+
+ViewPath resolve_in_view(const std::string& root, const std::string& path) {
+  ViewPath view;
+  std::deque<std::string> todo;
+  for (auto& part : util::split(path, '/')) todo.push_back(part);
+  bool missing = false;
+  int links = 0;
+  while (!todo.empty()) {
+    const std::string part = todo.front();
+    todo.pop_front();
+    if (part.empty() || part == ".") continue;
+    if (part == "..") {
+      if (!view.parts.empty()) view.parts.pop_back();
+      view.exists = std::min(view.exists, view.parts.size());
+      continue;
+    }
+    if (missing) {
+      view.parts.push_back(part);
+      continue;
+    }
+    const std::string candidate = root + "/" + util::join(view.parts, "/") + (view.parts.empty() ? "" : "/") + part;
+    struct stat st {};
+    if (::lstat(candidate.c_str(), &st) != 0) {
+      missing = true;
+      view.parts.push_back(part);
+      continue;
+    }
+    std::error_code ec;
+    const auto target = S_ISLNK(st.st_mode) && ++links <= 40 ? std::filesystem::read_symlink(candidate, ec) : std::filesystem::path();
+    if (S_ISLNK(st.st_mode) && !ec && !target.empty()) {
+      if (target.is_absolute()) view.parts.clear();
+      auto target_parts = util::split(target.string(), '/');
+      todo.insert(todo.begin(), target_parts.begin(), target_parts.end());
+    } else {
+      view.parts.push_back(part);
+    }
+    view.exists = view.parts.size();
+  }
+  return view;
+}
+
+std::string view_string(const std::vector<std::string>& parts, std::size_t count) {
+  return "/" + util::join(std::vector<std::string>(parts.begin(), parts.begin() + static_cast<std::ptrdiff_t>(count)), "/");
+}
+
+// One mount of a host path into the sandbox: `flag` is --bind, --ro-bind or --dev-bind.
+struct Mount {
+  std::string flag;
+  std::string host;
+  std::string inside;
+};
+
+// Appends `mounts` over the view of host directory `root` (its entries already bound at `/` with
+// `child_flag`). A mount point missing in the view is never made in `root`: its deepest existing
+// directory is rebuilt as a tmpfs holding binds of its entries, and the mount point made there.
+void mount_over_view(const std::string& root, const std::string& child_flag, const std::vector<Mount>& mounts,
+                     std::vector<std::string>& out) {
+  std::set<std::string> rebuilt;  // sorted: a parent comes before what it holds
+  std::vector<Mount> placed;
+  for (const auto& mount : mounts) {
+    const ViewPath view = resolve_in_view(root, mount.inside);
+    placed.push_back(Mount{mount.flag, mount.host, view_string(view.parts, view.parts.size())});
+    if (view.exists == view.parts.size() || view.exists == 0) continue;  // there, or made in the sandbox's own `/`
+    const std::string dir = view_string(view.parts, view.exists);
+    struct stat st {};
+    if (::stat((root + dir).c_str(), &st) == 0 && S_ISDIR(st.st_mode)) rebuilt.insert(dir);
+  }
+  for (const auto& dir : rebuilt) {
+    out.insert(out.end(), {"--tmpfs", dir});
+    bind_children(root + dir, dir, child_flag, out);
+  }
+  for (const auto& mount : placed) out.insert(out.end(), {mount.flag, mount.host, mount.inside});
 }
 
 }  // namespace
@@ -78,32 +167,23 @@ std::vector<std::string> driver_libraries() {
 std::vector<std::string> host_sandbox_argv(const std::vector<std::pair<std::string, std::string>>& binds,
                                            const std::string& cwd, const std::vector<std::string>& argv) {
   std::vector<std::string> out = {host_program("bwrap"), "--die-with-parent"};
-  bind_children("/", out);
-  std::vector<std::string> rebuilt = {"/"};
-  for (const auto& [host, inside] : binds) {
-    std::filesystem::path parent = std::filesystem::path(inside);
-    std::error_code ec;
-    if (std::filesystem::exists(parent, ec)) continue;
-    while (parent.has_parent_path() && parent != parent.root_path() && !std::filesystem::exists(parent, ec)) {
-      parent = parent.parent_path();
-    }
-    const std::string dir = parent.string();
-    if (std::find(rebuilt.begin(), rebuilt.end(), dir) != rebuilt.end()) continue;
-    rebuilt.push_back(dir);
-    out.insert(out.end(), {"--tmpfs", dir});
-    bind_children(dir, out);
-  }
-  for (const auto& [host, inside] : binds) out.insert(out.end(), {"--bind", host, inside});
+  bind_children("/", "/", "--dev-bind", out);
+  std::vector<Mount> mounts;
+  for (const auto& [host, inside] : binds) mounts.push_back(Mount{"--bind", host, inside});
+  mount_over_view("", "--dev-bind", mounts, out);
   if (!cwd.empty()) out.insert(out.end(), {"--chdir", cwd});
   out.emplace_back("--");
   out.insert(out.end(), argv.begin(), argv.end());
   return out;
 }
 
-
 std::vector<std::string> image_sandbox_argv(const ImageSandbox& sandbox, const std::vector<std::string>& argv) {
-  std::vector<std::string> out = {host_program("bwrap"), "--die-with-parent", "--bind", sandbox.rootfs, "/",
-                                  "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"};
+  // `/` is bubblewrap's own tmpfs holding read-only binds of the rootfs's entries, so mount
+  // points are made per run and never in the shared unpacked image.
+  std::vector<std::string> out = {host_program("bwrap"), "--die-with-parent"};
+  bind_children(sandbox.rootfs, "/", "--ro-bind", out, {"proc", "dev", "tmp"});
+  out.insert(out.end(), {"--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"});
+  std::vector<Mount> mounts;
   if (sandbox.gpus) {
     std::error_code ec;
     std::vector<std::string> devices;
@@ -114,10 +194,20 @@ std::vector<std::string> image_sandbox_argv(const ImageSandbox& sandbox, const s
     std::sort(devices.begin(), devices.end());
     for (const auto& d : devices) out.insert(out.end(), {"--dev-bind", d, d});
     for (const auto& lib : driver_libraries()) {
-      out.insert(out.end(), {"--ro-bind", lib, std::string(image_driver_dir) + "/" + std::filesystem::path(lib).filename().string()});
+      mounts.push_back(Mount{"--ro-bind", lib, std::string(image_driver_dir) + "/" + std::filesystem::path(lib).filename().string()});
     }
   }
-  for (const auto& [host, inside] : sandbox.binds) out.insert(out.end(), {"--bind", host, inside});
+  for (const auto& [host, inside] : sandbox.binds) {
+    // /tmp, /dev and /proc are the sandbox's own: their mount points are made there.
+    const auto top = util::split(inside, '/');
+    const bool own = top.size() > 1 && (top[1] == "tmp" || top[1] == "dev" || top[1] == "proc");
+    if (own) {
+      out.insert(out.end(), {"--bind", host, inside});
+    } else {
+      mounts.push_back(Mount{"--bind", host, inside});
+    }
+  }
+  mount_over_view(sandbox.rootfs, "--ro-bind", mounts, out);
   out.insert(out.end(), {"--remount-ro", "/"});
   if (!sandbox.workdir.empty()) out.insert(out.end(), {"--chdir", sandbox.workdir});
   out.emplace_back("--");
@@ -171,6 +261,59 @@ std::vector<std::string> environ_entries(std::vector<std::pair<std::string, std:
   out.reserve(vars.size());
   for (const auto& [k, v] : vars) out.push_back(k + "=" + v);
   return out;
+}
+
+util::Result<SandboxStatus> SandboxStatus::attach(std::vector<std::string>& bwrap_argv) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) {
+    return util::make_error(util::ExitCode::backend, fmt::format("cannot make a pipe for bubblewrap: {}", std::strerror(errno)));
+  }
+  ::fcntl(fds[1], F_SETFD, 0);  // bubblewrap inherits the write end
+  ::fcntl(fds[0], F_SETFL, O_NONBLOCK);
+  bwrap_argv.insert(bwrap_argv.begin() + 1, {"--json-status-fd", std::to_string(fds[1])});
+  return SandboxStatus(fds[0], fds[1]);
+}
+
+SandboxStatus::SandboxStatus(SandboxStatus&& other) noexcept : read_fd_(other.read_fd_), write_fd_(other.write_fd_) {
+  other.read_fd_ = -1;
+  other.write_fd_ = -1;
+}
+
+SandboxStatus::~SandboxStatus() {
+  started();
+  if (read_fd_ >= 0) ::close(read_fd_);
+}
+
+void SandboxStatus::started() {
+  if (write_fd_ >= 0) ::close(write_fd_);
+  write_fd_ = -1;
+}
+
+bool SandboxStatus::workload_ran() {
+  started();
+  std::string text;
+  char buffer[4096];
+  while (read_fd_ >= 0) {
+    const ssize_t got = ::read(read_fd_, buffer, sizeof buffer);
+    if (got > 0) {
+      text.append(buffer, static_cast<std::size_t>(got));
+    } else if (got < 0 && errno == EINTR) {
+      continue;
+    } else {
+      break;
+    }
+  }
+  return text.find("\"exit-code\"") != std::string::npos;
+}
+
+SandboxFailure sandbox_failure(const std::string& stderr_tail) {
+  std::string message;
+  for (const auto& line : util::split(stderr_tail, '\n')) {
+    if (line.rfind("bwrap: ", 0) == 0) message = line;
+  }
+  if (message.empty()) message = "bwrap failed before the command started (no message)";
+  if (message.find("bwrap: execvp ") == 0) return SandboxFailure{127, "could not start: " + message};
+  return SandboxFailure{125, "failed to set up its sandbox: " + message};
 }
 
 }  // namespace gpurun::cloud

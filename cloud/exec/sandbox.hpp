@@ -7,6 +7,8 @@
 #include <utility>
 #include <vector>
 
+#include "util/result.hpp"
+
 namespace gpurun::cloud {
 
 // Where the NVIDIA driver's libraries appear inside an image run (prepend it to LD_LIBRARY_PATH).
@@ -51,5 +53,35 @@ inline constexpr const char* pass_env_variable = "GPURUN_PASS_ENV";
 // library directory first in LD_LIBRARY_PATH.
 std::vector<std::string> image_environment(const std::vector<std::pair<std::string, std::string>>& image_env,
                                            const std::vector<std::string>& job_environ, bool gpus);
+
+// What bubblewrap reports on --json-status-fd: it writes the workload's exit code only when the
+// sandbox was set up and the command ran, which tells bwrap's own failures from the workload's.
+class SandboxStatus {
+ public:
+  // A pipe for bubblewrap's status; `bwrap_argv` (a sandbox command line) gets --json-status-fd.
+  static util::Result<SandboxStatus> attach(std::vector<std::string>& bwrap_argv);
+  SandboxStatus(SandboxStatus&& other) noexcept;
+  SandboxStatus& operator=(SandboxStatus&&) = delete;
+  SandboxStatus(const SandboxStatus&) = delete;
+  SandboxStatus& operator=(const SandboxStatus&) = delete;
+  ~SandboxStatus();
+  // Closes this process's copy of the write end; call once bubblewrap was started.
+  void started();
+  // After bubblewrap exited: true when it reported the workload's exit code.
+  bool workload_ran();
+
+ private:
+  SandboxStatus(int read_fd, int write_fd) : read_fd_(read_fd), write_fd_(write_fd) {}
+  int read_fd_ = -1;
+  int write_fd_ = -1;
+};
+
+// How a run ends when bubblewrap failed before its workload ran: exit code 125 (gpurun's own
+// failure; 127 when the command cannot be executed) and bwrap's last message from `stderr_tail`.
+struct SandboxFailure {
+  int exit_code = 125;
+  std::string reason;
+};
+SandboxFailure sandbox_failure(const std::string& stderr_tail);
 
 }  // namespace gpurun::cloud

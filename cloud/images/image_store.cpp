@@ -7,6 +7,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fmt/format.h>
 #include <optional>
@@ -165,8 +168,9 @@ util::Result<oci::BaseImage> read_remote_base(const oci::Reference& reference, c
 }
 
 // True when a component of directory `relative` under `root` is a symlink (it could lead
-// outside). Components that are plain files are removed: the layer makes them directories.
-bool crosses_symlink(const std::string& root, const std::string& relative) {
+// outside). With `replace_files`, components that are plain files are removed: the layer makes
+// them directories.
+bool crosses_symlink(const std::string& root, const std::string& relative, bool replace_files = true) {
   std::string path = root;
   for (const auto& part : util::split(relative, '/')) {
     if (part.empty()) continue;
@@ -174,7 +178,7 @@ bool crosses_symlink(const std::string& root, const std::string& relative) {
     struct stat st {};
     if (::lstat(path.c_str(), &st) != 0) return false;
     if (S_ISLNK(st.st_mode)) return true;
-    if (!S_ISDIR(st.st_mode)) ::unlink(path.c_str());
+    if (!S_ISDIR(st.st_mode) && replace_files) ::unlink(path.c_str());
   }
   return false;
 }
@@ -206,6 +210,121 @@ class CwdGuard {
  private:
   int fd_;
 };
+
+// A temporary file or directory of this process, flock'ed while it lives so that
+// remove_stale_temporaries leaves it alone; the lock goes with the descriptor.
+class HeldTemporary {
+ public:
+  HeldTemporary(const std::string& path, bool directory)
+      : fd_(directory ? ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW)
+                      : ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644)) {
+    if (fd_ >= 0) ::flock(fd_, LOCK_EX);
+  }
+  ~HeldTemporary() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  HeldTemporary(const HeldTemporary&) = delete;
+  HeldTemporary& operator=(const HeldTemporary&) = delete;
+
+ private:
+  int fd_;
+};
+
+// Removes the entries of `dir` named `prefix`* that a killed gpurun left: older than a minute (a
+// writer takes its lock right after creating one) and locked by no live process.
+void remove_stale_temporaries(const std::string& dir, const std::string& prefix) {
+  std::error_code ec;
+  const auto now = fs::file_time_type::clock::now();
+  std::vector<fs::path> stale;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    if (entry.path().filename().string().rfind(prefix, 0) != 0) continue;
+    std::error_code time_ec;
+    const auto written = fs::last_write_time(entry.path(), time_ec);
+    if (time_ec || now - written < std::chrono::minutes(1)) continue;
+    const int fd = ::open(entry.path().c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0) continue;
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) stale.push_back(entry.path());
+    ::close(fd);
+  }
+  for (const auto& path : stale) fs::remove_all(path, ec);
+}
+
+// Creates directory `dir` and its missing parents private to this user (0700) and checks that
+// nobody else can change what is in it: it belongs to this user and is writable by no one else;
+// every directory above belongs to this user or root and is writable by no one else or sticky.
+util::Result<void> private_directory(const std::string& dir) {
+  const auto refuse = [](const std::string& why) { return util::make_error(util::ExitCode::backend, why); };
+  std::error_code ec;
+  const fs::path absolute = fs::absolute(dir, ec);
+  fs::path prefix;
+  for (const auto& part : absolute) {
+    prefix /= part;
+    if (::mkdir(prefix.c_str(), 0700) != 0 && errno != EEXIST) {
+      return refuse(fmt::format("cannot create the image cache {}: {}", dir, std::strerror(errno)));
+    }
+  }
+  const fs::path real = fs::canonical(absolute, ec);
+  if (ec) return refuse(fmt::format("cannot use the image cache {}: {}", dir, ec.message()));
+  const uid_t me = ::geteuid();
+  struct stat st {};
+  if (::lstat(real.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return refuse(fmt::format("the image cache {} is not a directory", dir));
+  if (st.st_uid != me) {
+    return refuse(fmt::format("the image cache {} belongs to user {}, not to you (user {}): another user could have put "
+                              "images in it; remove it or set the cloud's image_cache to a directory of your own",
+                              real.string(), st.st_uid, me));
+  }
+  if ((st.st_mode & 022) != 0) {
+    return refuse(fmt::format("the image cache {} is writable by other users (mode {:04o}); run 'chmod go-w {}' or set the "
+                              "cloud's image_cache to a private directory",
+                              real.string(), st.st_mode & 07777, real.string()));
+  }
+  for (fs::path parent = real.parent_path();; parent = parent.parent_path()) {
+    if (::lstat(parent.c_str(), &st) != 0) return refuse(fmt::format("cannot use the image cache {}: {} is gone", dir, parent.string()));
+    const bool others_write = (st.st_mode & 022) != 0 && (st.st_mode & S_ISVTX) == 0;
+    if ((st.st_uid != me && st.st_uid != 0) || others_write) {
+      return refuse(fmt::format("the image cache {} lies in {} (owner user {}, mode {:04o}), which another user can change; "
+                                "set the cloud's image_cache to a directory that only you and root control",
+                                real.string(), parent.string(), st.st_uid, st.st_mode & 07777));
+    }
+    if (parent == parent.root_path()) break;
+  }
+  return {};
+}
+
+// The completion marker of a node cache's unpacked rootfs: the image config's Env and WorkingDir,
+// written once the rootfs is complete (the cache is private, so it is trusted as it is).
+std::string marker_path(const std::string& rootfs) { return rootfs + ".json"; }
+
+util::Result<void> write_marker(const std::string& rootfs, const PulledImage& pulled) {
+  json env = json::array();
+  for (const auto& [key, value] : pulled.env) env.push_back(json::array({key, value}));
+  return write_file(marker_path(rootfs), json{{"env", env}, {"workdir", pulled.workdir}}.dump());
+}
+
+std::optional<PulledImage> read_marker(const std::string& rootfs) {
+  auto text = util::read_file(marker_path(rootfs));
+  if (!text || !fs::is_directory(rootfs)) return std::nullopt;
+  const json marker = json::parse(*text, nullptr, false);
+  if (marker.is_discarded() || !marker.is_object() || !marker.contains("env") || !marker["env"].is_array() ||
+      !marker.contains("workdir") || !marker["workdir"].is_string()) {
+    return std::nullopt;
+  }
+  PulledImage pulled;
+  for (const auto& pair : marker["env"]) {
+    if (!pair.is_array() || pair.size() != 2 || !pair[0].is_string() || !pair[1].is_string()) return std::nullopt;
+    pulled.env.emplace_back(pair[0].get<std::string>(), pair[1].get<std::string>());
+  }
+  pulled.workdir = marker["workdir"].get<std::string>();
+  pulled.rootfs = rootfs;
+  pulled.was_cached = true;
+  return pulled;
+}
+
+// libarchive's error text; it may have none.
+std::string error_text(const libarchive::Api& api, archive* handle) {
+  const char* text = api.archive_error_string(handle);
+  return text != nullptr ? text : "libarchive gave no reason";
+}
 
 }  // namespace
 
@@ -247,7 +366,9 @@ util::Result<BuiltImage> build_image(const manifest::Manifest& manifest, const m
   const std::string record_path = store_dir + "/layers/" + hex_of(inputs->key);
   std::optional<Layer> layer = read_layer_record(record_path, blob_dir);
   if (!layer) {
+    remove_stale_temporaries(store_dir + "/tmp", "layer-");
     const std::string layer_temp = store_dir + "/tmp/layer-" + unique_suffix() + ".tar.gz";
+    HeldTemporary held(layer_temp, false);
     auto fresh = build_layer(manifest.dir, image.add, image.workdir, layer_temp);
     if (!fresh) {
       fs::remove(layer_temp, ec);
@@ -395,7 +516,7 @@ util::Result<void> apply_layer(const std::string& layer_path, const std::string&
   libarchive::api().archive_read_support_filter_all(reader.get());
   libarchive::api().archive_read_support_format_tar(reader.get());
   if (libarchive::api().archive_read_open_filename(reader.get(), layer_path.c_str(), 1 << 16) != ARCHIVE_OK) {
-    return failure(libarchive::api().archive_error_string(reader.get()));
+    return failure(error_text(libarchive::api(), reader.get()));
   }
   int flags = ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_UNLINK | ARCHIVE_EXTRACT_SECURE_SYMLINKS |
               ARCHIVE_EXTRACT_SECURE_NODOTDOT | ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS;
@@ -411,9 +532,11 @@ util::Result<void> apply_layer(const std::string& layer_path, const std::string&
   while (true) {
     const int rc = libarchive::api().archive_read_next_header(reader.get(), &entry);
     if (rc == ARCHIVE_EOF) break;
-    if (rc < ARCHIVE_WARN) return failure(libarchive::api().archive_error_string(reader.get()));
-    auto path = clean_path(libarchive::api().archive_entry_pathname(entry));
-    if (!path) return failure(fmt::format("the entry '{}' leads outside the image", libarchive::api().archive_entry_pathname(entry)));
+    if (rc < ARCHIVE_WARN) return failure(error_text(libarchive::api(), reader.get()));
+    const char* name_in_archive = libarchive::api().archive_entry_pathname(entry);
+    if (name_in_archive == nullptr) return failure("an entry has no name (or one libarchive cannot read); the layer is malformed");
+    auto path = clean_path(name_in_archive);
+    if (!path) return failure(fmt::format("the entry '{}' leads outside the image", name_in_archive));
     if (path->empty()) continue;
     const auto slash = path->rfind('/');
     const std::string dir = slash == std::string::npos ? "" : path->substr(0, slash);
@@ -431,12 +554,22 @@ util::Result<void> apply_layer(const std::string& layer_path, const std::string&
       continue;
     }
     if (name.rfind(".wh.", 0) == 0) {
+      const std::string target = name.substr(4);
+      if (target.empty() || target == "." || target == "..") {
+        return failure(fmt::format("the whiteout '{}' names '{}', not an entry of its directory; the layer is malformed", *path,
+                                   target));
+      }
       std::error_code ec;
-      fs::remove_all(fs::path(dir.empty() ? "." : dir) / name.substr(4), ec);
+      fs::remove_all(fs::path(dir.empty() ? "." : dir) / target, ec);
       continue;
     }
+    const auto kind = libarchive::api().archive_entry_filetype(entry);
+    // Device nodes, FIFOs and sockets are never made: /dev comes from the sandbox, and an image
+    // must not hand its runs a device of the host. Set-user/group-ID bits are dropped.
+    if (kind == AE_IFCHR || kind == AE_IFBLK || kind == AE_IFIFO || kind == AE_IFSOCK) continue;
+    libarchive::api().archive_entry_set_perm(entry, libarchive::api().archive_entry_perm(entry) & 01777);
     struct stat existing {};
-    const bool is_dir = libarchive::api().archive_entry_filetype(entry) == AE_IFDIR;
+    const bool is_dir = kind == AE_IFDIR;
     if (::lstat(path->c_str(), &existing) == 0 && S_ISDIR(existing.st_mode) != is_dir) {
       std::error_code ec;
       fs::remove_all(*path, ec);
@@ -444,35 +577,32 @@ util::Result<void> apply_layer(const std::string& layer_path, const std::string&
     libarchive::api().archive_entry_set_pathname(entry, path->c_str());
     if (const char* link = libarchive::api().archive_entry_hardlink(entry); link != nullptr) {
       auto target = clean_path(link);
-      if (!target) return failure(fmt::format("the hard link '{}' points outside the image", *path));
+      if (!target || crosses_symlink(".", fs::path(*target).parent_path().string(), false)) {
+        return failure(fmt::format("the hard link '{}' points outside the image", *path));
+      }
       libarchive::api().archive_entry_set_hardlink(entry, target->c_str());
     }
     const int header = libarchive::api().archive_write_header(writer.get(), entry);
-    const auto type = libarchive::api().archive_entry_filetype(entry);
-    if (header < ARCHIVE_WARN) {
-      // Device nodes cannot be made without privileges; /dev is provided at run time anyway.
-      if (header == ARCHIVE_FAILED && (type == AE_IFCHR || type == AE_IFBLK || type == AE_IFIFO)) continue;
-      return failure(fmt::format("{}: {}", *path, libarchive::api().archive_error_string(writer.get())));
-    }
-    if (libarchive::api().archive_entry_size(entry) > 0 && type == AE_IFREG) {
+    if (header < ARCHIVE_WARN) return failure(fmt::format("{}: {}", *path, error_text(libarchive::api(), writer.get())));
+    if (libarchive::api().archive_entry_size(entry) > 0 && kind == AE_IFREG) {
       const void* block = nullptr;
       size_t size = 0;
       la_int64_t offset = 0;
       while (true) {
         const int r = libarchive::api().archive_read_data_block(reader.get(), &block, &size, &offset);
         if (r == ARCHIVE_EOF) break;
-        if (r < ARCHIVE_WARN) return failure(libarchive::api().archive_error_string(reader.get()));
+        if (r < ARCHIVE_WARN) return failure(error_text(libarchive::api(), reader.get()));
         if (libarchive::api().archive_write_data_block(writer.get(), block, size, offset) < ARCHIVE_WARN) {
-          return failure(fmt::format("{}: {}", *path, libarchive::api().archive_error_string(writer.get())));
+          return failure(fmt::format("{}: {}", *path, error_text(libarchive::api(), writer.get())));
         }
       }
     }
     if (libarchive::api().archive_write_finish_entry(writer.get()) < ARCHIVE_WARN) {
-      return failure(fmt::format("{}: {}", *path, libarchive::api().archive_error_string(writer.get())));
+      return failure(fmt::format("{}: {}", *path, error_text(libarchive::api(), writer.get())));
     }
     written.insert(*path);
   }
-  if (libarchive::api().archive_write_close(writer.get()) < ARCHIVE_WARN) return failure(libarchive::api().archive_error_string(writer.get()));
+  if (libarchive::api().archive_write_close(writer.get()) < ARCHIVE_WARN) return failure(error_text(libarchive::api(), writer.get()));
   return {};
 }
 
@@ -480,10 +610,12 @@ util::Result<std::string> unpack_rootfs(BuiltImage& image, const std::string& st
   const std::string final_dir = store_dir + "/rootfs/" + hex_of(image.digest);
   if (fs::is_directory(final_dir)) return final_dir;
   if (auto fetched = fetch_base_layers(image, store_dir, options); !fetched) return fetched.error();
+  remove_stale_temporaries(store_dir + "/rootfs", ".tmp-");
   const std::string temporary = store_dir + "/rootfs/.tmp-" + hex_of(image.digest).substr(0, 12) + "-" + unique_suffix();
   std::error_code ec;
   fs::create_directories(temporary, ec);
   if (ec) return util::make_error(util::ExitCode::backend, fmt::format("cannot create {}: {}", temporary, ec.message()));
+  HeldTemporary held(temporary, true);
   auto abandon = [&](const util::Error& error) -> util::Result<std::string> {
     std::error_code ignored;
     fs::remove_all(temporary, ignored);
@@ -514,15 +646,19 @@ util::Result<std::string> unpack_rootfs(BuiltImage& image, const std::string& st
 util::Result<PulledImage> pull_image(const std::string& registry_url, const std::string& repository,
                                      const std::string& digest, const std::string& cache_dir, const registry::Options& options) {
   const auto fail = [&](const std::string& what, const util::Error& error) -> util::Result<PulledImage> {
-    return util::make_error(error.code, fmt::format("pulling {} of {} from {}: {}: {}", digest, repository, registry_url, what, error.message));
+    return util::make_error(error.code, fmt::format("pulling {} of {} from {}: {}: {}; check that this node reaches the registry",
+                                                    digest, repository, registry_url, what, error.message));
   };
+  // The cache is trusted as it is (no re-hashing on every run) only because nobody else can
+  // write it: a directory another user made or can change is refused.
+  if (auto checked = private_directory(cache_dir); !checked) return checked.error();
   std::error_code ec;
   fs::create_directories(cache_dir + "/blobs/sha256", ec);
   fs::create_directories(cache_dir + "/rootfs", ec);
   if (ec) return util::make_error(util::ExitCode::backend, fmt::format("cannot create the image cache {}: {}", cache_dir, ec.message()));
   // One pull at a time per node cache: concurrent jobs of the same image wait instead of
   // downloading it twice.
-  const int lock = ::open((cache_dir + "/pull.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  const int lock = ::open((cache_dir + "/pull.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (lock >= 0) ::flock(lock, LOCK_EX);
   struct Unlock {
     int fd;
@@ -530,6 +666,16 @@ util::Result<PulledImage> pull_image(const std::string& registry_url, const std:
       if (fd >= 0) ::close(fd);
     }
   } unlock{lock};
+
+  const std::string final_dir = cache_dir + "/rootfs/" + hex_of(digest);
+  if (auto done = read_marker(final_dir)) return *done;
+  // Not complete: whatever a killed pull left is thrown away (no other pull runs: we hold the lock).
+  fs::remove_all(final_dir, ec);
+  remove_stale_temporaries(cache_dir + "/rootfs", ".tmp-");
+  for (const auto& entry : fs::directory_iterator(cache_dir + "/blobs/sha256", ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.find(".part-") != std::string::npos || name.find(".tmp-") != std::string::npos) fs::remove(entry.path(), ec);
+  }
 
   std::optional<registry::Client> client;
   auto connect = [&]() -> registry::Client& {
@@ -575,19 +721,17 @@ util::Result<PulledImage> pull_image(const std::string& registry_url, const std:
   image.name = repository;
   image.digest = digest;
   image.blobs.push_back(registry::Blob{*config_descriptor, "", ""});
-  const std::string final_dir = cache_dir + "/rootfs/" + hex_of(digest);
-  const bool unpacked = fs::is_directory(final_dir);
   for (const auto& layer : manifest["layers"]) {
     auto descriptor = descriptor_from(layer, "layer");
     if (!descriptor) return fail("the manifest", descriptor.error());
+    // A blob in the cache was checked against its digest before it was renamed into place.
     const std::string path = cache_dir + "/blobs/sha256/" + hex_of(descriptor->digest);
-    if (!unpacked && !fs::exists(path)) {
+    if (!fs::exists(path)) {
       if (auto got = connect().get_blob(repository, *descriptor, path); !got) return fail("layer " + descriptor->digest, got.error());
     }
     image.blobs.push_back(registry::Blob{*descriptor, path, ""});
   }
   PulledImage pulled;
-  pulled.was_cached = unpacked;
   pulled.env = config_env(config);
   if (config.contains("config") && config["config"].is_object() && config["config"].contains("WorkingDir") &&
       config["config"]["WorkingDir"].is_string()) {
@@ -597,6 +741,7 @@ util::Result<PulledImage> pull_image(const std::string& registry_url, const std:
   auto rootfs = unpack_rootfs(image, cache_dir, options);
   if (!rootfs) return rootfs.error();
   pulled.rootfs = *rootfs;
+  if (auto marked = write_marker(*rootfs, pulled); !marked) return marked.error();
   return pulled;
 }
 

@@ -17,6 +17,7 @@ namespace gpurun::cloud::libarchive {
   X(archive_entry_hardlink) \
   X(archive_entry_new) \
   X(archive_entry_pathname) \
+  X(archive_entry_perm) \
   X(archive_entry_set_filetype) \
   X(archive_entry_set_gid) \
   X(archive_entry_set_hardlink) \

@@ -121,6 +121,46 @@ expect_contains "run in image: upper layer file in the opaque directory" "new.tx
 expect_contains "run in image: no host files" "no-host-files" "$OUT"
 check; [ "$(ls "$GPURUN_STATE_DIR/images/rootfs" | wc -l)" -ge 1 ] || fail "no unpacked rootfs in the cache"
 
+# --- volumes in an image run: mount points are made per run, never in the shared unpacked rootfs ---
+cat > mounts.yaml <<'YAML'
+app: mounts
+images:
+  tiny:
+    base: oci:./base
+    add: [./src]
+    env: {FUNCTION_VAR: from-image}
+volumes:
+  shared: {}
+functions:
+  mounted:
+    image: tiny
+    cloud: local
+    volumes: {/data/deep: shared, /etc/conf.d: shared}
+    command: ["sh", "-c", "echo from-volume > /data/deep/f; cat /etc/conf.d/f; ls /etc/conf.d; cat /etc/base-only.txt; ls /data"]
+  impossible:
+    image: tiny
+    cloud: local
+    volumes: {/etc/base-only.txt: shared}
+    command: ["sh", "-c", "echo never"]
+YAML
+rootfs_before=$(cd "$GPURUN_STATE_DIR/images/rootfs" && find . -printf '%p %y %m\n' | sort)
+run_cmd run -f mounts.yaml mounted
+expect_eq "image run with volumes: rc ($ERR)" 0 "$RC"
+expect_eq "image run with volumes: the volume at its paths, the image's files beside them" \
+  "$(printf 'from-volume\nf\nfrom the base\ndeep')" "$OUT"
+expect_eq "image run with volumes: the unpacked rootfs is unchanged (no mount points left in it)" \
+  "$rootfs_before" "$(cd "$GPURUN_STATE_DIR/images/rootfs" && find . -printf '%p %y %m\n' | sort)"
+# A volume (a directory) where the image has a file: the sandbox cannot be set up. That is
+# gpurun's failure (125) with bubblewrap's message, not the workload's.
+run_cmd run -f mounts.yaml impossible
+expect_eq "impossible mount: rc" 125 "$RC"
+expect_contains "impossible mount: bubblewrap's message" \
+  "run failed to set up its sandbox: bwrap: Can't mkdir /etc/base-only.txt: Not a directory" "$ERR"
+expect_not_contains "impossible mount: not the workload's exit code" "exit code 1" "$ERR"
+run_cmd ps --all --json
+expect_contains "impossible mount: the reason is in the state" \
+  "failed to set up its sandbox: bwrap: Can't mkdir /etc/base-only.txt: Not a directory" "$OUT"
+
 # --- a registry base copied to another registry is streamed: not written to the local store ---
 cat > copied.yaml <<YAML
 app: copied

@@ -28,6 +28,9 @@ functions:
   reader:
     command: ["sh", "-c", "cat /mnt/shared/file"]
     volumes: {/mnt/shared: shared}
+  badmount:
+    command: ["sh", "-c", "echo never"]
+    volumes: {/etc/passwd/sub: shared}
   gpu1:
     command: ["sh", "-c", "echo start $GPURUN_RUN_ID $(date +%s.%N) $CUDA_VISIBLE_DEVICES >> $EVENTS; sleep ${HOLD:-0.7}; echo end $GPURUN_RUN_ID $(date +%s.%N) >> $EVENTS"]
     gpu: T4
@@ -116,6 +119,21 @@ expect_eq "writer exit" 0 "$RC"
 run_cmd run reader
 expect_eq "volume content" "payload" "$OUT"
 if [ "$host_had_mount" = no ]; then check; [ ! -e /mnt/shared ] || fail "mount point /mnt/shared was created on the host"; fi
+
+# A sandbox bubblewrap cannot set up is gpurun's failure (125, bwrap's message), not the workload's.
+run_cmd run badmount
+expect_eq "sandbox failure: rc" 125 "$RC"
+expect_contains "sandbox failure: bubblewrap's message" \
+  "run failed to set up its sandbox: bwrap: Can't mkdir parents for /etc/passwd/sub: Not a directory" "$ERR"
+expect_not_contains "sandbox failure: not a workload exit code" "exit code 1" "$ERR"
+# Mount paths that can never work are refused before anything runs.
+printf 'app: bad\nvolumes: {v: {}}\nfunctions:\n  f:\n    command: x\n    volumes: {/etc/passwd: v, /proc: v}\n' > badmounts.yaml
+run_cmd validate badmounts.yaml
+expect_eq "impossible mount paths: rc" 2 "$RC"
+expect_contains "a host file as a mount path" \
+  "badmounts.yaml:6:15: error: functions.f.volumes[\"/etc/passwd\"]: cannot mount a volume on '/etc/passwd': it is a file on this machine and a volume is a directory; pick a path that is a directory or does not exist, such as '/data'" "$ERR"
+expect_contains "/proc as a mount path" \
+  "functions.f.volumes[\"/proc\"]: cannot mount a volume on '/proc': the sandbox provides it; pick a directory such as '/data'" "$ERR"
 
 # Secrets reach the workload and are masked in streamed and stored logs.
 mkdir -p "$XDG_CONFIG_HOME/gpurun"

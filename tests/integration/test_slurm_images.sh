@@ -48,6 +48,10 @@ images:
 volumes:
   shared: {}
 functions:
+  impossible:
+    image: tiny
+    volumes: {/etc/base-only.txt: shared}
+    command: ["sh", "-c", "echo never"]
   writer:
     image: tiny
     volumes: {/data: shared}
@@ -147,6 +151,30 @@ run_cmd run reader
 expect_eq "volume reader (host run): rc ($ERR)" 0 "$RC"
 expect_contains "volume reader sees it" "written-in-image" "$OUT"
 check; [ ! -e /mnt/gpurun-test-volume ] || fail "the mount point was made on the host"
+
+# --- a sandbox bubblewrap cannot set up (a volume where the image has a file) is gpurun's failure ---
+run_cmd run impossible
+expect_eq "impossible mount: exit 125" 125 "$RC"
+expect_contains "impossible mount: bubblewrap's message" "bwrap: Can't mkdir /etc/base-only.txt: Not a directory" "$OUT"
+expect_contains "impossible mount: gpurun says what failed" "gpurun: error: the sandbox could not be set up" "$OUT"
+expect_not_contains "impossible mount: the workload never ran" "never" "$OUT"
+
+# --- the node cache must be private: one others can write is refused, nothing runs from it ---
+chmod 0777 "$CACHE"
+run_cmd run inside
+expect_eq "cache writable by others: exit 125" 125 "$RC"
+expect_contains "cache writable by others: the fix" "gpurun: error: the image cache $CACHE is writable by other users (mode 0777); run 'chmod go-w $CACHE'" "$OUT"
+expect_not_contains "cache writable by others: nothing ran" "only the image has this" "$OUT"
+chmod 0700 "$CACHE"
+# A rootfs without its completion marker (planted, or a killed pull) is not trusted: pulled again.
+HEX=$(ls "$CACHE/rootfs" | grep -v json | head -1)
+rm "$CACHE/rootfs/$HEX.json"
+echo planted > "$CACHE/rootfs/$HEX/app/src/message.txt"
+run_cmd run inside
+expect_eq "no marker: rc ($ERR)" 0 "$RC"
+expect_contains "no marker: pulled again" "gpurun: pulled image imgjobs/tiny@sha256:" "$OUT"
+expect_contains "no marker: the image's own file" "only the image has this" "$OUT"
+check; [ -e "$CACHE/rootfs/$HEX.json" ] || fail "no completion marker after the pull"
 
 # --- a cloud without a registry: a clear usage error before anything is submitted ---
 run_cmd run nowhere

@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <thread>
 
 #include "cloud/images/image_store.hpp"
@@ -69,6 +70,12 @@ std::vector<std::string> sandboxed_image(const std::vector<std::string>& argv, c
   sandbox.binds.emplace_back(scratch, scratch);
   for (const auto& m : spec.mounts) sandbox.binds.emplace_back(m.host_path, m.path);
   return image_sandbox_argv(sandbox, argv);
+}
+
+// Keeps the last 4 KiB of what a child wrote in `tail`.
+void keep_tail(std::string& tail, const char* data, std::size_t size) {
+  tail.append(data, size);
+  if (tail.size() > 4096) tail.erase(0, tail.size() - 4096);
 }
 
 struct AttemptResult {
@@ -269,11 +276,12 @@ class Supervisor {
     std::optional<int> exit_code;
     bool timed_out = false;
     bool cancelled = false;
+    std::string stderr_tail;  // bubblewrap's message when it fails before the command runs
   };
 
   // Copies what the child wrote on stdout/stderr (waiting up to 50 ms) into the log and closes a
-  // pipe at its end. True when it read anything.
-  bool pump_output(ChildProcess& child, std::vector<char>& buffer) {
+  // pipe at its end; keeps stderr's tail in `stderr_tail` when given. True when it read anything.
+  bool pump_output(ChildProcess& child, std::vector<char>& buffer, std::string* stderr_tail) {
     pollfd fds[2];
     nfds_t n = 0;
     const int out_fd = child.stdout_fd();
@@ -288,6 +296,7 @@ class Supervisor {
       if (got > 0) {
         read_any = true;
         (void)log_.write(fds[i].fd == out_fd ? LogStream::out : LogStream::err, buffer.data(), static_cast<std::size_t>(got));
+        if (stderr_tail != nullptr && fds[i].fd == err_fd) keep_tail(*stderr_tail, buffer.data(), static_cast<std::size_t>(got));
       } else if (got == 0 || (errno != EINTR && errno != EAGAIN)) {
         if (fds[i].fd == out_fd) {
           child.close_stdout();
@@ -323,12 +332,12 @@ class Supervisor {
   }
 
   // Follows the child until it exited and its pipes are drained, logging its output and
-  // enforcing the timeout and cancel requests.
-  Watch follow_child(ChildProcess& child) {
+  // enforcing the timeout and cancel requests; a `sandboxed` child's stderr tail is kept.
+  Watch follow_child(ChildProcess& child, bool sandboxed) {
     Watch seen;
     std::vector<char> buffer(1 << 16);
     while (child.stdout_fd() >= 0 || child.stderr_fd() >= 0 || !seen.exit_code) {
-      const bool read_any = pump_output(child, buffer);
+      const bool read_any = pump_output(child, buffer, sandboxed ? &seen.stderr_tail : nullptr);
       if (!read_any) (void)log_.flush();
       if (!seen.exit_code) {
         seen.exit_code = child.try_wait();
@@ -346,8 +355,9 @@ class Supervisor {
     return seen;
   }
 
-  // The attempt's status, exit code and reason from what watching the child saw.
-  AttemptResult outcome(const Watch& seen) const {
+  // The attempt's status, exit code and reason from what watching the child saw; a sandbox
+  // that never ran the command is gpurun's failure, not the workload's.
+  AttemptResult outcome(const Watch& seen, std::optional<SandboxStatus>& sandbox) const {
     if (seen.cancelled) return {RunStatus::cancelled, util::to_int(util::ExitCode::cancelled), "cancelled"};
     if (seen.timed_out) {
       return {RunStatus::timeout, util::to_int(util::ExitCode::timeout),
@@ -355,6 +365,10 @@ class Supervisor {
     }
     const int code = *seen.exit_code;
     if (code == 0) return {RunStatus::succeeded, 0, ""};
+    if (sandbox && code < 128 && !sandbox->workload_ran()) {
+      const auto failure = sandbox_failure(seen.stderr_tail);
+      return {RunStatus::failed, failure.exit_code, failure.reason, true};
+    }
     return {RunStatus::failed, code,
             code > 128 ? fmt::format("killed by signal {}", code - 128) : fmt::format("failed with exit code {}", code)};
   }
@@ -364,16 +378,22 @@ class Supervisor {
     (void)store_.add_attempt(run_.id, attempt);
     (void)store_.update_status(run_.id, RunStatus::running, "");
     if (attempt > 1) (void)log_.marker(fmt::format("attempt {} started", attempt));
-    auto child = ChildProcess::spawn(process_spec(attempt, devices));
+    ProcessSpec process = process_spec(attempt, devices);
+    std::optional<SandboxStatus> sandbox;
+    if (!spec_.image_rootfs.empty() || !spec_.mounts.empty()) {
+      if (auto attached = SandboxStatus::attach(process.argv)) sandbox.emplace(std::move(*attached));
+    }
+    auto child = ChildProcess::spawn(process);
+    if (sandbox) sandbox->started();
     if (!child) {
       (void)log_.marker(child.error().message);
       AttemptResult failed{RunStatus::failed, 127, child.error().message};
       (void)store_.finish_attempt(run_.id, attempt, failed.status, failed.exit_code, failed.reason);
       return failed;
     }
-    const Watch watched = follow_child(*child);
+    const Watch watched = follow_child(*child, sandbox.has_value());
     (void)log_.flush();
-    AttemptResult result = outcome(watched);
+    AttemptResult result = outcome(watched, sandbox);
     (void)store_.finish_attempt(run_.id, attempt, result.status, result.exit_code, result.reason);
     return result;
   }

@@ -321,6 +321,24 @@ TEST_CASE("manifest: mount paths must be absolute and distinct") {
         "as '/data'");
 }
 
+TEST_CASE("manifest: mount paths that can never work are refused") {
+  for (const std::string path : {"/proc", "/dev", "/sys", "/proc/sys", "/sys/fs/"}) {
+    CAPTURE(path);
+    const std::string normal = path.back() == '/' ? path.substr(0, path.size() - 1) : path;
+    CHECK(error_of(with_function("    command: x\n    volumes: {" + path + ": datasets}\n")) ==
+          "gpurun.yaml:9:15: error: functions.train.volumes[\"" + path + "\"]: cannot mount a volume on '" + normal +
+              "': the sandbox provides it; pick a directory such as '/data'");
+  }
+  // A host function's mount path that is a file here can never become a directory.
+  CHECK(error_of(with_function("    command: x\n    volumes: {/etc/passwd: datasets}\n")) ==
+        "gpurun.yaml:9:15: error: functions.train.volumes[\"/etc/passwd\"]: cannot mount a volume on '/etc/passwd': it is "
+        "a file on this machine and a volume is a directory; pick a path that is a directory or does not exist, such as "
+        "'/data'");
+  // In an image the path is the image's: the sandbox makes the mount point per run.
+  CHECK(errors_of(with_function("    command: x\n    image: trainer\n    volumes: {/etc/passwd: datasets}\n")).empty());
+  CHECK(errors_of(with_function("    command: x\n    volumes: {/etc: datasets, /no/such/dir: datasets}\n")).empty());
+}
+
 TEST_CASE("manifest: empty commands") {
   CHECK(error_of(with_function("    command: []\n")) ==
         "gpurun.yaml:8:14: error: functions.train.command: command is empty; give the program and its arguments, e.g. "
