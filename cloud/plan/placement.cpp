@@ -111,14 +111,15 @@ util::Result<Plan> make_plan(const manifest::Manifest& manifest, const Config& c
         if (found) break;
       }
       if (!found && alternative.any) {
-        // On this machine `any` also means whatever GPU it has, after the any pool's types.
+        // On this machine `any` (and a memory-first spec) also means whatever GPU it has, after the
+        // catalog's types: the largest count in range, memory in bounds.
         for (const auto* c : candidates) {
           if (c->cloud->name != "local") continue;
           for (const auto& offer : c->offers) {
-            if (offer.count >= alternative.count) {
+            if (auto slot = gpu::take_any(offer, alternative)) {
               placed.cloud = c->cloud->name;
               placed.backend = c->cloud->backend;
-              placed.gpu = gpu::GpuSlot{offer.type, offer.memory_gb, alternative.count};
+              placed.gpu = *slot;
               found = true;
               break;
             }

@@ -187,13 +187,11 @@ util::Result<RunSpec> build_run_spec(const manifest::Manifest& manifest, const m
     spec.mounts.push_back({recorded->path, mount.path, mount.volume});
   }
   for (const auto& alternative : request.alternatives) {
-    if (alternative.any) {
-      for (const auto& concrete : gpu::expand(alternative, config.catalog)) {
-        spec.gpu_alternatives.push_back({concrete.type, gpu::effective_memory_gb(concrete, config.catalog), concrete.count});
-      }
-      spec.gpu_alternatives.push_back({"", 0, alternative.count});
-    } else {
-      spec.gpu_alternatives.push_back({alternative.type, gpu::effective_memory_gb(alternative, config.catalog), alternative.count});
+    for (const auto& concrete : gpu::expand(alternative, config.catalog)) {
+      spec.gpu_alternatives.push_back({concrete.type, gpu::effective_memory_gb(concrete, config.catalog), concrete.count});
+    }
+    if (alternative.any) {  // then any device type with the memory asked, largest count first
+      for (int count : gpu::counts_descending(alternative)) spec.gpu_alternatives.push_back({"", alternative.memory_gb.value_or(0), count});
     }
   }
   spec.gpu_text = describe_gpu_request(request, config.catalog);
