@@ -716,6 +716,11 @@ std::optional<GpuSlot> take_any(const GpuSlot& offer, const GpuChoice& choice) {
   return std::nullopt;
 }
 
+int max_memory_gb(const GpuChoice& choice, const Catalog& catalog) {
+  if (choice.exact) return effective_memory_gb(choice, catalog);
+  return choice.max_memory_gb.value_or(0);
+}
+
 int effective_memory_gb(const GpuChoice& choice, const Catalog& catalog) {
   if (choice.memory_gb) return *choice.memory_gb;
   if (choice.any || choice.memory_range) return 0;

@@ -102,5 +102,8 @@ std::optional<GpuSlot> take_any(const GpuSlot& offer, const GpuChoice& choice);
 // The memory a concrete choice asks for: its memory_gb, else its type's default (0 for `any` or a
 // type the catalog lacks).
 int effective_memory_gb(const GpuChoice& choice, const Catalog& catalog);
+// The most memory a concrete choice accepts: effective_memory_gb for `exact`, else its
+// max_memory_gb; 0 = no upper bound.
+int max_memory_gb(const GpuChoice& choice, const Catalog& catalog);
 
 }  // namespace gpurun::gpu

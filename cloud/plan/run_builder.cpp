@@ -188,10 +188,13 @@ util::Result<RunSpec> build_run_spec(const manifest::Manifest& manifest, const m
   }
   for (const auto& alternative : request.alternatives) {
     for (const auto& concrete : gpu::expand(alternative, config.catalog)) {
-      spec.gpu_alternatives.push_back({concrete.type, gpu::effective_memory_gb(concrete, config.catalog), concrete.count});
+      spec.gpu_alternatives.push_back({concrete.type, gpu::effective_memory_gb(concrete, config.catalog), concrete.count,
+                                       gpu::max_memory_gb(concrete, config.catalog)});
     }
     if (alternative.any) {  // then any device type with the memory asked, largest count first
-      for (int count : gpu::counts_descending(alternative)) spec.gpu_alternatives.push_back({"", alternative.memory_gb.value_or(0), count});
+      for (int count : gpu::counts_descending(alternative)) {
+        spec.gpu_alternatives.push_back({"", alternative.memory_gb.value_or(0), count, alternative.max_memory_gb.value_or(0)});
+      }
     }
   }
   spec.gpu_text = describe_gpu_request(request, config.catalog);

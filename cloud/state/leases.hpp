@@ -16,11 +16,13 @@ struct LeaseDevice {
   bool operator==(const LeaseDevice&) const = default;
 };
 
-// `count` devices of `type` (case-insensitive; empty = any type) with memory >= min_memory_gb.
+// `count` devices of `type` (case-insensitive; empty = any type) with memory >= min_memory_gb
+// and, when max_memory_gb > 0, <= max_memory_gb (an exact variant: "H100!", "16GB..24GB").
 struct LeaseAlternative {
   std::string type;
   int min_memory_gb = 0;
   int count = 1;
+  int max_memory_gb = 0;
 };
 
 // A queued lease request: its sequence number gives the arrival order.
