@@ -119,6 +119,10 @@ util::Result<ResolvedFunction> resolve_function(const std::string& target, const
 std::string describe_gpu_request(const gpu::GpuRequest& request, const gpu::Catalog& catalog) {
   std::vector<std::string> parts;
   for (const auto& a : request.alternatives) {
+    if (a.max_count || a.memory_range || (a.any && (a.memory_gb || a.max_memory_gb))) {
+      parts.push_back(gpu::to_string(a));  // a range: "H100:1..2", "24GB", "A100:40GB+"
+      continue;
+    }
     if (a.any) {
       parts.push_back(fmt::format("{}x any GPU", a.count));
       continue;

@@ -110,6 +110,9 @@ TEST_CASE("run spec: ranges, memory-first specs and '!' become lease alternative
   REQUIRE(back.ok());
   REQUIRE(back->gpu_alternatives.size() == 1);
   CHECK(back->gpu_alternatives[0].max_memory_gb == 80);
+  CHECK(fx.spec(m, "range").gpu_text == "H100:1..2");
+  CHECK(fx.spec(m, "mem").gpu_text == "16GB..20GB:1..2");
+  CHECK(fx.spec(m, "exact").gpu_text == "1x H100-80GB");
 }
 
 TEST_CASE("run spec: volumes are created in the state dir and bound at their paths") {
