@@ -12,16 +12,18 @@ struct GpuType {
   std::string name;              // canonical spelling: "A100"
   std::vector<int> memory_gb;    // {20, 40, 80}
   int default_memory_gb = 0;     // 40
-  int max_count = 8;
+  int max_count = 8;             // the most on one node, so the most one function may ask for
+  std::vector<std::string> aliases;  // other spellings users bring: "RTX-PRO-6000"
 };
 
 // The GPU catalog, kept as data: built in, overridable from the config.
 class Catalog {
  public:
-  // T4 16, A10G 24, L4 24, A100 20/40(default)/80, L40S 48, H100 80, H200 141; T4/A10G max 4.
+  // The GPUs users name most (T4, A10G, L4, A100 20/40/80, L40S, H100 80/94, H200, V100 16/32,
+  // A10, A40, L40, A6000, RTX6000Ada, RTXPRO6000, GH200 96/144, B200), with per-node maximums.
   static Catalog builtin();
 
-  // The type named `name` (case-insensitive), or nullptr.
+  // The type named `name` or one of its aliases (case-insensitive), or nullptr.
   const GpuType* find(std::string_view name) const;
   // Adds a type or replaces the one with the same name (case-insensitive).
   void put(GpuType type);

@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "gpu/catalog.hpp"
 #include "util/dynamic_library.hpp"
 #include "util/strings.hpp"
 
@@ -62,7 +63,7 @@ struct NameEntry {
 };
 
 // Names as NVML and nvidia-smi report them (PCIe, SXM and NVL boards of every catalog type).
-constexpr std::array<NameEntry, 17> name_table{{
+constexpr std::array<NameEntry, 36> name_table{{
     {"T4", "T4", 0},
     {"A10G", "A10G", 0},
     {"L4", "L4", 0},
@@ -77,22 +78,35 @@ constexpr std::array<NameEntry, 17> name_table{{
     {"H100", "H100", 0},
     {"H100 80GB HBM3", "H100", 80},
     {"H100 PCIE", "H100", 80},
-    {"H100 NVL", "H100", 0},
+    {"H100 NVL", "H100", 94},
     {"H200", "H200", 0},
     {"H200 NVL", "H200", 0},
+    {"V100", "V100", 0},
+    {"V100-SXM2-16GB", "V100", 16},
+    {"V100-SXM2-32GB", "V100", 32},
+    {"V100-PCIE-16GB", "V100", 16},
+    {"V100-PCIE-32GB", "V100", 32},
+    {"V100S-PCIE-32GB", "V100", 32},
+    {"A10", "A10", 0},
+    {"A40", "A40", 0},
+    {"L40", "L40", 0},
+    {"RTX A6000", "A6000", 0},
+    {"RTX 6000 ADA GENERATION", "RTX6000Ada", 0},
+    {"RTX PRO 6000 BLACKWELL SERVER EDITION", "RTXPRO6000", 0},
+    {"RTX PRO 6000 BLACKWELL WORKSTATION EDITION", "RTXPRO6000", 0},
+    {"RTX PRO 6000 BLACKWELL MAX-Q WORKSTATION EDITION", "RTXPRO6000", 0},
+    {"GH200", "GH200", 0},
+    {"GH200 480GB", "GH200", 96},
+    {"GH200 144G HBM3E", "GH200", 144},
+    {"B200", "B200", 0},
+    {"HGX B200", "B200", 0},
 }};
 
-struct TypeVariants {
-  std::string_view type;
-  std::vector<int> memory_gb;  // ascending, as in the built-in catalog
-};
-
-const std::vector<TypeVariants>& type_variants() {
-  static const std::vector<TypeVariants> variants{
-      {"T4", {16}},  {"A10G", {24}}, {"L4", {24}},   {"A100", {20, 40, 80}},
-      {"L40S", {48}}, {"H100", {80}}, {"H200", {141}},
-  };
-  return variants;
+// The memory variants of a built-in type (ascending), or nullptr.
+const std::vector<int>* type_variants(std::string_view type) {
+  static const Catalog builtin = Catalog::builtin();
+  const GpuType* found = builtin.find(type);
+  return found == nullptr ? nullptr : &found->memory_gb;
 }
 
 std::string_view strip_prefix(std::string_view name) {
@@ -334,20 +348,18 @@ const NameEntry* find_name(std::string_view name) {
 std::optional<std::pair<std::string, int>> map_device_name(std::string_view name, std::uint64_t memory_bytes) {
   const NameEntry* entry = find_name(name);
   if (entry == nullptr) return std::nullopt;
-  for (const auto& variants : type_variants()) {
-    if (variants.type != entry->type) continue;
-    std::optional<int> memory_gb;
-    if (memory_bytes > 0) {
-      memory_gb = variant_for_memory(variants.memory_gb, memory_bytes);
-    } else if (entry->memory_hint_gb > 0) {
-      memory_gb = entry->memory_hint_gb;
-    } else if (variants.memory_gb.size() == 1) {
-      memory_gb = variants.memory_gb.front();
-    }
-    if (!memory_gb) return std::nullopt;
-    return std::pair<std::string, int>(std::string(entry->type), *memory_gb);
+  const std::vector<int>* variants = type_variants(entry->type);
+  if (variants == nullptr) return std::nullopt;
+  std::optional<int> memory_gb;
+  if (memory_bytes > 0) {
+    memory_gb = variant_for_memory(*variants, memory_bytes);
+  } else if (entry->memory_hint_gb > 0) {
+    memory_gb = entry->memory_hint_gb;
+  } else if (variants->size() == 1) {
+    memory_gb = variants->front();
   }
-  return std::nullopt;
+  if (!memory_gb) return std::nullopt;
+  return std::pair<std::string, int>(std::string(entry->type), *memory_gb);
 }
 
 DiscoveryOptions discovery_options_from_env() {

@@ -735,6 +735,21 @@ class Validator {
           ok = false;
         }
       }
+    } else if (node.is_scalar()) {
+      auto request = gpu_request(node, path);
+      if (!request) return;
+      f.gpu.any_of = request->any_of;
+      choices = std::move(request->alternatives);
+    } else if (node.is_map() && gpu_set(node)) {
+      for (const auto& [key, value] : node.entries) {
+        auto choice = gpu_choice(key, join_path(path, key.value), false);
+        if (choice) {
+          choices.push_back(std::move(*choice));
+        } else {
+          ok = false;
+        }
+      }
+      f.gpu.any_of = true;
     } else {
       auto choice = gpu_choice(node, path, true);
       if (!choice) return;
@@ -743,6 +758,53 @@ class Validator {
     if (!ok) return;
     f.gpu.alternatives = std::move(choices);
     f.gpu_as_written = as_written(node);
+    if (node.is_map() && f.gpu.any_of) {  // "{H100:8, A100:8}", not "{H100:8: null, ...}"
+      std::vector<std::string> keys;
+      for (const auto& entry : node.entries) keys.push_back(entry.first.value);
+      f.gpu_as_written = "{" + util::join(keys, ", ") + "}";
+    }
+  }
+
+  // A scalar `gpu:`: one spec, a comma list ("A10G,A100", "A10,A10G:2") or a set ("{H100:8, A100:8}").
+  std::optional<gpu::GpuRequest> gpu_request(const YamlNode& node, const std::string& path) {
+    if (util::iequals(util::trim(node.value), "none")) {
+      check_.error(node, path, "'none' is for --gpu; remove 'gpu' for CPU only");
+      return std::nullopt;
+    }
+    auto request = gpu::parse_gpu_request(node.value, catalog_);
+    if (!request) {
+      check_.error(node, path, request.error().message);
+      return std::nullopt;
+    }
+    return std::move(*request);
+  }
+
+  // SkyPilot's set {H100:8, A100:8}, which YAML reads as a mapping whose keys have no values.
+  static bool gpu_set(const YamlNode& node) {
+    if (node.entries.empty()) return false;
+    return std::all_of(node.entries.begin(), node.entries.end(),
+                       [](const auto& entry) { return entry.second.is_null() && !is_gpu_key(entry.first.value); });
+  }
+
+  static bool is_gpu_key(const std::string& key) {
+    return std::find(gpu_keys.begin(), gpu_keys.end(), key) != gpu_keys.end() || key == "name";
+  }
+
+  // Keys that other tools use in a GPU object: dstack's `name:`, SkyPilot's `{T4: 1}`.
+  bool foreign_gpu_keys(const YamlNode& node, const std::string& path) {
+    bool found = false;
+    for (const auto& [key, value] : node.entries) {
+      if (key.value == "name") {
+        check_.error(key, join_path(path, key.value), "unknown key 'name' (did you mean 'type'?)");
+        found = true;
+      } else if (!is_gpu_key(key.value) && value.is_scalar() && catalog_.find(key.value) != nullptr) {
+        check_.error(key, join_path(path, key.value),
+                     fmt::format("write the GPU as one string '{}:{}' (no space after ':'), not the mapping '{}: {}'", key.value,
+                                 value.value, key.value, value.value));
+        found = true;
+      }
+    }
+    return found;
   }
 
   std::optional<gpu::GpuChoice> gpu_choice(const YamlNode& node, const std::string& path, bool top) {
@@ -761,6 +823,7 @@ class Validator {
       return std::nullopt;
     }
     const std::size_t before = errors();
+    if (foreign_gpu_keys(node, path)) return std::nullopt;
     check_.check_keys(node, path, gpu_keys);
     std::optional<std::string> type;
     if (const auto* t = node.find("type")) {
@@ -768,29 +831,26 @@ class Validator {
     } else {
       check_.error(node, path, "missing required key 'type'; name a GPU type (e.g. A100) or 'any'");
     }
-    std::optional<int> memory;
+    std::optional<std::string_view> memory;
     if (const auto* m = node.find("memory")) {
-      std::string_view text = m->is_scalar() ? std::string_view(m->value) : std::string_view();
-      if (text.size() > 2 && (text.substr(text.size() - 2) == "GB" || text.substr(text.size() - 2) == "gb")) {
-        text.remove_suffix(2);
-      }
-      const auto n = util::parse_uint(text);
-      if (!m->is_scalar() || !n || *n <= 0 || *n > 100000) {
+      if (!m->is_scalar() || m->value.empty()) {
         check_.error(*m, path + ".memory",
-                     fmt::format("expected the GPU memory in GB (e.g. 40 or 40GB), got {}", m->describe()));
+                     fmt::format("expected the GPU memory in GB (e.g. 40GB, 24GB+ or 16GB..24GB), got {}", m->describe()));
       } else {
-        memory = static_cast<int>(*n);
+        memory = m->value;
       }
     }
-    std::optional<int> count;
+    std::optional<std::string_view> count;
     if (const auto* c = node.find("count")) {
       const auto n = signed_integer(*c);
-      if (!n) {
-        check_.error(*c, path + ".count", fmt::format("expected a whole number of GPUs, got {}", c->describe()));
+      if (c->is_scalar() && !n && c->value.find("..") != std::string::npos) {
+        count = c->value;  // a range: 1..2
+      } else if (!n) {
+        check_.error(*c, path + ".count", fmt::format("expected a whole number of GPUs or a range (e.g. 2 or 1..4), got {}", c->describe()));
       } else if (*n < 1 || *n > 1024) {
         check_.error(*c, path + ".count", fmt::format("count must be at least 1 (got {}); remove 'gpu' for CPU only", c->value));
       } else {
-        count = static_cast<int>(*n);
+        count = c->value;
       }
     }
     if (errors() != before || !type) return std::nullopt;

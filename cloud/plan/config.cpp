@@ -123,6 +123,42 @@ void parse_catalog(Checker& check, const YamlNode& node, gpu::Catalog& catalog) 
   }
 }
 
+// The GRES type a slurm cloud sends for an offer: its "TYPE-NNGB" entry, else its "TYPE" entry,
+// else the lower-case type (as the slurm backend does).
+std::string gres_of(const CloudConfig& cloud, const gpu::GpuSlot& offer) {
+  const std::string variant = fmt::format("{}-{}GB", offer.type, offer.memory_gb);
+  for (const auto& [key, type] : cloud.gres) {
+    if (util::iequals(key, variant)) return type;
+  }
+  for (const auto& [key, type] : cloud.gres) {
+    if (util::iequals(key, offer.type)) return type;
+  }
+  return util::to_lower(offer.type);
+}
+
+// Two memory variants of one type must reach Slurm as different GRES types, else a request for
+// the larger one could land on a node with the smaller (one variant alone may use the plain type).
+void check_gres_variants(Checker& check, const YamlNode& value, const std::string& path, const CloudConfig& cloud) {
+  const YamlNode* gpus = value.find("gpus");
+  if (gpus == nullptr) return;
+  for (std::size_t i = 0; i < cloud.gpus.size(); ++i) {
+    for (std::size_t j = 0; j < i; ++j) {
+      const auto& a = cloud.gpus[j];
+      const auto& b = cloud.gpus[i];
+      if (!util::iequals(a.type, b.type) || a.memory_gb == b.memory_gb) continue;
+      const std::string gres = gres_of(cloud, a);
+      if (gres != gres_of(cloud, b)) continue;
+      const std::string first = fmt::format("{}-{}GB", a.type, a.memory_gb);
+      const std::string second = fmt::format("{}-{}GB", b.type, b.memory_gb);
+      check.error(*gpus, path + ".gpus",
+                  fmt::format("cloud '{}' offers {} and {}, which Slurm would both receive as GRES type '{}', so a request for one "
+                              "could land on the other; map each variant to its own GRES type, e.g. gres: {{{}: {}_{}g, {}: {}_{}g}}",
+                              cloud.name, first, second, gres, first, util::to_lower(a.type), a.memory_gb, second,
+                              util::to_lower(b.type), b.memory_gb));
+    }
+  }
+}
+
 // A cloud's string key `k` into `out`, when present.
 void cloud_text(Checker& check, const YamlNode& value, const std::string& path, std::string_view k, std::string& out) {
   if (const auto* n = value.find(k)) {
@@ -232,14 +268,10 @@ void parse_cloud_gres(Checker& check, const YamlNode& value, const std::string& 
   auto map = check.string_map(*gres, path + ".gres");
   if (!map) return;
   for (const auto& [k, v] : *map) {
-    const std::string base = k.substr(0, k.find('-'));
+    const std::string base = catalog.find(k) != nullptr ? k : k.substr(0, k.rfind('-'));
     if (catalog.find(base) == nullptr) {
       for (const auto& [gk, gv] : gres->entries) {
-        if (gk.value != k) continue;
-        const auto suggestion = util::did_you_mean(base, catalog.names());
-        check.error(gk, join_path(path + ".gres", k),
-                    suggestion ? fmt::format("unknown GPU type '{}' (did you mean '{}'?)", base, *suggestion)
-                               : fmt::format("unknown GPU type '{}'", base));
+        if (gk.value == k) check.error(gk, join_path(path + ".gres", k), gpu::unknown_type_message(k, catalog));
       }
     }
     cloud.gres.emplace_back(k, v);
@@ -271,6 +303,7 @@ void parse_cloud(Checker& check, const YamlNode& key, const YamlNode& value, con
   check_registry_url(check, value, path);
   parse_cloud_gpus(check, value, path, catalog, cloud);
   parse_cloud_gres(check, value, path, catalog, cloud);
+  if (cloud.backend == "slurm") check_gres_variants(check, value, path, cloud);
 }
 
 }  // namespace
@@ -315,11 +348,7 @@ util::Result<Config> parse_config(std::string_view text, const std::string& path
         for (std::size_t i = 0; i < list->size(); ++i) {
           const auto* type = config.catalog.find((*list)[i]);
           if (type == nullptr) {
-            const auto suggestion = util::did_you_mean((*list)[i], config.catalog.names());
-            check.error(any->items[i], fmt::format("any[{}]", i),
-                        suggestion ? fmt::format("unknown GPU type '{}' (did you mean '{}'?)", (*list)[i], *suggestion)
-                                   : fmt::format("unknown GPU type '{}'; known types: {}", (*list)[i],
-                                                 util::join(config.catalog.names(), ", ")));
+            check.error(any->items[i], fmt::format("any[{}]", i), gpu::unknown_type_message((*list)[i], config.catalog));
           } else {
             pool.push_back(type->name);
           }

@@ -70,15 +70,17 @@ void place_on(PlacedFunction& placed, const CloudConfig& cloud, const gpu::GpuSl
   placed.gpu = slot;
 }
 
-// On this machine `any` also means whatever GPU it has, after the any pool's types.
+// On this machine `any` (and a memory-first spec) also means whatever GPU it has, after the
+// catalog's types: the largest count in range, memory in bounds.
 bool place_any_local(PlacedFunction& placed, const gpu::GpuChoice& alternative,
                      const std::vector<const CloudOffers*>& candidates) {
   for (const auto* c : candidates) {
     if (c->cloud->name != "local") continue;
     for (const auto& offer : c->offers) {
-      if (offer.count < alternative.count) continue;
-      place_on(placed, *c->cloud, gpu::GpuSlot{offer.type, offer.memory_gb, alternative.count});
-      return true;
+      if (auto slot = gpu::take_any(offer, alternative)) {
+        place_on(placed, *c->cloud, *slot);
+        return true;
+      }
     }
   }
   return false;

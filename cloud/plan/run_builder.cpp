@@ -10,6 +10,10 @@ namespace gpurun::cloud {
 std::string describe_gpu_request(const gpu::GpuRequest& request, const gpu::Catalog& catalog) {
   std::vector<std::string> parts;
   for (const auto& a : request.alternatives) {
+    if (a.max_count || a.memory_range || (a.any && (a.memory_gb || a.max_memory_gb))) {
+      parts.push_back(gpu::to_string(a));  // a range: "H100:1..2", "24GB", "A100:40GB+"
+      continue;
+    }
     if (a.any) {
       parts.push_back(fmt::format("{}x any GPU", a.count));
       continue;
@@ -50,13 +54,14 @@ util::Result<RunSpec> build_run_spec(const manifest::Manifest& manifest, const m
   spec.secrets = function.secrets;
   for (const auto& mount : function.volumes) spec.mounts.push_back({"", mount.path, mount.volume});
   for (const auto& alternative : request.alternatives) {
-    if (alternative.any) {
-      for (const auto& concrete : gpu::expand(alternative, config.catalog)) {
-        spec.gpu_alternatives.push_back({concrete.type, gpu::effective_memory_gb(concrete, config.catalog), concrete.count});
+    for (const auto& concrete : gpu::expand(alternative, config.catalog)) {
+      spec.gpu_alternatives.push_back({concrete.type, gpu::effective_memory_gb(concrete, config.catalog), concrete.count,
+                                       gpu::max_memory_gb(concrete, config.catalog)});
+    }
+    if (alternative.any) {  // then any device type with the memory asked, largest count first
+      for (int count : gpu::counts_descending(alternative)) {
+        spec.gpu_alternatives.push_back({"", alternative.memory_gb.value_or(0), count, alternative.max_memory_gb.value_or(0)});
       }
-      spec.gpu_alternatives.push_back({"", 0, alternative.count});
-    } else {
-      spec.gpu_alternatives.push_back({alternative.type, gpu::effective_memory_gb(alternative, config.catalog), alternative.count});
     }
   }
   spec.gpu_text = describe_gpu_request(request, config.catalog);

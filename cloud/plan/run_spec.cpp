@@ -21,7 +21,9 @@ std::string to_json(const RunSpec& spec) {
   j["mounts"] = nlohmann::json::array();
   for (const auto& m : spec.mounts) j["mounts"].push_back({{"host_path", m.host_path}, {"path", m.path}, {"volume", m.volume}});
   j["gpu"] = nlohmann::json::array();
-  for (const auto& a : spec.gpu_alternatives) j["gpu"].push_back({{"type", a.type}, {"min_memory_gb", a.min_memory_gb}, {"count", a.count}});
+  for (const auto& a : spec.gpu_alternatives) {
+    j["gpu"].push_back({{"type", a.type}, {"min_memory_gb", a.min_memory_gb}, {"count", a.count}, {"max_memory_gb", a.max_memory_gb}});
+  }
   j["gpu_text"] = spec.gpu_text;
   j["timeout_ms"] = spec.timeout ? nlohmann::json(spec.timeout->count()) : nlohmann::json(nullptr);
   j["max_retries"] = spec.max_retries;
@@ -55,7 +57,8 @@ util::Result<RunSpec> run_spec_from_json(const std::string& text) {
       spec.mounts.push_back({m.at("host_path").get<std::string>(), m.at("path").get<std::string>(), m.at("volume").get<std::string>()});
     }
     for (const auto& a : j.at("gpu")) {
-      spec.gpu_alternatives.push_back({a.at("type").get<std::string>(), a.at("min_memory_gb").get<int>(), a.at("count").get<int>()});
+      spec.gpu_alternatives.push_back({a.at("type").get<std::string>(), a.at("min_memory_gb").get<int>(), a.at("count").get<int>(),
+                                       a.value("max_memory_gb", 0)});
     }
     spec.gpu_text = j.at("gpu_text").get<std::string>();
     if (!j.at("timeout_ms").is_null()) spec.timeout = std::chrono::milliseconds(j.at("timeout_ms").get<long long>());

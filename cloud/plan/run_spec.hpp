@@ -11,11 +11,13 @@
 namespace gpurun::cloud {
 
 // One way to satisfy a run's GPU request: `count` devices of `type` (case-insensitive; empty =
-// any type) with memory >= min_memory_gb.
+// any type) with memory >= min_memory_gb and, when max_memory_gb > 0, <= max_memory_gb (an exact
+// variant: "H100!", "16GB..24GB").
 struct LeaseAlternative {
   std::string type;
   int min_memory_gb = 0;
   int count = 1;
+  int max_memory_gb = 0;
 };
 
 // Secret values for one run: name -> variables. Handed to the backend in memory, never stored

@@ -17,7 +17,8 @@ std::string device_key_of(const LeaseDevice& device) {
 
 bool matches(const LeaseDevice& device, const LeaseAlternative& alternative) {
   return (alternative.type.empty() || util::iequals(device.type, alternative.type)) &&
-         device.memory_gb >= alternative.min_memory_gb;
+         device.memory_gb >= alternative.min_memory_gb &&
+         (alternative.max_memory_gb <= 0 || device.memory_gb <= alternative.max_memory_gb);
 }
 
 }  // namespace
@@ -25,7 +26,7 @@ bool matches(const LeaseDevice& device, const LeaseAlternative& alternative) {
 std::string alternatives_to_json(const std::vector<LeaseAlternative>& alternatives) {
   nlohmann::json list = nlohmann::json::array();
   for (const LeaseAlternative& a : alternatives) {
-    list.push_back({{"type", a.type}, {"min_memory_gb", a.min_memory_gb}, {"count", a.count}});
+    list.push_back({{"type", a.type}, {"min_memory_gb", a.min_memory_gb}, {"count", a.count}, {"max_memory_gb", a.max_memory_gb}});
   }
   return list.dump();
 }
@@ -36,17 +37,23 @@ std::vector<LeaseAlternative> alternatives_from_json(const std::string& text) {
   if (!list.is_array()) return alternatives;
   for (const auto& item : list) {
     alternatives.push_back(LeaseAlternative{item.value("type", std::string()), item.value("min_memory_gb", 0),
-                                            item.value("count", 1)});
+                                            item.value("count", 1), item.value("max_memory_gb", 0)});
   }
   return alternatives;
 }
 
 namespace {
 
-// "4x T4" or "1x A100 with >= 80 GB".
+// "4x T4", "1x A100 with >= 80 GB", "1x H100 with 80 GB" (exact) or "1x GPU with 16-24 GB".
 std::string describe(const LeaseAlternative& a) {
   std::string text = std::to_string(a.count) + "x " + (a.type.empty() ? std::string("GPU") : a.type);
-  if (a.min_memory_gb > 0) text += " with >= " + std::to_string(a.min_memory_gb) + " GB";
+  if (a.max_memory_gb > 0 && a.max_memory_gb == a.min_memory_gb) {
+    text += " with " + std::to_string(a.min_memory_gb) + " GB";
+  } else if (a.max_memory_gb > 0) {
+    text += " with " + std::to_string(a.min_memory_gb) + "-" + std::to_string(a.max_memory_gb) + " GB";
+  } else if (a.min_memory_gb > 0) {
+    text += " with >= " + std::to_string(a.min_memory_gb) + " GB";
+  }
   return text;
 }
 

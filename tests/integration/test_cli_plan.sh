@@ -16,12 +16,12 @@ functions:
     timeout: 2 weeks
   infer:
     command: []
-    gpu: A200
+    gpu: a-100
 YAML
 run_cmd validate bad.yaml
 expect_eq "invalid manifest exit" 2 "$RC"
 expect_contains "unknown key" "bad.yaml:5:5: error: functions.train.gpus: unknown key 'gpus' (did you mean 'gpu'?)" "$ERR"
-expect_contains "unknown GPU" "bad.yaml:9:10: error: functions.infer.gpu: unknown GPU type 'A200' (did you mean 'A100'?)" "$ERR"
+expect_contains "unknown GPU" "bad.yaml:9:10: error: functions.infer.gpu: unknown GPU type 'a-100' (did you mean 'A100'?)" "$ERR"
 expect_contains "all errors reported" "4 errors found" "$ERR"
 
 # The manifest may come positionally, with -f, or as ./gpurun.yaml; --config before or after.

@@ -65,7 +65,7 @@ for mode in "${modes[@]}"; do
   if has_flag run --gpu; then
     out=$(c "gpurun run --gpu A1")
     check_has "--gpu A1" "$out" A10G A100 A100:2 A100:8 A100-20GB A100-80GB "#nosort"
-    check_lacks "--gpu A1 (T4, A100:9)" "$out" T4 A100:9
+    check_lacks "--gpu A1 (T4, A100:17)" "$out" T4 A100:17
     check_has "--gpu A100: (colon word break)" "$(c "gpurun run --gpu A100:")" 2 8
     check_has "--gpu=H1" "$(c "gpurun run --gpu=H1")" H100 H100:8
   else

@@ -60,8 +60,8 @@ check_exact "nothing for an unknown word" "$(c "gpurun zzz")" ""
 
 if has_flag run --gpu; then
   out=$(c "gpurun run --gpu A1")
-  check_has "--gpu A1" "$out" A10G A100 A100:2 A100:8 A100-20GB A100-80GB "#unsorted"
-  check_lacks "--gpu A1 (T4)" "$out" T4 A100:9
+  check_has "--gpu A1" "$out" A10G A100 A100:2 A100:8 A100:16 A100-20GB A100-80GB "#unsorted"
+  check_lacks "--gpu A1 (T4)" "$out" T4 A100:17
 else
   skip_note "no 'run --gpu' yet"
 fi

@@ -71,7 +71,7 @@ struct ScopedEnv {
 const char* const fake_smi_ok =
     "[ \"$1\" = --query-gpu=index,uuid,name,memory.total,pci.bus_id ] && [ \"$2\" = --format=csv,noheader ] || exit 2\n"
     "echo '0, GPU-11111111-aaaa, NVIDIA H100 80GB HBM3, 81559 MiB, 00000000:18:00.0'\n"
-    "echo '1, GPU-22222222-bbbb, NVIDIA A10, 23028 MiB, 00000000:2A:00.0'\n";
+    "echo '1, GPU-22222222-bbbb, NVIDIA GeForce RTX 4090, 23028 MiB, 00000000:2A:00.0'\n";
 
 }  // namespace
 
@@ -92,9 +92,22 @@ TEST_CASE("map_device_name covers PCIe, SXM and NVL names of every catalog type"
   CHECK(map_device_name("NVIDIA H100", 81559 * mib) == mapped("H100", 80));
   CHECK(map_device_name("NVIDIA H100 80GB HBM3", 81559 * mib) == mapped("H100", 80));
   CHECK(map_device_name("NVIDIA H100 PCIe", 81559 * mib) == mapped("H100", 80));
-  CHECK(map_device_name("NVIDIA H100 NVL", 95830 * mib) == mapped("H100", 80));
+  CHECK(map_device_name("NVIDIA H100 NVL", 95830 * mib) == mapped("H100", 94));
+  CHECK(map_device_name("NVIDIA H100 NVL", 0) == mapped("H100", 94));
   CHECK(map_device_name("NVIDIA H200", 143771 * mib) == mapped("H200", 141));
   CHECK(map_device_name("NVIDIA H200 NVL", 143771 * mib) == mapped("H200", 141));
+  CHECK(map_device_name("NVIDIA A10", 23028 * mib) == mapped("A10", 24));
+  CHECK(map_device_name("Tesla V100-SXM2-16GB", 16384 * mib) == mapped("V100", 16));
+  CHECK(map_device_name("Tesla V100-SXM2-32GB", 32768 * mib) == mapped("V100", 32));
+  CHECK(map_device_name("Tesla V100-PCIE-32GB", 0) == mapped("V100", 32));
+  CHECK(map_device_name("NVIDIA A40", 46068 * mib) == mapped("A40", 48));
+  CHECK(map_device_name("NVIDIA L40", 46068 * mib) == mapped("L40", 48));
+  CHECK(map_device_name("NVIDIA RTX A6000", 49140 * mib) == mapped("A6000", 48));
+  CHECK(map_device_name("NVIDIA RTX 6000 Ada Generation", 49140 * mib) == mapped("RTX6000Ada", 48));
+  CHECK(map_device_name("NVIDIA RTX PRO 6000 Blackwell Server Edition", 97887 * mib) == mapped("RTXPRO6000", 96));
+  CHECK(map_device_name("NVIDIA GH200 480GB", 97871 * mib) == mapped("GH200", 96));
+  CHECK(map_device_name("NVIDIA GH200 144G HBM3e", 146831 * mib) == mapped("GH200", 144));
+  CHECK(map_device_name("NVIDIA B200", 183359 * mib) == mapped("B200", 180));
 }
 
 TEST_CASE("map_device_name picks the A100 variant by memory, else by name") {
@@ -109,10 +122,9 @@ TEST_CASE("map_device_name picks the A100 variant by memory, else by name") {
 }
 
 TEST_CASE("map_device_name does not guess unknown names") {
-  CHECK(map_device_name("NVIDIA A10", 23028 * mib) == std::nullopt);
   CHECK(map_device_name("NVIDIA GeForce RTX 4090", 24564 * mib) == std::nullopt);
-  CHECK(map_device_name("Tesla V100-SXM2-16GB", 16384 * mib) == std::nullopt);
-  CHECK(map_device_name("NVIDIA GH200 480GB", 97871 * mib) == std::nullopt);
+  CHECK(map_device_name("Tesla P100-PCIE-16GB", 16384 * mib) == std::nullopt);
+  CHECK(map_device_name("NVIDIA A10M", 23028 * mib) == std::nullopt);
   CHECK(map_device_name("NVIDIA", 0) == std::nullopt);
   CHECK(map_device_name("", 0) == std::nullopt);
 }
@@ -142,7 +154,7 @@ TEST_CASE("parse_nvidia_smi_csv reads the query output") {
 
 TEST_CASE("map_devices fills catalog types and notes the others") {
   std::vector<LocalDevice> devices{{0, "GPU-a", "NVIDIA L4", 23034 * mib, "", std::nullopt, 0},
-                                   {1, "GPU-b", "NVIDIA A10", 23028 * mib, "", "A10G", 24},
+                                   {1, "GPU-b", "NVIDIA GeForce RTX 4090", 23028 * mib, "", "A10G", 24},
                                    {2, "GPU-c", "NVIDIA A100", 0, "", std::nullopt, 0},
                                    {3, "GPU-d", "NVIDIA H100 PCIe", 8 * gib, "", std::nullopt, 0}};
   const auto notes = map_devices(devices);
@@ -151,7 +163,7 @@ TEST_CASE("map_devices fills catalog types and notes the others") {
   CHECK(devices[1].type == std::nullopt);
   CHECK(devices[1].memory_gb == 0);
   CHECK(notes == std::vector<std::string>{
-                     "GPU 1 'NVIDIA A10' (GPU-b, 22.5 GiB) is not a GPU type of the catalog; it is not used",
+                     "GPU 1 'NVIDIA GeForce RTX 4090' (GPU-b, 22.5 GiB) is not a GPU type of the catalog; it is not used",
                      "GPU 2 'NVIDIA A100' (GPU-c) reports no memory size to pick its A100 variant by; it is not used",
                      "GPU 3 'NVIDIA H100 PCIe' (GPU-d, 8.0 GiB) has less memory than any H100 variant; it is not used"});
 }
@@ -197,7 +209,7 @@ TEST_CASE("discovery falls back to nvidia-smi when nvmlInit fails") {
   CHECK(found.devices[1].type == std::nullopt);
   CHECK(found.notes == std::vector<std::string>{
                            "NVML: nvmlInit_v2 failed: Driver Not Loaded (NVML error 9)",
-                           "GPU 1 'NVIDIA A10' (GPU-22222222-bbbb, 22.5 GiB) is not a GPU type of the catalog; it is not used"});
+                           "GPU 1 'NVIDIA GeForce RTX 4090' (GPU-22222222-bbbb, 22.5 GiB) is not a GPU type of the catalog; it is not used"});
 }
 
 TEST_CASE("discovery reports none with the reasons when neither NVML nor nvidia-smi work") {

@@ -281,10 +281,28 @@ TEST_CASE("manifest: undefined images, volumes, clouds and secrets") {
 }
 
 TEST_CASE("manifest: GPU specs are checked against the catalog") {
-  CHECK(error_of(with_function("    command: x\n    gpu: A200\n")) ==
-        "gpurun.yaml:9:10: error: functions.train.gpu: unknown GPU type 'A200' (did you mean 'A100'?)");
-  CHECK(error_of(with_function("    command: x\n    gpu: [H100, A200]\n")) ==
-        "gpurun.yaml:9:17: error: functions.train.gpu[1]: unknown GPU type 'A200' (did you mean 'A100'?)");
+  CHECK(error_of(with_function("    command: x\n    gpu: A10O\n")) ==
+        "gpurun.yaml:9:10: error: functions.train.gpu: unknown GPU type 'A10O'; known types: T4, A10G, L4, A100, L40S, H100, H200, "
+        "V100, A10, A40, L40, A6000, RTX6000Ada, RTXPRO6000, GH200, B200; to use another GPU, add it under 'catalog:' in the config "
+        "(e.g. A10O: {memory: [48], max: 8})");
+  CHECK(error_of(with_function("    command: x\n    gpu: [H100, a-100]\n")) ==
+        "gpurun.yaml:9:17: error: functions.train.gpu[1]: unknown GPU type 'a-100' (did you mean 'A100'?)");
+  CHECK(error_of(with_function("    command: x\n    gpu: none\n")) ==
+        "gpurun.yaml:9:10: error: functions.train.gpu: 'none' is for --gpu; remove 'gpu' for CPU only");
+  CHECK(error_of(with_function("    command: x\n    gpu: T4:0.5\n")) ==
+        "gpurun.yaml:9:10: error: functions.train.gpu: invalid GPU spec 'T4:0.5': gpurun gives whole GPUs, not a fraction (0.5); "
+        "write T4:1");
+  CHECK(error_of(with_function("    command: x\n    gpu: {name: A100, count: 2}\n")) ==
+        "gpurun.yaml:9:11: error: functions.train.gpu.name: unknown key 'name' (did you mean 'type'?)");
+  CHECK(error_of(with_function("    command: x\n    gpu: {T4: 1}\n")) ==
+        "gpurun.yaml:9:11: error: functions.train.gpu.T4: write the GPU as one string 'T4:1' (no space after ':'), not the mapping "
+        "'T4: 1'");
+  CHECK(error_of(with_function("    command: x\n    gpu: {H100:8, V200:8}\n")) ==
+        "gpurun.yaml:9:19: error: functions.train.gpu[\"V200:8\"]: unknown GPU type 'V200'; known types: T4, A10G, L4, A100, L40S, H100, "
+        "H200, V100, A10, A40, L40, A6000, RTX6000Ada, RTXPRO6000, GH200, B200; to use another GPU, add it under 'catalog:' in the "
+        "config (e.g. V200: {memory: [48], max: 8})");
+  CHECK(error_of(with_function("    command: x\n    gpu: {type: A100, memory: lots}\n")) ==
+        "gpurun.yaml:9:10: error: functions.train.gpu: expected the GPU memory in GB (e.g. 40GB, 24GB+ or 16GB..24GB), got 'lots'");
   CHECK(error_of(with_function("    command: x\n    gpu: []\n")) ==
         "gpurun.yaml:9:10: error: functions.train.gpu: empty GPU list; list GPU types in order of preference (e.g. "
         "[H100, A100-80GB, any]) or remove 'gpu' for CPU only");
@@ -524,4 +542,36 @@ TEST_CASE("manifest: load_manifest reads files and reports missing ones") {
                                       "./gpurun.yaml");
   CHECK(diagnostics.empty());
   std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("manifest: the GPU forms users bring from SkyPilot, dstack and Modal") {
+  auto gpu_of = [](const std::string& spec) {
+    std::vector<util::Diagnostic> diagnostics;
+    auto parsed = parse_manifest(with_function("    command: x\n    gpu: " + spec + "\n"), "gpurun.yaml", test_context(), diagnostics);
+    REQUIRE_MESSAGE(parsed.ok(), (diagnostics.empty() ? std::string() : diagnostics.front().message));
+    return parsed->functions[0];
+  };
+  // SkyPilot's any-of set: YAML reads it as a mapping of keys without values.
+  const auto set = gpu_of("{H100:8, A100:8}");
+  CHECK(set.gpu.any_of);
+  REQUIRE(set.gpu.alternatives.size() == 2);
+  CHECK(gpu::to_string(set.gpu.alternatives[0]) == "H100:8");
+  CHECK(gpu::to_string(set.gpu.alternatives[1]) == "A100:8");
+  CHECK(set.gpu_as_written == std::optional<std::string>("{H100:8, A100:8}"));
+  // The comma forms, as on --gpu.
+  const auto comma = gpu_of("A10G,A100");
+  REQUIRE(comma.gpu.alternatives.size() == 2);
+  CHECK(gpu::to_string(comma.gpu.alternatives[1]) == "A100");
+  const auto shared = gpu_of("A10,A10G:2");
+  REQUIRE(shared.gpu.alternatives.size() == 2);
+  CHECK(gpu::to_string(shared.gpu.alternatives[0]) == "A10:2");
+  CHECK(gpu::to_string(shared.gpu.alternatives[1]) == "A10G:2");
+  // dstack's memory-first specs and ranges; Modal's '!'.
+  CHECK(gpu::to_string(gpu_of("24GB").gpu.alternatives[0]) == "24GB");
+  CHECK(gpu::to_string(gpu_of("16GB..24GB").gpu.alternatives[0]) == "16GB..24GB");
+  CHECK(gpu::to_string(gpu_of("H100:1..2").gpu.alternatives[0]) == "H100:1..2");
+  CHECK(gpu_of("H100:1..2").gpu_as_written == std::optional<std::string>("H100:1..2"));
+  CHECK(gpu::to_string(gpu_of("H100!").gpu.alternatives[0]) == "H100!");
+  CHECK(gpu::to_string(gpu_of("{type: A100, memory: 40GB+, count: 1..2}").gpu.alternatives[0]) == "A100:40GB+:1..2");
+  CHECK(gpu::to_string(gpu_of("[\"80GB:8\", A100:8]").gpu.alternatives[0]) == "80GB:8");
 }

@@ -60,10 +60,14 @@ TEST_CASE("config: unknown keys, bad backends and bad offers get positions and f
   CHECK(errors_of("clouds:\n  aws:\n    backend: slurm\n    partition: p\n") ==
         "config.yaml:3:5: error: clouds.aws: missing required key 'endpoint' (unix:///path.sock or http://host:port)");
   CHECK(errors_of("clouds:\n  local:\n    gpus: [\"T4:9\"]\n") ==
-        "config.yaml:3:12: error: clouds.local.gpus[0]: T4 supports at most 4 GPUs per function (asked 9)");
+        "config.yaml:3:12: error: clouds.local.gpus[0]: T4 supports at most 8 GPUs per function (asked 9)");
   CHECK(errors_of("default_cloud: awz\nclouds:\n  aws: {backend: slurm, endpoint: \"http://h:1\", partition: p}\n") ==
         "config.yaml:1:16: error: default_cloud: unknown cloud 'awz' (did you mean 'aws'?)");
-  CHECK(errors_of("any: [T4, A200]\n") == "config.yaml:1:11: error: any[1]: unknown GPU type 'A200' (did you mean 'A100'?)");
+  CHECK(errors_of("any: [T4, A200]\n") ==
+        "config.yaml:1:11: error: any[1]: unknown GPU type 'A200'; known types: T4, A10G, L4, A100, L40S, H100, H200, V100, A10, "
+        "A40, L40, A6000, RTX6000Ada, RTXPRO6000, GH200, B200; to use another GPU, add it under 'catalog:' in the config (e.g. A200: "
+        "{memory: [48], max: 8})");
+  CHECK(errors_of("any: [T4, tesla-v100]\n") == "config.yaml:1:11: error: any[1]: unknown GPU type 'tesla-v100' (did you mean 'V100'?)");
   CHECK(errors_of("secrets:\n  wandb: {KEY: [1, 2]}\n") ==
         "config.yaml:2:16: error: secrets.wandb.KEY: expected a string value; quote it (\"...\")");
 }
@@ -126,4 +130,37 @@ TEST_CASE("config: how slurm nodes run images") {
         "config.yaml:6:24: error: clouds.aws.container_runtime: unknown container runtime 'docker'; use bubblewrap, pyxis or apptainer");
   CHECK(errors_of("clouds:\n  aws:\n    backend: slurm\n    endpoint: http://x:1\n    partition: p\n    image_cache: cache\n") ==
         "config.yaml:6:18: error: clouds.aws.image_cache: image_cache 'cache' must be an absolute path on the cluster's nodes");
+}
+
+TEST_CASE("config: a slurm cloud offering two memory variants of one type maps them to distinct GRES types") {
+  const std::string head = "clouds:\n  gcp:\n    backend: slurm\n    endpoint: http://x:1\n    partition: p\n";
+  CHECK(errors_of(head + "    gpus: [\"A100-40GB:8\", \"A100-80GB:8\"]\n") ==
+        "config.yaml:6:11: error: clouds.gcp.gpus: cloud 'gcp' offers A100-40GB and A100-80GB, which Slurm would both receive as GRES "
+        "type 'a100', so a request for one could land on the other; map each variant to its own GRES type, e.g. gres: {A100-40GB: "
+        "a100_40g, A100-80GB: a100_80g}");
+  // A map for the plain type alone still sends both variants as one GRES type.
+  CHECK(errors_of(head + "    gpus: [\"V100-16GB:8\", \"V100-32GB:8\"]\n    gres: {V100: v100}\n") ==
+        "config.yaml:6:11: error: clouds.gcp.gpus: cloud 'gcp' offers V100-16GB and V100-32GB, which Slurm would both receive as GRES "
+        "type 'v100', so a request for one could land on the other; map each variant to its own GRES type, e.g. gres: {V100-16GB: "
+        "v100_16g, V100-32GB: v100_32g}");
+  // Two variants mapped to the same GRES type are no better.
+  CHECK(errors_of(head + "    gpus: [\"A100-40GB:8\", \"A100-80GB:8\"]\n    gres: {A100-40GB: a100, A100-80GB: a100}\n") ==
+        "config.yaml:6:11: error: clouds.gcp.gpus: cloud 'gcp' offers A100-40GB and A100-80GB, which Slurm would both receive as GRES "
+        "type 'a100', so a request for one could land on the other; map each variant to its own GRES type, e.g. gres: {A100-40GB: "
+        "a100_40g, A100-80GB: a100_80g}");
+  CHECK(errors_of(head + "    gres: {RTX-PRO: x}\n") ==
+        "config.yaml:6:12: error: clouds.gcp.gres.RTX-PRO: unknown GPU type 'RTX-PRO'; known types: T4, A10G, L4, A100, L40S, H100, "
+        "H200, V100, A10, A40, L40, A6000, RTX6000Ada, RTXPRO6000, GH200, B200; to use another GPU, add it under 'catalog:' in the "
+        "config (e.g. RTX-PRO: {memory: [48], max: 8})");
+
+  std::vector<util::Diagnostic> diagnostics;
+  // Distinct GRES types per variant; one variant alone may use the plain type; aliases with '-' work as keys.
+  auto config = cloud::parse_config(head + "    gpus: [\"A100-40GB:8\", \"A100-80GB:8\", \"H100-94GB:8\", \"RTX-PRO-6000:8\"]\n"
+                                           "    gres: {A100-40GB: a100_40g, A100-80GB: a100_80g, RTX-PRO-6000: rtxpro}\n",
+                                    "config.yaml", diagnostics);
+  REQUIRE_MESSAGE(config.ok(), util::format_diagnostics(diagnostics));
+  CHECK(config->find_cloud("gcp")->gpus.size() == 4);
+  // The local cloud has no GRES: two variants there are fine.
+  auto local = cloud::parse_config("clouds:\n  local:\n    gpus: [\"A100-40GB:2\", \"A100-80GB:2\"]\n", "config.yaml", diagnostics);
+  REQUIRE_MESSAGE(local.ok(), util::format_diagnostics(diagnostics));
 }

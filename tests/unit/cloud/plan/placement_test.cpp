@@ -85,7 +85,8 @@ TEST_CASE("placement: a larger memory variant satisfies a request, a smaller nev
   CHECK(placed(*plan, "twenty").gpu == gpu::GpuSlot{"A100", 80, 1});
 
   auto both = cloud::parse_config(
-      "clouds:\n  c: {backend: slurm, endpoint: \"http://h:1\", partition: p, gpus: [\"A100-80GB:8\", \"A100-40GB:8\"]}\n", "c.yaml",
+      "clouds:\n  c: {backend: slurm, endpoint: \"http://h:1\", partition: p, gpus: [\"A100-80GB:8\", \"A100-40GB:8\"],\n"
+      "      gres: {A100-80GB: a100_80g, A100-40GB: a100_40g}}\n", "c.yaml",
       diagnostics);
   REQUIRE(both.ok());
   auto exact = cloud::make_plan(m, *both, {});
@@ -245,4 +246,68 @@ TEST_CASE("placement: on the local machine `any` also takes a GPU outside the an
   CHECK(placed(*plan, "g").gpu == gpu::GpuSlot{"H100", 80, 1});
   m.functions = {fn("two", "any:2", *config)};
   CHECK_FALSE(cloud::make_plan(m, *config, inputs).ok());
+}
+
+TEST_CASE("placement: count ranges take the largest count offered; memory-first specs the smallest memory that fits") {
+  std::vector<util::Diagnostic> diagnostics;
+  auto config = cloud::parse_config(
+      "clouds:\n  c: {backend: slurm, endpoint: \"http://h:1\", partition: p,\n"
+      "      gpus: [\"H100:4\", \"A100-40GB:8\", \"A100-80GB:2\", \"L4:8\"],\n"
+      "      gres: {A100-40GB: a100_40g, A100-80GB: a100_80g}}\n",
+      "c.yaml", diagnostics);
+  REQUIRE_MESSAGE(config.ok(), util::format_diagnostics(diagnostics));
+  manifest::Manifest m;
+  m.app = "a";
+  m.functions = {fn("range", "H100:1..8", *config),   fn("open", "H100:2..", *config),     fn("mem", "24GB", *config),
+                 fn("mem80", "80GB:2", *config),       fn("typed", "A100:40GB+:4", *config), fn("big", "A100:80GB..", *config),
+                 fn("set", "{B200:8, A100:8}", *config), fn("shared", "A10,L4:8", *config),  fn("exact", "A100-40GB!", *config),
+                 fn("nv", "nvidia:L4", *config)};
+  auto plan = cloud::make_plan(m, *config, {});
+  REQUIRE_MESSAGE(plan.ok(), plan.error().message);
+  CHECK(placed(*plan, "range").gpu == gpu::GpuSlot{"H100", 80, 4});
+  CHECK(placed(*plan, "range").gpu_requested == std::optional<std::string>("H100:1..8"));
+  CHECK(placed(*plan, "open").gpu == gpu::GpuSlot{"H100", 80, 4});
+  CHECK(placed(*plan, "mem").gpu == gpu::GpuSlot{"L4", 24, 1});
+  CHECK(placed(*plan, "mem80").gpu == gpu::GpuSlot{"A100", 80, 2});
+  CHECK(placed(*plan, "typed").gpu == gpu::GpuSlot{"A100", 40, 4});
+  CHECK(placed(*plan, "big").gpu == gpu::GpuSlot{"A100", 80, 1});
+  CHECK(placed(*plan, "set").gpu == gpu::GpuSlot{"A100", 40, 8});
+  CHECK(placed(*plan, "shared").gpu == gpu::GpuSlot{"L4", 24, 8});
+  CHECK(placed(*plan, "exact").gpu == gpu::GpuSlot{"A100", 40, 1});
+  CHECK(placed(*plan, "nv").gpu == gpu::GpuSlot{"L4", 24, 1});
+
+  // An exact variant the cloud lacks is not replaced by a larger one.
+  manifest::Manifest strict;
+  strict.app = "a";
+  strict.functions = {fn("h", "H100!", *config)};
+  auto only94 = cloud::parse_config("clouds:\n  c: {backend: slurm, endpoint: \"http://h:1\", partition: p, gpus: [\"H100-94GB:8\"]}\n",
+                                    "c.yaml", diagnostics);
+  REQUIRE(only94.ok());
+  auto refused = cloud::make_plan(strict, *only94, {});
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.error().message ==
+        "function 'h' asks for GPU H100!; no cloud can run it: local offers no GPUs; c offers H100-94GB:8; ask for a GPU a cloud offers, "
+        "or add it to a cloud's 'gpus:' in the config");
+  // A count range whose lower bound no offer holds is unschedulable.
+  strict.functions = {fn("many", "H100:5..8", *config)};
+  auto few = cloud::make_plan(strict, *config, {});
+  REQUIRE_FALSE(few.ok());
+  CHECK(few.error().message ==
+        "function 'many' asks for GPU H100:5..8; no cloud can run it: local offers no GPUs; c offers H100-80GB:4, A100-40GB:8, "
+        "A100-80GB:2, L4:8; ask for a GPU a cloud offers, or add it to a cloud's 'gpus:' in the config");
+}
+
+TEST_CASE("placement: on the local machine a memory-first spec or a count range takes a probed GPU of any type") {
+  const auto config = modal_config();
+  manifest::Manifest m;
+  m.app = "a";
+  m.functions = {fn("f", "20GB:1..4", config)};
+  cloud::PlanInputs inputs;
+  inputs.cloud_override = "local";
+  inputs.local_offers = {gpu::GpuSlot{"RTX4090", 24, 2}};
+  auto plan = cloud::make_plan(m, config, inputs);
+  REQUIRE_MESSAGE(plan.ok(), plan.error().message);
+  CHECK(placed(*plan, "f").gpu == gpu::GpuSlot{"RTX4090", 24, 2});
+  m.functions = {fn("g", "32GB", config)};
+  CHECK_FALSE(cloud::make_plan(m, config, inputs).ok());
 }

@@ -1,4 +1,5 @@
 #include <doctest/doctest.h>
+#include <fmt/format.h>
 
 #include <filesystem>
 #include <fstream>
@@ -90,6 +91,30 @@ TEST_CASE("run spec: GPU alternatives for the lease; any = the pool, then any lo
   CHECK(a100.gpu_text == "1x A100-40GB");
   CHECK(fx.spec(m, "list").gpu_text == "1x A100-80GB or 1x T4");
   CHECK(fx.spec(m, "cpu").gpu_alternatives.empty());
+}
+
+TEST_CASE("run spec: ranges, memory-first specs and '!' become lease alternatives, largest count first") {
+  Fixture fx;
+  auto m = fx.manifest("app: a\nfunctions:\n  range: {command: [x], gpu: \"H100:1..2\"}\n  exact: {command: [x], gpu: \"H100!\"}\n"
+                       "  mem: {command: [x], gpu: \"16GB..20GB:1..2\"}\n");
+  auto text = [](const cloud::RunSpec& spec) {
+    std::vector<std::string> out;
+    for (const auto& a : spec.gpu_alternatives) {
+      out.push_back(fmt::format("{}:{}-{}:{}", a.type, a.min_memory_gb, a.max_memory_gb, a.count));
+    }
+    return out;
+  };
+  CHECK(text(fx.spec(m, "range")) == std::vector<std::string>{"H100:80-0:2", "H100:80-0:1"});
+  CHECK(text(fx.spec(m, "exact")) == std::vector<std::string>{"H100:80-80:1"});
+  CHECK(text(fx.spec(m, "mem")) == std::vector<std::string>{"T4:16-16:2", "V100:16-16:2", "A100:20-20:2", "T4:16-16:1", "V100:16-16:1",
+                                                            "A100:20-20:1", ":16-20:2", ":16-20:1"});
+  const auto back = cloud::run_spec_from_json(cloud::to_json(fx.spec(m, "exact")));
+  REQUIRE(back.ok());
+  REQUIRE(back->gpu_alternatives.size() == 1);
+  CHECK(back->gpu_alternatives[0].max_memory_gb == 80);
+  CHECK(fx.spec(m, "range").gpu_text == "H100:1..2");
+  CHECK(fx.spec(m, "mem").gpu_text == "16GB..20GB:1..2");
+  CHECK(fx.spec(m, "exact").gpu_text == "1x H100-80GB");
 }
 
 TEST_CASE("run spec: planning is pure; the prepare step creates and records volumes") {

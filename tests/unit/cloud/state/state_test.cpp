@@ -545,6 +545,21 @@ TEST_CASE("GPU leases are exclusive across processes") {
   CHECK(store.leased_devices("local")->empty());
 }
 
+TEST_CASE("GPU leases honour an upper memory bound (an exact variant)") {
+  TempDir tmp;
+  StateStore store = open_store(tmp.state());
+  auto run = make_run(store);
+  const std::vector<LeaseDevice> inventory{LeaseDevice{0, "GPU-a", "H100", 94}, LeaseDevice{1, "GPU-b", "H100", 80}};
+  LeaseTicket exact = enqueue(store, run.run.id, {{"H100", 80, 1, 80}});
+  CHECK(granted_indexes(grant(store, exact, inventory)) == std::vector<int>{1});
+  auto other = make_run(store);
+  LeaseTicket none = enqueue(store, other.run.id, {{"H100", 40, 1, 48}});
+  const auto outcome = grant(store, none, inventory);
+  const auto* impossible = std::get_if<LeaseImpossible>(&outcome);
+  REQUIRE(impossible != nullptr);
+  CHECK(impossible->reason == "1x H100 with 40-48 GB asked, local has 0");
+}
+
 TEST_CASE("GPU leases are first come, first served") {
   TempDir tmp;
   StateStore store = open_store(tmp.state());
