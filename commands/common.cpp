@@ -14,16 +14,60 @@
 
 namespace gpurun::commands {
 
+namespace {
+
+// The exit code of a failure of gpurun itself: its own code, or 125 for the commands that return
+// a workload's code (a timeout and a cancel keep 124 and 130; 126/127 are the workload's command).
+int failure_code(const Context& ctx, util::ExitCode code) {
+  if (!ctx.workload_exit_codes) return util::to_int(code);
+  switch (code) {
+    case util::ExitCode::timeout:
+    case util::ExitCode::cancelled:
+    case util::ExitCode::not_executable:
+    case util::ExitCode::not_found: return util::to_int(code);
+    default: return util::to_int(util::ExitCode::backend);
+  }
+}
+
+// Returns the exit code; with ctx.json_errors also prints the failure as JSON on stdout.
+int failed(Context& ctx, const util::Error& error, bool invalid_input) {
+  const int code = failure_code(ctx, error.code);
+  if (ctx.json_errors) {
+    ctx.out << nlohmann::json{{"id", nullptr},
+                              {"status", nullptr},
+                              {"exit_code", code},
+                              {"error", {{"kind", util::failure_kind(error.code, invalid_input)}, {"message", error.message}}}}
+                   .dump()
+            << '\n';
+  }
+  return code;
+}
+
+}  // namespace
+
+bool returns_workload_code(const std::vector<std::string>& args) {
+  std::size_t i = 0;
+  while (i < args.size() && args[i].rfind("-", 0) == 0) i += args[i] == "--config" ? 2 : 1;  // gpurun's own options
+  if (i >= args.size()) return false;
+  const std::string& command = args[i];
+  if (command == "run" || command == "wait") return true;
+  if (command != "logs") return false;
+  for (std::size_t j = i + 1; j < args.size() && args[j] != "--"; ++j) {
+    if (args[j] == "-f" || args[j] == "--follow") return true;
+  }
+  return false;
+}
+
 int report(Context& ctx, const util::Error& error) {
   ctx.err << "gpurun: error: " << error.message << '\n';
-  return util::to_int(error.code);
+  return failed(ctx, error, false);
 }
 
 int report(Context& ctx, const util::Error& error, const std::vector<util::Diagnostic>& diagnostics) {
   if (!diagnostics.empty()) {
     ctx.err << util::format_diagnostics(diagnostics) << '\n';
     ctx.err << fmt::format("gpurun: {} error{} found\n", diagnostics.size(), diagnostics.size() == 1 ? "" : "s");
-    return util::to_int(error.code);
+    return failed(ctx, error, true);
   }
   return report(ctx, error);
 }
@@ -114,6 +158,16 @@ nlohmann::json run_json(const cloud::Run& run) {
           {"created_at", cloud::format_iso8601(run.created_at)},
           {"started_at", time(run.started_at)},
           {"ended_at", time(run.ended_at)}};
+}
+
+// The run as `run --json` and `wait --json` print it; an ended run that gpurun lost (not the
+// workload's own failure) carries an "error".
+nlohmann::json result_json(const cloud::Run& run, int code) {
+  nlohmann::json out{{"id", run.id}, {"status", cloud::to_string(run.status)}, {"exit_code", code}};
+  if (run.status == cloud::RunStatus::lost || run.status == cloud::RunStatus::preempted) {
+    out["error"] = {{"kind", "backend"}, {"message", run.status_reason}};
+  }
+  return out;
 }
 
 util::Result<std::unique_ptr<cloud::Backend>> run_backend(Context& ctx, const cloud::Run& run) {

@@ -72,6 +72,10 @@ void print_plan(Context& ctx, const cloud::Plan& plan);
 // A run as `ps --json` shows it.
 nlohmann::json run_json(const cloud::Run& run);
 
+// An ended run as `run --json` and `wait --json` print it: {"id", "status", "exit_code"}, and
+// "error" {"kind", "message"} when gpurun lost it (not the workload's own failure).
+nlohmann::json result_json(const cloud::Run& run, int code);
+
 // The backend of a recorded run (a remote one is configured from the config's cloud).
 util::Result<std::unique_ptr<cloud::Backend>> run_backend(Context& ctx, const cloud::Run& run);
 

@@ -27,7 +27,16 @@ struct Context {
   bool err_is_tty = false;
   // Set by the chosen subcommand's parse callback; run after parsing succeeded.
   std::function<int()> action;
+  // Set by the commands whose exit code is a workload's (run, wait, logs -f): every failure of
+  // gpurun itself then exits 125 (see util/exit_code.hpp); with `json_errors` it is also printed
+  // on stdout as {"id", "status", "exit_code", "error": {"kind", "message"}}.
+  bool workload_exit_codes = false;
+  bool json_errors = false;
 };
+
+// Whether `args` (gpurun's arguments, without argv[0]) name a command whose exit code is a
+// workload's: run, wait, or logs with -f/--follow. Their usage errors exit 125, not 2.
+bool returns_workload_code(const std::vector<std::string>& args);
 
 // Each command adds its subcommand to `root`; the callback stores the command's action in ctx.
 void add_validate(CLI::App& root, Context& ctx);

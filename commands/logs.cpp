@@ -23,6 +23,7 @@ struct LogsOptions {
 };
 
 int run_logs(Context& ctx, const LogsOptions& options) {
+  ctx.workload_exit_codes = options.follow;
   int exit_code = 0;
   auto opened = open_run(ctx, options.run, exit_code);
   if (!opened) return exit_code;
@@ -47,7 +48,8 @@ int run_logs(Context& ctx, const LogsOptions& options) {
   ctx.out.flush();
   auto watched = watch_run(*store, run->id, watch);
   if (!watched) return report(ctx, watched.error());
-  return 0;
+  // Following ends with the run: exit with its code, as `run` and `wait` do.
+  return options.follow ? cloud::exit_code_of(*watched) : 0;
 }
 
 }  // namespace

@@ -86,6 +86,8 @@ std::optional<PlannedRun> plan_run(Context& ctx, const RunOptions& options, cons
 }
 
 int run_function(Context& ctx, const RunOptions& options) {
+  ctx.workload_exit_codes = true;
+  ctx.json_errors = options.json && !options.dry_run;
   int exit_code = 0;
   auto config = load_config(ctx, exit_code);
   if (!config) return exit_code;
@@ -192,8 +194,7 @@ int run_function(Context& ctx, const RunOptions& options) {
                            final_run->status_reason.empty() ? "" : ": " + final_run->status_reason);
   }
   if (options.json) {
-    ctx.out << nlohmann::json{{"id", final_run->id}, {"status", cloud::to_string(final_run->status)}, {"exit_code", code}}.dump()
-            << '\n';
+    ctx.out << result_json(*final_run, code).dump() << '\n';
   }
   return code;
 }

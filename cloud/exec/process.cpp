@@ -148,7 +148,8 @@ util::Result<ChildProcess> ChildProcess::spawn(const ProcessSpec& spec) {
       return util::make_error(util::ExitCode::backend,
                               fmt::format("cannot enter directory '{}': {}", spec.cwd, std::strerror(*child_errno)));
     }
-    return util::make_error(util::ExitCode::usage,
+    // As a shell does: a command that is not there is 127, one that cannot be executed 126.
+    return util::make_error(*child_errno == ENOENT ? util::ExitCode::not_found : util::ExitCode::not_executable,
                             fmt::format("cannot run '{}': {}; check the function's command", spec.argv[0], std::strerror(*child_errno)));
   }
   return child;

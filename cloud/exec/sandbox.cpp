@@ -312,7 +312,10 @@ SandboxFailure sandbox_failure(const std::string& stderr_tail) {
     if (line.rfind("bwrap: ", 0) == 0) message = line;
   }
   if (message.empty()) message = "bwrap failed before the command started (no message)";
-  if (message.find("bwrap: execvp ") == 0) return SandboxFailure{127, "could not start: " + message};
+  if (message.find("bwrap: execvp ") == 0) {
+    const bool missing = message.find("No such file or directory") != std::string::npos;
+    return SandboxFailure{missing ? 127 : 126, "could not start: " + message};
+  }
   return SandboxFailure{125, "failed to set up its sandbox: " + message};
 }
 

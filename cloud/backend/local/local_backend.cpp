@@ -387,7 +387,8 @@ class Supervisor {
     if (sandbox) sandbox->started();
     if (!child) {
       (void)log_.marker(child.error().message);
-      AttemptResult failed{RunStatus::failed, 127, child.error().message};
+      // Not there (127), not executable (126) or no working directory (125): no retry mends it.
+      AttemptResult failed{RunStatus::failed, util::to_int(child.error().code), child.error().message, true};
       (void)store_.finish_attempt(run_.id, attempt, failed.status, failed.exit_code, failed.reason);
       return failed;
     }
