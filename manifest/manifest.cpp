@@ -5,10 +5,8 @@
 #include <charconv>
 #include <cmath>
 #include <cstring>
-#include <fcntl.h>
 #include <filesystem>
 #include <fmt/format.h>
-#include <unistd.h>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -377,7 +375,7 @@ class Validator {
   }
 
   void validate_add(const YamlNode& node, const std::string& path, Image& image) {
-    if (!check_.expect_sequence(node, path)) return;
+    if (!check_.expect_secret_sequence(node, path)) return;
     for (std::size_t i = 0; i < node.items.size(); ++i) {
       const YamlNode& item = node.items[i];
       const std::string item_path = fmt::format("{}[{}]", path, i);
@@ -679,7 +677,7 @@ class Validator {
   }
 
   void validate_secrets(const YamlNode& node, const std::string& path, Function& f) {
-    if (!check_.expect_sequence(node, path)) return;
+    if (!check_.expect_secret_sequence(node, path)) return;
     for (std::size_t i = 0; i < node.items.size(); ++i) {
       const YamlNode& item = node.items[i];
       const std::string item_path = fmt::format("{}[{}]", path, i);
@@ -918,22 +916,8 @@ util::Result<Manifest> load_manifest(const std::string& path, const ManifestCont
                                         "./gpurun.yaml",
                                         path, std::strerror(error)));
   };
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return fail(errno);
   std::string text;
-  char buffer[65536];
-  while (true) {
-    const ssize_t n = ::read(fd, buffer, sizeof buffer);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int error = errno;
-      ::close(fd);
-      return fail(error);
-    }
-    if (n == 0) break;
-    text.append(buffer, static_cast<std::size_t>(n));
-  }
-  ::close(fd);
+  if (const int error = read_yaml_file(path, text); error != 0) return fail(error);
   return parse_manifest(text, path, context, diagnostics);
 }
 
