@@ -4,11 +4,9 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
-#include <fstream>
 #include <map>
 #include <optional>
 #include <set>
-#include <sstream>
 #include <string_view>
 
 #include "cli/completion_kinds.hpp"
@@ -155,14 +153,6 @@ std::optional<std::string> manifest_on_line(const Walk& walk) {
   });
 }
 
-std::optional<std::string> read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return std::nullopt;
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 // --- Value sources ---------------------------------------------------------------------------
 
 std::optional<cloud::Config> quiet_config(const Walk& walk) {
@@ -188,9 +178,9 @@ struct AppFunction {
 };
 
 void add_manifest_functions(const std::string& path, std::vector<AppFunction>& out) {
-  auto text = read_file(path);
-  if (!text) return;
-  auto document = manifest::parse_yaml(*text, path);
+  std::string text;  // at most the YAML size limit is read
+  if (manifest::read_yaml_file(path, text) != 0) return;
+  auto document = manifest::parse_yaml(text, path);
   if (!document.errors.empty() || !document.root.is_map()) return;
   std::string app;
   if (const auto* node = document.root.find("app"); node != nullptr && node->is_scalar()) app = node->value;
