@@ -3,8 +3,8 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "cli/table.hpp"
-#include "cloud/backend/local/local_backend.hpp"
+#include "commands/table.hpp"
+#include "cloud/backend/registry.hpp"
 #include "commands/common.hpp"
 #include "commands/watch.hpp"
 #include "util/units.hpp"

@@ -6,9 +6,9 @@
 #include <fmt/format.h>
 #include <memory>
 
-#include "cli/table.hpp"
-#include "cloud/backend/local/local_backend.hpp"
-#include "cloud/images/registry.hpp"
+#include "commands/table.hpp"
+#include "cloud/backend/registry.hpp"
+#include "cloud/images/push.hpp"
 #include "util/strings.hpp"
 #include "util/units.hpp"
 
@@ -117,7 +117,6 @@ nlohmann::json run_json(const cloud::Run& run) {
 }
 
 util::Result<std::unique_ptr<cloud::Backend>> run_backend(Context& ctx, const cloud::Run& run) {
-  if (run.backend.empty() || run.backend == "local") return cloud::make_backend("local", nullptr);
   std::vector<util::Diagnostic> diagnostics;
   auto config = cloud::load_config(ctx.global.config_path, diagnostics);
   if (!config) return config.error();
@@ -125,7 +124,7 @@ util::Result<std::unique_ptr<cloud::Backend>> run_backend(Context& ctx, const cl
 }
 
 cloud::Run refreshed_run(Context& ctx, cloud::StateStore& store, const cloud::Run& run, bool quiet) {
-  if (cloud::is_terminal(run.status) || run.backend.empty() || run.backend == "local") return run;
+  if (cloud::is_terminal(run.status)) return run;
   auto backend = run_backend(ctx, run);
   if (!backend) {
     if (!quiet) ctx.err << "gpurun: warning: cannot refresh run " << run.id << ": " << backend.error().message << '\n';
@@ -184,7 +183,7 @@ nlohmann::json plan_json(const cloud::Plan& plan) {
 }
 
 void print_plan(Context& ctx, const cloud::Plan& plan) {
-  cli::Table table({"FUNCTION", "GPU ASKED", "CLOUD", "BACKEND", "GPU", "IMAGE", "VOLUMES"});
+  Table table({"FUNCTION", "GPU ASKED", "CLOUD", "BACKEND", "GPU", "IMAGE", "VOLUMES"});
   for (const auto& f : plan.functions) {
     table.add({f.name, f.gpu_requested.value_or("-"), f.cloud, f.backend, f.gpu ? gpu::to_string(*f.gpu, true) : "-",
                f.image.value_or("-"), f.volumes.empty() ? "-" : util::join(f.volumes, ",")});
@@ -192,13 +191,13 @@ void print_plan(Context& ctx, const cloud::Plan& plan) {
   ctx.out << table.render();
   if (!plan.volumes.empty()) {
     ctx.out << '\n';
-    cli::Table volumes({"VOLUME", "CLOUD"});
+    Table volumes({"VOLUME", "CLOUD"});
     for (const auto& v : plan.volumes) volumes.add({v.name, v.existing ? v.cloud + " (created)" : v.cloud});
     ctx.out << volumes.render();
   }
   if (!plan.images.empty()) {
     ctx.out << '\n';
-    cli::Table images({"IMAGE", "CLOUDS", "UPLOAD TO"});
+    Table images({"IMAGE", "CLOUDS", "UPLOAD TO"});
     for (const auto& i : plan.images) {
       images.add({i.name, i.clouds.empty() ? "-" : util::join(i.clouds, ","),
                   i.upload_to.empty() ? "-" : util::join(i.upload_to, ",")});
@@ -227,31 +226,13 @@ std::optional<OpenedRun> open_run(Context& ctx, const std::string& id, int& exit
   return OpenedRun{std::move(*store), std::move(*run), std::move(*backend)};
 }
 
-util::Error missing_registry(const cloud::Config& config, const cloud::CloudConfig& cloud, const std::string& image) {
-  return util::Error{util::ExitCode::usage,
-                     fmt::format("image '{}' is used on cloud '{}', which has no registry to push it to; add "
-                                 "'registry: http(s)://HOST[:PORT]' to cloud '{}' in {}",
-                                 image, cloud.name, cloud.name, config.path.empty() ? std::string("the config") : config.path)};
-}
-
-std::string image_repository(const std::string& app, const std::string& image) {
-  return util::to_lower(app) + "/" + util::to_lower(image);
-}
-
-util::Result<cloud::PushReport> push_image_to_cloud(Context& ctx, const cloud::Config& config, const cloud::CloudConfig& cloud,
-                                                    const std::string& app, cloud::BuiltImage& image,
-                                                    const std::vector<std::string>& tags) {
-  if (cloud.registry.empty()) return missing_registry(config, cloud, image.name);
+cloud::PushProgress push_progress(Context& ctx) {
   auto short_digest = [](const std::string& digest) { return digest.substr(0, std::min<std::size_t>(digest.size(), 19)); };
-  auto idle_timeout = cloud::registry::idle_timeout_from_env();
-  if (!idle_timeout) return idle_timeout.error();
-  cloud::registry::Options options;
-  options.idle_timeout = *idle_timeout;
-  options.credentials = cloud::registry::find_credentials(cloud.registry);
-  const std::string label = fmt::format("{} -> {}", image.name, cloud.name);
+  cloud::PushProgress progress;
   if (ctx.err_is_tty) {
     auto last = std::make_shared<std::chrono::steady_clock::time_point>();
-    options.on_progress = [&ctx, label, last, short_digest](const std::string& digest, std::uint64_t sent, std::uint64_t total) {
+    progress.on_bytes = [&ctx, last, short_digest](const std::string& label, const std::string& digest, std::uint64_t sent,
+                                                   std::uint64_t total) {
       const auto now = std::chrono::steady_clock::now();
       if (now - *last < std::chrono::milliseconds(100) && sent < total) return;
       *last = now;
@@ -260,31 +241,16 @@ util::Result<cloud::PushReport> push_image_to_cloud(Context& ctx, const cloud::C
       ctx.err.flush();
     };
   }
-  auto on_blob = [&](const cloud::oci::Descriptor& blob, cloud::registry::BlobOutcome::How how, std::uint64_t bytes) {
+  progress.on_blob = [&ctx, short_digest](const std::string& label, const cloud::oci::Descriptor& blob,
+                                          cloud::registry::BlobOutcome::How how, std::uint64_t bytes) {
     std::string what = how == cloud::registry::BlobOutcome::How::uploaded ? "uploaded " + util::format_size(bytes)
                        : how == cloud::registry::BlobOutcome::How::mounted ? std::string("mounted")
                                                                             : std::string("already there");
     ctx.err << fmt::format("{}gpurun: {}: {} ({}) {}\n", ctx.err_is_tty ? "\r\033[K" : "", label, short_digest(blob.digest),
                            util::format_size(blob.size), what);
   };
-  cloud::registry::Client client(cloud.registry, options);
-  const std::string repository = image_repository(app, image.name);
-  auto pushed = cloud::push_built_image(client, image, repository, tags, options, on_blob);
-  if (!pushed) {
-    std::string message = pushed.error().message;
-    if (message.find("username and password") != std::string::npos) {
-      message += " (GPURUN_REGISTRY_USER and GPURUN_REGISTRY_PASSWORD, or an 'auths' entry for " + cloud.registry +
-                 " in ~/.docker/config.json)";
-    }
-    return util::make_error(pushed.error().code,
-                            fmt::format("pushing image '{}' to cloud '{}' (registry {}, repository {}) failed: {}; nothing "
-                                        "was recorded",
-                                        image.name, cloud.name, cloud.registry, repository, message));
-  }
-  ctx.err << fmt::format("gpurun: image {} pushed to {}/{}:{} ({} uploaded, {} blob{} already there, {} mounted)\n", image.name,
-                         cloud.registry, repository, tags.back(), util::format_size(pushed->bytes_uploaded),
-                         pushed->blobs_skipped, pushed->blobs_skipped == 1 ? "" : "s", pushed->blobs_mounted);
-  return pushed;
+  progress.on_done = [&ctx](const std::string& line) { ctx.err << "gpurun: " << line << '\n'; };
+  return progress;
 }
 
 }  // namespace gpurun::commands

@@ -7,10 +7,10 @@
 #include <string>
 #include <vector>
 
-#include "cloud/backend/backend.hpp"
+#include "cloud/backend/registry.hpp"
 #include "cloud/plan/config.hpp"
-#include "cloud/images/image_store.hpp"
-#include "cloud/backend/local/local_inventory.hpp"
+#include "cloud/images/push.hpp"
+#include "cloud/plan/local_inventory.hpp"
 #include "cloud/plan/placement.hpp"
 #include "cloud/state/state.hpp"
 #include "commands/context.hpp"
@@ -93,17 +93,7 @@ cloud::Run refreshed_run(Context& ctx, cloud::StateStore& store, const cloud::Ru
 // Opens the state store and marks runs whose supervisor died as lost.
 util::Result<cloud::StateStore> open_store();
 
-// The usage error for `image` used on `cloud`, which names no registry.
-util::Error missing_registry(const cloud::Config& config, const cloud::CloudConfig& cloud, const std::string& image);
-
-// The repository an app's image gets in every cloud's registry: "<app>/<image>", lower case.
-std::string image_repository(const std::string& app, const std::string& image);
-
-// Pushes `image` of `app` to `cloud`'s registry (image_repository) with `tags`, skipping blobs
-// already there; prints a line per blob (a live line on a terminal). Errors name the image, cloud,
-// registry and repository, and what to check.
-util::Result<cloud::PushReport> push_image_to_cloud(Context& ctx, const cloud::Config& config, const cloud::CloudConfig& cloud,
-                                                    const std::string& app, cloud::BuiltImage& image,
-                                                    const std::vector<std::string>& tags);
+// Progress of image pushes drawn on ctx.err: a line per blob, a live byte count on a terminal.
+cloud::PushProgress push_progress(Context& ctx);
 
 }  // namespace gpurun::commands

@@ -1,12 +1,12 @@
 #include <CLI/CLI.hpp>
 
-#include "cli/completer.hpp"
+#include "commands/completer.hpp"
 #include "commands/context.hpp"
 
 namespace gpurun::commands {
 
 int run_complete(CLI::App& root, const std::vector<std::string>& words, Context& ctx) {
-  ctx.out << cli::format_completion(cli::complete(root, words));
+  ctx.out << format_completion(complete(root, words));
   return 0;
 }
 

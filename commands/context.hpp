@@ -47,7 +47,7 @@ void add_node_exec(CLI::App& root, Context& ctx);  // hidden: run inside an imag
 
 // The hidden command the completion scripts call: `gpurun __complete WORD...`.
 inline constexpr std::string_view complete_command = "__complete";
-// Prints the candidates for words.back() (see cli/completer.hpp); always returns 0. run_cli hands
+// Prints the candidates for words.back() (see commands/completer.hpp); always returns 0. run_cli hands
 // it the raw words before CLI11 parses, so words like --help or --config are never acted on.
 int run_complete(CLI::App& root, const std::vector<std::string>& words, Context& ctx);
 

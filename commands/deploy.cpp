@@ -6,11 +6,12 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "cli/table.hpp"
+#include "commands/table.hpp"
 #include "cloud/images/image_layer.hpp"
 #include "cloud/images/image_store.hpp"
 #include "cloud/images/registry.hpp"
 #include "cloud/plan/run_builder.hpp"
+#include "cloud/backend/registry.hpp"
 #include "commands/common.hpp"
 #include "util/strings.hpp"
 #include "util/units.hpp"
@@ -28,154 +29,210 @@ double ms_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
 }
 
-// Puts each image where the plan says it runs: the local cloud uses the local image store,
-// other clouds get it pushed to their registry. Fills `locations` and `push_json`.
-util::Result<void> push_images(Context& ctx, const cloud::Config& config, const manifest::Manifest& manifest,
-                               const cloud::Plan& plan, std::map<std::string, cloud::BuiltImage>& built,
-                               const std::string& image_store, int version, std::vector<cloud::ImageLocation>& locations,
-                               nlohmann::json& push_json) {
+// The backend of each cloud the plan uses, by cloud name.
+using Backends = std::map<std::string, std::unique_ptr<cloud::Backend>>;
+
+util::Result<Backends> backends_of(const cloud::Config& config, const cloud::Plan& plan) {
+  Backends backends;
+  auto add = [&](const std::string& name) -> util::Result<void> {
+    if (backends.count(name) != 0) return {};
+    const auto* cloud = config.find_cloud(name);
+    if (cloud == nullptr) return {};
+    auto backend = cloud::make_backend(cloud->backend, cloud, &config);
+    if (!backend) return backend.error();
+    backends.emplace(name, std::move(backend).value());
+    return {};
+  };
+  for (const auto& f : plan.functions) {
+    if (auto added = add(f.cloud); !added) return added.error();
+  }
+  for (const auto& v : plan.volumes) {
+    if (auto added = add(v.cloud); !added) return added.error();
+  }
+  for (const auto& i : plan.images) {
+    for (const auto& c : i.clouds) {
+      if (auto added = add(c); !added) return added.error();
+    }
+  }
+  return backends;
+}
+
+// Builds every image of the manifest into the local store; their digests tell which clouds
+// already hold them. Fills `build_json`.
+util::Result<std::map<std::string, cloud::BuiltImage>> build_images(Context& ctx, const manifest::Manifest& manifest,
+                                                                    const std::string& image_store,
+                                                                    nlohmann::json& build_json) {
+  auto idle_timeout = cloud::registry::idle_timeout_from_env();
+  if (!idle_timeout) return idle_timeout.error();
+  cloud::registry::Options base_options;  // for registry bases
+  base_options.idle_timeout = *idle_timeout;
+  std::map<std::string, cloud::BuiltImage> built;
+  for (const auto& image : manifest.images) {
+    const auto started = std::chrono::steady_clock::now();
+    auto made = cloud::build_image(manifest, image, image_store, base_options);
+    if (!made) return made.error();
+    build_json.push_back({{"image", image.name}, {"digest", made->digest}, {"build_ms", ms_since(started)}});
+    for (const auto& w : made->warnings) ctx.err << "gpurun: warning: image '" << image.name << "': " << w << '\n';
+    built.emplace(image.name, std::move(made).value());
+  }
+  return built;
+}
+
+// Puts each image where the plan says it runs, through that cloud's backend (checked for every
+// cloud before the first upload). Fills `locations` and `push_json`.
+util::Result<void> place_images(cloud::PrepareContext& prepare, const cloud::Plan& plan, Backends& backends,
+                                std::map<std::string, cloud::BuiltImage>& built, int version,
+                                std::vector<cloud::ImageLocation>& locations, nlohmann::json& push_json) {
   for (const auto& placed : plan.images) {
     for (const auto& cloud_name : placed.clouds) {
-      const auto* cloud = config.find_cloud(cloud_name);
-      if (cloud != nullptr && cloud->backend != "local" && cloud->registry.empty()) {
-        return missing_registry(config, *cloud, placed.name);
-      }
+      auto it = backends.find(cloud_name);
+      if (it == backends.end()) continue;
+      if (auto ok = it->second->check_image_target(prepare.config, placed.name); !ok) return ok.error();
     }
   }
   for (const auto& placed : plan.images) {
     auto& image = built.at(placed.name);
     for (const auto& cloud_name : placed.clouds) {
-      const auto* cloud = config.find_cloud(cloud_name);
-      if (cloud == nullptr) continue;
-      nlohmann::json entry = {{"image", placed.name}, {"cloud", cloud_name}, {"digest", image.digest}};
+      auto it = backends.find(cloud_name);
+      if (it == backends.end()) continue;
       const auto started = std::chrono::steady_clock::now();
-      if (cloud->backend == "local") {
-        // The local cloud runs images from the local store: it needs the base layers there.
-        if (auto fetched = cloud::fetch_base_layers(image, image_store); !fetched) return fetched.error();
-        entry["push_ms"] = ms_since(started);
-        locations.push_back({manifest.app, placed.name, image.digest, cloud_name, "", "local", 0});
-        entry.update({{"registry", nullptr}, {"repository", nullptr}, {"bytes_uploaded", 0}, {"blobs_uploaded", 0},
-                      {"blobs_skipped", image.blobs.size()}, {"blobs_mounted", 0}});
-        push_json.push_back(entry);
-        continue;
-      }
-      const std::string repository = image_repository(manifest.app, placed.name);
-      const auto tags = cloud::registry::default_tags(image.digest, "v" + std::to_string(version));
-      auto pushed = push_image_to_cloud(ctx, config, *cloud, manifest.app, image, tags);
-      if (!pushed) return pushed.error();
-      entry["push_ms"] = ms_since(started);
-      locations.push_back({manifest.app, placed.name, image.digest, cloud_name, cloud->registry, repository, 0});
-      entry.update({{"registry", cloud->registry}, {"repository", repository}, {"tags", tags},
-                    {"bytes_uploaded", pushed->bytes_uploaded}, {"blobs_uploaded", pushed->blobs_uploaded},
-                    {"blobs_skipped", pushed->blobs_skipped}, {"blobs_mounted", pushed->blobs_mounted}});
+      auto placement = it->second->place_image(prepare, image, version);
+      if (!placement) return placement.error();
+      placement->location.cloud = cloud_name;
+      locations.push_back(placement->location);
+      const auto& r = placement->report;
+      const auto& l = placement->location;
+      nlohmann::json entry = {{"image", placed.name}, {"cloud", cloud_name}, {"digest", image.digest},
+                              {"push_ms", ms_since(started)},
+                              {"registry", l.registry.empty() ? nlohmann::json(nullptr) : nlohmann::json(l.registry)},
+                              {"repository", l.registry.empty() ? nlohmann::json(nullptr) : nlohmann::json(l.repository)},
+                              {"bytes_uploaded", r.bytes_uploaded}, {"blobs_uploaded", r.blobs_uploaded},
+                              {"blobs_skipped", r.blobs_skipped}, {"blobs_mounted", r.blobs_mounted}};
+      if (!placement->tags.empty()) entry["tags"] = placement->tags;
       push_json.push_back(entry);
     }
   }
   return {};
 }
 
-int run_deploy(Context& ctx, const DeployOptions& options) {
-  int exit_code = 0;
-  auto loaded = load_config_and_manifest(ctx, options.args, exit_code);
-  if (!loaded) return exit_code;
-  const cloud::Config* config = &loaded->config;
-  const manifest::Manifest* manifest = &loaded->manifest;
-  const std::string* path = &loaded->path;
-  auto store = open_store();
-  if (!store) return report(ctx, store.error());
-  auto inputs = plan_inputs(ctx, *config, exit_code);
-  if (!inputs) return exit_code;
-  auto volumes = store->list_volumes(manifest->app);
-  if (!volumes) return report(ctx, volumes.error());
-  for (const auto& v : *volumes) inputs->existing_volumes[v.name] = v.cloud;
-  // Build every image first: its digest tells which clouds already hold it.
-  const std::string image_store = cloud::image_store_dir(store->dir());
-  std::map<std::string, cloud::BuiltImage> built;
-  std::map<std::string, std::string> digests;
-  auto idle_timeout = cloud::registry::idle_timeout_from_env();
-  if (!idle_timeout) return report(ctx, idle_timeout.error());
-  cloud::registry::Options base_options;  // for registry bases
-  base_options.idle_timeout = *idle_timeout;
-  nlohmann::json build_json = nlohmann::json::array();
-  for (const auto& image : manifest->images) {
-    const auto started = std::chrono::steady_clock::now();
-    auto made = cloud::build_image(*manifest, image, image_store, base_options);
-    if (!made) return report(ctx, made.error());
-    build_json.push_back({{"image", image.name}, {"digest", made->digest}, {"build_ms", ms_since(started)}});
-    for (const auto& w : made->warnings) ctx.err << "gpurun: warning: image '" << image.name << "': " << w << '\n';
-    digests[image.name] = made->digest;
-    built.emplace(image.name, std::move(made).value());
-  }
-  auto present = images_present(*store, manifest->app, digests);
-  if (!present) return report(ctx, present.error());
-  inputs->images_present = *present;
-  auto plan = cloud::make_plan(*manifest, *config, *inputs);
-  if (!plan) return report(ctx, plan.error());
-  for (const auto& w : plan->warnings) ctx.err << "gpurun: warning: " << w.message << '\n';
-
-  auto latest = store->latest_deployment(manifest->app);
-  if (!latest) return report(ctx, latest.error());
-  const int next_version = *latest ? (*latest)->version + 1 : 1;
-  std::vector<cloud::ImageLocation> locations;
-  nlohmann::json push_json = nlohmann::json::array();
-  auto pushed = push_images(ctx, *config, *manifest, *plan, built, image_store, next_version, locations, push_json);
-  if (!pushed) return report(ctx, pushed.error());
-
-  std::ifstream in(*path, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  const std::string digest = cloud::sha256_digest(text.str());
-
-  // Volumes first: once created they stay in their cloud.
+// Creates each planned volume where its cloud's backend keeps it and records it (once created,
+// a volume stays in its cloud). Returns the volumes as `deploy --json` shows them.
+util::Result<nlohmann::json> create_volumes(cloud::StateStore& store, const manifest::Manifest& manifest,
+                                            const cloud::Plan& plan, const Backends& backends) {
   nlohmann::json volume_json = nlohmann::json::array();
-  for (const auto& v : plan->volumes) {
-    auto path_of = cloud::volume_path(config->find_cloud(v.cloud), store->dir(), manifest->app, v.name);
-    if (!path_of) return report(ctx, path_of.error());
-    const std::string& where = *path_of;
-    {
-      std::error_code ec;
-      std::filesystem::create_directories(where, ec);
-      if (ec) return report(ctx, util::make_error(util::ExitCode::backend, fmt::format("cannot create volume '{}' at {}: {}", v.name, where, ec.message())));
+  for (const auto& v : plan.volumes) {
+    auto it = backends.find(v.cloud);
+    if (it == backends.end()) continue;
+    auto where = it->second->volume_path(store.dir(), manifest.app, v.name);
+    if (!where) return where.error();
+    std::error_code ec;
+    std::filesystem::create_directories(*where, ec);
+    if (ec) {
+      return util::make_error(util::ExitCode::backend,
+                              fmt::format("cannot create volume '{}' at {}: {}", v.name, *where, ec.message()));
     }
-    auto recorded = store->ensure_volume(manifest->app, v.name, v.cloud, where);
-    if (!recorded) return report(ctx, recorded.error());
+    auto recorded = store.ensure_volume(manifest.app, v.name, v.cloud, *where);
+    if (!recorded) return recorded.error();
     volume_json.push_back({{"name", v.name}, {"cloud", recorded->cloud}, {"path", recorded->path}});
   }
+  return volume_json;
+}
 
+// Records the deployment and writes its manifest snapshot (under a temporary name first, so a
+// failed deploy leaves nothing half-written). Returns the new version.
+util::Result<int> record_deployment(cloud::StateStore& store, const Loaded& loaded, const cloud::Plan& plan,
+                                    const std::string& text, const std::string& digest,
+                                    const std::vector<cloud::ImageLocation>& locations) {
+  const auto& manifest = loaded.manifest;
   cloud::Deployment deployment;
-  deployment.app = manifest->app;
+  deployment.app = manifest.app;
   deployment.manifest_digest = digest;
-  deployment.manifest_path = std::filesystem::absolute(*path).lexically_normal().string();
-  deployment.manifest_dir = manifest->dir;
-  deployment.plan_json = plan_json(*plan).dump();
-  for (const auto& f : manifest->functions) deployment.functions.push_back(f.name);
-  // Write the snapshot under a temporary name first so a failed deploy leaves nothing half-written.
-  auto version = store->record_deployment(deployment);
-  if (!version) return report(ctx, version.error());
-  if (auto recorded = store->record_image_locations(locations); !recorded) return report(ctx, recorded.error());
-  const std::string snapshot = cloud::deployment_snapshot_path(store->dir(), manifest->app, *version);
+  deployment.manifest_path = std::filesystem::absolute(loaded.path).lexically_normal().string();
+  deployment.manifest_dir = manifest.dir;
+  deployment.plan_json = plan_json(plan).dump();
+  for (const auto& f : manifest.functions) deployment.functions.push_back(f.name);
+  auto version = store.record_deployment(deployment);
+  if (!version) return version.error();
+  if (auto recorded = store.record_image_locations(locations); !recorded) return recorded.error();
+  const std::string snapshot = cloud::deployment_snapshot_path(store.dir(), manifest.app, *version);
   std::error_code ec;
   std::filesystem::create_directories(std::filesystem::path(snapshot).parent_path(), ec);
   {
     std::ofstream out(snapshot + ".tmp", std::ios::binary | std::ios::trunc);
-    out << text.str();
-    if (!out) return report(ctx, util::make_error(util::ExitCode::backend, fmt::format("cannot write {}: disk full or not writable", snapshot)));
+    out << text;
+    if (!out) {
+      return util::make_error(util::ExitCode::backend, fmt::format("cannot write {}: disk full or not writable", snapshot));
+    }
   }
   std::filesystem::rename(snapshot + ".tmp", snapshot, ec);
-  if (ec) return report(ctx, util::make_error(util::ExitCode::backend, fmt::format("cannot write {}: {}", snapshot, ec.message())));
+  if (ec) return util::make_error(util::ExitCode::backend, fmt::format("cannot write {}: {}", snapshot, ec.message()));
+  return version;
+}
+
+int run_deploy(Context& ctx, const DeployOptions& options) {
+  int exit_code = 0;
+  auto loaded = load_config_and_manifest(ctx, options.args, exit_code);
+  if (!loaded) return exit_code;
+  const cloud::Config& config = loaded->config;
+  const manifest::Manifest& manifest = loaded->manifest;
+  auto store = open_store();
+  if (!store) return report(ctx, store.error());
+  auto inputs = plan_inputs(ctx, config, exit_code);
+  if (!inputs) return exit_code;
+  auto volumes = store->list_volumes(manifest.app);
+  if (!volumes) return report(ctx, volumes.error());
+  for (const auto& v : *volumes) inputs->existing_volumes[v.name] = v.cloud;
+
+  // 1. Build every image: its digest tells which clouds already hold it.
+  nlohmann::json build_json = nlohmann::json::array();
+  auto built = build_images(ctx, manifest, cloud::image_store_dir(store->dir()), build_json);
+  if (!built) return report(ctx, built.error());
+  std::map<std::string, std::string> digests;
+  for (const auto& [name, image] : *built) digests[name] = image.digest;
+  auto present = images_present(*store, manifest.app, digests);
+  if (!present) return report(ctx, present.error());
+  inputs->images_present = *present;
+
+  // 2. Plan (pure).
+  auto plan = cloud::make_plan(manifest, config, *inputs);
+  if (!plan) return report(ctx, plan.error());
+  for (const auto& w : plan->warnings) ctx.err << "gpurun: warning: " << w.message << '\n';
+  auto backends = backends_of(config, *plan);
+  if (!backends) return report(ctx, backends.error());
+
+  // 3. Prepare: images where they run, then volumes.
+  auto latest = store->latest_deployment(manifest.app);
+  if (!latest) return report(ctx, latest.error());
+  const int next_version = *latest ? (*latest)->version + 1 : 1;
+  cloud::PrepareContext prepare{*store, config, manifest, push_progress(ctx),
+                                [&ctx](const std::string& w) { ctx.err << "gpurun: warning: " << w << '\n'; }, false};
+  std::vector<cloud::ImageLocation> locations;
+  nlohmann::json push_json = nlohmann::json::array();
+  auto placed = place_images(prepare, *plan, *backends, *built, next_version, locations, push_json);
+  if (!placed) return report(ctx, placed.error());
+  auto volume_json = create_volumes(*store, manifest, *plan, *backends);
+  if (!volume_json) return report(ctx, volume_json.error());
+
+  // 4. Record the deployment and its snapshot.
+  std::ifstream in(loaded->path, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  const std::string digest = cloud::sha256_digest(text.str());
+  auto version = record_deployment(*store, *loaded, *plan, text.str(), digest, locations);
+  if (!version) return report(ctx, version.error());
 
   if (options.json) {
     nlohmann::json out = plan_json(*plan);
     out["version"] = *version;
     out["digest"] = digest;
-    out["volumes"] = volume_json;
+    out["volumes"] = *volume_json;
     out["image_builds"] = build_json;
     out["image_pushes"] = push_json;
     ctx.out << out.dump(2) << '\n';
   } else {
     print_plan(ctx, *plan);
     ctx.err << fmt::format("gpurun: deployed {} version {} ({} function{}); run one with 'gpurun run FUNCTION' from any directory\n",
-                           manifest->app, *version, manifest->functions.size(), manifest->functions.size() == 1 ? "" : "s");
+                           manifest.app, *version, manifest.functions.size(), manifest.functions.size() == 1 ? "" : "s");
   }
   return 0;
 }

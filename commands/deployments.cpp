@@ -1,7 +1,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
-#include "cli/table.hpp"
+#include "commands/table.hpp"
 #include "commands/common.hpp"
 
 namespace gpurun::commands {
@@ -34,7 +34,7 @@ int run_deployments(Context& ctx, const DeploymentsOptions& options) {
     ctx.out << out.dump(2) << '\n';
     return 0;
   }
-  cli::Table table({"APP", "VERSION", "FUNCTIONS", "DIGEST", "DEPLOYED", "MANIFEST"});
+  Table table({"APP", "VERSION", "FUNCTIONS", "DIGEST", "DEPLOYED", "MANIFEST"});
   for (const auto& d : *list) {
     table.add({d.app, std::to_string(d.version), std::to_string(d.functions.size()), d.manifest_digest.substr(7, 12),
                cloud::format_iso8601(d.created_at), d.manifest_path});

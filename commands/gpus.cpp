@@ -2,7 +2,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "cli/table.hpp"
+#include "commands/table.hpp"
 #include "commands/common.hpp"
 #include "util/strings.hpp"
 
@@ -24,7 +24,7 @@ int run_gpus(Context& ctx, const GpusOptions& options) {
   inputs.local_offers = inventory->offers;
 
   nlohmann::json types = nlohmann::json::array();
-  cli::Table table({"GPU", "MEMORY (GB)", "MAX", "OFFERED BY"});
+  Table table({"GPU", "MEMORY (GB)", "MAX", "OFFERED BY"});
   for (const auto& type : config->catalog.types()) {
     std::vector<std::string> sizes;
     for (int m : type.memory_gb) sizes.push_back(m == type.default_memory_gb && type.memory_gb.size() > 1 ? fmt::format("{}*", m) : std::to_string(m));

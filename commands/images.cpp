@@ -2,7 +2,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "cli/table.hpp"
+#include "commands/table.hpp"
 #include "commands/common.hpp"
 #include "util/strings.hpp"
 
@@ -58,7 +58,7 @@ int run_images(Context& ctx, const ImagesOptions& options) {
     ctx.err << "gpurun: no images yet; 'gpurun deploy' builds and places the images of an app\n";
     return 0;
   }
-  cli::Table table({"APP", "IMAGE", "DIGEST", "CLOUDS", "PUSHED"});
+  Table table({"APP", "IMAGE", "DIGEST", "CLOUDS", "PUSHED"});
   for (const auto& e : entries) {
     std::vector<std::string> clouds;
     for (const auto& w : e.where) clouds.push_back(w.cloud);

@@ -2,7 +2,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "cli/table.hpp"
+#include "commands/table.hpp"
 #include "cloud/images/image_store.hpp"
 #include "commands/common.hpp"
 #include "util/strings.hpp"

@@ -3,8 +3,8 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "cli/table.hpp"
-#include "cloud/backend/local/local_backend.hpp"
+#include "commands/table.hpp"
+#include "cloud/backend/registry.hpp"
 #include "commands/common.hpp"
 #include "commands/watch.hpp"
 #include "util/units.hpp"
@@ -33,7 +33,7 @@ int run_ps(Context& ctx, const PsOptions& options) {
     ctx.out << out.dump(2) << '\n';
     return 0;
   }
-  cli::Table table({"RUN", "APP", "FUNCTION", "CLOUD", "STATUS", "EXIT", "GPUS", "ATTEMPT", "AGE"});
+  Table table({"RUN", "APP", "FUNCTION", "CLOUD", "STATUS", "EXIT", "GPUS", "ATTEMPT", "AGE"});
   const auto now = cloud::now_unix_ms();
   for (const auto& r : *runs) {
     table.add({r.id, r.app, r.function, r.cloud, std::string(cloud::to_string(r.status)),

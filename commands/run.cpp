@@ -6,9 +6,8 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "cloud/backend/backend.hpp"
-#include "cloud/backend/local/local_backend.hpp"
-#include "cloud/images/registry.hpp"
+#include "cloud/backend/registry.hpp"
+#include "cloud/flows/run_flow.hpp"
 #include "cloud/plan/run_builder.hpp"
 #include "commands/common.hpp"
 #include "commands/watch.hpp"
@@ -30,40 +29,61 @@ struct RunOptions {
   bool dry_run = false;
 };
 
-// A remote cloud's nodes pull the function's image from the cloud's registry: builds it (content
-// addressed, so unchanged inputs give the same digest), pushes it unless the state says the cloud
-// already holds that digest (`push` false: build only, for --dry-run), and points `spec` at it.
-util::Result<void> place_image(Context& ctx, const cloud::Config& config, const cloud::CloudConfig& cloud,
-                               const manifest::Manifest& manifest, const std::string& image_name, cloud::StateStore& store,
-                               cloud::RunSpec& spec, bool push) {
-  const auto* image = manifest.find_image(image_name);
-  if (image == nullptr) {
-    return util::make_error(util::ExitCode::usage, fmt::format("function '{}': image '{}' is not defined", spec.function, image_name));
-  }
-  if (cloud.registry.empty()) return missing_registry(config, cloud, image_name);
-  const std::string image_store = cloud::image_store_dir(store.dir());
-  auto built = cloud::build_image(manifest, *image, image_store);
-  if (!built) return built.error();
-  for (const auto& w : built->warnings) ctx.err << "gpurun: warning: image '" << image_name << "': " << w << '\n';
-  spec.image_digest = built->digest;
-  spec.image_env = built->env;
-  spec.image_workdir = built->workdir;
-  spec.image_registry = cloud.registry;
-  spec.image_repository = image_repository(manifest.app, image->name);
-  if (!push) return {};
-  auto locations = store.list_image_locations(manifest.app);
-  if (!locations) return locations.error();
-  for (const auto& l : *locations) {
-    if (l.image == image->name && l.digest == built->digest && l.cloud == cloud.name && l.registry == cloud.registry) return {};
-  }
-  auto pushed = push_image_to_cloud(ctx, config, cloud, manifest.app, *built,
-                                    cloud::registry::default_tags(built->digest, ""));
-  if (!pushed) return pushed.error();
-  return store.record_image_locations({{manifest.app, image->name, built->digest, cloud.name, cloud.registry, spec.image_repository, 0}});
-}
-
 std::atomic<int> g_interrupts{0};
 extern "C" void on_interrupt(int /*sig*/) { g_interrupts.fetch_add(1); }
+
+// The run's --env and words after `--`; a malformed --env is a usage error.
+util::Result<cloud::RunOverrides> overrides_of(const RunOptions& options) {
+  cloud::RunOverrides overrides;
+  overrides.args = options.args;
+  for (const auto& e : options.env) {
+    const auto eq = e.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      return util::make_error(util::ExitCode::usage, fmt::format("--env '{}': write it as KEY=VALUE", e));
+    }
+    overrides.env.emplace_back(e.substr(0, eq), e.substr(eq + 1));
+  }
+  return overrides;
+}
+
+// A function placed on one cloud, with the backend that runs it and its (prepared) spec.
+struct PlannedRun {
+  cloud::PlacedFunction placed;
+  std::unique_ptr<cloud::Backend> backend;
+  cloud::RunSpec spec;
+};
+
+// Plans `function` alone (with --gpu/--cloud) and builds its spec; pure but for the GPU probe.
+std::optional<PlannedRun> plan_run(Context& ctx, const RunOptions& options, const cloud::Config& config,
+                                   const manifest::Manifest& manifest, const manifest::Function& function, int& exit_code) {
+  auto inputs = plan_inputs(ctx, config, exit_code);
+  if (!inputs) return std::nullopt;
+  inputs->only_functions = {function.name};
+  if (!options.cloud.empty()) inputs->cloud_override = options.cloud;
+  gpu::GpuRequest request = function.gpu;
+  auto fail = [&](const util::Error& error) {
+    exit_code = report(ctx, error);
+    return std::nullopt;
+  };
+  if (!options.gpu.empty()) {
+    auto parsed = gpu::parse_gpu_request(options.gpu, config.catalog);
+    if (!parsed) return fail(util::Error{util::ExitCode::usage, fmt::format("--gpu: {}", parsed.error().message)});
+    request = *parsed;
+    inputs->gpu_override = request;
+    inputs->gpu_override_text = options.gpu;
+  }
+  auto plan = cloud::make_plan(manifest, config, *inputs);
+  if (!plan) return fail(plan.error());
+  for (const auto& w : plan->warnings) ctx.err << "gpurun: warning: " << w.message << '\n';
+  const auto& placed = plan->functions.front();
+  auto overrides = overrides_of(options);
+  if (!overrides) return fail(overrides.error());
+  auto backend = cloud::make_backend(placed.backend, config.find_cloud(placed.cloud), &config);
+  if (!backend) return fail(backend.error());
+  auto spec = cloud::build_run_spec(manifest, function, placed, request, config, *overrides);
+  if (!spec) return fail(spec.error());
+  return PlannedRun{placed, std::move(backend).value(), std::move(spec).value()};
+}
 
 int run_function(Context& ctx, const RunOptions& options) {
   int exit_code = 0;
@@ -72,6 +92,7 @@ int run_function(Context& ctx, const RunOptions& options) {
   auto store = cloud::StateStore::open();
   if (!store) return report(ctx, store.error());
 
+  // 1. Resolve: which manifest the function comes from.
   std::vector<util::Diagnostic> diagnostics;
   auto resolved = cloud::resolve_function(options.target, options.file.empty() ? std::nullopt : std::optional(options.file),
                                           *config, *store, diagnostics);
@@ -79,66 +100,35 @@ int run_function(Context& ctx, const RunOptions& options) {
   const auto& manifest = resolved->manifest;
   const auto* function = manifest.find_function(resolved->function);
 
-  auto inputs = plan_inputs(ctx, *config, exit_code);
-  if (!inputs) return exit_code;
-  inputs->only_functions = {function->name};
-  if (!options.cloud.empty()) inputs->cloud_override = options.cloud;
-  gpu::GpuRequest request = function->gpu;
-  if (!options.gpu.empty()) {
-    auto parsed = gpu::parse_gpu_request(options.gpu, config->catalog);
-    if (!parsed) return report(ctx, util::make_error(util::ExitCode::usage, fmt::format("--gpu: {}", parsed.error().message)));
-    request = *parsed;
-    inputs->gpu_override = request;
-    inputs->gpu_override_text = options.gpu;
-  }
-  auto plan = cloud::make_plan(manifest, *config, *inputs);
-  if (!plan) return report(ctx, plan.error());
-  const auto& placed = plan->functions.front();
-  for (const auto& w : plan->warnings) ctx.err << "gpurun: warning: " << w.message << '\n';
+  // 2. Plan (pure): where it runs and its spec.
+  auto planned = plan_run(ctx, options, *config, manifest, *function, exit_code);
+  if (!planned) return exit_code;
+  auto& backend = planned->backend;
+  auto& spec = planned->spec;
+  const auto& placed = planned->placed;
 
-  cloud::RunOverrides overrides;
-  overrides.args = options.args;
-  for (const auto& e : options.env) {
-    const auto eq = e.find('=');
-    if (eq == std::string::npos || eq == 0) {
-      return report(ctx, util::make_error(util::ExitCode::usage, fmt::format("--env '{}': write it as KEY=VALUE", e)));
-    }
-    overrides.env.emplace_back(e.substr(0, eq), e.substr(eq + 1));
-  }
-  auto backend = cloud::make_backend(placed.backend, config->find_cloud(placed.cloud), &*config);
-  if (!backend) return report(ctx, backend.error());
-  auto spec = cloud::build_run_spec(manifest, *function, placed, request, *config, *store, overrides);
-  if (!spec) return report(ctx, spec.error());
-  if (placed.backend != "local" && placed.gpu) {
-    // A remote scheduler gets the one GPU slot placement chose on that cloud.
-    spec->gpu_alternatives = {{placed.gpu->type, placed.gpu->memory_gb, placed.gpu->count}};
-  }
-  if (placed.backend != "local" && function->image) {
-    const auto* cloud_config = config->find_cloud(placed.cloud);
-    if (auto placed_image = place_image(ctx, *config, *cloud_config, manifest, *function->image, *store, *spec, !options.dry_run);
-        !placed_image) {
-      return report(ctx, placed_image.error());
-    }
-  }
-
-  cloud::SecretValues secrets;
-  const auto environ_entries = cloud::process_environment();
-  for (const auto& name : function->secrets) secrets.emplace_back(name, cloud::secret_values(*config, name, environ_entries));
+  // 3. Prepare: the backend gets its volumes and image ready (nothing is created for --dry-run).
+  cloud::PrepareContext prepare{*store, *config, manifest, push_progress(ctx),
+                                [&ctx](const std::string& w) { ctx.err << "gpurun: warning: " << w << '\n'; },
+                                options.dry_run};
+  if (auto prepared = cloud::prepare_run(prepare, *backend, placed, spec); !prepared) return report(ctx, prepared.error());
+  const cloud::SecretValues secrets = cloud::secret_values_of(*config, function->secrets);
 
   if (options.dry_run) {
-    auto text = (*backend)->dry_run(*spec, secrets);
+    auto text = backend->dry_run(spec, secrets);
     if (!text) return report(ctx, text.error());
     ctx.out << *text;
     return 0;
   }
 
+  // 4. Launch, then follow.
   // Ctrl-C from here on cancels the run (a second one detaches at once).
   struct sigaction action {};
   action.sa_handler = on_interrupt;
   sigemptyset(&action.sa_mask);
   ::sigaction(SIGINT, &action, nullptr);
 
-  auto run = (*backend)->launch(*store, *spec, secrets);
+  auto run = backend->launch(*store, spec, secrets);
   if (!run) return report(ctx, run.error());
   if (options.detach) {
     if (options.json) {
@@ -150,7 +140,7 @@ int run_function(Context& ctx, const RunOptions& options) {
   }
   ctx.out.flush();
   ctx.err << fmt::format("gpurun: run {} of {} on {}{}\n", run->id, function->name, placed.cloud,
-                         placed.gpu ? " (" + spec->gpu_text + ")" : "");
+                         placed.gpu ? " (" + spec.gpu_text + ")" : "");
 
   std::atomic<bool> detach{false};
   bool cancel_sent = false;
@@ -164,11 +154,11 @@ int run_function(Context& ctx, const RunOptions& options) {
   watch.out_fd = options.json ? 2 : 1;
   watch.err_fd = 2;
   watch.stop = &detach;
-  watch.backend = backend->get();
+  watch.backend = backend.get();
   watch.on_poll = [&](const cloud::Run& current) {
     if (g_interrupts.load() >= 1 && !cancel_sent) {
       cancel_sent = true;
-      if (auto sent = (*backend)->cancel(*store, current); !sent) ctx.err << "\ngpurun: error: " << sent.error().message << '\n';
+      if (auto sent = backend->cancel(*store, current); !sent) ctx.err << "\ngpurun: error: " << sent.error().message << '\n';
       ctx.err << fmt::format("\ngpurun: cancelling run {} (press Ctrl-C again to detach and leave it running)\n", current.id);
     }
     if (g_interrupts.load() >= 2) detach.store(true);
@@ -197,7 +187,7 @@ int run_function(Context& ctx, const RunOptions& options) {
   }
   if (!final_run) return report(ctx, final_run.error());
   const int code = cloud::exit_code_of(*final_run);
-  if (placed.backend != "local" && final_run->status != cloud::RunStatus::succeeded) {
+  if (backend->remote() && final_run->status != cloud::RunStatus::succeeded) {
     ctx.err << fmt::format("gpurun: run {} {}{}\n", final_run->id, cloud::to_string(final_run->status),
                            final_run->status_reason.empty() ? "" : ": " + final_run->status_reason);
   }

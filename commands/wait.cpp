@@ -3,8 +3,8 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "cli/table.hpp"
-#include "cloud/backend/local/local_backend.hpp"
+#include "commands/table.hpp"
+#include "cloud/backend/registry.hpp"
 #include "commands/common.hpp"
 #include "commands/watch.hpp"
 #include "util/units.hpp"
@@ -27,7 +27,7 @@ int run_wait(Context& ctx, const WaitOptions& options) {
   cloud::StateStore* store = &opened->store;
   const cloud::Run* run = &opened->run;
   const std::unique_ptr<cloud::Backend>* backend = &opened->backend;
-  const bool remote = (*backend)->name() != "local";
+  const bool remote = (*backend)->remote();
   cloud::Run current = *run;
   auto delay = std::chrono::milliseconds(remote ? 0 : 100);
   while (true) {

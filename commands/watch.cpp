@@ -4,7 +4,7 @@
 #include <span>
 #include <vector>
 
-#include "cloud/backend/local/local_backend.hpp"
+#include "cloud/backend/registry.hpp"
 
 namespace gpurun::commands {
 
@@ -57,7 +57,7 @@ util::Result<cloud::Run> watch_run(cloud::StateStore& store, const std::string& 
   if (!run) return run.error();
   cloud::LogSource source{cloud::run_dir(store.dir(), run->id) + "/log", cloud::LogFormat::records};
   if (options.backend != nullptr) source = options.backend->log_source(store, *run);
-  const bool remote = options.backend != nullptr && options.backend->name() != "local";
+  const bool remote = options.backend != nullptr && options.backend->remote();
   const std::string& path = source.path;
   std::uint64_t start = 0;
   if (options.tail) {

@@ -7,14 +7,6 @@
 
 namespace gpurun::manifest {
 
-std::string join_path(const std::string& path, std::string_view key) {
-  bool plain = !key.empty();
-  for (char c : key) plain = plain && (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-');
-  if (!plain) return fmt::format("{}[\"{}\"]", path, key);
-  if (path.empty()) return std::string(key);
-  return fmt::format("{}.{}", path, key);
-}
-
 void Checker::error(const YamlNode& at, const std::string& path, std::string message) {
   out_.push_back({file_, at.line, at.column, path, std::move(message)});
 }

@@ -10,8 +10,6 @@
 
 namespace gpurun::manifest {
 
-// "a.b" + "c" -> "a.b.c"; keys that are not identifiers ("/data") are bracketed: a.b["/data"].
-std::string join_path(const std::string& path, std::string_view key);
 
 // Collects schema errors for one file with exact positions; shared by the manifest and config.
 class Checker {

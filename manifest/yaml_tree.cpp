@@ -5,12 +5,11 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cctype>
 #include <cstdlib>
 #include <fmt/format.h>
 #include <unordered_map>
 #include <yaml.h>
-
-#include "manifest/checker.hpp"
 
 namespace gpurun::manifest {
 
@@ -424,6 +423,14 @@ YamlDocument parse_yaml(std::string_view text, const std::string& file) {
   doc.root = builder.take_root();
   fix_merged_positions(doc.root);
   return doc;
+}
+
+std::string join_path(const std::string& path, std::string_view key) {
+  bool plain = !key.empty();
+  for (char c : key) plain = plain && (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-');
+  if (!plain) return fmt::format("{}[\"{}\"]", path, key);
+  if (path.empty()) return std::string(key);
+  return fmt::format("{}.{}", path, key);
 }
 
 }  // namespace gpurun::manifest

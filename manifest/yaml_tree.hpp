@@ -68,4 +68,7 @@ int read_yaml_file(const std::string& path, std::string& text);
 // The 1-based line and column (in characters) of byte `offset` of `text`.
 std::pair<int, int> position_of(std::string_view text, std::size_t offset);
 
+// "a.b" + "c" -> "a.b.c"; keys that are not identifiers ("/data") are bracketed: a.b["/data"].
+std::string join_path(const std::string& path, std::string_view key);
+
 }  // namespace gpurun::manifest

@@ -1,79 +1,48 @@
 #include "cloud/backend/backend.hpp"
 
+#include <filesystem>
 #include <fmt/format.h>
-#include <mutex>
-
-#include "cloud/backend/slurm/slurm_backend.hpp"
-#include "util/strings.hpp"
 
 namespace gpurun::cloud {
 
-namespace {
-
-// The local backend: a thin adapter around launch_local / request_cancel.
-class LocalBackend final : public Backend {
- public:
-  std::string_view name() const override { return "local"; }
-  util::Result<Run> launch(StateStore& store, const RunSpec& spec, const SecretValues& secrets) override {
-    return launch_local(store, spec, secrets);
+util::Result<void> prepare_volumes(PrepareContext& ctx, const Backend& backend, RunSpec& spec) {
+  for (auto& mount : spec.mounts) {
+    auto where = backend.volume_path(ctx.store.dir(), spec.app, mount.volume);
+    if (!where) return where.error();
+    mount.host_path = *where;
+    if (ctx.dry_run) continue;
+    std::error_code ec;
+    std::filesystem::create_directories(*where, ec);
+    if (ec) {
+      return util::make_error(util::ExitCode::backend,
+                              fmt::format("cannot create volume '{}' at {}: {}", mount.volume, *where, ec.message()));
+    }
+    auto recorded = ctx.store.ensure_volume(spec.app, mount.volume, spec.cloud, *where);
+    if (!recorded) return recorded.error();
+    mount.host_path = recorded->path;
   }
-  util::Result<std::string> dry_run(const RunSpec& spec, const SecretValues& /*secrets*/) override {
-    return to_json(spec) + "\n";
-  }
-  util::Result<void> cancel(StateStore& store, const Run& run) override { return request_cancel(store, run); }
-  util::Result<Run> refresh(StateStore& store, const Run& run) override {
-    (void)store.reconcile_lost();
-    return store.get_run(run.id);
-  }
-  LogSource log_source(const StateStore& store, const Run& run) const override {
-    return {run_dir(store.dir(), run.id) + "/log", LogFormat::records};
-  }
-};
-
-std::mutex g_mutex;
-
-std::map<std::string, BackendFactory>& registry() {
-  static std::map<std::string, BackendFactory> factories = {
-      {"local", [](const CloudConfig*, const Config*) -> util::Result<std::unique_ptr<Backend>> { return std::unique_ptr<Backend>(new LocalBackend()); }},
-      {"slurm", [](const CloudConfig* cloud, const Config* config) -> util::Result<std::unique_ptr<Backend>> {
-         return make_slurm_backend(cloud, config);
-       }},
-  };
-  return factories;
+  return {};
 }
 
-}  // namespace
-
-void register_backend(const std::string& name, BackendFactory factory) {
-  std::lock_guard<std::mutex> lock(g_mutex);
-  registry()[name] = std::move(factory);
+int exit_code_of(const Run& run) {
+  switch (run.status) {
+    case RunStatus::succeeded: return 0;
+    case RunStatus::timeout: return util::to_int(util::ExitCode::timeout);
+    case RunStatus::cancelled: return util::to_int(util::ExitCode::cancelled);
+    case RunStatus::lost: return util::to_int(util::ExitCode::backend);
+    case RunStatus::failed: return run.exit_code.value_or(1);
+    case RunStatus::preempted: return util::to_int(util::ExitCode::backend);
+    case RunStatus::queued:
+    case RunStatus::running: break;
+  }
+  return util::to_int(util::ExitCode::backend);
 }
 
-util::Result<std::unique_ptr<Backend>> make_backend(const std::string& name, const CloudConfig* cloud, const Config* config) {
-  BackendFactory factory;
-  std::vector<std::string> names;
-  {
-    std::lock_guard<std::mutex> lock(g_mutex);
-    auto it = registry().find(name);
-    if (it != registry().end()) factory = it->second;
-    for (const auto& [n, f] : registry()) names.push_back(n);
-  }
-  if (!factory) {
-    return util::make_error(util::ExitCode::usage,
-                            fmt::format("unknown backend '{}'; use {}", name, util::join_list(names)));
-  }
-  return factory(cloud, config);
-}
-
-util::Result<std::unique_ptr<Backend>> backend_for(const Run& run, const Config& config) {
-  const CloudConfig* cloud = config.find_cloud(run.cloud);
-  if (cloud == nullptr && run.backend != "local") {
-    return util::make_error(util::ExitCode::backend,
-                            fmt::format("run {} ran on cloud '{}', which the config no longer has; add the cloud back "
-                                        "to see its current status",
-                                        run.id, run.cloud));
-  }
-  return make_backend(run.backend.empty() ? "local" : run.backend, cloud, &config);
+util::Error missing_registry_error(const Config& config, const CloudConfig& cloud, const std::string& image) {
+  return util::Error{util::ExitCode::usage,
+                     fmt::format("image '{}' is used on cloud '{}', which has no registry to push it to; add "
+                                 "'registry: http(s)://HOST[:PORT]' to cloud '{}' in {}",
+                                 image, cloud.name, cloud.name, config.path.empty() ? std::string("the config") : config.path)};
 }
 
 }  // namespace gpurun::cloud

@@ -1,19 +1,22 @@
 #pragma once
 
 // One interface over the places runs execute (this machine, a Slurm cluster, ...), picked by the
-// cloud's `backend:` name. Every backend records its runs in the same StateStore.
+// cloud's `backend:` name through the registry (cloud/backend/registry.hpp). Every backend records
+// its runs in the same StateStore. Nothing outside cloud/backend/<name>/ knows a backend's name.
 
 #include <functional>
-#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
 
+#include "cloud/images/image_store.hpp"
+#include "cloud/images/push.hpp"
 #include "cloud/plan/config.hpp"
-#include "cloud/backend/local/local_backend.hpp"
-#include "cloud/state/logs.hpp"
+#include "cloud/plan/placement.hpp"
 #include "cloud/plan/run_spec.hpp"
+#include "cloud/state/logs.hpp"
 #include "cloud/state/state.hpp"
+#include "manifest/manifest.hpp"
 #include "util/result.hpp"
 
 namespace gpurun::cloud {
@@ -24,11 +27,43 @@ struct LogSource {
   LogFormat format = LogFormat::records;
 };
 
+// What the prepare step may use: the state, the config and manifest the run comes from, and how
+// to tell the user about progress (image pushes) and warnings. With `dry_run` a backend creates,
+// pushes and records nothing.
+struct PrepareContext {
+  StateStore& store;
+  const Config& config;
+  const manifest::Manifest& manifest;
+  PushProgress progress;
+  std::function<void(const std::string&)> warn;
+  bool dry_run = false;
+};
+
+// Where a deployed image now is for one cloud, and what putting it there moved.
+struct ImagePlacement {
+  ImageLocation location;
+  std::vector<std::string> tags;
+  PushReport report;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
-  // "local", "slurm".
+  // The `backend:` name this backend is registered under.
   virtual std::string_view name() const = 0;
+  // True when a scheduler elsewhere owns the run's status: `refresh` asks it, and the CLI prints
+  // the run's final status itself (a local supervisor writes it into the log).
+  virtual bool remote() const = 0;
+  // Where volume `volume` of `app` lives for runs of this backend; an error says what to set.
+  virtual util::Result<std::string> volume_path(const std::string& state_dir, const std::string& app,
+                                                const std::string& volume) const = 0;
+  // Gets a planned `spec` ready to launch where it runs: its image (built, then unpacked here or
+  // pushed to the cloud's registry) and the GPU request the backend's scheduler gets.
+  virtual util::Result<void> prepare_image(PrepareContext& ctx, const PlacedFunction& placed, RunSpec& spec) = 0;
+  // An error when this cloud cannot hold images (e.g. it names no registry); asked before any push.
+  virtual util::Result<void> check_image_target(const Config& config, const std::string& image) const = 0;
+  // deploy: puts a built image where this backend's runs get it, tagged with `version`.
+  virtual util::Result<ImagePlacement> place_image(PrepareContext& ctx, BuiltImage& image, int version) = 0;
   // Records the run in `store` and starts it; secrets reach the workload only.
   virtual util::Result<Run> launch(StateStore& store, const RunSpec& spec, const SecretValues& secrets) = 0;
   // What launch would submit, secret values redacted (run --dry-run).
@@ -41,18 +76,15 @@ class Backend {
   virtual LogSource log_source(const StateStore& store, const Run& run) const = 0;
 };
 
-// `config` (may be null) gives secret values when a backend resubmits a run on its own.
-using BackendFactory = std::function<util::Result<std::unique_ptr<Backend>>(const CloudConfig* cloud, const Config* config)>;
+// Creates the directory of each of `spec`'s volumes where `backend` keeps it and records the
+// volume (it stays on that cloud); fills the mounts' host paths. With ctx.dry_run only the paths.
+util::Result<void> prepare_volumes(PrepareContext& ctx, const Backend& backend, RunSpec& spec);
 
-// Adds (or replaces) the factory for backend `name`.
-void register_backend(const std::string& name, BackendFactory factory);
+// The exit code `run` and `wait` report for an ended run: the workload's own code, 124 for a
+// timeout, 130 when cancelled, 125 when lost.
+int exit_code_of(const Run& run);
 
-// The backend `name` configured for `cloud` (null: the built-in defaults); `config` as for
-// BackendFactory. Unknown names are a usage error listing the known ones.
-util::Result<std::unique_ptr<Backend>> make_backend(const std::string& name, const CloudConfig* cloud,
-                                                    const Config* config = nullptr);
-
-// The backend of a recorded run, configured by its cloud in `config`.
-util::Result<std::unique_ptr<Backend>> backend_for(const Run& run, const Config& config);
+// The usage error for `image` used on `cloud`, which names no registry to push it to.
+util::Error missing_registry_error(const Config& config, const CloudConfig& cloud, const std::string& image);
 
 }  // namespace gpurun::cloud

@@ -6,10 +6,21 @@
 #include <utility>
 #include <vector>
 
-#include "cloud/state/leases.hpp"
 #include "util/result.hpp"
 
 namespace gpurun::cloud {
+
+// One way to satisfy a run's GPU request: `count` devices of `type` (case-insensitive; empty =
+// any type) with memory >= min_memory_gb.
+struct LeaseAlternative {
+  std::string type;
+  int min_memory_gb = 0;
+  int count = 1;
+};
+
+// Secret values for one run: name -> variables. Handed to the backend in memory, never stored
+// or logged.
+using SecretValues = std::vector<std::pair<std::string, std::vector<std::pair<std::string, std::string>>>>;
 
 // A bind mount into the run: a host directory at an absolute path.
 struct RunMount {

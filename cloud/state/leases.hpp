@@ -5,6 +5,8 @@
 #include <variant>
 #include <vector>
 
+#include "cloud/plan/run_spec.hpp"
+
 namespace gpurun::cloud {
 
 // One GPU of a cloud's inventory. Devices are identified by uuid (by index when uuid is empty).
@@ -14,13 +16,6 @@ struct LeaseDevice {
   std::string type;    // canonical catalog name: "A100"
   int memory_gb = 0;
   bool operator==(const LeaseDevice&) const = default;
-};
-
-// `count` devices of `type` (case-insensitive; empty = any type) with memory >= min_memory_gb.
-struct LeaseAlternative {
-  std::string type;
-  int min_memory_gb = 0;
-  int count = 1;
 };
 
 // A queued lease request: its sequence number gives the arrival order.

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <fmt/format.h>
 #include <random>
 #include <set>
 #include <thread>
@@ -227,6 +228,12 @@ Volume read_volume(const Statement& row) {
 
 // --- Free functions ---
 
+std::string run_dir(const std::string& state_dir, const std::string& run_id) { return state_dir + "/runs/" + run_id; }
+
+std::string deployment_snapshot_path(const std::string& state_dir, const std::string& app, int version) {
+  return fmt::format("{}/deployments/{}/v{}.yaml", state_dir, app, version);
+}
+
 std::string default_state_dir() {
   if (std::string dir = env_or_empty("GPURUN_STATE_DIR"); !dir.empty()) return dir;
   if (std::string dir = env_or_empty("XDG_STATE_HOME"); !dir.empty()) return dir + "/gpurun";
@@ -284,9 +291,9 @@ bool is_terminal(RunStatus status) { return status != RunStatus::queued && statu
 // --- RunLock ---
 
 util::Result<RunLock> RunLock::acquire(const std::string& state_dir, const std::string& run_id, bool inheritable) {
-  std::string run_dir = state_dir + "/runs/" + run_id;
-  if (auto made = make_dirs(run_dir); !made) return made.error();
-  std::string path = run_dir + "/lock";
+  const std::string dir = run_dir(state_dir, run_id);
+  if (auto made = make_dirs(dir); !made) return made.error();
+  std::string path = dir + "/lock";
   int fd = ::open(path.c_str(), O_RDWR | O_CREAT | (inheritable ? 0 : O_CLOEXEC), 0600);
   if (fd < 0) {
     return make_error(ExitCode::backend, "cannot open " + path + ": " + std::strerror(errno) + "; check the permissions");

@@ -26,6 +26,10 @@ class Database;
 
 // $GPURUN_STATE_DIR, else $XDG_STATE_HOME/gpurun, else $HOME/.local/state/gpurun.
 std::string default_state_dir();
+// <state dir>/runs/<id>: a run's lock, log, scratch dir and cancel request live here.
+std::string run_dir(const std::string& state_dir, const std::string& run_id);
+// Where deploy keeps the snapshot of a deployed manifest.
+std::string deployment_snapshot_path(const std::string& state_dir, const std::string& app, int version);
 // Milliseconds since the Unix epoch, now.
 std::int64_t now_unix_ms();
 // "2024-05-01T12:34:56.789Z" (UTC, millisecond precision) for JSON output.

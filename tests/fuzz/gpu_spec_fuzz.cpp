@@ -7,7 +7,7 @@
 #include <string>
 #include <string_view>
 
-#include "cloud/backend/local/local_inventory.hpp"
+#include "cloud/plan/local_inventory.hpp"
 #include "gpu/catalog.hpp"
 #include "gpu/discovery.hpp"
 #include "gpu/spec.hpp"

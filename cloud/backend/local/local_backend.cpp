@@ -16,8 +16,9 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "cloud/images/image_store.hpp"
 #include "cloud/plan/config.hpp"
-#include "cloud/backend/local/local_inventory.hpp"
+#include "cloud/plan/local_inventory.hpp"
 #include "cloud/state/logs.hpp"
 #include "cloud/exec/process.hpp"
 #include "cloud/exec/sandbox.hpp"
@@ -352,22 +353,6 @@ class Supervisor {
 
 }  // namespace
 
-std::string run_dir(const std::string& state_dir, const std::string& run_id) { return state_dir + "/runs/" + run_id; }
-
-int exit_code_of(const Run& run) {
-  switch (run.status) {
-    case RunStatus::succeeded: return 0;
-    case RunStatus::timeout: return util::to_int(util::ExitCode::timeout);
-    case RunStatus::cancelled: return util::to_int(util::ExitCode::cancelled);
-    case RunStatus::lost: return util::to_int(util::ExitCode::backend);
-    case RunStatus::failed: return run.exit_code.value_or(1);
-    case RunStatus::preempted: return util::to_int(util::ExitCode::backend);
-    case RunStatus::queued:
-    case RunStatus::running: break;
-  }
-  return util::to_int(util::ExitCode::backend);
-}
-
 util::Result<Run> launch_local(StateStore& store, const RunSpec& spec, const SecretValues& secrets) {
   NewRun fresh;
   fresh.app = spec.app;
@@ -476,6 +461,79 @@ util::Result<void> request_cancel(StateStore& store, const Run& run) {
   }
   ::close(fd);
   return {};
+}
+
+namespace {
+
+// The local backend: runs under a detached supervisor on this machine (launch_local); images
+// run from root filesystems unpacked in the local image store.
+class LocalBackend final : public Backend {
+ public:
+  std::string_view name() const override { return "local"; }
+  bool remote() const override { return false; }
+
+  util::Result<std::string> volume_path(const std::string& state_dir, const std::string& app,
+                                        const std::string& volume) const override {
+    return fmt::format("{}/volumes/{}/{}", state_dir, app, volume);
+  }
+
+  util::Result<void> prepare_image(PrepareContext& ctx, const PlacedFunction& /*placed*/, RunSpec& spec) override {
+    if (spec.image.empty()) return {};
+    const auto* image = ctx.manifest.find_image(spec.image);
+    if (image == nullptr) {
+      return util::make_error(util::ExitCode::usage,
+                              fmt::format("function '{}': image '{}' is not defined", spec.function, spec.image));
+    }
+    const std::string store_dir = image_store_dir(ctx.store.dir());
+    auto built = build_image(ctx.manifest, *image, store_dir);
+    if (!built) return built.error();
+    for (const auto& w : built->warnings) {
+      if (ctx.warn) ctx.warn(fmt::format("image '{}': {}", spec.image, w));
+    }
+    spec.image_digest = built->digest;
+    spec.image_env = built->env;
+    spec.image_workdir = built->workdir;
+    spec.cwd = built->workdir;
+    if (ctx.dry_run) return {};
+    auto rootfs = unpack_rootfs(*built, store_dir);
+    if (!rootfs) return rootfs.error();
+    spec.image_rootfs = *rootfs;
+    return {};
+  }
+
+  util::Result<void> check_image_target(const Config& /*config*/, const std::string& /*image*/) const override { return {}; }
+
+  util::Result<ImagePlacement> place_image(PrepareContext& ctx, BuiltImage& image, int /*version*/) override {
+    // Local runs use the local image store: it needs the base layers there.
+    if (auto fetched = fetch_base_layers(image, image_store_dir(ctx.store.dir())); !fetched) return fetched.error();
+    ImagePlacement placement;
+    placement.location = {ctx.manifest.app, image.name, image.digest, "", "", "local", 0};
+    placement.report.digest = image.digest;
+    placement.report.blobs_skipped = static_cast<int>(image.blobs.size());
+    return placement;
+  }
+
+  util::Result<Run> launch(StateStore& store, const RunSpec& spec, const SecretValues& secrets) override {
+    return launch_local(store, spec, secrets);
+  }
+  util::Result<std::string> dry_run(const RunSpec& spec, const SecretValues& /*secrets*/) override {
+    return to_json(spec) + "\n";
+  }
+  util::Result<void> cancel(StateStore& store, const Run& run) override { return request_cancel(store, run); }
+  util::Result<Run> refresh(StateStore& store, const Run& run) override {
+    // A failed reconcile only delays marking dead supervisors' runs lost; the run is read anyway.
+    (void)store.reconcile_lost();
+    return store.get_run(run.id);
+  }
+  LogSource log_source(const StateStore& store, const Run& run) const override {
+    return {run_dir(store.dir(), run.id) + "/log", LogFormat::records};
+  }
+};
+
+}  // namespace
+
+util::Result<std::unique_ptr<Backend>> make_local_backend(const CloudConfig* /*cloud*/, const Config* /*config*/) {
+  return std::unique_ptr<Backend>(new LocalBackend());
 }
 
 }  // namespace gpurun::cloud

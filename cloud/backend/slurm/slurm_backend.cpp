@@ -16,6 +16,8 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "cloud/images/image_store.hpp"
+#include "cloud/images/push.hpp"
 #include "cloud/images/registry.hpp"
 #include "cloud/exec/sandbox.hpp"
 #include "cloud/backend/slurm/slurm_client.hpp"
@@ -100,6 +102,76 @@ class SlurmBackend final : public Backend {
   SlurmBackend(CloudConfig cloud, std::optional<Config> config) : cloud_(std::move(cloud)), config_(std::move(config)) {}
 
   std::string_view name() const override { return "slurm"; }
+  bool remote() const override { return true; }
+
+  // <volume_dir>/<app>/<volume> on the cluster's shared filesystem (volume_dir defaults to
+  // <log_dir>/volumes).
+  util::Result<std::string> volume_path(const std::string& /*state_dir*/, const std::string& app,
+                                        const std::string& volume) const override {
+    std::string dir = cloud_.volume_dir;
+    if (dir.empty() && !cloud_.log_dir.empty()) dir = cloud_.log_dir + "/volumes";
+    if (dir.empty() || dir[0] != '/') {
+      return util::make_error(ExitCode::usage, fmt::format("volume '{}' lives on cloud '{}', which has no volume_dir (or "
+                                                           "log_dir); set volume_dir to a directory that this machine and "
+                                                           "the cluster's nodes share",
+                                                           volume, cloud_.name));
+    }
+    while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+    return fmt::format("{}/{}/{}", dir, app, volume);
+  }
+
+  // Slurm gets the one GPU slot placement chose on this cloud; the nodes pull the function's
+  // image from the cloud's registry: built (content addressed), and pushed unless the state says
+  // the cloud already holds that digest (with ctx.dry_run: built only).
+  util::Result<void> prepare_image(PrepareContext& ctx, const PlacedFunction& placed, RunSpec& spec) override {
+    if (placed.gpu) spec.gpu_alternatives = {{placed.gpu->type, placed.gpu->memory_gb, placed.gpu->count}};
+    if (spec.image.empty()) return {};
+    const auto* image = ctx.manifest.find_image(spec.image);
+    if (image == nullptr) {
+      return util::make_error(ExitCode::usage, fmt::format("function '{}': image '{}' is not defined", spec.function, spec.image));
+    }
+    if (auto target = check_image_target(ctx.config, image->name); !target) return target.error();
+    auto built = build_image(ctx.manifest, *image, image_store_dir(ctx.store.dir()));
+    if (!built) return built.error();
+    for (const auto& w : built->warnings) {
+      if (ctx.warn) ctx.warn(fmt::format("image '{}': {}", image->name, w));
+    }
+    spec.image_digest = built->digest;
+    spec.image_env = built->env;
+    spec.image_workdir = built->workdir;
+    spec.image_registry = cloud_.registry;
+    spec.image_repository = image_repository(ctx.manifest.app, image->name);
+    if (ctx.dry_run) return {};
+    auto locations = ctx.store.list_image_locations(ctx.manifest.app);
+    if (!locations) return locations.error();
+    for (const auto& l : *locations) {
+      if (l.image == image->name && l.digest == built->digest && l.cloud == cloud_.name && l.registry == cloud_.registry) {
+        return {};
+      }
+    }
+    auto pushed = push_image({cloud_.name, cloud_.registry, spec.image_repository}, *built,
+                             registry::default_tags(built->digest, ""), ctx.progress);
+    if (!pushed) return pushed.error();
+    return ctx.store.record_image_locations(
+        {{ctx.manifest.app, image->name, built->digest, cloud_.name, cloud_.registry, spec.image_repository, 0}});
+  }
+
+  util::Result<void> check_image_target(const Config& config, const std::string& image) const override {
+    if (cloud_.registry.empty()) return missing_registry_error(config, cloud_, image);
+    return {};
+  }
+
+  util::Result<ImagePlacement> place_image(PrepareContext& ctx, BuiltImage& image, int version) override {
+    if (auto target = check_image_target(ctx.config, image.name); !target) return target.error();
+    ImagePlacement placement;
+    const std::string repository = image_repository(ctx.manifest.app, image.name);
+    placement.tags = registry::default_tags(image.digest, "v" + std::to_string(version));
+    auto pushed = push_image({cloud_.name, cloud_.registry, repository}, image, placement.tags, ctx.progress);
+    if (!pushed) return pushed.error();
+    placement.report = *pushed;
+    placement.location = {ctx.manifest.app, image.name, image.digest, cloud_.name, cloud_.registry, repository, 0};
+    return placement;
+  }
 
   util::Result<Run> launch(StateStore& store, const RunSpec& spec, const SecretValues& secrets) override {
     if (cloud_.log_dir.empty() || cloud_.log_dir[0] != '/') {

@@ -2,7 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "cloud/backend/backend.hpp"
+#include "cloud/backend/registry.hpp"
 #include "cloud/plan/run_builder.hpp"
 #include "cloud/backend/slurm/slurm_backend.hpp"
 #include "tests/unit/temp_dir.hpp"
@@ -197,13 +197,14 @@ TEST_CASE("backend: slurm volumes are bound at their paths by node-exec, on host
 
 TEST_CASE("backend: where volumes live per cloud") {
   CloudConfig cloud = gcp();
-  CHECK(volume_path(&cloud, "/state", "mnist", "data").value() == "/scratch/logs/volumes/mnist/data");
+  auto slurm = [&] { return make_backend("slurm", &cloud).value(); };
+  CHECK(slurm()->volume_path("/state", "mnist", "data").value() == "/scratch/logs/volumes/mnist/data");
   cloud.volume_dir = "/shared/vols/";
-  CHECK(volume_path(&cloud, "/state", "mnist", "data").value() == "/shared/vols/mnist/data");
-  CHECK(volume_path(nullptr, "/state", "mnist", "data").value() == local_volume_path("/state", "mnist", "data"));
+  CHECK(slurm()->volume_path("/state", "mnist", "data").value() == "/shared/vols/mnist/data");
+  CHECK(make_backend("local", nullptr).value()->volume_path("/state", "mnist", "data").value() == "/state/volumes/mnist/data");
   cloud.volume_dir.clear();
   cloud.log_dir.clear();
-  auto missing = volume_path(&cloud, "/state", "mnist", "data");
+  auto missing = slurm()->volume_path("/state", "mnist", "data");
   REQUIRE_FALSE(missing.ok());
   CHECK(missing.error().message ==
         "volume 'data' lives on cloud 'gcp', which has no volume_dir (or log_dir); set volume_dir to a directory that this "

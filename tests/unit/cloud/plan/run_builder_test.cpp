@@ -3,6 +3,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include "cloud/backend/registry.hpp"
+#include "cloud/flows/run_flow.hpp"
 #include "cloud/plan/run_builder.hpp"
 #include "tests/unit/temp_dir.hpp"
 
@@ -39,7 +41,7 @@ struct Fixture {
     const auto* f = m.find_function(function);
     REQUIRE(f != nullptr);
     cloud::PlacedFunction placed{f->name, "local", "local", std::nullopt, std::nullopt, f->image, {}};
-    auto built = cloud::build_run_spec(m, *f, placed, request.value_or(f->gpu), config, store, overrides);
+    auto built = cloud::build_run_spec(m, *f, placed, request.value_or(f->gpu), config, overrides);
     REQUIRE_MESSAGE(built.ok(), built.error().message);
     return *built;
   }
@@ -90,14 +92,29 @@ TEST_CASE("run spec: GPU alternatives for the lease; any = the pool, then any lo
   CHECK(fx.spec(m, "cpu").gpu_alternatives.empty());
 }
 
-TEST_CASE("run spec: volumes are created in the state dir and bound at their paths") {
+TEST_CASE("run spec: planning is pure; the prepare step creates and records volumes") {
   Fixture fx;
   auto m = fx.manifest("app: a\nvolumes: {data: {}}\nfunctions:\n  f: {command: [x], volumes: {/data: data}}\n");
-  const auto spec = fx.spec(m, "f");
+  auto spec = fx.spec(m, "f");
   REQUIRE(spec.mounts.size() == 1);
   CHECK(spec.mounts[0].path == "/data");
-  CHECK(spec.mounts[0].host_path == cloud::local_volume_path(fx.store.dir(), "a", "data"));
+  CHECK(spec.mounts[0].host_path.empty());
+  CHECK_FALSE(std::filesystem::exists(fx.store.dir() + "/volumes"));
+  CHECK(fx.store.list_volumes("a").value().empty());
+
+  auto backend = cloud::make_backend("local", nullptr).value();
+  cloud::PlacedFunction placed{"f", "local", "local", std::nullopt, std::nullopt, std::nullopt, {"data"}};
+  cloud::PrepareContext dry{fx.store, fx.config, m, {}, {}, true};
+  REQUIRE(cloud::prepare_run(dry, *backend, placed, spec).ok());
+  CHECK(spec.mounts[0].host_path == fx.store.dir() + "/volumes/a/data");
+  CHECK_FALSE(std::filesystem::exists(spec.mounts[0].host_path));
+
+  cloud::PrepareContext ctx{fx.store, fx.config, m, {}, {}, false};
+  REQUIRE(cloud::prepare_run(ctx, *backend, placed, spec).ok());
   CHECK(std::filesystem::is_directory(spec.mounts[0].host_path));
+  const auto volumes = fx.store.list_volumes("a").value();
+  REQUIRE(volumes.size() == 1);
+  CHECK(volumes[0].cloud == "local");
 }
 
 TEST_CASE("run spec: retry delays grow by the backoff and stop at max_delay") {

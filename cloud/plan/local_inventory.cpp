@@ -1,4 +1,4 @@
-#include "cloud/backend/local/local_inventory.hpp"
+#include "cloud/plan/local_inventory.hpp"
 
 #include <cstdlib>
 #include <fmt/format.h>

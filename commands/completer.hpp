@@ -1,7 +1,7 @@
 #pragma once
 
 // `gpurun __complete WORD...`: the candidates for the last word (the one being completed, maybe
-// empty), found by walking the CLI11 tree at run time (see cli/completion_kinds.hpp for how an
+// empty), found by walking the CLI11 tree at run time (see commands/completion_kinds.hpp for how an
 // option declares its values). The shell scripts in completions/ speak this protocol.
 
 #include <string>
@@ -11,7 +11,7 @@ namespace CLI {
 class App;
 }
 
-namespace gpurun::cli {
+namespace gpurun::commands {
 
 struct Candidate {
   std::string value;
@@ -34,4 +34,4 @@ Completion complete(CLI::App& root, const std::vector<std::string>& words);
 // then one line per candidate, "VALUE" or "VALUE\tDESCRIPTION".
 std::string format_completion(const Completion& completion);
 
-}  // namespace gpurun::cli
+}  // namespace gpurun::commands

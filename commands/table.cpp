@@ -1,8 +1,8 @@
-#include "cli/table.hpp"
+#include "commands/table.hpp"
 
 #include <algorithm>
 
-namespace gpurun::cli {
+namespace gpurun::commands {
 
 std::string Table::render() const {
   std::vector<std::size_t> widths;
@@ -23,4 +23,4 @@ std::string Table::render() const {
   return out;
 }
 
-}  // namespace gpurun::cli
+}  // namespace gpurun::commands

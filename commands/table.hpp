@@ -3,7 +3,7 @@
 #include <string>
 #include <vector>
 
-namespace gpurun::cli {
+namespace gpurun::commands {
 
 // A plain text table: left-aligned columns separated by two spaces, header first.
 class Table {
@@ -17,4 +17,4 @@ class Table {
   std::vector<std::vector<std::string>> rows_;
 };
 
-}  // namespace gpurun::cli
+}  // namespace gpurun::commands

@@ -11,8 +11,8 @@
 #include <vector>
 
 #include "cli/app.hpp"
-#include "cli/completer.hpp"
-#include "cli/completion_kinds.hpp"
+#include "commands/completer.hpp"
+#include "commands/completion_kinds.hpp"
 #include "cloud/state/state.hpp"
 #include "tests/unit/temp_dir.hpp"
 
@@ -67,7 +67,7 @@ std::string read(const std::string& path) {
   return text.str();
 }
 
-std::vector<std::string> values(const cli::Completion& completion) {
+std::vector<std::string> values(const commands::Completion& completion) {
   std::vector<std::string> out;
   for (const auto& candidate : completion.candidates) out.push_back(candidate.value);
   return out;
@@ -83,20 +83,20 @@ struct KindsTree {
     app.add_option("--config", config)->type_name("FILE");
     app.fallthrough();
     auto* run = app.add_subcommand("run", "Run a function");
-    cli::complete_as(run->add_option("function", function, "Function"), cli::ValueKind::function);
+    commands::complete_as(run->add_option("function", function, "Function"), commands::ValueKind::function);
     run->add_option("-f,--file", file, "Manifest")->type_name("FILE");
-    cli::complete_as(run->add_option("--gpu", gpu, "GPU"), cli::ValueKind::gpu);
-    cli::complete_as(run->add_option("--cloud", cloud, "Cloud"), cli::ValueKind::cloud);
+    commands::complete_as(run->add_option("--gpu", gpu, "GPU"), commands::ValueKind::gpu);
+    commands::complete_as(run->add_option("--cloud", cloud, "Cloud"), commands::ValueKind::cloud);
     run->add_option("-e,--env", env, "KEY=VALUE")->type_name("KEY=VALUE");
-    cli::complete_as(run->add_option("--out", out_dir, "Directory"), cli::ValueKind::directory);
+    commands::complete_as(run->add_option("--out", out_dir, "Directory"), commands::ValueKind::directory);
     run->add_flag("--json", json, "JSON");
     auto* cancel = app.add_subcommand("cancel", "Cancel a run");
-    cli::complete_as(cancel->add_option("run", run_id, "Run"), cli::ValueKind::run);
+    commands::complete_as(cancel->add_option("run", run_id, "Run"), commands::ValueKind::run);
     auto* logs = app.add_subcommand("logs", "Logs");
     logs->add_flag("--follow", follow, "Follow");
     logs->add_option("--format", format, "Format")->check(CLI::IsMember({"text", "json"}));
     auto* undeploy = app.add_subcommand("undeploy", "Undeploy");
-    cli::complete_as(undeploy->add_option("app", app_name, "App"), cli::ValueKind::app);
+    commands::complete_as(undeploy->add_option("app", app_name, "App"), commands::ValueKind::app);
   }
 };
 
@@ -170,30 +170,30 @@ TEST_CASE("completion: the completion command prints the installed scripts byte 
 
 TEST_CASE("completion: value kinds come from type names and IsMember checks") {
   KindsTree tree;
-  CHECK(cli::value_completion(*tree.app.get_option("--config")).kind == cli::ValueKind::file);
+  CHECK(commands::value_completion(*tree.app.get_option("--config")).kind == commands::ValueKind::file);
   auto* logs = tree.app.get_subcommand("logs");
-  auto format = cli::value_completion(*logs->get_option("--format"));
-  CHECK(format.kind == cli::ValueKind::choices);
+  auto format = commands::value_completion(*logs->get_option("--format"));
+  CHECK(format.kind == commands::ValueKind::choices);
   CHECK(format.choices == std::vector<std::string>{"text", "json"});
-  CHECK(cli::value_completion(*logs->get_option("--follow")).kind == cli::ValueKind::none);
+  CHECK(commands::value_completion(*logs->get_option("--follow")).kind == commands::ValueKind::none);
   CHECK(tree.app.get_subcommand("run")->get_option("--gpu")->get_type_name() == "GPU");
 }
 
 TEST_CASE("completion: GPU specs: none, any, types, counts up to the max, memory variants, lists") {
   KindsTree tree;
-  auto a1 = cli::complete(tree.app, {"run", "--gpu", "a1"});
+  auto a1 = commands::complete(tree.app, {"run", "--gpu", "a1"});
   CHECK(a1.keep_order);
   CHECK(values(a1) == std::vector<std::string>{"A10G", "A10G:2", "A10G:3", "A10G:4", "A100", "A100:2", "A100:3", "A100:4",
                                                "A100:5", "A100:6", "A100:7", "A100:8", "A100-20GB", "A100-40GB",
                                                "A100-80GB"});
-  CHECK(values(cli::complete(tree.app, {"run", "--gpu", "A100-80GB"})) ==
+  CHECK(values(commands::complete(tree.app, {"run", "--gpu", "A100-80GB"})) ==
         std::vector<std::string>{"A100-80GB", "A100-80GB:2", "A100-80GB:3", "A100-80GB:4", "A100-80GB:5", "A100-80GB:6",
                                  "A100-80GB:7", "A100-80GB:8"});
-  CHECK(values(cli::complete(tree.app, {"run", "--gpu", "an"})) == std::vector<std::string>{"any", "any:2", "any:3", "any:4"});
-  CHECK(values(cli::complete(tree.app, {"run", "--gpu=H1"})).front() == "--gpu=H100");
-  CHECK(values(cli::complete(tree.app, {"run", "--gpu", "H100,an"})) ==
+  CHECK(values(commands::complete(tree.app, {"run", "--gpu", "an"})) == std::vector<std::string>{"any", "any:2", "any:3", "any:4"});
+  CHECK(values(commands::complete(tree.app, {"run", "--gpu=H1"})).front() == "--gpu=H100");
+  CHECK(values(commands::complete(tree.app, {"run", "--gpu", "H100,an"})) ==
         std::vector<std::string>{"H100,any", "H100,any:2", "H100,any:3", "H100,any:4"});
-  auto all = values(cli::complete(tree.app, {"run", "--gpu", ""}));
+  auto all = values(commands::complete(tree.app, {"run", "--gpu", ""}));
   CHECK(all.front() == "none");
   CHECK(std::find(all.begin(), all.end(), "T4:4") != all.end());
   CHECK(std::find(all.begin(), all.end(), "T4:5") == all.end());
@@ -207,11 +207,11 @@ TEST_CASE("completion: function names from the manifest on the line and from dep
   const std::string manifest = dir.path() + "/m.yaml";
   write(manifest, "app: demo\nfunctions:\n  train:\n    command: [python, train.py]\n  eval:\n    command: echo\n");
   KindsTree tree;
-  auto only_manifest = cli::complete(tree.app, {"run", "-f", manifest, ""});
+  auto only_manifest = commands::complete(tree.app, {"run", "-f", manifest, ""});
   CHECK(values(only_manifest) == std::vector<std::string>{"train", "eval"});
   CHECK(only_manifest.candidates[0].description == "demo (manifest)");
-  CHECK(values(cli::complete(tree.app, {"run", "--file=" + manifest, "t"})) == std::vector<std::string>{"train"});
-  CHECK(values(cli::complete(tree.app, {"run", "-f", dir.path() + "/missing.yaml", ""})).empty());
+  CHECK(values(commands::complete(tree.app, {"run", "--file=" + manifest, "t"})) == std::vector<std::string>{"train"});
+  CHECK(values(commands::complete(tree.app, {"run", "-f", dir.path() + "/missing.yaml", ""})).empty());
   CHECK_FALSE(std::filesystem::exists(dir.path() + "/state"));  // completion never creates the state
 
   {
@@ -220,15 +220,15 @@ TEST_CASE("completion: function names from the manifest on the line and from dep
     REQUIRE(store->record_deployment(cloud::Deployment{"audio", 0, "sha256:aa", "/a/gpurun.yaml", "/a", "{}", {"embed", "train"}, 0}).ok());
     REQUIRE(store->record_deployment(cloud::Deployment{"demo", 0, "sha256:bb", manifest, dir.path(), "{}", {"eval", "train"}, 0}).ok());
   }
-  auto both = cli::complete(tree.app, {"run", "-f", manifest, ""});
+  auto both = commands::complete(tree.app, {"run", "-f", manifest, ""});
   CHECK(values(both) == std::vector<std::string>{"demo/train", "eval", "embed", "audio/train"});
   CHECK(both.candidates[2].description == "audio (deployed v1)");
-  CHECK(values(cli::complete(tree.app, {"run", "-f", manifest, "tr"})) == std::vector<std::string>{"demo/train", "audio/train"});
-  CHECK(values(cli::complete(tree.app, {"run", "-f", manifest, "audio/"})) == std::vector<std::string>{"audio/embed", "audio/train"});
-  CHECK(values(cli::complete(tree.app, {"undeploy", ""})) == std::vector<std::string>{"audio", "demo"});
+  CHECK(values(commands::complete(tree.app, {"run", "-f", manifest, "tr"})) == std::vector<std::string>{"demo/train", "audio/train"});
+  CHECK(values(commands::complete(tree.app, {"run", "-f", manifest, "audio/"})) == std::vector<std::string>{"audio/embed", "audio/train"});
+  CHECK(values(commands::complete(tree.app, {"undeploy", ""})) == std::vector<std::string>{"audio", "demo"});
 
   write(manifest, "app: demo\nfunctions: {train: [\n");  // broken YAML: the manifest adds nothing
-  CHECK(values(cli::complete(tree.app, {"run", "-f", manifest, "e"})) == std::vector<std::string>{"embed", "eval"});
+  CHECK(values(commands::complete(tree.app, {"run", "-f", manifest, "e"})) == std::vector<std::string>{"embed", "eval"});
 }
 
 TEST_CASE("completion: run ids newest first, in that order, and nothing from a broken state") {
@@ -236,7 +236,7 @@ TEST_CASE("completion: run ids newest first, in that order, and nothing from a b
   EnvGuard state_env("GPURUN_STATE_DIR");
   ::setenv("GPURUN_STATE_DIR", dir.path().c_str(), 1);
   KindsTree tree;
-  CHECK(values(cli::complete(tree.app, {"cancel", ""})).empty());
+  CHECK(values(commands::complete(tree.app, {"cancel", ""})).empty());
   std::vector<std::string> ids;
   {
     auto store = cloud::StateStore::open();
@@ -247,26 +247,26 @@ TEST_CASE("completion: run ids newest first, in that order, and nothing from a b
       ids.insert(ids.begin(), run->run.id);
     }
   }
-  auto runs = cli::complete(tree.app, {"cancel", ""});
+  auto runs = commands::complete(tree.app, {"cancel", ""});
   CHECK(runs.keep_order);
   CHECK(values(runs) == ids);
   CHECK(runs.candidates[0].description == "demo/eval queued");
-  CHECK(values(cli::complete(tree.app, {"cancel", ids[1]})) == std::vector<std::string>{ids[1]});
-  CHECK(cli::format_completion(cli::complete(tree.app, {"cancel", ids[2]})) == ":nosort\n" + ids[2] + "\tdemo/prep queued\n");
+  CHECK(values(commands::complete(tree.app, {"cancel", ids[1]})) == std::vector<std::string>{ids[1]});
+  CHECK(commands::format_completion(commands::complete(tree.app, {"cancel", ids[2]})) == ":nosort\n" + ids[2] + "\tdemo/prep queued\n");
 
   // A broken database (its WAL gone too, or SQLite would read the pages from there).
   std::filesystem::remove(dir.path() + "/state.db-wal");
   std::filesystem::remove(dir.path() + "/state.db-shm");
   write(dir.path() + "/state.db", "this is not a database, not at all; it is long enough to have a header............");
-  CHECK(values(cli::complete(tree.app, {"cancel", ""})).empty());
+  CHECK(values(commands::complete(tree.app, {"cancel", ""})).empty());
 }
 
 TEST_CASE("completion: directories, unknown kinds, short clusters and after --") {
   KindsTree tree;
-  CHECK(cli::format_completion(cli::complete(tree.app, {"run", "--out", ""})) == ":dirs\n");
-  CHECK(cli::format_completion(cli::complete(tree.app, {"run", "-e", ""})) == ":\n");
-  CHECK(cli::format_completion(cli::complete(tree.app, {"run", "-fgpurun.yaml", "--json", "--j"})) == ":\n");
-  CHECK(values(cli::complete(tree.app, {"logs", "--format", ""})) == std::vector<std::string>{"text", "json"});
-  CHECK(values(cli::complete(tree.app, {"logs", "--", "-"})).empty());
-  CHECK(values(cli::complete(tree.app, {"logs", "--fo"})) == std::vector<std::string>{"--follow", "--format"});
+  CHECK(commands::format_completion(commands::complete(tree.app, {"run", "--out", ""})) == ":dirs\n");
+  CHECK(commands::format_completion(commands::complete(tree.app, {"run", "-e", ""})) == ":\n");
+  CHECK(commands::format_completion(commands::complete(tree.app, {"run", "-fgpurun.yaml", "--json", "--j"})) == ":\n");
+  CHECK(values(commands::complete(tree.app, {"logs", "--format", ""})) == std::vector<std::string>{"text", "json"});
+  CHECK(values(commands::complete(tree.app, {"logs", "--", "-"})).empty());
+  CHECK(values(commands::complete(tree.app, {"logs", "--fo"})) == std::vector<std::string>{"--follow", "--format"});
 }

@@ -1,10 +1,10 @@
-#include "cli/completion_kinds.hpp"
+#include "commands/completion_kinds.hpp"
 
 #include <CLI/CLI.hpp>
 
 #include "util/strings.hpp"
 
-namespace gpurun::cli {
+namespace gpurun::commands {
 
 CLI::Option* complete_as(CLI::Option* option, ValueKind kind) {
   switch (kind) {
@@ -42,4 +42,4 @@ ValueCompletion value_completion(const CLI::Option& option) {
   return out;
 }
 
-}  // namespace gpurun::cli
+}  // namespace gpurun::commands

@@ -1,4 +1,4 @@
-#include "cli/completer.hpp"
+#include "commands/completer.hpp"
 
 #include <sys/stat.h>
 
@@ -9,14 +9,14 @@
 #include <set>
 #include <string_view>
 
-#include "cli/completion_kinds.hpp"
+#include "commands/completion_kinds.hpp"
 #include "cloud/plan/config.hpp"
 #include "cloud/state/state.hpp"
 #include "gpu/catalog.hpp"
 #include "manifest/yaml_tree.hpp"
 #include "util/strings.hpp"
 
-namespace gpurun::cli {
+namespace gpurun::commands {
 
 namespace {
 
@@ -389,4 +389,4 @@ std::string format_completion(const Completion& completion) {
   return out;
 }
 
-}  // namespace gpurun::cli
+}  // namespace gpurun::commands

@@ -22,7 +22,7 @@ namespace CLI {
 class Option;
 }
 
-namespace gpurun::cli {
+namespace gpurun::commands {
 
 enum class ValueKind { none, file, directory, function, run, gpu, cloud, app, choices };
 
@@ -37,4 +37,4 @@ CLI::Option* complete_as(CLI::Option* option, ValueKind kind);
 // What values `option` takes, judged from its type name and an IsMember check ("T:{a,b}").
 ValueCompletion value_completion(const CLI::Option& option);
 
-}  // namespace gpurun::cli
+}  // namespace gpurun::commands
