@@ -18,6 +18,9 @@ struct CancelOptions {
 };
 
 int run_cancel(Context& ctx, const CancelOptions& options) {
+  int exit_code = 0;
+  // Like every command: a missing --config FILE or $GPURUN_CONFIG, or a broken config, is refused.
+  if (!load_config(ctx, exit_code)) return exit_code;
   auto store = open_store();
   if (!store) return report(ctx, store.error());
   int worst = 0;

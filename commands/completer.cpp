@@ -179,10 +179,9 @@ struct AppFunction {
 };
 
 void add_manifest_functions(const std::string& path, std::vector<AppFunction>& out) {
-  int error_number = 0;
-  auto text = util::read_file(path, error_number);
-  if (!text) return;  // no manifest there: nothing to complete from it
-  auto document = manifest::parse_yaml(*text, path);
+  std::string text;  // at most the YAML size limit is read
+  if (manifest::read_yaml_file(path, text) != 0) return;
+  auto document = manifest::parse_yaml(text, path);
   if (!document.errors.empty() || !document.root.is_map()) return;
   std::string app;
   if (const auto* node = document.root.find("app"); node != nullptr && node->is_scalar()) app = node->value;

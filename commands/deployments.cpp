@@ -14,6 +14,9 @@ struct DeploymentsOptions {
 };
 
 int run_deployments(Context& ctx, const DeploymentsOptions& options) {
+  int exit_code = 0;
+  // Like every command: a missing --config FILE or $GPURUN_CONFIG, or a broken config, is refused.
+  if (!load_config(ctx, exit_code)) return exit_code;
   auto store = open_store();
   if (!store) return report(ctx, store.error());
   auto list = store->list_deployments(options.all);

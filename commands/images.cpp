@@ -15,6 +15,9 @@ struct ImagesOptions {
 };
 
 int run_images(Context& ctx, const ImagesOptions& options) {
+  int exit_code = 0;
+  // Like every command: a missing --config FILE or $GPURUN_CONFIG, or a broken config, is refused.
+  if (!load_config(ctx, exit_code)) return exit_code;
   auto store = open_store();
   if (!store) return report(ctx, store.error());
   auto locations = store->list_image_locations();

@@ -25,6 +25,8 @@ struct LogsOptions {
 int run_logs(Context& ctx, const LogsOptions& options) {
   ctx.workload_exit_codes = options.follow;
   int exit_code = 0;
+  // Like every command: a missing --config FILE or $GPURUN_CONFIG, or a broken config, is refused.
+  if (!load_config(ctx, exit_code)) return exit_code;
   auto opened = open_run(ctx, options.run, exit_code);
   if (!opened) return exit_code;
   cloud::StateStore* store = &opened->store;

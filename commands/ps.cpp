@@ -20,6 +20,9 @@ struct PsOptions {
 };
 
 int run_ps(Context& ctx, const PsOptions& options) {
+  int exit_code = 0;
+  // Like every command: a missing --config FILE or $GPURUN_CONFIG, or a broken config, is refused.
+  if (!load_config(ctx, exit_code)) return exit_code;
   auto store = open_store();
   if (!store) return report(ctx, store.error());
   auto runs = store->list_runs(options.all);

@@ -63,6 +63,8 @@ int run_wait(Context& ctx, const WaitOptions& options) {
     deadline = std::chrono::steady_clock::now() + *limit;
   }
   int exit_code = 0;
+  // Like every command: a missing --config FILE or $GPURUN_CONFIG, or a broken config, is refused.
+  if (!load_config(ctx, exit_code)) return exit_code;
   auto opened = open_run(ctx, options.run, exit_code);
   if (!opened) return exit_code;
   auto current = wait_for_end(opened->store, *opened->backend, opened->run, deadline);

@@ -23,6 +23,18 @@ bool Checker::expect_sequence(const YamlNode& node, const std::string& path) {
   return false;
 }
 
+bool Checker::expect_secret_map(const YamlNode& node, const std::string& path) {
+  if (node.is_map()) return true;
+  error(node, path, fmt::format("expected a mapping (key: value lines), got {} (not shown: it may be secret)", node.describe_kind()));
+  return false;
+}
+
+bool Checker::expect_secret_sequence(const YamlNode& node, const std::string& path) {
+  if (node.is_sequence()) return true;
+  error(node, path, fmt::format("expected a list of secret names, got {} (not shown: it may be secret)", node.describe_kind()));
+  return false;
+}
+
 void Checker::check_keys(const YamlNode& map, const std::string& path, const std::vector<std::string>& allowed) {
   for (const auto& [key, value] : map.entries) {
     bool known = false;

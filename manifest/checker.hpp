@@ -23,6 +23,9 @@ class Checker {
   bool expect_map(const YamlNode& node, const std::string& path);
   // True when `node` is a list; else reports "expected a list, got ...".
   bool expect_sequence(const YamlNode& node, const std::string& path);
+  // The same two checks for values that may be secret: the error names the kind, never the value.
+  bool expect_secret_map(const YamlNode& node, const std::string& path);
+  bool expect_secret_sequence(const YamlNode& node, const std::string& path);
   // Reports every key of `map` that is not in `allowed`, with a did-you-mean suggestion.
   void check_keys(const YamlNode& map, const std::string& path, const std::vector<std::string>& allowed);
   // Reports `key` missing from `map` (at the map's position).

@@ -300,7 +300,7 @@ class Validator {
   }
 
   void validate_add(const YamlNode& node, const std::string& path, Image& image) {
-    if (!check_.expect_sequence(node, path)) return;
+    if (!check_.expect_secret_sequence(node, path)) return;
     for (std::size_t i = 0; i < node.items.size(); ++i) {
       const YamlNode& item = node.items[i];
       const std::string item_path = fmt::format("{}[{}]", path, i);
@@ -616,7 +616,7 @@ class Validator {
   }
 
   void validate_secrets(const YamlNode& node, const std::string& path, Function& f) {
-    if (!check_.expect_sequence(node, path)) return;
+    if (!check_.expect_secret_sequence(node, path)) return;
     for (std::size_t i = 0; i < node.items.size(); ++i) {
       const YamlNode& item = node.items[i];
       const std::string item_path = fmt::format("{}[{}]", path, i);
@@ -915,10 +915,9 @@ util::Result<Manifest> load_manifest(const std::string& path, const ManifestCont
                                         "./gpurun.yaml",
                                         path, std::strerror(error)));
   };
-  int error_number = 0;
-  auto text = util::read_file(path, error_number);
-  if (!text) return fail(error_number);
-  return parse_manifest(*text, path, context, diagnostics);
+  std::string text;
+  if (const int error = read_yaml_file(path, text); error != 0) return fail(error);
+  return parse_manifest(text, path, context, diagnostics);
 }
 
 }  // namespace gpurun::manifest

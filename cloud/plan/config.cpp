@@ -386,13 +386,13 @@ util::Result<Config> parse_config(std::string_view text, const std::string& path
       }
     }
     if (const auto* secrets = root.find("secrets")) {
-      if (check.expect_map(*secrets, "secrets")) {
+      if (check.expect_secret_map(*secrets, "secrets")) {
         for (const auto& [key, value] : secrets->entries) {
           Secret secret;
           secret.name = key.value;
           const std::string spath = join_path("secrets", key.value);
           if (!value.is_null()) {
-            if (!check.expect_map(value, spath)) continue;
+            if (!check.expect_secret_map(value, spath)) continue;
             for (const auto& [k, v] : value.entries) {
               if (v.is_null()) {
                 secret.values.emplace_back(k.value, "");
@@ -433,13 +433,12 @@ util::Result<Config> load_config(const std::optional<std::string>& explicit_path
     return config;
   }
   const std::string& path = **resolved;
-  int error_number = 0;
-  auto text = util::read_file(path, error_number);
-  if (!text) {
-    return util::make_error(util::ExitCode::usage, fmt::format("cannot read config file '{}': {}; check its permissions",
-                                                               path, std::strerror(error_number)));
+  std::string text;
+  if (const int error = manifest::read_yaml_file(path, text); error != 0) {
+    return util::make_error(util::ExitCode::usage,
+                            fmt::format("cannot read config file '{}': {}; check its permissions", path, std::strerror(error)));
   }
-  auto config = parse_config(*text, path, diagnostics);
+  auto config = parse_config(text, path, diagnostics);
   if (!config) return config;
   bool holds_secrets = false;
   for (const auto& s : config->secrets) {

@@ -85,7 +85,7 @@ wait_until 10 grep -q started follow.out || fail "logs -f did not show the live 
 run_cmd cancel "$id"
 expect_eq "cancel exit" 0 "$RC"
 wait "$follower"
-expect_eq "logs -f ends when the run ends" 0 "$?"
+expect_eq "logs -f ends when the run ends, with its exit code (cancelled)" 130 "$?"
 run_cmd wait "$id"
 expect_eq "cancelled run exit" 130 "$RC"
 run_cmd ps --all --json
@@ -140,7 +140,7 @@ mkdir -p "$XDG_CONFIG_HOME/gpurun"
 printf 'secrets:\n  svc: {API_TOKEN: "tok-3f9a1c"}\n' > "$XDG_CONFIG_HOME/gpurun/config.yaml"
 chmod 644 "$XDG_CONFIG_HOME/gpurun/config.yaml"
 run_cmd run -f secret.yaml secret
-expect_eq "readable secrets refused" 2 "$RC"
+expect_eq "readable secrets refused (gpurun's own failure: 125)" 125 "$RC"
 chmod 600 "$XDG_CONFIG_HOME/gpurun/config.yaml"
 run_cmd run -f secret.yaml secret
 expect_eq "secret run exit" 0 "$RC"
@@ -189,7 +189,7 @@ order=$(grep '^start' "$EVENTS" | sort -k3 -n | awk '{print $2}' | tr '\n' ' ')
 normalised=$(for x in $order; do case $x in "$a"|"$b") echo first;; "$two") echo two;; "$c"|"$d") echo later;; *) echo "$x";; esac; done | tr '\n' ' ')
 expect_eq "FIFO: the 2-GPU request goes before later 1-GPU ones ($order)" "first first two later later " "$normalised"
 run_cmd run gpu1 --gpu T4:4
-expect_eq "impossible request exit" 3 "$RC"
+expect_eq "impossible request exit (gpurun's own failure: 125)" 125 "$RC"
 
 # Lost runs: kill -9 of a supervisor frees its GPUs and shows the run as lost.
 run_cmd run gpu2 --detach; lost="$OUT"
@@ -214,7 +214,7 @@ expect_contains "deployed run uses the manifest dir" "$TEST_DIR" "$OUT"
 run_cmd run demo/code
 expect_eq "APP/FUNCTION" 7 "$RC"
 run_cmd run nosuch
-expect_eq "unknown function exit" 2 "$RC"
+expect_eq "unknown function exit (gpurun's own failure: 125)" 125 "$RC"
 run_cmd deployments --json
 expect_eq "deployments" "demo 1" "$(python3 -c 'import json,sys; d=json.loads(sys.argv[1])[0]; print(d["app"], d["version"])' "$OUT")"
 cd "$TEST_DIR"

@@ -178,7 +178,7 @@ check; [ -e "$CACHE/rootfs/$HEX.json" ] || fail "no completion marker after the 
 
 # --- a cloud without a registry: a clear usage error before anything is submitted ---
 run_cmd run nowhere
-expect_eq "no registry: exit 2" 2 "$RC"
+expect_eq "no registry: exit 125 (gpurun's own failure)" 125 "$RC"
 expect_contains "no registry: message" "image 'tiny' is used on cloud 'noregistry', which has no registry to push it to; add 'registry: http(s)://HOST[:PORT]' to cloud 'noregistry'" "$ERR"
 
 # --- the node cannot pull (registry gone): the run fails and says why ---

@@ -115,9 +115,10 @@ expect_contains "dry-run job name" '"name": "gpurun-slurmtest-where"' "$OUT"
 expect_contains "dry-run endpoint" "$GPURUN_TEST_SLURM_URL" "$OUT"
 check; if grep -rq "s3cr3t-value" "$LOGS" "$GPURUN_STATE_DIR"; then fail "secret value stored in logs or state"; fi
 
-# Impossible GPU request (the config claims L4s, the node has none): exit 3 naming what it offers.
+# Impossible GPU request (the config claims L4s, the node has none): gpurun's own failure (125, not
+# a workload code) naming what it offers.
 run_cmd run where --gpu L4
-expect_eq "impossible exit" 3 "$RC"
+expect_eq "impossible exit" 125 "$RC"
 expect_contains "impossible names the partition and offers" "partition 'aws' cannot run gres gpu:l4:1" "$ERR"
 expect_contains "impossible lists the offers" "t4:4, a10g:4" "$ERR"
 

@@ -219,7 +219,8 @@ TEST_CASE("manifest: wrong types") {
   CHECK(error_of(with_function("    command: x\n    env: [A]\n")) ==
         "gpurun.yaml:9:10: error: functions.train.env: expected a mapping (key: value lines), got a list");
   CHECK(error_of(with_function("    command: x\n    secrets: wandb\n")) ==
-        "gpurun.yaml:9:14: error: functions.train.secrets: expected a list, got a string ('wandb')");
+        "gpurun.yaml:9:14: error: functions.train.secrets: expected a list of secret names, got a string (not shown: it "
+        "may be secret)");
   CHECK(error_of(with_function("    command: x\n    env: {A: [1]}\n")) ==
         "gpurun.yaml:9:14: error: functions.train.env.A: expected a string value, got a list; quote it (\"...\")");
   CHECK(error_of("app: demo\nfunctions: [a]\n") ==
@@ -574,4 +575,45 @@ TEST_CASE("manifest: the GPU forms users bring from SkyPilot, dstack and Modal")
   CHECK(gpu::to_string(gpu_of("H100!").gpu.alternatives[0]) == "H100!");
   CHECK(gpu::to_string(gpu_of("{type: A100, memory: 40GB+, count: 1..2}").gpu.alternatives[0]) == "A100:40GB+:1..2");
   CHECK(gpu::to_string(gpu_of("[\"80GB:8\", A100:8]").gpu.alternatives[0]) == "80GB:8");
+}
+
+// Finding 6 of issue 14: nothing given in place of the secrets list is echoed.
+TEST_CASE("manifest: a value in place of the secrets list is never echoed") {
+  CHECK(error_of(with_function("    command: x\n    secrets: sk-s3cr3t-value\n")) ==
+        "gpurun.yaml:9:14: error: functions.train.secrets: expected a list of secret names, got a string (not shown: "
+        "it may be secret)");
+  CHECK(error_of(with_function("    command: x\n    secrets: {wandb: sk-s3cr3t-value}\n")) ==
+        "gpurun.yaml:9:14: error: functions.train.secrets: expected a list of secret names, got a mapping (not shown: "
+        "it may be secret)");
+}
+
+// Findings 1-5 of issue 14 through the manifest: a positioned error, exit 2, in milliseconds.
+TEST_CASE("manifest: a file over the size limit is refused without reading all of it") {
+  char pattern[] = "/tmp/gpurun-manifest-XXXXXX";
+  REQUIRE(::mkdtemp(pattern) != nullptr);
+  const std::string path = std::string(pattern) + "/gpurun.yaml";
+  std::ofstream(path) << "app: big\n";
+  std::filesystem::resize_file(path, 200u << 20);  // sparse: 200 MB of NUL bytes after the first line
+  std::vector<util::Diagnostic> diagnostics;
+  const auto start = std::chrono::steady_clock::now();
+  auto result = load_manifest(path, test_context(), diagnostics);
+  CHECK(std::chrono::steady_clock::now() - start < 1s);
+  REQUIRE_FALSE(result.ok());
+  CHECK(result.error().code == util::ExitCode::usage);
+  REQUIRE(diagnostics.size() == 1);
+  CHECK(util::format_diagnostic(diagnostics[0]) ==
+        path + ":2:8388600: error: the file is larger than 8 MiB; no manifest or config needs that, split it");
+  std::filesystem::remove_all(pattern);
+}
+
+TEST_CASE("manifest: reader errors and nesting past the limit are positioned") {
+  using namespace std::string_literals;
+  CHECK(error_of("app: demo\nfunctions:\n  a:\n    command: \"ec\0ho\"\n"s) ==
+        "gpurun.yaml:4:17: error: invalid YAML: control characters are not allowed (byte 0x00); the file must be "
+        "UTF-8 text without control characters");
+  CHECK(error_of("app: demo\nfunctions:\n  a:\n    command: [" + std::string(70, '[') + std::string(71, ']') + "\n") ==
+        "gpurun.yaml:4:75: error: functions.a.command[0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0]"
+        "[0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0]"
+        "[0][0][0][0]: lists and mappings are nested more than 64 deep; no manifest or config needs that, flatten this "
+        "part");
 }

@@ -1,5 +1,6 @@
 #include <doctest/doctest.h>
 
+#include <chrono>
 #include <string>
 
 #include "manifest/yaml_tree.hpp"
@@ -117,7 +118,101 @@ TEST_CASE("yaml_tree: alias bombs are stopped") {
   }
   const auto doc = parse_yaml(text, "f.yaml");
   REQUIRE(doc.errors.size() == 1);
-  CHECK(doc.errors[0].message == "aliases expand to more than 1000000 nodes; use fewer nested aliases");
-  CHECK(doc.errors[0].line == 6);
+  CHECK(util::format_diagnostic(doc.errors[0]) ==
+        "f.yaml:6:40: error: a5[6]: the file expands to more than 1000000 nodes (anchors and aliases count each copy); "
+        "use fewer or smaller anchors and aliases");
   CHECK(doc.root.is_null());
+}
+
+namespace {
+
+// Milliseconds `parse` takes.
+template <typename F>
+long long millis(F&& parse) {
+  const auto start = std::chrono::steady_clock::now();
+  parse();
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
+}
+
+}  // namespace
+
+// Finding 1 of issue 14: the guard counted nodes, so one 1 MiB scalar aliased 5,000 times took ~5 GB.
+TEST_CASE("yaml_tree: aliases of a large scalar stop at the text limit, at the alias that crosses it") {
+  std::string text = "big: &big \"" + std::string(1u << 20, 'x') + "\"\nmany: [";
+  for (int i = 0; i < 5000; ++i) text += i == 0 ? "*big" : ", *big";
+  text += "]\n";
+  YamlDocument doc;
+  CHECK(millis([&] { doc = parse_yaml(text, "f.yaml"); }) < 2000);
+  // 1 MiB read + 1 MiB anchor copy + 13 aliases + the keys = 15 MiB + 7 bytes; the 14th alias crosses 16 MiB.
+  CHECK(errors_of(doc) == std::vector<std::string>{
+                              "f.yaml:2:86: error: many[13]: the file's values expand to more than 16 MiB of text "
+                              "(anchors and aliases count each copy); use fewer or smaller anchors and aliases"});
+  CHECK(doc.root.is_null());
+}
+
+// Finding 2: every anchor deep-copied its subtree; nested anchors without an alias went quadratic.
+TEST_CASE("yaml_tree: nested anchors without aliases stop at the node limit") {
+  // 30 levels of 10,000 items each (300,000 nodes, 900 KB); the anchors' copies add 4.65 million.
+  std::string text = "a: ";
+  for (int level = 0; level < 30; ++level) {
+    text += "&l" + std::to_string(level) + " [";
+    for (int i = 0; i < 10'000; ++i) text += "x, ";
+  }
+  text += "x" + std::string(30, ']') + "\n";
+  YamlDocument doc;
+  CHECK(millis([&] { doc = parse_yaml(text, "f.yaml"); }) < 2000);
+  REQUIRE(doc.errors.size() == 1);
+  CHECK(doc.errors[0].message ==
+        "the file expands to more than 1000000 nodes (anchors and aliases count each copy); use fewer or smaller "
+        "anchors and aliases");
+  CHECK(doc.root.is_null());
+  // A few anchors of a real manifest cost nothing near the limit.
+  CHECK(parse_yaml("d: &d {gpu: T4}\nf: {<<: *d}\ng: {<<: *d}\n", "f.yaml").errors.empty());
+}
+
+// Finding 3: 100,000-deep nesting took 26 s inside libyaml.
+TEST_CASE("yaml_tree: nesting deeper than the limit stops at the first list or mapping past it") {
+  const std::string flow = "a: " + std::string(100'000, '[') + std::string(100'000, ']') + "\n";
+  YamlDocument doc;
+  CHECK(millis([&] { doc = parse_yaml(flow, "f.yaml"); }) < 500);
+  // The root mapping is level 1: the 64th '[' (column 67) is level 65.
+  std::string path = "a";
+  for (int i = 0; i < 63; ++i) path += "[0]";
+  CHECK(errors_of(doc) == std::vector<std::string>{"f.yaml:1:67: error: " + path +
+                                                   ": lists and mappings are nested more than 64 deep; no manifest or "
+                                                   "config needs that, flatten this part"});
+  std::string block;
+  for (int i = 0; i < 1000; ++i) block += std::string(2 * i, ' ') + "k:\n";
+  doc = parse_yaml(block, "f.yaml");
+  REQUIRE(doc.errors.size() == 1);
+  CHECK(doc.errors[0].line == 65);
+  CHECK(doc.errors[0].column == 129);
+  std::string ok;
+  for (int i = 0; i < 63; ++i) ok += std::string(2 * i, ' ') + "k:\n";
+  CHECK(parse_yaml(ok, "f.yaml").errors.empty());
+}
+
+// Finding 4: a 200 MB manifest took 13 s and 3.7 GB.
+TEST_CASE("yaml_tree: input over the size limit is an error at the byte that crosses it") {
+  std::string text;
+  while (text.size() <= max_yaml_bytes) text += "# comment\n";  // 10 bytes a line
+  YamlDocument doc;
+  CHECK(millis([&] { doc = parse_yaml(text, "f.yaml"); }) < 500);
+  // Byte 8 MiB = 8388608 = line 838861 (0-based 838860 lines of 10 bytes), column 9.
+  CHECK(errors_of(doc) ==
+        std::vector<std::string>{"f.yaml:838861:9: error: the file is larger than 8 MiB; no manifest or config needs "
+                                 "that, split it"});
+  CHECK(parse_yaml(text.substr(0, max_yaml_bytes), "f.yaml").errors.empty());
+}
+
+// Finding 5: NUL bytes and invalid UTF-8 were reported at 1:1.
+TEST_CASE("yaml_tree: reader errors are positioned at the offending byte") {
+  using namespace std::string_literals;
+  CHECK(errors_of(parse_yaml("a: 1\nb: 2\nc: 3\nd: 'x\0y'\n"s, "f.yaml")) ==
+        std::vector<std::string>{"f.yaml:4:6: error: invalid YAML: control characters are not allowed (byte 0x00); the "
+                                 "file must be UTF-8 text without control characters"});
+  CHECK(errors_of(parse_yaml("a: 1\nb: 2\nc: 3\nd: \xc3\xa9\xff\n", "f.yaml")) ==
+        std::vector<std::string>{"f.yaml:4:5: error: invalid YAML: invalid leading UTF-8 octet (byte 0xFF); the file "
+                                 "must be UTF-8 text without control characters"});
+  CHECK(position_of("ab\ncd\r\nef\rg\xc3\xa9h", 13) == std::pair<int, int>{4, 3});
 }

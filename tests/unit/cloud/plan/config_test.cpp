@@ -164,3 +164,41 @@ TEST_CASE("config: a slurm cloud offering two memory variants of one type maps t
   auto local = cloud::parse_config("clouds:\n  local:\n    gpus: [\"A100-40GB:2\", \"A100-80GB:2\"]\n", "config.yaml", diagnostics);
   REQUIRE_MESSAGE(local.ok(), util::format_diagnostics(diagnostics));
 }
+
+// Finding 6 of issue 14: a string in place of a secret's mapping was echoed ("got a string ('sk-...')").
+TEST_CASE("config: a secret value in the wrong shape is never echoed") {
+  CHECK(errors_of("secrets:\n  wandb: sk-s3cr3t-value\n") ==
+        "config.yaml:2:10: error: secrets.wandb: expected a mapping (key: value lines), got a string (not shown: it may "
+        "be secret)");
+  CHECK(errors_of("secrets: sk-s3cr3t-value\n") ==
+        "config.yaml:1:10: error: secrets: expected a mapping (key: value lines), got a string (not shown: it may be "
+        "secret)");
+  CHECK(errors_of("secrets:\n  wandb: [s3cr3t-1]\n  hf: 12345678\n") ==
+        "config.yaml:2:10: error: secrets.wandb: expected a mapping (key: value lines), got a list (not shown: it may be "
+        "secret)\n"
+        "config.yaml:3:7: error: secrets.hf: expected a mapping (key: value lines), got a number (not shown: it may be "
+        "secret)");
+}
+
+// Findings 1-5 of issue 14 hold for the config too: it is read by the same YAML reader.
+TEST_CASE("config: the YAML limits apply to the config file") {
+  CHECK(errors_of("clouds: " + std::string(100, '[') + std::string(100, ']') + "\n") ==
+        "config.yaml:1:72: error: clouds" + [] {
+          std::string p;
+          for (int i = 0; i < 63; ++i) p += "[0]";
+          return p;
+        }() + ": lists and mappings are nested more than 64 deep; no manifest or config needs that, flatten this part");
+  using namespace std::string_literals;
+  CHECK(errors_of("any: [T4]\nclouds:\n  x: {backend: \"lo\0cal\"}\n"s) ==
+        std::string("config.yaml:3:19: error: invalid YAML: control characters are not allowed (byte 0x00); the file "
+                    "must be UTF-8 text without control characters"));
+  test::TempDir dir;
+  const std::string path = dir.path() + "/config.yaml";
+  std::ofstream(path) << "clouds: {}\n";
+  std::filesystem::resize_file(path, 200u << 20);  // sparse: 200 MB of NUL bytes after the first line
+  std::vector<util::Diagnostic> diagnostics;
+  auto config = cloud::load_config(path, diagnostics);
+  REQUIRE_FALSE(config.ok());
+  CHECK(util::format_diagnostics(diagnostics) ==
+        path + ":2:8388598: error: the file is larger than 8 MiB; no manifest or config needs that, split it");
+}
