@@ -30,14 +30,16 @@ struct SpawnPipes {
   int out[2] = {-1, -1};
   int err[2] = {-1, -1};
   int status[2] = {-1, -1};
+  int in[2] = {-1, -1};
   void close_all() {
-    for (int* fd : {&out[0], &out[1], &err[0], &err[1], &status[0], &status[1]}) close_fd(*fd);
+    for (int* fd : {&out[0], &out[1], &err[0], &err[1], &status[0], &status[1], &in[0], &in[1]}) close_fd(*fd);
   }
 };
 
-util::Result<SpawnPipes> make_pipes() {
+util::Result<SpawnPipes> make_pipes(bool stdin_pipe) {
   SpawnPipes pipes;
-  for (int* pipe : {pipes.out, pipes.err, pipes.status}) {
+  for (int* pipe : {pipes.out, pipes.err, pipes.status, pipes.in}) {
+    if (pipe == pipes.in && !stdin_pipe) continue;
     if (::pipe2(pipe, O_CLOEXEC) != 0) {
       const int error = errno;
       pipes.close_all();
@@ -77,7 +79,7 @@ std::vector<std::string> exec_candidates(const ProcessSpec& spec) {
   return candidates;
 }
 
-// In the forked child: its own process group, default signals, stdin from /dev/null, the pipes
+// In the forked child: its own process group, default signals, stdin from /dev/null or its pipe, the pipes
 // as stdout/stderr, the spec's directory, then exec. On failure writes errno to the status pipe
 // and exits 126 (directory) or 127 (program). Only async-signal-safe calls.
 [[noreturn]] void exec_child(const ProcessSpec& spec, const SpawnPipes& pipes, const std::vector<std::string>& candidates,
@@ -87,8 +89,8 @@ std::vector<std::string> exec_candidates(const ProcessSpec& spec) {
   sigset_t none;
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
-  const int devnull = ::open("/dev/null", O_RDONLY);
-  if (devnull >= 0) ::dup2(devnull, 0);
+  const int input = pipes.in[0] >= 0 ? pipes.in[0] : ::open("/dev/null", O_RDONLY);
+  if (input >= 0) ::dup2(input, 0);
   ::dup2(pipes.out[1], 1);
   ::dup2(pipes.err[1], 2);
   if (!spec.cwd.empty() && ::chdir(spec.cwd.c_str()) != 0) {
@@ -122,7 +124,7 @@ util::Result<ChildProcess> ChildProcess::spawn(const ProcessSpec& spec) {
   if (spec.argv.empty() || spec.argv[0].empty()) {
     return util::make_error(util::ExitCode::usage, "empty command; give the function a command");
   }
-  auto pipes = make_pipes();
+  auto pipes = make_pipes(spec.stdin_pipe);
   if (!pipes) return pipes.error();
   const std::vector<char*> argv = c_strings(spec.argv);
   const std::vector<char*> envp = c_strings(spec.env);
@@ -135,13 +137,14 @@ util::Result<ChildProcess> ChildProcess::spawn(const ProcessSpec& spec) {
   }
   if (pid == 0) exec_child(spec, *pipes, candidates, argv.data(), envp.data());
   ::setpgid(pid, pid);
-  for (int* fd : {&pipes->out[1], &pipes->err[1], &pipes->status[1]}) close_fd(*fd);
+  for (int* fd : {&pipes->out[1], &pipes->err[1], &pipes->status[1], &pipes->in[0]}) close_fd(*fd);
   const std::optional<int> child_errno = read_child_errno(pipes->status[0]);
   close_fd(pipes->status[0]);
   ChildProcess child;
   child.pid_ = pid;
   child.out_fd_ = pipes->out[0];
   child.err_fd_ = pipes->err[0];
+  child.in_fd_ = pipes->in[1];
   if (child_errno) {
     child.wait();
     if (!spec.cwd.empty() && child.exit_code_ == 126) {
@@ -156,7 +159,8 @@ util::Result<ChildProcess> ChildProcess::spawn(const ProcessSpec& spec) {
 }
 
 ChildProcess::ChildProcess(ChildProcess&& other) noexcept
-    : pid_(other.pid_), out_fd_(other.out_fd_), err_fd_(other.err_fd_), exit_code_(other.exit_code_) {
+    : pid_(other.pid_), out_fd_(other.out_fd_), err_fd_(other.err_fd_), in_fd_(other.in_fd_), exit_code_(other.exit_code_) {
+  other.in_fd_ = -1;
   other.pid_ = -1;
   other.out_fd_ = -1;
   other.err_fd_ = -1;
@@ -166,7 +170,10 @@ ChildProcess& ChildProcess::operator=(ChildProcess&& other) noexcept {
   if (this != &other) {
     close_fd(out_fd_);
     close_fd(err_fd_);
+    close_fd(in_fd_);
     pid_ = other.pid_;
+    in_fd_ = other.in_fd_;
+    other.in_fd_ = -1;
     out_fd_ = other.out_fd_;
     err_fd_ = other.err_fd_;
     exit_code_ = other.exit_code_;
@@ -178,6 +185,7 @@ ChildProcess& ChildProcess::operator=(ChildProcess&& other) noexcept {
 }
 
 ChildProcess::~ChildProcess() {
+  close_fd(in_fd_);
   close_fd(out_fd_);
   close_fd(err_fd_);
   if (pid_ > 0 && !exit_code_) {
@@ -186,6 +194,7 @@ ChildProcess::~ChildProcess() {
   }
 }
 
+void ChildProcess::close_stdin() { close_fd(in_fd_); }
 void ChildProcess::close_stdout() { close_fd(out_fd_); }
 void ChildProcess::close_stderr() { close_fd(err_fd_); }
 

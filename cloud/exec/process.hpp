@@ -15,9 +15,11 @@ struct ProcessSpec {
   std::vector<std::string> argv;
   std::vector<std::string> env;  // "KEY=VALUE"
   std::string cwd;               // empty = inherit
+  bool stdin_pipe = false;       // true: stdin is a pipe the parent writes (stdin_fd), else /dev/null
 };
 
-// A child in its own process group with stdout and stderr on pipes and stdin from /dev/null.
+// A child in its own process group with stdout and stderr on pipes and stdin from /dev/null (or a
+// pipe, see ProcessSpec::stdin_pipe).
 class ChildProcess {
  public:
   // Starts the process. A program that cannot be executed is an Error naming it and errno's text.
@@ -32,6 +34,9 @@ class ChildProcess {
   pid_t pid() const { return pid_; }
   int stdout_fd() const { return out_fd_; }  // -1 once closed
   int stderr_fd() const { return err_fd_; }
+  int stdin_fd() const { return in_fd_; }  // -1 without ProcessSpec::stdin_pipe, or once closed
+  // Closes the write end of the child's stdin (the child reads EOF).
+  void close_stdin();
   void close_stdout();
   void close_stderr();
   // Sends `sig` to the whole process group (ignored once the group is gone).
@@ -46,6 +51,7 @@ class ChildProcess {
   pid_t pid_ = -1;
   int out_fd_ = -1;
   int err_fd_ = -1;
+  int in_fd_ = -1;
   std::optional<int> exit_code_;
 };
 
