@@ -141,7 +141,17 @@ std::optional<cloud::PlanInputs> plan_inputs(Context& ctx, const cloud::Config& 
   return inputs;
 }
 
-nlohmann::json run_json(const cloud::Run& run) {
+util::Result<cloud::Backend*> RunBackends::of(const cloud::Run& run) {
+  auto it = by_cloud_.find(run.cloud);
+  if (it == by_cloud_.end()) {
+    auto made = cloud::backend_for(run, config_);
+    if (!made) return made.error();
+    it = by_cloud_.emplace(run.cloud, std::move(made).value()).first;
+  }
+  return it->second.get();
+}
+
+nlohmann::json run_json(const cloud::Run& run, const std::string& remote_id) {
   auto time = [](const std::optional<std::int64_t>& t) {
     return t ? nlohmann::json(cloud::format_iso8601(*t)) : nlohmann::json(nullptr);
   };
@@ -150,6 +160,7 @@ nlohmann::json run_json(const cloud::Run& run) {
           {"function", run.function},
           {"cloud", run.cloud},
           {"backend", run.backend},
+          {"remote_id", remote_id.empty() ? nlohmann::json(nullptr) : nlohmann::json(remote_id)},
           {"status", cloud::to_string(run.status)},
           {"status_reason", run.status_reason},
           {"exit_code", run.exit_code ? nlohmann::json(*run.exit_code) : nlohmann::json(nullptr)},
@@ -168,6 +179,16 @@ nlohmann::json result_json(const cloud::Run& run, int code) {
     out["error"] = {{"kind", "backend"}, {"message", run.status_reason}};
   }
   return out;
+}
+
+std::string ended_line(const cloud::Run& run, int code) {
+  const std::string status(cloud::to_string(run.status));
+  std::string what = run.status_reason.empty() ? status : run.status_reason;
+  const bool says_status = what.rfind(status, 0) == 0 || (run.status == cloud::RunStatus::timeout && what.rfind("timed out", 0) == 0) ||
+                           (run.status == cloud::RunStatus::failed && what.rfind("killed by", 0) == 0);
+  if (!says_status) what = status + ": " + what;
+  if (what.find("exit code") == std::string::npos) what += fmt::format(" (exit code {})", code);
+  return fmt::format("run {} {}", run.id, what);
 }
 
 util::Result<std::unique_ptr<cloud::Backend>> run_backend(Context& ctx, const cloud::Run& run) {

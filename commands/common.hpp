@@ -69,12 +69,28 @@ nlohmann::json plan_json(const cloud::Plan& plan);
 // The plan as tables on ctx.out (functions, volumes, images) and its warnings on ctx.err.
 void print_plan(Context& ctx, const cloud::Plan& plan);
 
-// A run as `ps --json` shows it.
-nlohmann::json run_json(const cloud::Run& run);
+// A run as `ps --json` shows it; `remote_id` is its backend's job id (null when none).
+nlohmann::json run_json(const cloud::Run& run, const std::string& remote_id);
+
+// The backends of recorded runs, made once per cloud from one config.
+class RunBackends {
+ public:
+  explicit RunBackends(cloud::Config config) : config_(std::move(config)) {}
+  // The backend of `run`'s cloud, or why it cannot be made.
+  util::Result<cloud::Backend*> of(const cloud::Run& run);
+
+ private:
+  cloud::Config config_;
+  std::map<std::string, std::unique_ptr<cloud::Backend>> by_cloud_;
+};
 
 // An ended run as `run --json` and `wait --json` print it: {"id", "status", "exit_code"}, and
 // "error" {"kind", "message"} when gpurun lost it (not the workload's own failure).
 nlohmann::json result_json(const cloud::Run& run, int code);
+
+// "run ID failed with exit code 7", "run ID timed out after 2s (exit code 124)", "run ID lost:
+// REASON (exit code 125)": an ended run in words, each said once.
+std::string ended_line(const cloud::Run& run, int code);
 
 // The backend of a recorded run (a remote one is configured from the config's cloud).
 util::Result<std::unique_ptr<cloud::Backend>> run_backend(Context& ctx, const cloud::Run& run);

@@ -22,22 +22,42 @@ struct PsOptions {
 int run_ps(Context& ctx, const PsOptions& options) {
   int exit_code = 0;
   // Like every command: a missing --config FILE or $GPURUN_CONFIG, or a broken config, is refused.
-  if (!load_config(ctx, exit_code)) return exit_code;
+  auto config = load_config(ctx, exit_code);
+  if (!config) return exit_code;
   auto store = open_store();
   if (!store) return report(ctx, store.error());
   auto runs = store->list_runs(options.all);
   if (!runs) return report(ctx, runs.error());
-  for (auto& r : *runs) r = refreshed_run(ctx, *store, r);
+  RunBackends backends(std::move(*config));
+  std::vector<std::string> job_ids;
+  for (auto& r : *runs) {
+    auto backend = backends.of(r);
+    if (!backend) {
+      ctx.err << "gpurun: warning: cannot refresh run " << r.id << ": " << backend.error().message << '\n';
+      job_ids.emplace_back();
+      continue;
+    }
+    if (!cloud::is_terminal(r.status)) {
+      auto fresh = (*backend)->refresh(*store, r);
+      if (fresh) {
+        r = *fresh;
+      } else {
+        ctx.err << "gpurun: warning: cannot refresh run " << r.id << ": " << fresh.error().message << '\n';
+      }
+    }
+    job_ids.push_back((*backend)->job_id(r));
+  }
   if (options.json) {
     nlohmann::json out = nlohmann::json::array();
-    for (const auto& r : *runs) out.push_back(run_json(r));
+    for (std::size_t i = 0; i < runs->size(); ++i) out.push_back(run_json((*runs)[i], job_ids[i]));
     ctx.out << out.dump(2) << '\n';
     return 0;
   }
-  Table table({"RUN", "APP", "FUNCTION", "CLOUD", "STATUS", "EXIT", "GPUS", "ATTEMPT", "AGE"});
+  Table table({"RUN", "APP", "FUNCTION", "CLOUD", "JOB", "STATUS", "EXIT", "GPUS", "ATTEMPT", "AGE"});
   const auto now = util::now_unix_ms();
-  for (const auto& r : *runs) {
-    table.add({r.id, r.app, r.function, r.cloud, std::string(cloud::to_string(r.status)),
+  for (std::size_t i = 0; i < runs->size(); ++i) {
+    const auto& r = (*runs)[i];
+    table.add({r.id, r.app, r.function, r.cloud, job_ids[i].empty() ? "-" : job_ids[i], std::string(cloud::to_string(r.status)),
                r.exit_code ? std::to_string(*r.exit_code) : "-", r.gpus.empty() ? "-" : r.gpus, std::to_string(r.attempt),
                util::format_duration(std::chrono::seconds((now - r.created_at) / 1000))});
   }

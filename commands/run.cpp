@@ -141,8 +141,9 @@ int run_function(Context& ctx, const RunOptions& options) {
     return 0;
   }
   ctx.out.flush();
-  ctx.err << fmt::format("gpurun: run {} of {} on {}{}\n", run->id, function->name, placed.cloud,
-                         placed.gpu ? " (" + spec.gpu_text + ")" : "");
+  const std::string job = backend->job_id(*run);
+  ctx.err << fmt::format("gpurun: run {} of {} on {}{}{}\n", run->id, function->name, placed.cloud,
+                         placed.gpu ? " (" + spec.gpu_text + ")" : "", job.empty() ? "" : ", job " + job);
 
   std::atomic<bool> detach{false};
   bool cancel_sent = false;
@@ -157,6 +158,13 @@ int run_function(Context& ctx, const RunOptions& options) {
   watch.err_fd = 2;
   watch.stop = &detach;
   watch.backend = backend.get();
+  // The live waiting line (a terminal) is cleared before the run's first output and once it starts.
+  auto clear_waiting_line = [&] {
+    if (shown_reason.empty() || !ctx.err_is_tty) return;
+    ctx.err << "\r\033[K";
+    ctx.err.flush();
+    shown_reason.clear();
+  };
   watch.on_poll = [&](const cloud::Run& current) {
     if (g_interrupts.load() >= 1 && !cancel_sent) {
       cancel_sent = true;
@@ -176,12 +184,11 @@ int run_function(Context& ctx, const RunOptions& options) {
         shown_reason = current.status_reason;
         last_refresh = now;
       }
-    } else if (!shown_reason.empty() && ctx.err_is_tty) {
-      ctx.err << "\r\033[K";
-      ctx.err.flush();
-      shown_reason.clear();
+    } else {
+      clear_waiting_line();
     }
   };
+  watch.before_output = clear_waiting_line;
   auto final_run = watch_run(*store, run->id, watch);
   if (detach.load() || (!final_run && final_run.error().code == util::ExitCode::cancelled)) {
     ctx.err << fmt::format("gpurun: detached; run {} goes on: follow it with 'gpurun logs -f {}'\n", run->id, run->id);
@@ -190,8 +197,7 @@ int run_function(Context& ctx, const RunOptions& options) {
   if (!final_run) return report(ctx, final_run.error());
   const int code = cloud::exit_code_of(*final_run);
   if (backend->remote() && final_run->status != cloud::RunStatus::succeeded) {
-    ctx.err << fmt::format("gpurun: run {} {}{}\n", final_run->id, cloud::to_string(final_run->status),
-                           final_run->status_reason.empty() ? "" : ": " + final_run->status_reason);
+    ctx.err << "gpurun: " << ended_line(*final_run, code) << '\n';
   }
   if (options.json) {
     ctx.out << result_json(*final_run, code).dump() << '\n';

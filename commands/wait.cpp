@@ -85,9 +85,7 @@ int run_wait(Context& ctx, const WaitOptions& options) {
   if (options.json) {
     ctx.out << result_json(*current, code).dump() << '\n';
   } else if (current->status != cloud::RunStatus::succeeded) {
-    ctx.err << fmt::format("gpurun: run {} {} (exit code {})\n", current->id,
-                           current->status_reason.empty() ? std::string(cloud::to_string(current->status)) : current->status_reason,
-                           code);
+    ctx.err << "gpurun: " << ended_line(*current, code) << '\n';
   }
   return code;
 }

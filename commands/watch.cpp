@@ -72,6 +72,7 @@ util::Result<cloud::Run> watch_run(cloud::StateStore& store, const std::string& 
   PlainMarkers markers;
   const bool plain = source.format == cloud::LogFormat::plain;
   auto sink = [&](std::span<const cloud::LogRecord> records) {
+    if (options.before_output && !records.empty()) options.before_output();
     return renderer.write(plain ? markers.apply(records) : records);
   };
   if (!options.follow) {

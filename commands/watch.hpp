@@ -20,6 +20,8 @@ struct WatchOptions {
   int err_fd = 2;
   // Called about every 100 ms while following, with the run as last read (for status lines).
   std::function<void(const cloud::Run&)> on_poll;
+  // Called before each batch of log lines is printed (e.g. to clear a live waiting line first).
+  std::function<void()> before_output;
   const std::atomic<bool>* stop = nullptr;  // stop following (detach) when it turns true
   // The run's backend: where its log is and how its status is refreshed (null: local).
   cloud::Backend* backend = nullptr;

@@ -74,6 +74,9 @@ class Backend {
   virtual util::Result<Run> refresh(StateStore& store, const Run& run) = 0;
   // The run's output.
   virtual LogSource log_source(const StateStore& store, const Run& run) const = 0;
+  // The backend's own id of the run's current job as its users know it (a Slurm job id); empty
+  // when there is none (local runs, or not submitted yet).
+  virtual std::string job_id(const Run& run) const = 0;
 };
 
 // Creates the directory of each of `spec`'s volumes where `backend` keeps it and records the

@@ -90,7 +90,7 @@ run_cmd wait "$id"
 expect_eq "cancelled run exit" 130 "$RC"
 run_cmd ps --all --json
 expect_eq "ps shows cancelled" "cancelled" "$(python3 -c 'import json,sys; print([r for r in json.loads(sys.argv[1]) if r["id"]==sys.argv[2]][0]["status"])' "$OUT" "$id")"
-expect_eq "ps json fields" "app,attempt,backend,cloud,created_at,ended_at,exit_code,function,gpus,id,started_at,status,status_reason" \
+expect_eq "ps json fields" "app,attempt,backend,cloud,created_at,ended_at,exit_code,function,gpus,id,remote_id,started_at,status,status_reason" \
   "$(python3 -c 'import json,sys; print(",".join(sorted(json.loads(sys.argv[1])[0].keys())))' "$OUT")"
 
 # Ctrl-C on an attached run cancels it.

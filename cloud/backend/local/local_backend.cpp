@@ -587,6 +587,7 @@ class LocalBackend final : public Backend {
   LogSource log_source(const StateStore& store, const Run& run) const override {
     return {run_dir(store.dir(), run.id) + "/log", LogFormat::records};
   }
+  std::string job_id(const Run& /*run*/) const override { return ""; }
 };
 
 }  // namespace

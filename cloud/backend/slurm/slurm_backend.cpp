@@ -339,6 +339,12 @@ class SlurmBackend final : public Backend {
     return store.get_run(run.id);
   }
 
+  // The job id part of the recorded remote id ("JOBID+OFFSET+RETRIES"); none while submitting.
+  std::string job_id(const Run& run) const override {
+    const auto remote = parse_remote_id(run.remote_id);
+    return remote ? std::to_string(remote->job_id) : std::string();
+  }
+
   LogSource log_source(const StateStore& /*store*/, const Run& run) const override {
     return {slurm::run_log_path(run.log_dir.empty() ? cloud_.log_dir : run.log_dir, run.id), LogFormat::plain};
   }

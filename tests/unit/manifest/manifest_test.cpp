@@ -597,7 +597,7 @@ TEST_CASE("manifest: a file over the size limit is refused without reading all o
   std::vector<util::Diagnostic> diagnostics;
   const auto start = std::chrono::steady_clock::now();
   auto result = load_manifest(path, test_context(), diagnostics);
-  CHECK(std::chrono::steady_clock::now() - start < 1s);
+  CHECK(std::chrono::steady_clock::now() - start < 5s);
   REQUIRE_FALSE(result.ok());
   CHECK(result.error().code == util::ExitCode::usage);
   REQUIRE(diagnostics.size() == 1);
