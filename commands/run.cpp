@@ -155,6 +155,7 @@ int run_function(Context& ctx, const RunOptions& options) {
   watch.err_fd = 2;
   watch.stop = &detach;
   watch.backend = backend.get();
+  watch.explain_end = true;
   watch.on_poll = [&](const cloud::Run& current) {
     if (g_interrupts.load() >= 1 && !cancel_sent) {
       cancel_sent = true;

@@ -40,8 +40,7 @@ int run_wait(Context& ctx, const WaitOptions& options) {
     if (cloud::is_terminal(current.status)) break;
     std::this_thread::sleep_for(delay);
     if (!remote) {
-      (void)store->reconcile_lost();
-      auto fresh = store->get_run(run->id);
+      auto fresh = refresh_local_run(*store, run->id);
       if (!fresh) return report(ctx, fresh.error());
       current = *fresh;
     }
