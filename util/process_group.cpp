@@ -1,31 +1,64 @@
 #include "util/process_group.hpp"
 
+#include <dirent.h>
 #include <signal.h>
 
 #include <cerrno>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "util/files.hpp"
 
 namespace gpurun::util {
 
-std::optional<std::uint64_t> process_start_ticks(pid_t pid) {
+namespace {
+
+// The fields of /proc/PID/stat from field 3 (state) on; empty when there is no such process.
+// comm (field 2) may hold spaces and parentheses, so fields are counted from its last ')'.
+std::vector<std::string> stat_fields(const std::string& pid) {
   int error_number = 0;
-  const auto stat = read_file("/proc/" + std::to_string(pid) + "/stat", error_number);
-  if (!stat) return std::nullopt;
-  // "pid (comm) state ppid ...": comm may hold spaces and parentheses, so count from the last ')'.
+  const auto stat = read_file("/proc/" + pid + "/stat", error_number);
+  std::vector<std::string> fields;
+  if (!stat) return fields;
   const auto close = stat->rfind(')');
-  if (close == std::string::npos) return std::nullopt;
+  if (close == std::string::npos) return fields;
   std::size_t pos = close + 1;
-  for (int field = 3; field <= 22; ++field) {
-    pos = stat->find_first_not_of(' ', pos);
-    if (pos == std::string::npos) return std::nullopt;
-    if (field == 22) return std::strtoull(stat->c_str() + pos, nullptr, 10);
-    pos = stat->find(' ', pos);
-    if (pos == std::string::npos) return std::nullopt;
+  while ((pos = stat->find_first_not_of(" \n", pos)) != std::string::npos) {
+    const auto end = stat->find_first_of(" \n", pos);
+    fields.push_back(stat->substr(pos, end == std::string::npos ? std::string::npos : end - pos));
+    pos = end;
   }
-  return std::nullopt;
+  return fields;
+}
+
+// True when a process of group `pgid` that is not a zombie exists (zombies wait to be reaped by
+// whoever adopted them and run nothing); nullopt when /proc cannot be read.
+std::optional<bool> live_member(pid_t pgid) {
+  DIR* proc = ::opendir("/proc");
+  if (proc == nullptr) return std::nullopt;
+  const std::string group = std::to_string(pgid);
+  bool found = false;
+  while (const dirent* entry = ::readdir(proc)) {
+    if (entry->d_name[0] < '0' || entry->d_name[0] > '9') continue;
+    const auto fields = stat_fields(entry->d_name);
+    // fields[0] = state (field 3), fields[2] = pgrp (field 5).
+    if (fields.size() > 2 && fields[2] == group && fields[0] != "Z" && fields[0] != "X") {
+      found = true;
+      break;
+    }
+  }
+  ::closedir(proc);
+  return found;
+}
+
+}  // namespace
+
+std::optional<std::uint64_t> process_start_ticks(pid_t pid) {
+  if (pid <= 0) return std::nullopt;
+  const auto fields = stat_fields(std::to_string(pid));
+  if (fields.size() < 20) return std::nullopt;
+  return std::strtoull(fields[19].c_str(), nullptr, 10);  // field 22
 }
 
 bool process_group_alive(const ProcessGroup& group) {
@@ -34,7 +67,8 @@ bool process_group_alive(const ProcessGroup& group) {
   // While a group exists its id is never given to a new process; so a process with that pid
   // started at another time means our group ended and the id was reused (with a new group).
   const auto start = process_start_ticks(group.pgid);
-  return !start || *start == group.leader_start;
+  if (start && *start != group.leader_start) return false;
+  return live_member(group.pgid).value_or(true);
 }
 
 bool signal_process_group(const ProcessGroup& group, int sig) {

@@ -20,8 +20,9 @@ struct ProcessGroup {
 // The start time of process `pid` (clock ticks after boot), or nullopt when there is no such process.
 std::optional<std::uint64_t> process_start_ticks(pid_t pid);
 
-// True while some process of `group` lives: the group exists and its id is not now a different
-// process's (the leader may have exited while its children still run). Unsure means alive.
+// True while some process of `group` lives: the group exists, its id is not now a different
+// process's (the leader may have exited while its children still run) and a member of it is not
+// a zombie (orphans wait for whoever adopted them to reap them). Unsure means alive.
 bool process_group_alive(const ProcessGroup& group);
 
 // Sends `sig` to every process of `group` when it is alive (process_group_alive); true when sent.

@@ -29,6 +29,8 @@ export GPURUN_LOCAL_GPUS="T4:2" EVENTS="$TEST_DIR/events"
 
 # supervisor_of RUN: the pid of the run's supervisor (the one process holding its lock).
 supervisor_of() { fuser "$GPURUN_STATE_DIR/runs/$1/lock" 2>/dev/null | tr -s ' ' '\n' | grep -m1 '[0-9]'; }
+# group_alive PGID: a process of the group runs (zombies, which wait to be reaped, do not count).
+group_alive() { ps -e -o pgid=,stat= | awk -v g="$1" '$1 == g && $2 !~ /^Z/ { found = 1 } END { exit !found }'; }
 status_of() {
   "$GPURUN" ps --all --json | python3 -c 'import json,sys; print([r["status"] for r in json.load(sys.stdin) if r["id"]==sys.argv[1]][0])' "$1"
 }
@@ -93,7 +95,7 @@ expect_eq "attached lost run explains itself" \
 gpurun: run $lost_id lost: its supervisor exited without recording a result (killed?); its workload (process group $pgid) still runs and keeps its GPUs: 'gpurun cancel $lost_id' stops it
 gpurun: its supervisor's own messages are in $GPURUN_STATE_DIR/runs/$lost_id/supervisor.log; 'gpurun logs $lost_id' shows its output; start it again with 'gpurun run leftover'" \
   "$(cat attached.err)"
-check; kill -0 -- "-$pgid" 2>/dev/null || fail "the leftover sleep should still run"
+check; group_alive "$pgid" || fail "the leftover sleep should still run"
 next=$("$GPURUN" run both --detach)
 sleep 1.5
 expect_eq "a lost run's live workload keeps its GPUs" queued "$(status_of "$next")"
@@ -101,7 +103,7 @@ run_cmd cancel "$lost_id"
 expect_eq "cancel of a lost run exit" 0 "$RC"
 expect_eq "cancel of a lost run" \
   "gpurun: run $lost_id was lost; killed what was left of its workload (process group $pgid); its GPUs are free" "$ERR"
-check; ! kill -0 -- "-$pgid" 2>/dev/null || fail "cancel left the leftover running"
+check; ! group_alive "$pgid" || fail "cancel left the leftover running"
 run_cmd wait "$next"
 expect_eq "the waiting run gets the GPUs" 0 "$RC"
 run_cmd cancel "$lost_id"
@@ -119,19 +121,31 @@ export GPURUN_STATE_DIR="$PWD/small/state"
 "$GPURUN" run chatty > full.out 2> full.err &
 cli=$!
 for _ in $(seq 200); do grep -q tick full.out 2>/dev/null && break; sleep 0.05; done
-dd if=/dev/zero of=small/filler bs=64k 2>/dev/null
+# Fill the file system in one call (a slow fill would take the space the supervisor frees to
+# record the result).
+python3 - small/filler <<'PY'
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o600)
+st = os.statvfs(sys.argv[1])
+size = st.f_bavail * st.f_frsize
+while size > 0:
+    try:
+        os.posix_fallocate(fd, 0, size); break
+    except OSError:
+        size -= 4096
+PY
 timeout 30 tail --pid=$cli -f /dev/null || { echo "attached run hangs on a full disk" >&2; kill $cli; }
 wait $cli; echo "rc=$?" > full.rc
 "$GPURUN" ps --all --json > full.ps 2>&1
 rm -f small/filler
-"$GPURUN" ps --all --json > full.ps2 2>&1
 SH
 GPURUN="$GPURUN" "${ns[@]}" bash full_disk.sh
 expect_eq "full disk: run exit" "rc=125" "$(cat full.rc)"
 full_id=$(sed -n 's/^gpurun: run \(r[0-9a-z]*\) of chatty.*/\1/p' full.err)
 log="$TEST_DIR/small/state/runs/$full_id/log"
 reason="no space left on device writing the run log at $log; free space on its file system and start the run again"
-expect_contains "full disk: the attached CLI says why" "gpurun: run $reason" "$(cat full.err)"
+expect_eq "full disk: the attached CLI says why" "gpurun: run $full_id of chatty on local
+gpurun: run $reason" "$(cat full.err)"
 expect_eq "full disk: status and reason" "failed 125 $reason" \
   "$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))[0]; print(r["status"], r["exit_code"], r["status_reason"])' full.ps)"
 finish
