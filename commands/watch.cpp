@@ -66,6 +66,19 @@ void explain_end(const cloud::Run& run, const std::string& state_dir, const std:
   [[maybe_unused]] const auto written = ::write(fd, text.data(), text.size());
 }
 
+// Writes every complete record of `reader` to `sink`.
+template <typename Sink>
+util::Result<void> replay(cloud::LogReader& reader, Sink& sink) {
+  std::vector<cloud::LogRecord> records;
+  while (true) {
+    records.clear();
+    auto got = reader.read(records, true);
+    if (!got) return got.error();
+    if (records.empty()) return {};
+    if (auto w = sink(records); !w) return w.error();
+  }
+}
+
 }  // namespace
 
 util::Result<cloud::Run> refresh_local_run(cloud::StateStore& store, const std::string& run_id) {
@@ -106,14 +119,7 @@ util::Result<cloud::Run> watch_run(cloud::StateStore& store, const std::string& 
     return renderer.write(plain ? markers.apply(records) : records);
   };
   if (!options.follow) {
-    std::vector<cloud::LogRecord> records;
-    while (true) {
-      records.clear();
-      auto got = reader.read(records, true);
-      if (!got) return got.error();
-      if (records.empty()) break;
-      if (auto w = sink(records); !w) return w.error();
-    }
+    if (auto replayed = replay(reader, sink); !replayed) return replayed.error();
     if (auto f = renderer.finish(); !f) return f.error();
     return run;
   }

@@ -66,8 +66,11 @@ bool process_group_alive(const ProcessGroup& group) {
   if (::kill(-group.pgid, 0) != 0 && errno == ESRCH) return false;
   // While a group exists its id is never given to a new process; so a process with that pid
   // started at another time means our group ended and the id was reused (with a new group).
-  const auto start = process_start_ticks(group.pgid);
-  if (start && *start != group.leader_start) return false;
+  const auto leader = stat_fields(std::to_string(group.pgid));
+  if (leader.size() >= 20) {
+    if (std::strtoull(leader[19].c_str(), nullptr, 10) != group.leader_start) return false;
+    if (leader[0] != "Z" && leader[2] == std::to_string(group.pgid)) return true;  // the leader itself runs
+  }
   return live_member(group.pgid).value_or(true);
 }
 

@@ -90,7 +90,7 @@ struct AttemptResult {
 // before its result is recorded, so that the result and its last log line fit on a full disk.
 class SpaceReserve {
  public:
-  static constexpr off_t size = 256 * 1024;
+  static constexpr off_t size = off_t{256} * 1024;
   // Creates the file at `path` (best effort: without room there is no reserve).
   explicit SpaceReserve(std::string path) : path_(std::move(path)) {
     const int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
