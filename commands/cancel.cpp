@@ -17,6 +17,22 @@ struct CancelOptions {
   std::vector<std::string> runs;
 };
 
+// A lost run's supervisor is gone but its workload may live on (holding its GPUs): kill that.
+int cancel_lost(Context& ctx, cloud::StateStore& store, const cloud::Run& run) {
+  auto leftover = store.leftover_workload(run.id);
+  if (!leftover) return report(ctx, leftover.error());
+  if (!*leftover) {
+    ctx.err << fmt::format("gpurun: run {} already ended (lost) and nothing of it runs; nothing to cancel\n", run.id);
+    return 0;
+  }
+  auto backend = run_backend(ctx, run);
+  if (!backend) return report(ctx, backend.error());
+  if (auto ended = (*backend)->cancel(store, run); !ended) return report(ctx, ended.error());
+  ctx.err << fmt::format("gpurun: run {} was lost; killed what was left of its workload (process group {}); its GPUs are free\n",
+                         run.id, (*leftover)->pgid);
+  return 0;
+}
+
 int run_cancel(Context& ctx, const CancelOptions& options) {
   int exit_code = 0;
   // Like every command: a missing --config FILE or $GPURUN_CONFIG, or a broken config, is refused.
@@ -31,6 +47,10 @@ int run_cancel(Context& ctx, const CancelOptions& options) {
       continue;
     }
     *run = refreshed_run(ctx, *store, *run, true);
+    if (run->status == cloud::RunStatus::lost) {
+      if (const int code = cancel_lost(ctx, *store, *run); code != 0) worst = code;
+      continue;
+    }
     if (cloud::is_terminal(run->status)) {
       ctx.err << fmt::format("gpurun: run {} already ended ({}); nothing to cancel\n", run->id, cloud::to_string(run->status));
       continue;

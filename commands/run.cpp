@@ -165,6 +165,7 @@ int run_function(Context& ctx, const RunOptions& options) {
     ctx.err.flush();
     shown_reason.clear();
   };
+  watch.explain_end = true;
   watch.on_poll = [&](const cloud::Run& current) {
     if (g_interrupts.load() >= 1 && !cancel_sent) {
       cancel_sent = true;

@@ -42,7 +42,7 @@ util::Result<cloud::Run> wait_for_end(cloud::StateStore& store, cloud::Backend& 
     }
     if (sleep.count() > 0) std::this_thread::sleep_for(sleep);
     if (!remote) {
-      auto fresh = backend.refresh(store, current);
+      auto fresh = refresh_local_run(store, current.id);
       if (!fresh) return fresh.error();
       current = *fresh;
     }

@@ -1,6 +1,9 @@
 #include "commands/watch.hpp"
 
+#include <unistd.h>
+
 #include <cstdlib>
+#include <fmt/format.h>
 #include <span>
 #include <vector>
 
@@ -50,7 +53,44 @@ class PlainMarkers {
   std::vector<std::string> texts_;
 };
 
+// Tells why a followed local run ended when its log did not (`last_marker` is the log's last
+// gpurun line): a lost run's supervisor died; any other run's reason is its final marker.
+void explain_end(const cloud::Run& run, const std::string& state_dir, const std::string& last_marker, int fd) {
+  if (run.status == cloud::RunStatus::succeeded || last_marker == "run " + run.status_reason) return;
+  std::string text = fmt::format("gpurun: run {} {}: {}\n", run.id, cloud::to_string(run.status), run.status_reason);
+  if (run.status == cloud::RunStatus::lost) {
+    text += fmt::format("gpurun: its supervisor's own messages are in {}/supervisor.log; 'gpurun logs {}' shows its output; "
+                        "start it again with 'gpurun run {}'\n",
+                        cloud::run_dir(state_dir, run.id), run.id, run.function);
+  }
+  [[maybe_unused]] const auto written = ::write(fd, text.data(), text.size());
+}
+
+// Writes every complete record of `reader` to `sink`.
+template <typename Sink>
+util::Result<void> replay(cloud::LogReader& reader, Sink& sink) {
+  std::vector<cloud::LogRecord> records;
+  while (true) {
+    records.clear();
+    auto got = reader.read(records, true);
+    if (!got) return got.error();
+    if (records.empty()) return {};
+    if (auto w = sink(records); !w) return w.error();
+  }
+}
+
 }  // namespace
+
+util::Result<cloud::Run> refresh_local_run(cloud::StateStore& store, const std::string& run_id) {
+  const auto reconciled = store.reconcile_lost();
+  auto run = store.get_run(run_id);
+  if (!run) return run.error();
+  if (!reconciled && !cloud::is_terminal(run->status) && !cloud::run_lock_held(store.dir(), run->id)) {
+    return util::make_error(reconciled.error().code, fmt::format("run {} lost its supervisor and cannot be marked lost: {}",
+                                                                 run->id, reconciled.error().message));
+  }
+  return run;
+}
 
 util::Result<cloud::Run> watch_run(cloud::StateStore& store, const std::string& run_id, const WatchOptions& options) {
   auto run = store.get_run(run_id);
@@ -71,19 +111,16 @@ util::Result<cloud::Run> watch_run(cloud::StateStore& store, const std::string& 
   cloud::LogRenderer renderer(render, options.out_fd, options.err_fd);
   PlainMarkers markers;
   const bool plain = source.format == cloud::LogFormat::plain;
+  std::string last_marker;
   auto sink = [&](std::span<const cloud::LogRecord> records) {
     if (options.before_output && !records.empty()) options.before_output();
+    for (const auto& record : records) {
+      if (record.stream == cloud::LogStream::marker) last_marker = record.text;
+    }
     return renderer.write(plain ? markers.apply(records) : records);
   };
   if (!options.follow) {
-    std::vector<cloud::LogRecord> records;
-    while (true) {
-      records.clear();
-      auto got = reader.read(records, true);
-      if (!got) return got.error();
-      if (records.empty()) break;
-      if (auto w = sink(records); !w) return w.error();
-    }
+    if (auto replayed = replay(reader, sink); !replayed) return replayed.error();
     if (auto f = renderer.finish(); !f) return f.error();
     return run;
   }
@@ -114,8 +151,12 @@ util::Result<cloud::Run> watch_run(cloud::StateStore& store, const std::string& 
       interval = changed ? std::chrono::milliseconds(200) : std::min(interval * 2, std::chrono::milliseconds(1000));
       last = *fresh;
     } else {
-      (void)store.reconcile_lost();
-      if (auto fresh = store.get_run(last.id)) last = *fresh;
+      auto fresh = refresh_local_run(store, last.id);
+      if (!fresh) {
+        refresh_error = fresh.error();
+        return true;
+      }
+      last = *fresh;
     }
     last_poll = now;
     if (options.on_poll) options.on_poll(last);
@@ -125,6 +166,9 @@ util::Result<cloud::Run> watch_run(cloud::StateStore& store, const std::string& 
   (void)renderer.finish();
   if (!followed) return followed.error();
   if (refresh_error) return *refresh_error;
+  if (options.explain_end && !remote && cloud::is_terminal(last.status)) {
+    explain_end(last, store.dir(), last_marker, options.err_fd);
+  }
   return last;
 }
 

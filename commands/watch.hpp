@@ -25,7 +25,14 @@ struct WatchOptions {
   const std::atomic<bool>* stop = nullptr;  // stop following (detach) when it turns true
   // The run's backend: where its log is and how its status is refreshed (null: local).
   cloud::Backend* backend = nullptr;
+  // When a followed local run ends without the log saying why (its supervisor died, or could not
+  // write its last line), say so on err_fd: status, reason, the run id and what to do.
+  bool explain_end = false;
 };
+
+// Marks runs whose supervisor died lost, then reads the local run `run_id`. An error when its
+// supervisor is gone but the state cannot record that (e.g. on a full disk), so no one waits forever.
+util::Result<cloud::Run> refresh_local_run(cloud::StateStore& store, const std::string& run_id);
 
 // Prints a run's stored logs, and with `follow` everything it prints until it ends; returns the
 // run as last read. Works while another process writes the log, and after the run ended.

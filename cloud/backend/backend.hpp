@@ -68,7 +68,8 @@ class Backend {
   virtual util::Result<Run> launch(StateStore& store, const RunSpec& spec, const SecretValues& secrets) = 0;
   // What launch would submit, secret values redacted (run --dry-run).
   virtual util::Result<std::string> dry_run(const RunSpec& spec, const SecretValues& secrets) = 0;
-  // Stops the run; returns once the backend took the request.
+  // Stops the run; returns once the backend took the request. Called for a `lost` run only when
+  // StateStore::leftover_workload has one: it ends that (at once) and frees its GPUs.
   virtual util::Result<void> cancel(StateStore& store, const Run& run) = 0;
   // Brings the recorded status up to date with the backend and returns the run as now recorded.
   virtual util::Result<Run> refresh(StateStore& store, const Run& run) = 0;

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -24,21 +25,25 @@ void close_fd(int& fd) {
   fd = -1;
 }
 
-// The pipes of a spawn: the child's stdout and stderr, and the status pipe on which a child that
-// cannot exec writes its errno (close-on-exec: a successful exec closes it, so the parent reads EOF).
+// The pipes of a spawn: the child's stdout and stderr, the status pipe on which a child that
+// cannot exec writes its errno (close-on-exec: a successful exec closes it, so the parent reads
+// EOF), and the go pipe on which the child waits for the parent's on_forked.
 struct SpawnPipes {
   int out[2] = {-1, -1};
   int err[2] = {-1, -1};
   int status[2] = {-1, -1};
   int in[2] = {-1, -1};
+  int go[2] = {-1, -1};
   void close_all() {
-    for (int* fd : {&out[0], &out[1], &err[0], &err[1], &status[0], &status[1], &in[0], &in[1]}) close_fd(*fd);
+    for (int* fd : {&out[0], &out[1], &err[0], &err[1], &status[0], &status[1], &in[0], &in[1], &go[0], &go[1]}) {
+      close_fd(*fd);
+    }
   }
 };
 
 util::Result<SpawnPipes> make_pipes(bool stdin_pipe) {
   SpawnPipes pipes;
-  for (int* pipe : {pipes.out, pipes.err, pipes.status, pipes.in}) {
+  for (int* pipe : {pipes.out, pipes.err, pipes.status, pipes.in, pipes.go}) {
     if (pipe == pipes.in && !stdin_pipe) continue;
     if (::pipe2(pipe, O_CLOEXEC) != 0) {
       const int error = errno;
@@ -79,12 +84,27 @@ std::vector<std::string> exec_candidates(const ProcessSpec& spec) {
   return candidates;
 }
 
-// In the forked child: its own process group, default signals, stdin from /dev/null or its pipe, the pipes
-// as stdout/stderr, the spec's directory, then exec. On failure writes errno to the status pipe
-// and exits 126 (directory) or 127 (program). Only async-signal-safe calls.
-[[noreturn]] void exec_child(const ProcessSpec& spec, const SpawnPipes& pipes, const std::vector<std::string>& candidates,
-                             char* const* argv, char* const* envp) {
+// In the forked child: its own process group, SIGKILL when the parent dies (gone already: exit),
+// then it waits for the parent's go (EOF: the parent died or gave up, exit 125).
+void bind_to_parent(pid_t parent, const SpawnPipes& pipes) {
   ::setpgid(0, 0);
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != parent) ::_exit(125);
+  ::close(pipes.go[1]);
+  char go = 0;
+  ssize_t got = 0;
+  do {
+    got = ::read(pipes.go[0], &go, 1);
+  } while (got < 0 && errno == EINTR);
+  if (got != 1) ::_exit(125);
+}
+
+// In the forked child: bound to its parent (bind_to_parent), default signals, stdin from
+// /dev/null or its pipe, the pipes as stdout/stderr, the spec's directory, then exec. On failure writes errno
+// to the status pipe and exits 126 (directory) or 127 (program). Only async-signal-safe calls.
+[[noreturn]] void exec_child(pid_t parent, const ProcessSpec& spec, const SpawnPipes& pipes,
+                             const std::vector<std::string>& candidates, char* const* argv, char* const* envp) {
+  bind_to_parent(parent, pipes);
   for (int s : {SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGCHLD, SIGQUIT}) ::signal(s, SIG_DFL);
   sigset_t none;
   sigemptyset(&none);
@@ -129,15 +149,27 @@ util::Result<ChildProcess> ChildProcess::spawn(const ProcessSpec& spec) {
   const std::vector<char*> argv = c_strings(spec.argv);
   const std::vector<char*> envp = c_strings(spec.env);
   const std::vector<std::string> candidates = exec_candidates(spec);
+  const pid_t parent = ::getpid();
   const pid_t pid = ::fork();
   if (pid < 0) {
     const int fork_errno = errno;
     pipes->close_all();
     return util::make_error(util::ExitCode::backend, fmt::format("fork: {}", std::strerror(fork_errno)));
   }
-  if (pid == 0) exec_child(spec, *pipes, candidates, argv.data(), envp.data());
+  if (pid == 0) exec_child(parent, spec, *pipes, candidates, argv.data(), envp.data());
   ::setpgid(pid, pid);
-  for (int* fd : {&pipes->out[1], &pipes->err[1], &pipes->status[1], &pipes->in[0]}) close_fd(*fd);
+  for (int* fd : {&pipes->out[1], &pipes->err[1], &pipes->status[1], &pipes->go[0], &pipes->in[0]}) close_fd(*fd);
+  if (auto forked = spec.on_forked ? spec.on_forked(pid) : util::Result<void>{}; !forked) {
+    ::kill(-pid, SIGKILL);
+    pipes->close_all();
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    return forked.error();
+  }
+  const char go = 1;
+  [[maybe_unused]] const auto sent = ::write(pipes->go[1], &go, 1);
+  close_fd(pipes->go[1]);
   const std::optional<int> child_errno = read_child_errno(pipes->status[0]);
   close_fd(pipes->status[0]);
   ChildProcess child;

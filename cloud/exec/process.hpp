@@ -2,6 +2,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -16,10 +17,14 @@ struct ProcessSpec {
   std::vector<std::string> env;  // "KEY=VALUE"
   std::string cwd;               // empty = inherit
   bool stdin_pipe = false;       // true: stdin is a pipe the parent writes (stdin_fd), else /dev/null
+  // Called in the parent once the child exists (its pid is its process group id) and before it
+  // runs anything, e.g. to record the group; an error kills the child and is spawn's error.
+  std::function<util::Result<void>(pid_t)> on_forked;
 };
 
 // A child in its own process group with stdout and stderr on pipes and stdin from /dev/null (or a
-// pipe, see ProcessSpec::stdin_pipe).
+// pipe, see ProcessSpec::stdin_pipe). The child gets SIGKILL when the thread that started it dies
+// (PR_SET_PDEATHSIG), so a killed supervisor leaves no workload entrypoint behind.
 class ChildProcess {
  public:
   // Starts the process. A program that cannot be executed is an Error naming it and errno's text.

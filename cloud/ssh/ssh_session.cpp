@@ -142,7 +142,7 @@ void drain_nonblocking(int fd, MarkedStream& stream, std::string& err) {
 }  // namespace
 
 util::Result<Captured> capture(const std::vector<std::string>& argv) {
-  auto child = ChildProcess::spawn(ProcessSpec{argv, current_environment(), "", false});
+  auto child = ChildProcess::spawn(ProcessSpec{argv, current_environment(), "", false, {}});
   if (!child) {
     return util::make_error(util::ExitCode::backend,
                             fmt::format("cannot run '{}': {}; install the OpenSSH client (Debian: openssh-client)", argv[0],
@@ -165,7 +165,7 @@ util::Result<Captured> capture(const std::vector<std::string>& argv) {
 util::Result<SessionEnd> run_session(const std::vector<std::string>& argv, const std::string& script, SessionInput input,
                                      const std::function<bool(std::string_view)>& on_out,
                                      const std::function<bool()>& keep_going) {
-  ProcessSpec spec{argv, current_environment(), "", true};
+  ProcessSpec spec{argv, current_environment(), "", true, {}};
   auto child = ChildProcess::spawn(spec);
   if (!child) {
     return util::make_error(util::ExitCode::backend,

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <cctype>
 #include <cstring>
 #include <ctime>
 #include <thread>
@@ -336,7 +337,13 @@ util::Result<void> LogWriter::write_buffer() {
   }
   buffer_.clear();
   if (!written) {
-    return io_error(ExitCode::backend, "cannot write the log " + path_, error_number, "check free disk space");
+    // "no space left on device writing the run log at PATH; ...": the reason a run ends with.
+    std::string why = std::strerror(error_number);
+    if (!why.empty()) why[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(why[0])));
+    const bool full = error_number == ENOSPC || error_number == EDQUOT;
+    return make_error(ExitCode::backend, why + " writing the run log at " + path_ + "; " +
+                                             (full ? "free space on its file system and start the run again"
+                                                   : "check the state directory's file system"));
   }
   return {};
 }

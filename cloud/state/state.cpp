@@ -31,7 +31,7 @@ using util::make_error;
 
 namespace {
 
-constexpr int schema_version = 3;
+constexpr int schema_version = 4;
 constexpr const char* active_sql = "('queued','running')";
 constexpr const char* lost_reason = "its supervisor exited without recording a result (killed?)";
 
@@ -119,6 +119,12 @@ CREATE TABLE image_locations(
   repository TEXT NOT NULL,
   pushed_at INTEGER NOT NULL,
   PRIMARY KEY(app, image, digest, cloud));
+)sql";
+
+// Version 4: the process group of each attempt's workload (a lost run keeps its GPUs while it lives).
+constexpr const char* schema_v4_sql = R"sql(
+ALTER TABLE attempts ADD COLUMN workload_pgid INTEGER;
+ALTER TABLE attempts ADD COLUMN workload_start INTEGER;
 )sql";
 
 constexpr const char* run_columns =
@@ -387,6 +393,7 @@ util::Result<StateStore> StateStore::open(const std::string& dir) {
       if (version == 0) db->exec(schema_sql);
       if (version == 1) db->exec("ALTER TABLE runs ADD COLUMN remote_id TEXT NOT NULL DEFAULT ''");
       if (version < 3) db->exec(schema_v3_sql);
+      if (version < 4) db->exec(schema_v4_sql);
       db->exec(("PRAGMA user_version=" + std::to_string(schema_version)).c_str());
       tx.commit();
     }
@@ -572,6 +579,38 @@ util::Result<std::vector<Attempt>> StateStore::list_attempts(const std::string& 
   });
 }
 
+util::Result<void> StateStore::set_attempt_workload(const std::string& run_id, int attempt,
+                                                    const util::ProcessGroup& group) {
+  return guarded(dir_, [&]() -> util::Result<void> {
+    Statement update = db_->prepare("UPDATE attempts SET workload_pgid=?3, workload_start=?4 WHERE run_id=?1 AND attempt=?2");
+    update.bind(1, run_id).bind(2, attempt).bind(3, static_cast<std::int64_t>(group.pgid));
+    update.bind(4, static_cast<std::int64_t>(group.leader_start)).run();
+    return {};
+  });
+}
+
+namespace {
+
+// The workload group recorded for the run's latest attempt with `status`, when it still lives.
+std::optional<util::ProcessGroup> live_workload(Database& db, const std::string& run_id, const char* status) {
+  Statement query = db.prepare(
+      "SELECT workload_pgid, workload_start FROM attempts WHERE run_id=?1 AND status=?2 AND workload_pgid IS NOT NULL "
+      "ORDER BY attempt DESC LIMIT 1");
+  query.bind(1, run_id).bind(2, status);
+  if (!query.step()) return std::nullopt;
+  const util::ProcessGroup group{static_cast<pid_t>(query.int64(0)), static_cast<std::uint64_t>(query.int64(1))};
+  if (!util::process_group_alive(group)) return std::nullopt;
+  return group;
+}
+
+}  // namespace
+
+util::Result<std::optional<util::ProcessGroup>> StateStore::leftover_workload(const std::string& run_id) {
+  return guarded(dir_, [&]() -> util::Result<std::optional<util::ProcessGroup>> {
+    return live_workload(*db_, run_id, "lost");
+  });
+}
+
 util::Result<std::vector<std::string>> StateStore::reconcile_lost() {
   return guarded(dir_, [&]() -> util::Result<std::vector<std::string>> {
     std::vector<std::string> candidates;
@@ -583,36 +622,57 @@ util::Result<std::vector<std::string>> StateStore::reconcile_lost() {
         if (!run_lock_held(dir_, id)) candidates.push_back(std::move(id));
       }
     }
-    const std::string orphan_tickets = std::string(
-        "SELECT seq FROM lease_tickets t WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = t.run_id AND r.status IN ") +
-        active_sql + ")";
-    bool orphans = false;
-    if (candidates.empty()) {
-      Statement any = db_->prepare("SELECT EXISTS(" + orphan_tickets + ")");
-      any.step();
-      orphans = any.integer(0) != 0;
-    }
-    std::vector<std::string> lost;
-    if (candidates.empty() && !orphans) return lost;
-
-    Transaction tx(*db_);
-    std::int64_t now = clock_->now_unix_ms();
-    for (const std::string& id : candidates) {
-      Statement mark = db_->prepare(
-          std::string("UPDATE runs SET status='lost', status_reason=?2, ended_at=?3 WHERE id=?1 AND status IN ") +
-          active_sql);
-      mark.bind(1, id).bind(2, lost_reason).bind(3, now).run();
-      if (db_->changes() == 0) continue;
-      lost.push_back(id);
-      Statement attempts = db_->prepare(
-          "UPDATE attempts SET status='lost', reason=?2, ended_at=?3 WHERE run_id=?1 AND ended_at IS NULL");
-      attempts.bind(1, id).bind(2, lost_reason).bind(3, now).run();
-    }
-    db_->exec(("DELETE FROM lease_devices WHERE seq IN (" + orphan_tickets + ")").c_str());
-    db_->exec(("DELETE FROM lease_tickets WHERE seq IN (" + orphan_tickets + ")").c_str());
-    tx.commit();
+    std::vector<std::string> lost = mark_lost(candidates);
+    drop_stale_tickets();
     return lost;
   });
+}
+
+std::vector<std::string> StateStore::mark_lost(const std::vector<std::string>& ids) {
+  std::vector<std::string> lost;
+  if (ids.empty()) return lost;
+  Transaction tx(*db_);
+  std::int64_t now = clock_->now_unix_ms();
+  for (const std::string& id : ids) {
+    std::string reason = lost_reason;
+    if (auto group = live_workload(*db_, id, "running")) {
+      reason += fmt::format("; its workload (process group {}) still runs and keeps its GPUs: 'gpurun cancel {}' stops it",
+                            group->pgid, id);
+    }
+    Statement mark = db_->prepare(
+        std::string("UPDATE runs SET status='lost', status_reason=?2, ended_at=?3 WHERE id=?1 AND status IN ") + active_sql);
+    mark.bind(1, id).bind(2, reason).bind(3, now).run();
+    if (db_->changes() == 0) continue;
+    lost.push_back(id);
+    Statement attempts = db_->prepare(
+        "UPDATE attempts SET status='lost', reason=?2, ended_at=?3 WHERE run_id=?1 AND ended_at IS NULL");
+    attempts.bind(1, id).bind(2, lost_reason).bind(3, now).run();
+  }
+  tx.commit();
+  return lost;
+}
+
+void StateStore::drop_stale_tickets() {
+  std::vector<std::int64_t> stale;
+  {
+    Statement tickets = db_->prepare(
+        std::string("SELECT t.seq, t.run_id, COALESCE(r.status, '') FROM lease_tickets t LEFT JOIN runs r ON r.id = t.run_id "
+                    "WHERE r.id IS NULL OR r.status NOT IN ") + active_sql);
+    while (tickets.step()) {
+      // A lost run's workload may outlive its supervisor: its devices stay leased until it is gone.
+      if (tickets.text(2) == "lost" && live_workload(*db_, tickets.text(1), "lost")) continue;
+      stale.push_back(tickets.int64(0));
+    }
+  }
+  if (stale.empty()) return;
+  Transaction tx(*db_);
+  for (const std::int64_t seq : stale) {
+    Statement devices = db_->prepare("DELETE FROM lease_devices WHERE seq=?1");
+    devices.bind(1, seq).run();
+    Statement tickets = db_->prepare("DELETE FROM lease_tickets WHERE seq=?1");
+    tickets.bind(1, seq).run();
+  }
+  tx.commit();
 }
 
 // --- Deployments and volumes ---

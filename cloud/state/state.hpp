@@ -17,6 +17,7 @@
 
 #include "cloud/state/leases.hpp"
 #include "util/clock.hpp"
+#include "util/process_group.hpp"
 #include "util/result.hpp"
 
 namespace gpurun::cloud {
@@ -175,11 +176,18 @@ class StateStore {
                                     std::optional<int> exit_code, const std::string& reason);
   // Attempts in order.
   util::Result<std::vector<Attempt>> list_attempts(const std::string& run_id);
+  // Records the process group of an attempt's workload as soon as it exists (before it runs), so
+  // that a lost run's workload can be found (leftover_workload).
+  util::Result<void> set_attempt_workload(const std::string& run_id, int attempt, const util::ProcessGroup& group);
+  // The workload of the run's attempt that ended `lost` (its supervisor died while it ran) while
+  // some process of it still lives; nullopt when there is none.
+  util::Result<std::optional<util::ProcessGroup>> leftover_workload(const std::string& run_id);
 
   // Marks `lost` every queued/running local-backend run whose lock is free (reason "its supervisor exited without
-  // recording a result (killed?)"), ends its open attempts and drops lease tickets of runs that are
-  // no longer queued/running. Returns the ids marked lost. Cheap when nothing changed: call it
-  // before showing runs (ps, logs, wait); get_run and list_runs do not.
+  // recording a result (killed?)", plus how to stop its workload when that still runs), ends its
+  // open attempts and drops lease tickets of runs that are no longer queued/running, except a lost
+  // run's while its workload lives (its GPUs stay busy until then). Returns the ids marked lost.
+  // Cheap when nothing changed: call it before showing runs (ps, logs, wait); get_run and list_runs do not.
   util::Result<std::vector<std::string>> reconcile_lost();
 
   // --- Deployments and volumes ---
@@ -230,6 +238,9 @@ class StateStore {
 
  private:
   StateStore(std::string dir, std::unique_ptr<detail::Database> db);
+  // reconcile_lost's steps: mark runs lost, then drop the lease tickets no live run holds.
+  std::vector<std::string> mark_lost(const std::vector<std::string>& ids);
+  void drop_stale_tickets();
 
   std::string dir_;
   std::unique_ptr<detail::Database> db_;

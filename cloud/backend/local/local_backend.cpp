@@ -23,6 +23,7 @@
 #include "cloud/state/logs.hpp"
 #include "cloud/exec/process.hpp"
 #include "cloud/exec/sandbox.hpp"
+#include "util/process_group.hpp"
 #include "util/strings.hpp"
 #include "util/units.hpp"
 
@@ -85,10 +86,35 @@ struct AttemptResult {
   bool final = false;  // retrying cannot help (e.g. the request can never be served here)
 };
 
-// Runs a run's attempts in the detached supervisor process. Its state and log writes are best
-// effort ((void) below): no one is there to report a failure to, stopping would abandon a running
-// workload, and a run whose final status cannot be recorded is marked lost once the supervisor
-// exits (StateStore::reconcile_lost), so nothing stays "running" forever.
+// A file of a few hundred KiB kept beside a run's log while the run is supervised and deleted
+// before its result is recorded, so that the result and its last log line fit on a full disk.
+class SpaceReserve {
+ public:
+  static constexpr off_t size = off_t{256} * 1024;
+  // Creates the file at `path` (best effort: without room there is no reserve).
+  explicit SpaceReserve(std::string path) : path_(std::move(path)) {
+    const int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) return;
+    if (::posix_fallocate(fd, 0, size) != 0) ::unlink(path_.c_str());
+    ::close(fd);
+  }
+  SpaceReserve(const SpaceReserve&) = delete;
+  SpaceReserve& operator=(const SpaceReserve&) = delete;
+  ~SpaceReserve() { release(); }
+  // Deletes the file, giving its space back.
+  void release() {
+    if (!path_.empty()) ::unlink(path_.c_str());
+    path_.clear();
+  }
+
+ private:
+  std::string path_;
+};
+
+// Runs a run's attempts in the detached supervisor process. A failed state or log write (a full
+// disk) ends the run: the workload is stopped as for a cancel and the run fails with the write's
+// error (exit 125), recorded after the SpaceReserve is given back. When even that cannot be
+// recorded the run is marked lost once the supervisor exits (StateStore::reconcile_lost).
 class Supervisor {
  public:
   Supervisor(StateStore& store, Run run, RunSpec spec, SecretValues secrets, LogWriter& log)
@@ -100,23 +126,33 @@ class Supervisor {
     AttemptResult result;
     for (int attempt = 1; attempt <= attempts; ++attempt) {
       if (attempt > 1) {
-        (void)log_.set_attempt(attempt);
-        (void)store_.set_attempt(run_.id, attempt);
+        note(log_.set_attempt(attempt));
+        note(store_.set_attempt(run_.id, attempt));
       }
       result = run_attempt(attempt);
       if (result.status == RunStatus::succeeded || result.status == RunStatus::cancelled || result.final) return result;
       if (attempt == attempts) break;
       const auto delay = retry_delay(spec_, attempt);
-      (void)log_.marker(fmt::format("attempt {} {}; retrying in {} (attempt {} of {})", attempt, result.reason,
-                                    util::format_duration(delay), attempt + 1, attempts));
-      (void)log_.flush();
-      (void)store_.update_status(run_.id, RunStatus::queued, fmt::format("retrying in {}", util::format_duration(delay)));
+      note(log_.marker(fmt::format("attempt {} {}; retrying in {} (attempt {} of {})", attempt, result.reason,
+                                   util::format_duration(delay), attempt + 1, attempts)));
+      note(log_.flush());
+      note(store_.update_status(run_.id, RunStatus::queued, fmt::format("retrying in {}", util::format_duration(delay))));
+      if (broken_) return broken();
       if (sleep_unless_cancelled(delay)) return {RunStatus::cancelled, util::to_int(util::ExitCode::cancelled), "cancelled"};
     }
     return result;
   }
 
  private:
+  // Keeps the first failed state or log write: the run ends with it as soon as it can.
+  template <typename T>
+  void note(const util::Result<T>& written) {
+    if (!written && !broken_) broken_ = written.error().message;
+  }
+
+  // The end of a run whose state or log could not be written.
+  AttemptResult broken() const { return {RunStatus::failed, util::to_int(util::ExitCode::backend), *broken_, true}; }
+
   bool cancel_requested() const {
     return g_stop.load() || file_exists(cancel_path(store_.dir(), run_.id));
   }
@@ -210,8 +246,8 @@ class Supervisor {
         [&](const std::string& reason) {
           if (reason == last_reason) return;
           last_reason = reason;
-          (void)store_.update_status(run_.id, RunStatus::queued,
-                                     fmt::format("waiting for {} on {}: {}", describe_alternatives(spec_), spec_.cloud, reason));
+          note(store_.update_status(run_.id, RunStatus::queued,
+                                    fmt::format("waiting for {} on {}: {}", describe_alternatives(spec_), spec_.cloud, reason)));
         },
         &cancelled);
     done.store(true);
@@ -246,7 +282,7 @@ class Supervisor {
       for (const auto& d : devices) {
         gpus += fmt::format("{}{}-{}GB#{}", gpus.empty() ? "" : ",", d.type, d.memory_gb, d.index);
       }
-      (void)store_.set_gpus(run_.id, gpus);
+      note(store_.set_gpus(run_.id, gpus));
     }
     auto result = execute(attempt, devices);
     if (ticket != 0) (void)store_.release_lease(ticket);
@@ -276,6 +312,7 @@ class Supervisor {
     std::optional<int> exit_code;
     bool timed_out = false;
     bool cancelled = false;
+    bool broken = false;  // a state or log write failed
     std::string stderr_tail;  // bubblewrap's message when it fails before the command runs
   };
 
@@ -295,7 +332,7 @@ class Supervisor {
       const ssize_t got = ::read(fds[i].fd, buffer.data(), buffer.size());
       if (got > 0) {
         read_any = true;
-        (void)log_.write(fds[i].fd == out_fd ? LogStream::out : LogStream::err, buffer.data(), static_cast<std::size_t>(got));
+        note(log_.write(fds[i].fd == out_fd ? LogStream::out : LogStream::err, buffer.data(), static_cast<std::size_t>(got)));
         if (stderr_tail != nullptr && fds[i].fd == err_fd) keep_tail(*stderr_tail, buffer.data(), static_cast<std::size_t>(got));
       } else if (got == 0 || (errno != EINTR && errno != EAGAIN)) {
         if (fds[i].fd == out_fd) {
@@ -308,24 +345,26 @@ class Supervisor {
     return read_any;
   }
 
-  // SIGTERM to the child's group on a cancel request or at the timeout; SIGKILL once the grace
-  // period after SIGTERM has passed.
+  // SIGTERM to the child's group on a cancel request, a failed state or log write or at the
+  // timeout; SIGKILL once the grace period after SIGTERM has passed.
   void enforce_limits(ChildProcess& child, Watch& seen) {
     if (seen.exit_code) return;
     if (!seen.term_sent) {
-      if (cancel_requested()) {
+      if (broken_) {
+        seen.broken = true;
+      } else if (cancel_requested()) {
         seen.cancelled = true;
-        (void)log_.marker("cancel requested: sending SIGTERM");
+        note(log_.marker("cancel requested: sending SIGTERM"));
       } else if (spec_.timeout && Clock::now() - seen.started >= *spec_.timeout) {
         seen.timed_out = true;
-        (void)log_.marker(fmt::format("timed out after {}: sending SIGTERM", util::format_duration(*spec_.timeout)));
+        note(log_.marker(fmt::format("timed out after {}: sending SIGTERM", util::format_duration(*spec_.timeout))));
       }
-      if (seen.cancelled || seen.timed_out) {
+      if (seen.broken || seen.cancelled || seen.timed_out) {
         child.signal_group(SIGTERM);
         seen.term_sent = Clock::now();
       }
     } else if (Clock::now() - *seen.term_sent >= spec_.kill_grace) {
-      (void)log_.marker(fmt::format("still running {} after SIGTERM: sending SIGKILL", util::format_duration(spec_.kill_grace)));
+      note(log_.marker(fmt::format("still running {} after SIGTERM: sending SIGKILL", util::format_duration(spec_.kill_grace))));
       child.signal_group(SIGKILL);
       seen.term_sent = Clock::now() + std::chrono::hours(24);
     }
@@ -338,7 +377,7 @@ class Supervisor {
     std::vector<char> buffer(1 << 16);
     while (child.stdout_fd() >= 0 || child.stderr_fd() >= 0 || !seen.exit_code) {
       const bool read_any = pump_output(child, buffer, sandboxed ? &seen.stderr_tail : nullptr);
-      if (!read_any) (void)log_.flush();
+      if (!read_any) note(log_.flush());
       if (!seen.exit_code) {
         seen.exit_code = child.try_wait();
         if (seen.exit_code) seen.exited_at = Clock::now();
@@ -358,6 +397,7 @@ class Supervisor {
   // The attempt's status, exit code and reason from what watching the child saw; a sandbox
   // that never ran the command is gpurun's failure, not the workload's.
   AttemptResult outcome(const Watch& seen, std::optional<SandboxStatus>& sandbox) const {
+    if (broken_) return broken();
     if (seen.cancelled) return {RunStatus::cancelled, util::to_int(util::ExitCode::cancelled), "cancelled"};
     if (seen.timed_out) {
       return {RunStatus::timeout, util::to_int(util::ExitCode::timeout),
@@ -373,12 +413,19 @@ class Supervisor {
             code > 128 ? fmt::format("killed by signal {}", code - 128) : fmt::format("failed with exit code {}", code)};
   }
 
-  // Runs one attempt's process to its end and records the attempt (best effort, see Supervisor).
+  // Runs one attempt's process to its end and records the attempt; its workload's process group
+  // is recorded before the workload runs (a lost run's GPUs stay leased while it lives).
   AttemptResult execute(int attempt, const std::vector<LeaseDevice>& devices) {
-    (void)store_.add_attempt(run_.id, attempt);
-    (void)store_.update_status(run_.id, RunStatus::running, "");
-    if (attempt > 1) (void)log_.marker(fmt::format("attempt {} started", attempt));
+    note(store_.add_attempt(run_.id, attempt));
+    note(store_.update_status(run_.id, RunStatus::running, ""));
+    if (attempt > 1) note(log_.marker(fmt::format("attempt {} started", attempt)));
+    if (broken_) return broken();
     ProcessSpec process = process_spec(attempt, devices);
+    process.on_forked = [&](pid_t pid) -> util::Result<void> {
+      const auto start = util::process_start_ticks(pid);
+      if (!start) return util::make_error(util::ExitCode::backend, fmt::format("the workload (pid {}) vanished at its start", pid));
+      return store_.set_attempt_workload(run_.id, attempt, util::ProcessGroup{pid, *start});
+    };
     std::optional<SandboxStatus> sandbox;
     if (!spec_.image_rootfs.empty() || !spec_.mounts.empty()) {
       if (auto attached = SandboxStatus::attach(process.argv)) sandbox.emplace(std::move(*attached));
@@ -386,16 +433,17 @@ class Supervisor {
     auto child = ChildProcess::spawn(process);
     if (sandbox) sandbox->started();
     if (!child) {
-      (void)log_.marker(child.error().message);
-      // Not there (127), not executable (126) or no working directory (125): no retry mends it.
+      // Not there (127), not executable (126), no working directory or a state write that failed
+      // in on_forked (125, gpurun's): no retry mends it.
       AttemptResult failed{RunStatus::failed, util::to_int(child.error().code), child.error().message, true};
-      (void)store_.finish_attempt(run_.id, attempt, failed.status, failed.exit_code, failed.reason);
+      note(log_.marker(child.error().message));
+      note(store_.finish_attempt(run_.id, attempt, failed.status, failed.exit_code, failed.reason));
       return failed;
     }
     const Watch watched = follow_child(*child, sandbox.has_value());
-    (void)log_.flush();
+    note(log_.flush());
     AttemptResult result = outcome(watched, sandbox);
-    (void)store_.finish_attempt(run_.id, attempt, result.status, result.exit_code, result.reason);
+    note(store_.finish_attempt(run_.id, attempt, result.status, result.exit_code, result.reason));
     return result;
   }
 
@@ -404,6 +452,7 @@ class Supervisor {
   RunSpec spec_;
   SecretValues secrets_;
   LogWriter& log_;
+  std::optional<std::string> broken_;  // the first failed state or log write
 };
 
 }  // namespace
@@ -502,16 +551,47 @@ int supervise(const std::string& state_dir, const std::string& run_id, int lock_
     (void)store->update_status(run_id, RunStatus::failed, log.error().message, 125);
     return util::to_int(util::ExitCode::backend);
   }
-  // From here on state and log writes are best effort (see Supervisor).
+  SpaceReserve reserve(run_dir(state_dir, run_id) + "/reserve");
   Supervisor supervisor(*store, *run, *spec, secrets, *log);
   const auto result = supervisor.run();
+  reserve.release();  // room for the last log line and the result on a full disk
+  // Best effort: a failed marker still leaves the result; a result that cannot be written leaves
+  // the run to be marked lost, with the error in supervisor.log.
   if (result.status != RunStatus::succeeded) (void)log->marker("run " + result.reason);
   (void)log->close();
-  (void)store->update_status(run_id, result.status, result.reason, result.exit_code);
+  if (auto recorded = store->update_status(run_id, result.status, result.reason, result.exit_code); !recorded) {
+    fmt::print(stderr, "gpurun supervisor: run {}: cannot record its result ({}): {}\n", run_id, result.reason,
+               recorded.error().message);
+  }
   return result.exit_code;
 }
 
+namespace {
+
+// Kills what is left of a lost run's workload (SIGKILL to its process group), waits up to 5 s for
+// it to be gone and frees its GPUs; nothing to do when nothing of it lives.
+util::Result<void> end_leftover(StateStore& store, const Run& run) {
+  auto leftover = store.leftover_workload(run.id);
+  if (!leftover) return leftover.error();
+  if (!*leftover) return {};
+  util::signal_process_group(**leftover, SIGKILL);
+  const auto until = Clock::now() + 5s;
+  while (util::process_group_alive(**leftover)) {
+    if (Clock::now() >= until) {
+      return util::make_error(util::ExitCode::backend,
+                              fmt::format("run {}: its workload (process group {}) survived SIGKILL; it keeps its GPUs until it ends",
+                                          run.id, (*leftover)->pgid));
+    }
+    std::this_thread::sleep_for(20ms);
+  }
+  if (auto reconciled = store.reconcile_lost(); !reconciled) return reconciled.error();
+  return {};
+}
+
+}  // namespace
+
 util::Result<void> request_cancel(StateStore& store, const Run& run) {
+  if (run.status == RunStatus::lost) return end_leftover(store, run);
   const std::string path = cancel_path(store.dir(), run.id);
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) {

@@ -25,7 +25,8 @@ util::Result<Run> launch_local(StateStore& store, const RunSpec& spec, const Sec
 int supervise(const std::string& state_dir, const std::string& run_id, int lock_fd, const SecretValues& secrets);
 
 // Asks the supervisor to stop the run: SIGTERM to the workload's process group, SIGKILL after the
-// grace period, GPUs freed, status `cancelled`. Returns once the request is recorded.
+// grace period, GPUs freed, status `cancelled`. Returns once the request is recorded. For a lost
+// run it kills what is left of the workload (StateStore::leftover_workload) and frees its GPUs.
 util::Result<void> request_cancel(StateStore& store, const Run& run);
 
 }  // namespace gpurun::cloud

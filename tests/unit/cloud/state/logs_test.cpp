@@ -80,6 +80,16 @@ std::pair<std::string, std::string> render_all(const std::vector<LogRecord>& rec
 
 }  // namespace
 
+TEST_CASE("logs: a write on a full disk names the error and the log's path") {
+  auto writer = LogWriter::open("/dev/full");
+  REQUIRE(writer.ok());
+  auto written = writer->marker("hello");
+  REQUIRE_FALSE(written.ok());
+  CHECK(written.error().code == gpurun::util::ExitCode::backend);
+  CHECK(written.error().message ==
+        "no space left on device writing the run log at /dev/full; free space on its file system and start the run again");
+}
+
 TEST_CASE("logs: lines split across chunks are intact") {
   TempDir dir;
   const std::string path = dir.path() + "/log";

@@ -1,6 +1,7 @@
 #include <doctest/doctest.h>
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -20,6 +21,7 @@
 
 using namespace gpurun::cloud;
 using gpurun::util::ExitCode;
+namespace util = gpurun::util;
 
 namespace {
 
@@ -161,7 +163,7 @@ TEST_CASE("open creates a private state directory and refuses a newer schema") {
   auto newer = StateStore::open(dir);
   REQUIRE_FALSE(newer.ok());
   CHECK(newer.error().code == ExitCode::backend);
-  CHECK(newer.error().message == "state database " + dir + "/state.db has schema version 7 but this gpurun knows up to 3; upgrade gpurun");
+  CHECK(newer.error().message == "state database " + dir + "/state.db has schema version 7 but this gpurun knows up to 4; upgrade gpurun");
 }
 
 TEST_CASE("a state.db that is no database is reported as corrupt at once, with the fix") {
@@ -459,6 +461,89 @@ TEST_CASE("a run whose supervisor died is marked lost and its lease freed") {
   CHECK(granted_indexes(grant(store, ticket, t4s(1))) == std::vector<int>{0});
 }
 
+TEST_CASE("a lost run's GPUs stay leased while its workload's process group lives") {
+  TempDir tmp;
+  // The workload: a process in its own group that outlives its supervisor.
+  const pid_t workload = ::fork();
+  REQUIRE(workload >= 0);
+  if (workload == 0) {
+    ::setpgid(0, 0);
+    ::pause();
+    ::_exit(0);
+  }
+  ::setpgid(workload, workload);
+  const util::ProcessGroup group{workload, *util::process_start_ticks(workload)};
+  int ids[2];
+  REQUIRE(::pipe(ids) == 0);
+  // The supervisor: creates the run, gets a GPU, records the workload's group, then dies.
+  pid_t supervisor = fork_child([&]() -> int {
+    ::close(ids[0]);
+    auto store = StateStore::open(tmp.state());
+    if (!store) return 2;
+    auto run = store->create_run(NewRun{"demo", "train", "local", "local", "T4:1", "{}", "", ""});
+    if (!run || !store->add_attempt(run->run.id, 1) || !store->update_status(run->run.id, RunStatus::running, "")) return 3;
+    auto ticket = store->enqueue_lease(run->run.id, "local", {{"T4", 0, 1}});
+    if (!ticket || !store->try_grant(*ticket, t4s(1))) return 4;
+    if (!store->set_attempt_workload(run->run.id, 1, group)) return 5;
+    if (::write(ids[1], run->run.id.data(), run->run.id.size()) < 0) return 6;
+    ::_exit(0);
+  });
+  ::close(ids[1]);
+  char buffer[64] = {};
+  ssize_t n = ::read(ids[0], buffer, sizeof buffer);
+  ::close(ids[0]);
+  REQUIRE(wait_child(supervisor) == 0);
+  REQUIRE(n > 0);
+  std::string id(buffer, static_cast<std::size_t>(n));
+
+  StateStore store = open_store(tmp.state());
+  CHECK(*store.reconcile_lost() == std::vector<std::string>{id});
+  CHECK(store.get_run(id)->status_reason ==
+        "its supervisor exited without recording a result (killed?); its workload (process group " + std::to_string(workload) +
+            ") still runs and keeps its GPUs: 'gpurun cancel " + id + "' stops it");
+  CHECK(store.leased_devices("local")->size() == 1);
+  auto leftover = store.leftover_workload(id);
+  REQUIRE(leftover.ok());
+  REQUIRE(leftover->has_value());
+  CHECK((*leftover)->pgid == workload);
+  // Another run waits for the device.
+  CreatedRun next = make_run(store);
+  LeaseTicket ticket = enqueue(store, next.run.id, {{"T4", 0, 1}});
+  CHECK(std::holds_alternative<LeaseWaiting>(*store.try_grant(ticket, t4s(1))));
+
+  // Once the group is gone its devices are free.
+  ::kill(-workload, SIGKILL);
+  CHECK(wait_child(workload) == 128 + SIGKILL);
+  CHECK_FALSE(util::process_group_alive(group));
+  CHECK(store.reconcile_lost()->empty());
+  CHECK(store.leased_devices("local")->empty());
+  CHECK_FALSE(store.leftover_workload(id)->has_value());
+  CHECK(granted_indexes(grant(store, ticket, t4s(1))) == std::vector<int>{0});
+}
+
+TEST_CASE("a process group is told from a later one with the same id by its leader's start time") {
+  const auto start = util::process_start_ticks(::getpid());
+  REQUIRE(start.has_value());
+  CHECK(*start > 0);
+  CHECK_FALSE(util::process_start_ticks(-5).has_value());
+  const pid_t leader = ::fork();
+  REQUIRE(leader >= 0);
+  if (leader == 0) {
+    ::setpgid(0, 0);
+    ::pause();
+    ::_exit(0);
+  }
+  ::setpgid(leader, leader);
+  const util::ProcessGroup group{leader, *util::process_start_ticks(leader)};
+  CHECK(util::process_group_alive(group));
+  const util::ProcessGroup reused{leader, group.leader_start + 1};
+  CHECK_FALSE(util::process_group_alive(reused));
+  CHECK_FALSE(util::signal_process_group(reused, SIGKILL));
+  CHECK(util::signal_process_group(group, SIGKILL));
+  CHECK(wait_child(leader) == 128 + SIGKILL);
+  CHECK_FALSE(util::process_group_alive(group));
+}
+
 TEST_CASE("a run whose supervisor is alive is not lost") {
   TempDir tmp;
   int ready[2], go[2];
@@ -702,7 +787,8 @@ TEST_CASE("image locations: recorded per digest and cloud, a v1 database is migr
   // Pretend the database is a version-1 one: drop the new table and the version.
   sqlite3* db = nullptr;
   REQUIRE(sqlite3_open((dir + "/state.db").c_str(), &db) == SQLITE_OK);
-  REQUIRE(sqlite3_exec(db, "DROP TABLE image_locations; ALTER TABLE runs DROP COLUMN remote_id; PRAGMA user_version=1", nullptr, nullptr, nullptr) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(db, "DROP TABLE image_locations; ALTER TABLE runs DROP COLUMN remote_id; ALTER TABLE attempts DROP COLUMN workload_pgid; "
+                           "ALTER TABLE attempts DROP COLUMN workload_start; PRAGMA user_version=1", nullptr, nullptr, nullptr) == SQLITE_OK);
   sqlite3_close(db);
   auto store = StateStore::open(dir);
   REQUIRE(store.ok());
