@@ -137,7 +137,11 @@ std::string local_uname() {
   return fmt::format("{} {}", names.sysname, names.machine);
 }
 
-util::Result<RemoteGpurun> ensure_remote_gpurun(const SshClient& client, const RemoteGpurunOptions& options) {
+util::Result<RemoteGpurun> ensure_remote_gpurun(const SshClient& client, const RemoteGpurunOptions& given) {
+  RemoteGpurunOptions options = given;
+  const SshSettings& settings = client.settings();
+  if (options.configured_path.empty() && settings.gpurun_path) options.configured_path = *settings.gpurun_path;
+  if (options.directory.empty() && settings.gpurun_dir) options.directory = *settings.gpurun_dir;
   if (!options.configured_path.empty()) return check_configured(client, options);
   const std::string local = options.local_binary.empty() ? "/proc/self/exe" : options.local_binary;
   auto digest = file_sha256(local);

@@ -10,8 +10,10 @@ namespace gpurun::cloud {
 
 // Where gpurun comes from and goes to on a remote host (README "SSH settings": gpurun_path).
 struct RemoteGpurunOptions {
-  std::string configured_path;  // set (gpurun_path / node_gpurun): used as is, only `--version` checked
-  std::string directory;        // where keyed copies go; empty: ~/.cache/gpurun/bin (remote home)
+  // Set (gpurun_path / node_gpurun): used as is, only `--version` checked. Empty: the client's
+  // `gpurun_path` setting, if any.
+  std::string configured_path;
+  std::string directory;        // where keyed copies go; empty: `gpurun_dir`, else ~/.cache/gpurun/bin
   std::string local_binary;     // the binary to copy; empty: this process (/proc/self/exe)
   std::string local_system;     // `uname -sm` of this machine; empty: asked from uname(2)
   std::string setting = "gpurun_path";  // the setting errors name as the override

@@ -417,6 +417,30 @@ TEST_CASE("gpurun on the remote side: the default directory is ~/.cache/gpurun/b
   c.close_master();
 }
 
+TEST_CASE("gpurun on the remote side: the gpurun_dir and gpurun_path settings") {
+  const std::string dir = fmt::format("~/gpurun-test-setting-{}", ::getpid());
+  SshSettings s = fixture();
+  s.gpurun_dir = dir;
+  const SshClient c = client(s);
+  run_ok(c, "rm -rf " + remote_path_word(dir));
+  RemoteGpurunOptions options;
+  options.local_binary = env("GPURUN");
+  auto uploaded = ensure_remote_gpurun(c, options);
+  REQUIRE_MESSAGE(uploaded.ok(), (uploaded.ok() ? "" : uploaded.error().message));
+  CHECK(uploaded->path == dir + "/gpurun-" + file_hex(env("GPURUN")));
+  CHECK(uploaded->uploaded);
+  s.gpurun_path = uploaded->path;
+  const SshClient configured = client(s);
+  options.local_binary = "/nonexistent/never-read";
+  auto used = ensure_remote_gpurun(configured, options);
+  REQUIRE_MESSAGE(used.ok(), (used.ok() ? "" : used.error().message));
+  CHECK(used->path == uploaded->path);
+  CHECK_FALSE(used->uploaded);
+  run_ok(c, "rm -rf " + remote_path_word(dir));
+  c.close_master();
+  configured.close_master();
+}
+
 TEST_CASE("gpurun on the remote side: another OS/arch and a missing library are errors naming the setting") {
   const SshClient c = client();
   const std::string dir = fmt::format("~/gpurun-test-bad-{}", ::getpid());
