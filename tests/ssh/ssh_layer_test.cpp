@@ -378,7 +378,7 @@ TEST_CASE("gpurun on the remote side: uploaded once under its sha256, then reuse
   CHECK(run_ok(c, "cd " + remote_path_word(dir) + " && ls -A && test -x gpurun-" + file_hex(gpurun) + " && echo x").out ==
         "gpurun-" + file_hex(gpurun) + "\nx\n");
   auto second = ensure_remote_gpurun(c, options);
-  REQUIRE(second.ok());
+  REQUIRE_MESSAGE(second.ok(), (second.ok() ? "" : second.error().message));
   CHECK_FALSE(second->uploaded);
   CHECK(second->bytes_sent == 0);
   CHECK(second->path == first->path);
