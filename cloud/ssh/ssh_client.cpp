@@ -136,6 +136,8 @@ bool valid_env_name(std::string_view name) {
 
 }  // namespace
 
+std::string describe_ssh_host(const SshSettings& settings) { return describe_host(settings); }
+
 std::string remote_path_word(std::string_view path) {
   if (path == "~") return "\"$HOME\"";
   if (path.rfind("~/", 0) == 0) return "\"$HOME\"/" + util::shell_quote(path.substr(2));
@@ -265,6 +267,24 @@ util::Result<RemoteResult> SshClient::run(const RemoteScript& script) const {
     if (attempt == 0 && retry_once(*end)) continue;
     return finish(settings_, *end, std::move(out));
   }
+}
+
+util::Result<RemoteResult> SshClient::run(const RemoteScript& script, int input_fd) const {
+  if (auto ok = check_env(script); !ok) return ok.error();
+  const std::string text = wrap_remote_script(script, settings_.remote_setup.value_or(std::vector<std::string>{}));
+  SessionInput input;
+  input.fd = input_fd;
+  std::string out;
+  auto end = run_session(argv(), text, input, [&out](std::string_view data) { out.append(data); return true; }, nullptr);
+  if (end && retry_once(*end) && end->input_bytes == 0) {
+    out.clear();
+    end = run_session(argv(), text, input, [&out](std::string_view data) { out.append(data); return true; }, nullptr);
+  }
+  if (!end) return end.error();
+  if (!end->input_error.empty()) {
+    return backend_error(fmt::format("cannot read the input for {}: {}", describe_host(settings_), end->input_error));
+  }
+  return finish(settings_, *end, std::move(out));
 }
 
 util::Result<std::optional<std::string>> SshClient::read_file(const std::string& path, std::uint64_t offset) const {

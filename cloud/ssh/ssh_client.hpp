@@ -60,6 +60,8 @@ class SshClient {
   // Runs `script` on the host and returns its exit status and output unchanged. ssh's own failures
   // (exit 255 before the script ran, or a dropped connection) are errors with exit code backend.
   util::Result<RemoteResult> run(const RemoteScript& script) const;
+  // As run(), with the script's stdin read from `input_fd` until EOF (script.input must be unset).
+  util::Result<RemoteResult> run(const RemoteScript& script, int input_fd) const;
   // The bytes of remote `path` after its first `offset` bytes; nullopt when the file is missing.
   util::Result<std::optional<std::string>> read_file(const std::string& path, std::uint64_t offset = 0) const;
   // Follows remote `path` (which may not exist yet) from options.offset, reconnecting after a
@@ -81,6 +83,9 @@ class SshClient {
 // The error for ssh's exit status 255 with `stderr_text`: unknown or changed host key, refused
 // key, unreachable host, dropped connection, or ssh's own words; each names the fix.
 util::Error ssh_failure(const SshSettings& settings, std::string_view stderr_text);
+
+// "user@host:port" as configured (user and port only when set), for messages.
+std::string describe_ssh_host(const SshSettings& settings);
 
 // `path` as one word for the remote sh: quoted, with a leading "~/" left to expand to $HOME.
 std::string remote_path_word(std::string_view path);

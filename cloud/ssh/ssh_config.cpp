@@ -11,7 +11,8 @@ using manifest::join_path;
 using manifest::YamlNode;
 
 const std::vector<std::string>& ssh_setting_keys() {
-  static const std::vector<std::string> keys = {"host", "port", "user", "identity_file", "ssh_options", "remote_setup"};
+  static const std::vector<std::string> keys = {"host", "port", "user", "identity_file", "ssh_options", "remote_setup",
+                                                "gpurun_path", "gpurun_dir"};
   return keys;
 }
 
@@ -63,6 +64,17 @@ void parse_options(Checker& check, const YamlNode& node, const std::string& path
   }
 }
 
+// A remote path ("~/" is the remote home): non-empty, no newline.
+void parse_remote_path(Checker& check, const YamlNode& node, const std::string& path, std::optional<std::string>& out) {
+  auto text = check.string(node, path);
+  if (!text) return;
+  if (text->empty() || text->find('\n') != std::string::npos) {
+    check.error(node, path, "the remote path is empty or holds a newline; give a path on the remote host, e.g. ~/bin/gpurun");
+    return;
+  }
+  out = *text;
+}
+
 }  // namespace
 
 void parse_ssh_settings(Checker& check, const YamlNode& map, const std::string& path, SshSettings& out) {
@@ -91,6 +103,8 @@ void parse_ssh_settings(Checker& check, const YamlNode& map, const std::string& 
       out.remote_setup = *lines;
     }
   }
+  if (const auto* n = map.find("gpurun_path")) parse_remote_path(check, *n, join_path(path, "gpurun_path"), out.gpurun_path);
+  if (const auto* n = map.find("gpurun_dir")) parse_remote_path(check, *n, join_path(path, "gpurun_dir"), out.gpurun_dir);
 }
 
 SshSettings merge_ssh_settings(const SshSettings& cloud, const SshSettings& host) {
@@ -100,6 +114,8 @@ SshSettings merge_ssh_settings(const SshSettings& cloud, const SshSettings& host
   if (host.user) merged.user = host.user;
   if (host.identity_file) merged.identity_file = host.identity_file;
   if (host.remote_setup) merged.remote_setup = host.remote_setup;
+  if (host.gpurun_path) merged.gpurun_path = host.gpurun_path;
+  if (host.gpurun_dir) merged.gpurun_dir = host.gpurun_dir;
   merged.ssh_options = host.ssh_options;
   for (const auto& option : cloud.ssh_options) {
     bool overridden = false;

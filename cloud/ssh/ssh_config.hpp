@@ -18,6 +18,8 @@ struct SshSettings {
   std::optional<std::string> identity_file;  // -i only when set ("~/" is the local home)
   std::vector<std::string> ssh_options;   // "Key=Value", each passed as -o
   std::optional<std::vector<std::string>> remote_setup;  // shell lines run before every remote command
+  std::optional<std::string> gpurun_path;  // a gpurun already installed there: used as is, never uploaded
+  std::optional<std::string> gpurun_dir;   // where uploaded gpurun copies go (default ~/.cache/gpurun/bin)
 };
 
 // The SSH keys, for a caller's Checker::check_keys list.

@@ -17,7 +17,12 @@
 #include <mutex>
 #include <thread>
 
+#include "cloud/ssh/directory_sync.hpp"
+#include "cloud/ssh/remote_gpurun.hpp"
 #include "cloud/ssh/ssh_client.hpp"
+#include "util/sha256.hpp"
+#include <filesystem>
+#include <sys/stat.h>
 
 using namespace gpurun;
 using namespace gpurun::cloud;
@@ -338,5 +343,232 @@ TEST_CASE("following a file survives a dropped connection without loss or repeat
   REQUIRE_MESSAGE(reached.ok(), (reached.ok() ? "" : reached.error().message));
   CHECK(lines() == "line1\nline2\nline3\nline4-partial\nline5\nline6\nlast-no-newline");
   CHECK(*reached == lines().size());
+  c.close_master();
+}
+
+namespace {
+
+// The hex sha256 of a local file.
+std::string file_hex(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  REQUIRE_FALSE(bytes.empty());
+  return util::sha256_digest(bytes).substr(7);
+}
+
+std::uint64_t file_size(const std::string& path) { return std::filesystem::file_size(path); }
+
+}  // namespace
+
+TEST_CASE("gpurun on the remote side: uploaded once under its sha256, then reused") {
+  const SshClient c = client();
+  const std::string gpurun = env("GPURUN");
+  const std::string dir = fmt::format("~/gpurun-test-bin-{}", ::getpid());
+  run_ok(c, "rm -rf " + remote_path_word(dir));
+  RemoteGpurunOptions options;
+  options.local_binary = gpurun;
+  options.directory = dir + "/";
+  auto first = ensure_remote_gpurun(c, options);
+  REQUIRE_MESSAGE(first.ok(), (first.ok() ? "" : first.error().message));
+  CHECK(first->path == dir + "/gpurun-" + file_hex(gpurun));
+  CHECK(first->uploaded);
+  CHECK(first->bytes_sent == file_size(gpurun));
+  CHECK(first->version.rfind("gpurun ", 0) == 0);
+  // Only the keyed file is there (no temporary left), executable.
+  CHECK(run_ok(c, "cd " + remote_path_word(dir) + " && ls -A && test -x gpurun-" + file_hex(gpurun) + " && echo x").out ==
+        "gpurun-" + file_hex(gpurun) + "\nx\n");
+  auto second = ensure_remote_gpurun(c, options);
+  REQUIRE_MESSAGE(second.ok(), (second.ok() ? "" : second.error().message));
+  CHECK_FALSE(second->uploaded);
+  CHECK(second->bytes_sent == 0);
+  CHECK(second->path == first->path);
+  CHECK(second->version == first->version);
+
+  // An explicitly configured path is used as is: only its --version is checked.
+  RemoteGpurunOptions configured;
+  configured.configured_path = first->path;
+  configured.local_binary = "/nonexistent/never-read";
+  auto used = ensure_remote_gpurun(c, configured);
+  REQUIRE_MESSAGE(used.ok(), (used.ok() ? "" : used.error().message));
+  CHECK(used->path == first->path);
+  CHECK_FALSE(used->uploaded);
+  configured.configured_path = "/opt/no/gpurun";
+  configured.setting = "node_gpurun";
+  auto missing = ensure_remote_gpurun(c, configured);
+  REQUIRE_FALSE(missing.ok());
+  CHECK(missing.error().code == util::ExitCode::backend);
+  CHECK(missing.error().message == fmt::format("`node_gpurun` is /opt/no/gpurun but there is no executable file there on {}; "
+                                               "install gpurun there or fix `node_gpurun`",
+                                               expected_host()));
+  run_ok(c, "rm -rf " + remote_path_word(dir));
+  c.close_master();
+}
+
+TEST_CASE("gpurun on the remote side: the default directory is ~/.cache/gpurun/bin") {
+  const SshClient c = client();
+  run_ok(c, "rm -rf ~/.cache/gpurun/bin");
+  RemoteGpurunOptions options;
+  options.local_binary = env("GPURUN");
+  auto r = ensure_remote_gpurun(c, options);
+  REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message));
+  CHECK(r->path == "~/.cache/gpurun/bin/gpurun-" + file_hex(env("GPURUN")));
+  CHECK(r->uploaded);
+  CHECK(run_ok(c, "test -x ~/.cache/gpurun/bin/gpurun-" + file_hex(env("GPURUN")) + " && echo yes").out == "yes\n");
+  c.close_master();
+}
+
+TEST_CASE("gpurun on the remote side: the gpurun_dir and gpurun_path settings") {
+  const std::string dir = fmt::format("~/gpurun-test-setting-{}", ::getpid());
+  SshSettings s = fixture();
+  s.gpurun_dir = dir;
+  const SshClient c = client(s);
+  run_ok(c, "rm -rf " + remote_path_word(dir));
+  RemoteGpurunOptions options;
+  options.local_binary = env("GPURUN");
+  auto uploaded = ensure_remote_gpurun(c, options);
+  REQUIRE_MESSAGE(uploaded.ok(), (uploaded.ok() ? "" : uploaded.error().message));
+  CHECK(uploaded->path == dir + "/gpurun-" + file_hex(env("GPURUN")));
+  CHECK(uploaded->uploaded);
+  s.gpurun_path = uploaded->path;
+  const SshClient configured = client(s);
+  options.local_binary = "/nonexistent/never-read";
+  auto used = ensure_remote_gpurun(configured, options);
+  REQUIRE_MESSAGE(used.ok(), (used.ok() ? "" : used.error().message));
+  CHECK(used->path == uploaded->path);
+  CHECK_FALSE(used->uploaded);
+  run_ok(c, "rm -rf " + remote_path_word(dir));
+  c.close_master();
+  configured.close_master();
+}
+
+TEST_CASE("gpurun on the remote side: another OS/arch and a missing library are errors naming the setting") {
+  const SshClient c = client();
+  const std::string dir = fmt::format("~/gpurun-test-bad-{}", ::getpid());
+  run_ok(c, "rm -rf " + remote_path_word(dir));
+  RemoteGpurunOptions options;
+  options.local_binary = env("GPURUN");
+  options.directory = dir;
+  options.local_system = "Linux riscv64";  // as if this gpurun were built for another machine
+  auto other = ensure_remote_gpurun(c, options);
+  REQUIRE_FALSE(other.ok());
+  CHECK(other.error().code == util::ExitCode::backend);
+  CHECK(other.error().message ==
+        fmt::format("{} is `{}` but this gpurun is built for `Linux riscv64`; install a gpurun built for that host there and "
+                    "set `gpurun_path` to its path",
+                    expected_host(), local_uname()));
+  CHECK(run_ok(c, "ls -A " + remote_path_word(dir) + " 2>/dev/null | wc -l").out == "0\n");  // nothing was sent
+
+  const std::string broken = env("GPURUN_TEST_NEEDS_ABSENT");
+  options.local_binary = broken;
+  options.local_system.clear();
+  options.setting = "node_gpurun";
+  auto fails = ensure_remote_gpurun(c, options);
+  REQUIRE_FALSE(fails.ok());
+  CHECK(fails.error().message ==
+        fmt::format("gpurun {}/gpurun-{} does not run on {} (exit 127: error while loading shared libraries: "
+                    "libgpurun_test_absent.so: cannot open shared object file: No such file or directory); install what it "
+                    "needs there (e.g. the missing library) or set `node_gpurun` to a gpurun that runs on that host",
+                    dir, file_hex(broken), expected_host()));
+  CHECK(run_ok(c, "ls -A " + remote_path_word(dir) + " | wc -l").out == "0\n");  // the upload was not kept
+  run_ok(c, "rm -rf " + remote_path_word(dir));
+  c.close_master();
+}
+
+namespace {
+
+struct LocalDir {
+  std::filesystem::path path;
+  LocalDir() {
+    char pattern[] = "/tmp/gpurun-sshtest-sync-XXXXXX";
+    REQUIRE(::mkdtemp(pattern) != nullptr);
+    path = pattern;
+  }
+  ~LocalDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  void write(const std::string& relative, const std::string& text, mode_t mode = 0644) const {
+    std::filesystem::create_directories((path / relative).parent_path());
+    std::ofstream(path / relative, std::ios::trunc) << text;
+    ::chmod((path / relative).c_str(), mode);
+  }
+};
+
+SyncResult sync_ok(const SshClient& c, const LocalDir& dir, const std::string& root) {
+  auto r = sync_directory(c, dir.path.string(), root);
+  REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message));
+  return *r;
+}
+
+}  // namespace
+
+TEST_CASE("sync_directory: a content-addressed copy; unchanged files are never sent again") {
+  const SshClient c = client();
+  const std::string root = fmt::format("~/sync-test-{}", ::getpid());
+  run_ok(c, "rm -rf " + remote_path_word(root));
+  LocalDir dir;
+  dir.write(".gpurunignore", "*.log\ndata/\n");
+  dir.write("main.py", "print('hi')\n");
+  dir.write("run.sh", "#!/bin/sh\necho ran \"$@\"\n", 0755);
+  dir.write("copy of main.py", "print('hi')\n");
+  dir.write("sub/dir/b.txt", "b\n");
+  dir.write("secret.log", "never leaves this machine\n");
+  dir.write("data/big.bin", "big data\n");
+  std::filesystem::create_directory(dir.path / "empty");
+  std::filesystem::create_symlink("sub/dir/b.txt", dir.path / "b-link");
+
+  const SyncResult first = sync_ok(c, dir, root);
+  CHECK_FALSE(first.tree_existed);
+  CHECK(first.files == 5);
+  CHECK(first.objects_sent == 4);  // main.py and its copy are one object
+  CHECK(first.remote_path == root + "/trees/" + first.tree_hash);
+  const std::string tree = remote_path_word(first.remote_path);
+  CHECK(run_ok(c, "cd " + tree + " && find . | LC_ALL=C sort").out ==
+        ".\n./.gpurunignore\n./b-link\n./copy of main.py\n./empty\n./main.py\n./run.sh\n./sub\n./sub/dir\n./sub/dir/b.txt\n");
+  CHECK(run_ok(c, "cd " + tree + " && ./run.sh ok && cat main.py && readlink b-link && cat b-link && stat -c %a main.py run.sh")
+            .out == "ran ok\nprint('hi')\nsub/dir/b.txt\nb\n644\n755\n");
+  CHECK(run_ok(c, "ls " + remote_path_word(root) + "/objects | wc -l; ls -A " + remote_path_word(root) + " | tr '\\n' ' '")
+            .out == "4\nobjects trees ");  // no incoming directory left behind
+
+  const SyncResult second = sync_ok(c, dir, root);
+  CHECK(second.tree_existed);
+  CHECK(second.objects_sent == 0);
+  CHECK(second.bytes_sent == 0);
+  CHECK(second.remote_path == first.remote_path);
+
+  dir.write("secret.log", "changed, still ignored\n");
+  CHECK(sync_ok(c, dir, root).tree_existed);
+
+  dir.write("sub/dir/b.txt", "b changed\n");
+  const SyncResult third = sync_ok(c, dir, root);
+  CHECK_FALSE(third.tree_existed);
+  CHECK(third.objects_sent == 1);
+  CHECK(third.bytes_sent == 10);
+  CHECK(third.tree_hash != first.tree_hash);
+  CHECK(run_ok(c, "cat " + remote_path_word(third.remote_path) + "/sub/dir/b.txt " + tree + "/sub/dir/b.txt").out ==
+        "b changed\nb\n");  // the earlier tree is untouched
+
+  ::chmod((dir.path / "main.py").c_str(), 0755);  // a mode change: a new tree, no new object
+  const SyncResult fourth = sync_ok(c, dir, root);
+  CHECK_FALSE(fourth.tree_existed);
+  CHECK(fourth.objects_sent == 0);
+  CHECK(run_ok(c, "stat -c %a " + remote_path_word(fourth.remote_path) + "/main.py").out == "755\n");
+  run_ok(c, "rm -rf " + remote_path_word(root));
+  c.close_master();
+}
+
+TEST_CASE("sync_directory: a symlink leaving the directory is refused before anything is sent") {
+  const SshClient c = client();
+  const std::string root = fmt::format("~/sync-test-out-{}", ::getpid());
+  LocalDir dir;
+  dir.write("a.txt", "a");
+  std::filesystem::create_symlink("/etc/hostname", dir.path / "host");
+  auto r = sync_directory(c, dir.path.string(), root);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().code == util::ExitCode::usage);
+  CHECK(r.error().message == "sync: symlink 'host' in " + dir.path.string() +
+                                 " points outside the directory (/etc/hostname); replace it with the file, or list it in "
+                                 ".gpurunignore");
+  CHECK(run_ok(c, "test -e " + remote_path_word(root) + " && echo there || echo absent").out == "absent\n");
   c.close_master();
 }

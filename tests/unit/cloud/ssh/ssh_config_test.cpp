@@ -30,7 +30,8 @@ TEST_CASE("SSH settings parse from YAML with every key") {
   std::string errors;
   const SshSettings s = parse(
       "host: gpu1\nport: 2222\nuser: ml\nidentity_file: ~/.ssh/id_ed25519\n"
-      "ssh_options: [ProxyJump=bastion, ServerAliveInterval=30]\nremote_setup: [module load slurm]\n",
+      "ssh_options: [ProxyJump=bastion, ServerAliveInterval=30]\nremote_setup: [module load slurm]\n"
+      "gpurun_path: /shared/bin/gpurun\ngpurun_dir: /shared/gpurun\n",
       errors);
   CHECK(errors.empty());
   CHECK(s.host == "gpu1");
@@ -39,11 +40,13 @@ TEST_CASE("SSH settings parse from YAML with every key") {
   CHECK(s.identity_file == "~/.ssh/id_ed25519");
   CHECK(s.ssh_options == std::vector<std::string>{"ProxyJump=bastion", "ServerAliveInterval=30"});
   CHECK(s.remote_setup == std::vector<std::string>{"module load slurm"});
+  CHECK(s.gpurun_path == "/shared/bin/gpurun");
+  CHECK(s.gpurun_dir == "/shared/gpurun");
 }
 
 TEST_CASE("SSH settings: bad values are reported at their positions") {
   std::string errors;
-  parse("host: -oProxyCommand=x\nport: 70000\nuser: ''\nssh_options: [ProxyJump bastion]\n", errors);
+  parse("host: -oProxyCommand=x\nport: 70000\nuser: ''\nssh_options: [ProxyJump bastion]\ngpurun_path: ''\n", errors);
   CHECK(errors ==
         "clouds.yaml:1:7: error: clouds.lab.host: '-oProxyCommand=x' is not a valid host; give a name without blanks that "
         "does not start with '-'\n"
@@ -51,7 +54,9 @@ TEST_CASE("SSH settings: bad values are reported at their positions") {
         "clouds.yaml:3:7: error: clouds.lab.user: '' is not a valid user name; give a name without blanks that does not "
         "start with '-'\n"
         "clouds.yaml:4:15: error: clouds.lab.ssh_options[0]: 'ProxyJump bastion' is not an ssh option; write Key=Value, "
-        "e.g. ServerAliveInterval=30");
+        "e.g. ServerAliveInterval=30\n"
+        "clouds.yaml:5:14: error: clouds.lab.gpurun_path: the remote path is empty or holds a newline; give a path on the "
+        "remote host, e.g. ~/bin/gpurun");
 }
 
 TEST_CASE("per-host SSH settings override the cloud-wide ones") {
@@ -59,7 +64,7 @@ TEST_CASE("per-host SSH settings override the cloud-wide ones") {
   const SshSettings cloud = parse("user: ml\nidentity_file: ~/.ssh/lab\nssh_options: [ServerAliveInterval=30, ProxyJump=gw]\n"
                                   "remote_setup: [module load cuda]\n",
                                   errors);
-  const SshSettings host = parse("host: 10.0.0.7\nport: 2222\nssh_options: [proxyjump=gw2]\n", errors);
+  const SshSettings host = parse("host: 10.0.0.7\nport: 2222\nssh_options: [proxyjump=gw2]\ngpurun_dir: /scratch/g\n", errors);
   const SshSettings merged = merge_ssh_settings(cloud, host);
   CHECK(merged.host == "10.0.0.7");
   CHECK(merged.port == 2222);
@@ -67,6 +72,8 @@ TEST_CASE("per-host SSH settings override the cloud-wide ones") {
   CHECK(merged.identity_file == "~/.ssh/lab");
   CHECK(merged.ssh_options == std::vector<std::string>{"proxyjump=gw2", "ServerAliveInterval=30"});
   CHECK(merged.remote_setup == std::vector<std::string>{"module load cuda"});
+  CHECK(merged.gpurun_dir == "/scratch/g");
+  CHECK_FALSE(merged.gpurun_path.has_value());
 }
 
 TEST_CASE("the ssh command line: -p/-l/-i only when set, batch mode, never accept-new") {
