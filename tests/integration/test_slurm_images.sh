@@ -88,7 +88,7 @@ export GPURUN_SECRET_SVC_API_TOKEN=s3cr3t-value
 # --- dry run: the script runs gpurun node-exec with the image's digest; nothing is pushed ---
 run_cmd run inside --dry-run
 expect_eq "dry run: rc ($ERR)" 0 "$RC"
-expect_contains "dry run: node-exec line" "node-exec --registry $REGISTRY --repository imgjobs/tiny --digest sha256:" "$OUT"
+expect_contains "dry run: node-exec line" "node-exec --log $CLUSTER/gpurun-logs/DRYRUN.log --registry $REGISTRY --repository imgjobs/tiny --digest sha256:" "$OUT"
 expect_contains "dry run: node-local cache" "--cache $CACHE --" "$OUT"
 expect_contains "dry run: names passed into the image" '"GPURUN_PASS_ENV": "FN_VAR"' "$OUT"
 expect_eq "dry run: nothing pushed" '{"repositories":[]}' "$(curl -s "$REGISTRY/v2/_catalog")"
@@ -186,7 +186,7 @@ rm -rf "$CACHE"
 stop_registries
 run_cmd run inside
 expect_eq "registry down: exit 125" 125 "$RC"
-expect_contains "registry down: the job says why" "gpurun: error: pulling sha256:" "$OUT"
-expect_contains "registry down: what to check" "check that this node reaches the registry" "$OUT"
+expect_contains "registry down: the job says why" "gpurun: error: pulling sha256:" "$ERR"
+expect_contains "registry down: what to check" "check that this node reaches the registry" "$ERR"
 
 finish
