@@ -215,6 +215,25 @@ std::vector<std::string> image_sandbox_argv(const ImageSandbox& sandbox, const s
   return out;
 }
 
+std::vector<std::string> masked_values(const std::vector<std::string>& job_environ) {
+  const std::string prefix = std::string(mask_env_variable) + "=";
+  std::set<std::string> names;
+  for (const auto& entry : job_environ) {
+    if (entry.rfind(prefix, 0) != 0) continue;
+    for (auto& name : util::split(entry.substr(prefix.size()), ',')) {
+      if (!name.empty()) names.insert(name);
+    }
+  }
+  std::vector<std::string> values;
+  for (const auto& entry : job_environ) {
+    const auto eq = entry.find('=');
+    if (eq != std::string::npos && eq + 1 < entry.size() && names.count(entry.substr(0, eq)) != 0) {
+      values.push_back(entry.substr(eq + 1));
+    }
+  }
+  return values;
+}
+
 std::vector<std::string> image_environment(const std::vector<std::pair<std::string, std::string>>& image_env,
                                            const std::vector<std::string>& job_environ, bool gpus) {
   std::vector<std::pair<std::string, std::string>> vars = image_env;
@@ -241,7 +260,7 @@ std::vector<std::string> image_environment(const std::vector<std::pair<std::stri
     if (eq == std::string::npos || eq == 0) continue;
     const std::string key = entry.substr(0, eq);
     const bool system = starts(key, "SLURM_") || starts(key, "CUDA_") || starts(key, "NVIDIA_") ||
-                        (starts(key, "GPURUN_") && !starts(key, "GPURUN_REGISTRY_") && key != pass_env_variable);
+                        (starts(key, "GPURUN_") && !starts(key, "GPURUN_REGISTRY_") && key != pass_env_variable && key != mask_env_variable);
     if (system || pass.count(key) != 0) set(key, entry.substr(eq + 1));
   }
   return environ_entries(std::move(vars), gpus);

@@ -47,6 +47,13 @@ std::vector<std::string> environ_entries(std::vector<std::pair<std::string, std:
 // variables and secrets, which reach a workload run inside an image.
 inline constexpr const char* pass_env_variable = "GPURUN_PASS_ENV";
 
+// The variable the Slurm job carries with the names (comma-separated) of the variables whose values
+// are secrets: `gpurun node-exec` masks those values in the run's log.
+inline constexpr const char* mask_env_variable = "GPURUN_MASK_ENV";
+
+// The non-empty values in `job_environ` ("K=V") of the variables named in GPURUN_MASK_ENV.
+std::vector<std::string> masked_values(const std::vector<std::string>& job_environ);
+
 // The environment ("K=V") of a workload run inside an image on a node: the image's Env, then
 // from `job_environ` the variables named in GPURUN_PASS_ENV and those Slurm, CUDA and gpurun set
 // (SLURM_*, CUDA_*, NVIDIA_*, GPURUN_* but never the registry login); with `gpus`, the driver

@@ -88,7 +88,7 @@ export GPURUN_SECRET_SVC_API_TOKEN=s3cr3t-value
 # --- dry run: the script runs gpurun node-exec with the image's digest; nothing is pushed ---
 run_cmd run inside --dry-run
 expect_eq "dry run: rc ($ERR)" 0 "$RC"
-expect_contains "dry run: node-exec line" "node-exec --registry $REGISTRY --repository imgjobs/tiny --digest sha256:" "$OUT"
+expect_contains "dry run: node-exec line" "node-exec --log $CLUSTER/gpurun-logs/DRYRUN.log --registry $REGISTRY --repository imgjobs/tiny --digest sha256:" "$OUT"
 expect_contains "dry run: node-local cache" "--cache $CACHE --" "$OUT"
 expect_contains "dry run: names passed into the image" '"GPURUN_PASS_ENV": "FN_VAR"' "$OUT"
 expect_eq "dry run: nothing pushed" '{"repositories":[]}' "$(curl -s "$REGISTRY/v2/_catalog")"
@@ -102,7 +102,7 @@ expect_contains "first run: workdir" "/app" "$OUT"
 expect_contains "first run: env of image, function and Slurm" "image=from-image fn=from-function part=aws attempt=1" "$OUT"
 expect_contains "first run: the host's files are not there" "no-host-files" "$OUT"
 expect_contains "first run: no registry login or plumbing in the workload" "login=none pass=none" "$OUT"
-expect_contains "first run: the node pulled it" "gpurun: pulled image imgjobs/tiny@sha256:" "$OUT"
+expect_contains "first run: the node pulled it" "gpurun: pulled image imgjobs/tiny@sha256:" "$ERR"
 check; [ -n "$(ls "$CACHE/rootfs" 2>/dev/null)" ] || fail "no unpacked rootfs in the node cache $CACHE"
 DIGEST=$(ls "$CACHE/rootfs" | head -1)
 expect_contains "registry holds the short-digest tag" "\"${DIGEST:0:12}\"" "$(curl -s "$REGISTRY/v2/imgjobs/tiny/tags/list")"
@@ -111,7 +111,7 @@ expect_contains "registry holds the short-digest tag" "\"${DIGEST:0:12}\"" "$(cu
 run_cmd run inside
 expect_eq "second run: rc ($ERR)" 0 "$RC"
 expect_not_contains "second run: nothing pushed" "pushed" "$ERR"
-expect_not_contains "second run: nothing pulled" "pulled image" "$OUT"
+expect_not_contains "second run: nothing pulled" "pulled image" "$ERR"
 expect_contains "second run: still inside" "only the image has this" "$OUT"
 run_cmd images --json
 expect_contains "images: the cloud holds it" '"aws"' "$OUT"
@@ -155,15 +155,15 @@ check; [ ! -e /mnt/gpurun-test-volume ] || fail "the mount point was made on the
 # --- a sandbox bubblewrap cannot set up (a volume where the image has a file) is gpurun's failure ---
 run_cmd run impossible
 expect_eq "impossible mount: exit 125" 125 "$RC"
-expect_contains "impossible mount: bubblewrap's message" "bwrap: Can't mkdir /etc/base-only.txt: Not a directory" "$OUT"
-expect_contains "impossible mount: gpurun says what failed" "gpurun: error: the sandbox could not be set up" "$OUT"
+expect_contains "impossible mount: bubblewrap's message" "bwrap: Can't mkdir /etc/base-only.txt: Not a directory" "$ERR"
+expect_contains "impossible mount: gpurun says what failed" "gpurun: error: the sandbox could not be set up" "$ERR"
 expect_not_contains "impossible mount: the workload never ran" "never" "$OUT"
 
 # --- the node cache must be private: one others can write is refused, nothing runs from it ---
 chmod 0777 "$CACHE"
 run_cmd run inside
 expect_eq "cache writable by others: exit 125" 125 "$RC"
-expect_contains "cache writable by others: the fix" "gpurun: error: the image cache $CACHE is writable by other users (mode 0777); run 'chmod go-w $CACHE'" "$OUT"
+expect_contains "cache writable by others: the fix" "gpurun: error: the image cache $CACHE is writable by other users (mode 0777); run 'chmod go-w $CACHE'" "$ERR"
 expect_not_contains "cache writable by others: nothing ran" "only the image has this" "$OUT"
 chmod 0700 "$CACHE"
 # A rootfs without its completion marker (planted, or a killed pull) is not trusted: pulled again.
@@ -172,7 +172,7 @@ rm "$CACHE/rootfs/$HEX.json"
 echo planted > "$CACHE/rootfs/$HEX/app/src/message.txt"
 run_cmd run inside
 expect_eq "no marker: rc ($ERR)" 0 "$RC"
-expect_contains "no marker: pulled again" "gpurun: pulled image imgjobs/tiny@sha256:" "$OUT"
+expect_contains "no marker: pulled again" "gpurun: pulled image imgjobs/tiny@sha256:" "$ERR"
 expect_contains "no marker: the image's own file" "only the image has this" "$OUT"
 check; [ -e "$CACHE/rootfs/$HEX.json" ] || fail "no completion marker after the pull"
 
@@ -186,7 +186,7 @@ rm -rf "$CACHE"
 stop_registries
 run_cmd run inside
 expect_eq "registry down: exit 125" 125 "$RC"
-expect_contains "registry down: the job says why" "gpurun: error: pulling sha256:" "$OUT"
-expect_contains "registry down: what to check" "check that this node reaches the registry" "$OUT"
+expect_contains "registry down: the job says why" "gpurun: error: pulling sha256:" "$ERR"
+expect_contains "registry down: what to check" "check that this node reaches the registry" "$ERR"
 
 finish

@@ -66,6 +66,22 @@ std::optional<int> read_exit_file(const std::string& path) {
   return std::nullopt;
 }
 
+// The key in a run's spec_json that says node-exec writes its log as records (runs launched
+// before that have plain Slurm output logs).
+constexpr const char* records_marker = "slurm_log_records";
+
+std::string with_records_marker(const std::string& spec_json) {
+  auto j = nlohmann::json::parse(spec_json, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return spec_json;
+  j[records_marker] = true;
+  return j.dump();
+}
+
+bool has_records_marker(const std::string& spec_json) {
+  const auto j = nlohmann::json::parse(spec_json, nullptr, false);
+  return j.is_object() && j.value(records_marker, false);
+}
+
 // sbatch_options ("--exclusive", "--nice=10") as job fields.
 nlohmann::json extra_fields(const std::vector<std::string>& options) {
   nlohmann::json extra = nlohmann::json::object();
@@ -196,7 +212,7 @@ class SlurmBackend final : public Backend {
     fresh.cloud = spec.cloud;
     fresh.backend = "slurm";
     fresh.gpus = spec.gpu_text;
-    fresh.spec_json = to_json(spec);
+    fresh.spec_json = with_records_marker(to_json(spec));
     fresh.log_dir = cloud_.log_dir;
     fresh.status_reason = fmt::format("submitting to {}", cloud_.name);
     auto created = store.create_run(fresh);
@@ -345,8 +361,11 @@ class SlurmBackend final : public Backend {
     return remote ? std::to_string(remote->job_id) : std::string();
   }
 
+  // The run's log under log_dir: records written by node-exec, or Slurm's plain output for a run
+  // launched before every run went through node-exec (no records marker in its spec).
   LogSource log_source(const StateStore& /*store*/, const Run& run) const override {
-    return {slurm::run_log_path(run.log_dir.empty() ? cloud_.log_dir : run.log_dir, run.id), LogFormat::plain};
+    return {slurm::run_log_path(run.log_dir.empty() ? cloud_.log_dir : run.log_dir, run.id),
+            has_records_marker(run.spec_json) ? LogFormat::records : LogFormat::plain};
   }
 
  private:
@@ -531,8 +550,12 @@ util::Result<slurm::JobSubmit> slurm_job_for(const CloudConfig& cloud, const Run
   }
   environment["GPURUN_APP"] = spec.app;
   environment["GPURUN_FUNCTION"] = spec.function;
+  std::vector<std::string> masked;  // node-exec masks these variables' values in the log
   for (const auto& [name, values] : secrets) {
-    for (const auto& [k, v] : values) environment[k] = v;
+    for (const auto& [k, v] : values) {
+      environment[k] = v;
+      masked.push_back(k);
+    }
   }
   script.argv = spec.argv;
   if (!spec.image.empty()) {
@@ -560,8 +583,10 @@ util::Result<slurm::JobSubmit> slurm_job_for(const CloudConfig& cloud, const Run
       const bool apptainer = image.runtime == "apptainer";
       environment[apptainer ? "APPTAINER_DOCKER_USERNAME" : "GPURUN_REGISTRY_USER"] = login->username;
       environment[apptainer ? "APPTAINER_DOCKER_PASSWORD" : "GPURUN_REGISTRY_PASSWORD"] = login->password;
+      masked.push_back(apptainer ? "APPTAINER_DOCKER_PASSWORD" : "GPURUN_REGISTRY_PASSWORD");
     }
   }
+  if (!masked.empty()) environment[mask_env_variable] = util::join(masked, ",");
   script.gpurun = cloud.node_gpurun.empty() ? self_executable() : cloud.node_gpurun;
   for (const auto& m : spec.mounts) script.binds.emplace_back(m.host_path, m.path);
   script.log_dir = cloud.log_dir;

@@ -35,7 +35,7 @@ std::string trimmed_dir(std::string_view dir) {
 }
 
 // Slurm expands %j, %u, ... in output paths unless the path holds a backslash; %% is a literal %.
-std::string slurm_output_path(const std::string& path) {
+std::string slurm_escaped_path(const std::string& path) {
   if (path.find('\\') != std::string::npos) {
     return path;
   }
@@ -69,6 +69,10 @@ util::Result<void> check(const BatchScript& script) {
                                                    "' is invalid; use letters, digits and '_', not starting with a digit");
     }
   }
+  if (script.gpurun.empty() && (script.image || !script.binds.empty())) {
+    return util::make_error(ExitCode::usage, "slurm: run '" + script.run_id +
+                                                 "' has an image or volumes but no path of gpurun on the nodes; set node_gpurun");
+  }
   if (script.attempt_offset < 0) {
     return util::make_error(ExitCode::usage, "slurm: attempt offset " + std::to_string(script.attempt_offset) +
                                                  " is negative; count earlier attempts from 0");
@@ -88,6 +92,11 @@ std::string run_exit_path(std::string_view log_dir, std::string_view run_id) {
   return (dir == "/" ? "" : dir) + "/" + std::string(run_id) + ".exit";
 }
 
+std::string slurm_output_path(std::string_view log_dir, std::string_view run_id) {
+  std::string dir = trimmed_dir(log_dir);
+  return (dir == "/" ? "" : dir) + "/" + std::string(run_id) + ".slurm.out";
+}
+
 std::string attempt_marker(int attempt) { return "=== gpurun: attempt " + std::to_string(attempt) + " ==="; }
 
 std::string quote_command_word(std::string_view word) {
@@ -103,8 +112,15 @@ std::string quote_command_word(std::string_view word) {
   return quoted;
 }
 
+std::string node_exec_command(const std::string& gpurun, const std::string& log) {
+  std::string out = quote_command_word(gpurun) + " node-exec";
+  if (!log.empty()) out += " --log " + util::shell_quote(log);
+  return out;
+}
+
 std::string image_command(const ImageRun& image, const std::string& gpurun,
-                          const std::vector<std::pair<std::string, std::string>>& binds, const std::vector<std::string>& argv) {
+                          const std::vector<std::pair<std::string, std::string>>& binds, const std::vector<std::string>& argv,
+                          const std::string& log) {
   std::string host = image.registry;
   const bool plain_http = host.rfind("http://", 0) == 0;
   if (const auto scheme = host.find("://"); scheme != std::string::npos) host = host.substr(scheme + 3);
@@ -124,7 +140,7 @@ std::string image_command(const ImageRun& image, const std::string& gpurun,
     for (const auto& [from, to] : binds) out += " --bind " + util::shell_quote(from + ":" + to);
     out += " " + util::shell_quote("docker://" + host + "/" + image.repository + "@" + image.digest);
   } else {
-    out = quote_command_word(gpurun) + " node-exec --registry " + util::shell_quote(image.registry) + " --repository " +
+    out = node_exec_command(gpurun, log) + " --registry " + util::shell_quote(image.registry) + " --repository " +
           util::shell_quote(image.repository) + " --digest " + util::shell_quote(image.digest) + " --cache " +
           (image.cache_dir.empty() ? std::string("\"${TMPDIR:-/tmp}/gpurun-$(id -u)/images\"") : util::shell_quote(image.cache_dir));
     if (image.gpus) out += " --gpus";
@@ -136,31 +152,38 @@ std::string image_command(const ImageRun& image, const std::string& gpurun,
 }
 
 std::string host_bind_command(const std::string& gpurun, const std::vector<std::pair<std::string, std::string>>& binds,
-                              const std::vector<std::string>& argv) {
-  std::string out = quote_command_word(gpurun) + " node-exec";
+                              const std::vector<std::string>& argv, const std::string& log) {
+  std::string out = node_exec_command(gpurun, log);
   for (const auto& [from, to] : binds) out += " --bind " + util::shell_quote(from) + " " + util::shell_quote(to);
   out += " --";
   for (const auto& word : argv) out += " " + util::shell_quote(word);
   return out;
 }
 
+namespace {
+
+// The line that runs the workload: through `gpurun node-exec --log` (images, volumes and pyxis or
+// apptainer command lines as its workload), or directly without `gpurun`.
+std::string workload_line(const BatchScript& script) {
+  const auto words = script.shell ? std::vector<std::string>{"/bin/sh", "-c", *script.shell} : script.argv;
+  if (script.gpurun.empty()) {
+    std::string command = quote_command_word(words[0]);
+    for (std::size_t i = 1; i < words.size(); ++i) command += " " + util::shell_quote(words[i]);
+    return command;
+  }
+  const std::string log = run_log_path(script.log_dir, script.run_id);
+  if (script.image && (script.image->runtime == "pyxis" || script.image->runtime == "apptainer")) {
+    return node_exec_command(script.gpurun, log) + " -- " + image_command(*script.image, script.gpurun, script.binds, words);
+  }
+  if (script.image) return image_command(*script.image, script.gpurun, script.binds, words, log);
+  return host_bind_command(script.gpurun, script.binds, words, log);
+}
+
+}  // namespace
+
 util::Result<std::string> render_batch_script(const BatchScript& script) {
   if (auto ok = check(script); !ok) {
     return ok.error();
-  }
-  std::string command;
-  const auto words = script.shell ? std::vector<std::string>{"/bin/sh", "-c", *script.shell} : script.argv;
-  if (script.image) {
-    command = image_command(*script.image, script.gpurun, script.binds, words);
-  } else if (!script.binds.empty()) {
-    command = host_bind_command(script.gpurun, script.binds, words);
-  } else if (script.shell) {
-    command = "/bin/sh -c " + util::shell_quote(*script.shell);
-  } else {
-    command = quote_command_word(script.argv[0]);
-    for (std::size_t i = 1; i < script.argv.size(); ++i) {
-      command += " " + util::shell_quote(script.argv[i]);
-    }
   }
   std::string out = "#!/bin/bash\n";
   out += "# gpurun run " + script.run_id + ". Generated; environment values come with the job submission.\n";
@@ -171,11 +194,11 @@ util::Result<std::string> render_batch_script(const BatchScript& script) {
   out += "export GPURUN_ATTEMPT=$(( ${SLURM_RESTART_COUNT:-0} + 1 + " + std::to_string(script.attempt_offset) + " ))\n";
   out += "gpurun_exit=" + util::shell_quote(run_exit_path(script.log_dir, script.run_id)) + "\n";
   out += "rm -f \"$gpurun_exit\"\n";
-  out += "echo \"=== gpurun: attempt $GPURUN_ATTEMPT ===\"\n";
+  if (script.gpurun.empty()) out += "echo \"=== gpurun: attempt $GPURUN_ATTEMPT ===\"\n";
   // A handler (not an ignore, which children would inherit) lets the script outlive Slurm's
   // SIGTERM long enough to record the workload's status.
   out += "trap 'gpurun_signalled=1' TERM INT\n";
-  out += command + "\n";
+  out += workload_line(script) + "\n";
   out += "gpurun_code=$?\n";
   out += "echo \"$gpurun_code\" >\"$gpurun_exit.$SLURM_JOB_ID.tmp\" && mv -f \"$gpurun_exit.$SLURM_JOB_ID.tmp\" \"$gpurun_exit\"\n";
   out += "exit \"$gpurun_code\"\n";
@@ -189,7 +212,8 @@ util::Result<void> prepare_job(JobSubmit& job, const BatchScript& script,
     return text.error();
   }
   job.script = std::move(*text);
-  job.standard_output = slurm_output_path(run_log_path(script.log_dir, script.run_id));
+  job.standard_output = slurm_escaped_path(script.gpurun.empty() ? run_log_path(script.log_dir, script.run_id)
+                                                                  : slurm_output_path(script.log_dir, script.run_id));
   job.standard_error.clear();
   job.append_output = true;
   job.requeue = true;

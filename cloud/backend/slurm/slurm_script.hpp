@@ -38,33 +38,45 @@ struct BatchScript {
   int attempt_offset = 0;              // gpurun-level retries before this submission
   std::optional<ImageRun> image;       // run the command inside this image
   std::vector<std::pair<std::string, std::string>> binds;  // volumes: shared path -> mount path
-  std::string gpurun;                  // gpurun's path on the nodes (images, volumes)
+  std::string gpurun;                  // gpurun's path on the nodes: every run goes through its node-exec
+                                       // (empty: the command runs directly, output plain; raw client tests)
 };
 
+// "<gpurun> node-exec", with " --log <log>" when `log` is not empty (words quoted).
+std::string node_exec_command(const std::string& gpurun, const std::string& log = {});
+
 // The command line that runs `argv` inside `image` on a node with `binds` (a script line, words
-// quoted); bubblewrap runs `gpurun` node-exec.
+// quoted); bubblewrap runs `gpurun` node-exec (writing records to `log` when given).
 std::string image_command(const ImageRun& image, const std::string& gpurun,
-                          const std::vector<std::pair<std::string, std::string>>& binds, const std::vector<std::string>& argv);
+                          const std::vector<std::pair<std::string, std::string>>& binds, const std::vector<std::string>& argv,
+                          const std::string& log = {});
 
-// The command line that runs `argv` on a node's host with `binds` (through bubblewrap, by
-// `gpurun` node-exec): mount points are made inside the sandbox only.
+// The command line that runs `argv` on a node's host by `gpurun` node-exec (writing records to
+// `log` when given), through bubblewrap with `binds`: mount points are made inside the sandbox only.
 std::string host_bind_command(const std::string& gpurun, const std::vector<std::pair<std::string, std::string>>& binds,
-                              const std::vector<std::string>& argv);
+                              const std::vector<std::string>& argv, const std::string& log = {});
 
-// <log_dir>/<run id>.log: every attempt's output, appended, each after an attempt marker line.
+// <log_dir>/<run id>.log: every attempt's output, appended. Written by `gpurun node-exec` as log
+// records (cloud/state/logs.hpp); for runs without node-exec (launched by gpurun before it ran
+// every run through node-exec) Slurm's plain output, each attempt after an attempt marker line.
 std::string run_log_path(std::string_view log_dir, std::string_view run_id);
+// <log_dir>/<run id>.slurm.out: what Slurm itself and the batch script print (slurmstepd's notes,
+// node-exec's own errors before it could open the log) for runs through node-exec.
+std::string slurm_output_path(std::string_view log_dir, std::string_view run_id);
 // <log_dir>/<run id>.exit: the workload's last exit code (128+N when killed by signal N), written
 // when it ends; it outlives the job record (MinJobAge).
 std::string run_exit_path(std::string_view log_dir, std::string_view run_id);
 // The marker line that starts attempt N in the log: "=== gpurun: attempt N ===".
 std::string attempt_marker(int attempt);
 
-// The script text: sets GPURUN_RUN_ID and GPURUN_ATTEMPT (SLURM_RESTART_COUNT + 1 + offset),
-// writes the attempt marker, runs the command, records its exit code and exits with it.
+// The script text: sets GPURUN_RUN_ID and GPURUN_ATTEMPT (SLURM_RESTART_COUNT + 1 + offset), runs
+// the command under `gpurun node-exec --log <run log>` (which writes the records and markers;
+// without `gpurun`, echoes the attempt marker and runs it directly), records its exit code and exits with it.
 // Usage error when the command is missing or twice, the run id unsafe or log_dir relative.
 util::Result<std::string> render_batch_script(const BatchScript& script);
 
-// Fills `job` for the script: script text, output to the run log in append mode (stderr with it),
+// Fills `job` for the script: script text, Slurm's output (stderr with it) in append mode to
+// slurm_output_path (run_log_path without `gpurun`),
 // requeue on, environment = `environment` plus PATH when absent. Errors as render_batch_script.
 util::Result<void> prepare_job(JobSubmit& job, const BatchScript& script,
                                const std::map<std::string, std::string>& environment);

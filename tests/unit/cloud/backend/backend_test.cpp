@@ -82,13 +82,14 @@ TEST_CASE("backend: slurm job fields for a run") {
   CHECK(job->constraint == "ib");
   CHECK(job->extra == nlohmann::json{{"exclusive", true}, {"nice", 10}, {"comment", "hi"}});
   CHECK(job->current_working_directory == "/home/me/mnist");
-  CHECK(job->standard_output == "/scratch/logs/rabc.log");
+  CHECK(job->standard_output == "/scratch/logs/rabc.slurm.out");
   CHECK(job->append_output);
   CHECK(job->environment.at("HF_TOKEN") == "sekrit");
+  CHECK(job->environment.at("GPURUN_MASK_ENV") == "HF_TOKEN");
   CHECK(job->environment.at("MODE") == "fast");
   CHECK(job->environment.at("GPURUN_FUNCTION") == "train");
   CHECK(job->script.find("sekrit") == std::string::npos);
-  CHECK(job->script.find("python 'it'\\''s'\n") != std::string::npos);
+  CHECK(job->script.find(" node-exec --log /scratch/logs/rabc.log -- python 'it'\\''s'\n") != std::string::npos);
 }
 
 TEST_CASE("backend: slurm dry run redacts secret values") {
@@ -121,6 +122,20 @@ TEST_CASE("backend: slurm launch against an unreachable endpoint records a faile
   CHECK(runs->size() == 1);
   CHECK(runs->front().status == RunStatus::failed);
   CHECK(runs->front().backend == "slurm");
+
+  // A run launched now is logged by node-exec as records; one launched before (no marker in its
+  // spec) has Slurm's plain output at the same path.
+  Run run_now = runs->front();
+  const auto source = (*backend)->log_source(*store, run_now);
+  CHECK(source.path == cloud.log_dir + "/" + run_now.id + ".log");
+  CHECK(source.format == LogFormat::records);
+  Run before = run_now;
+  auto old_spec = nlohmann::json::parse(before.spec_json);
+  CHECK(old_spec.at("slurm_log_records") == true);
+  old_spec.erase("slurm_log_records");
+  before.spec_json = old_spec.dump();
+  CHECK((*backend)->log_source(*store, before).format == LogFormat::plain);
+  CHECK(run_spec_from_json(run_now.spec_json).ok());
 }
 
 TEST_CASE("backend: a slurm job in an image runs node-exec; names, not values, pass into the image") {
@@ -138,11 +153,12 @@ TEST_CASE("backend: a slurm job in an image runs node-exec; names, not values, p
   ::setenv("GPURUN_REGISTRY_PASSWORD", "pull-secret", 1);
   auto job = slurm_job_for(cloud, s, "rabc", {{"hf", {{"HF_TOKEN", "sekrit"}}}}, 0);
   REQUIRE_MESSAGE(job.ok(), job.error().message);
-  CHECK(job->script.find("/opt/gpurun/bin/gpurun node-exec --registry http://reg.example:5000 --repository mnist/trainer "
+  CHECK(job->script.find("/opt/gpurun/bin/gpurun node-exec --log /scratch/logs/rabc.log --registry http://reg.example:5000 --repository mnist/trainer "
                          "--digest sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef --cache "
                          "/local/cache --gpus -- python 'it'\\''s'\n") != std::string::npos);
   CHECK(job->environment.at("GPURUN_PASS_ENV") == "MODE,HF_TOKEN");
   CHECK(job->environment.at("GPURUN_REGISTRY_USER") == "puller");
+  CHECK(job->environment.at("GPURUN_MASK_ENV") == "HF_TOKEN,GPURUN_REGISTRY_PASSWORD");
   CHECK(job->script.find("pull-secret") == std::string::npos);
 
   auto backend = make_backend("slurm", &cloud);
@@ -155,7 +171,7 @@ TEST_CASE("backend: a slurm job in an image runs node-exec; names, not values, p
   cloud.container_runtime = "apptainer";
   job = slurm_job_for(cloud, s, "rabc", {}, 0);
   REQUIRE(job.ok());
-  CHECK(job->script.find("\napptainer exec --nohttps --nv --pwd /app "
+  CHECK(job->script.find("\n/opt/gpurun/bin/gpurun node-exec --log /scratch/logs/rabc.log -- apptainer exec --nohttps --nv --pwd /app "
                          "docker://reg.example:5000/mnist/trainer@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
                          " python 'it'\\''s'\n") != std::string::npos);
   CHECK(job->environment.at("APPTAINER_DOCKER_PASSWORD") == "pull-secret");
@@ -164,7 +180,7 @@ TEST_CASE("backend: a slurm job in an image runs node-exec; names, not values, p
   cloud.container_runtime = "pyxis";
   job = slurm_job_for(cloud, s, "rabc", {}, 0);
   REQUIRE(job.ok());
-  CHECK(job->script.find("\nsrun --ntasks=1 '--container-image=reg.example:5000#mnist/trainer:0123456789ab' "
+  CHECK(job->script.find("\n/opt/gpurun/bin/gpurun node-exec --log /scratch/logs/rabc.log -- srun --ntasks=1 '--container-image=reg.example:5000#mnist/trainer:0123456789ab' "
                          "--container-workdir=/app python 'it'\\''s'\n") != std::string::npos);
   ::unsetenv("GPURUN_REGISTRY_USER");
   ::unsetenv("GPURUN_REGISTRY_PASSWORD");
@@ -183,7 +199,7 @@ TEST_CASE("backend: slurm volumes are bound at their paths by node-exec, on host
   s.mounts = {{"/scratch/logs/volumes/mnist/data", "/data", "data"}};
   auto job = slurm_job_for(cloud, s, "rabc", {}, 0);
   REQUIRE(job.ok());
-  CHECK(job->script.find("\n/opt/gpurun node-exec --bind /scratch/logs/volumes/mnist/data /data -- python 'it'\\''s'\n") !=
+  CHECK(job->script.find("\n/opt/gpurun node-exec --log /scratch/logs/rabc.log --bind /scratch/logs/volumes/mnist/data /data -- python 'it'\\''s'\n") !=
         std::string::npos);
   s.image = "trainer";
   s.image_digest = "sha256:abc";

@@ -138,3 +138,65 @@ TEST_CASE("slurm script: the job carries environment values, the script never do
   script.argv.clear();
   CHECK_FALSE(prepare_job(with_path, script, {}).ok());
 }
+
+TEST_CASE("slurm script: every run goes through gpurun node-exec, which writes the log records") {
+  BatchScript script = nasty();
+  script.gpurun = "/opt/gpurun bin/gpurun";
+  auto text = render_batch_script(script);
+  REQUIRE(text.ok());
+  CHECK(*text ==
+        "#!/bin/bash\n"
+        "# gpurun run rlx3k9a2b7f4q. Generated; environment values come with the job submission.\n"
+        "# environment: HF_TOKEN, MODE\n"
+        "export GPURUN_RUN_ID=rlx3k9a2b7f4q\n"
+        "export GPURUN_ATTEMPT=$(( ${SLURM_RESTART_COUNT:-0} + 1 + 2 ))\n"
+        "gpurun_exit=/scratch/gpurun/logs/rlx3k9a2b7f4q.exit\n"
+        "rm -f \"$gpurun_exit\"\n"
+        "trap 'gpurun_signalled=1' TERM INT\n"
+        "'/opt/gpurun bin/gpurun' node-exec --log /scratch/gpurun/logs/rlx3k9a2b7f4q.log -- python3 -c "
+        "'import sys; print(sys.argv[1:])' 'it'\\''s' '$(touch /tmp/pwned)' '`id`' 'line1\nline2' '' "
+        "'a b' '*' '$HOME' '--flag=x;y' '\\'\n"
+        "gpurun_code=$?\n"
+        "echo \"$gpurun_code\" >\"$gpurun_exit.$SLURM_JOB_ID.tmp\" && mv -f \"$gpurun_exit.$SLURM_JOB_ID.tmp\" "
+        "\"$gpurun_exit\"\n"
+        "exit \"$gpurun_code\"\n");
+
+  BatchScript shell;
+  shell.shell = "echo $MODE; exit 3";
+  shell.log_dir = "/logs";
+  shell.run_id = "r1";
+  shell.gpurun = "gpurun";
+  text = render_batch_script(shell);
+  REQUIRE(text.ok());
+  CHECK(text->find("\ngpurun node-exec --log /logs/r1.log -- /bin/sh -c 'echo $MODE; exit 3'\ngpurun_code=$?\n") !=
+        std::string::npos);
+  CHECK(text->find("=== gpurun") == std::string::npos);
+
+  shell.binds = {{"/shared/vol", "/data"}};
+  text = render_batch_script(shell);
+  REQUIRE(text.ok());
+  CHECK(text->find("\ngpurun node-exec --log /logs/r1.log --bind /shared/vol /data -- /bin/sh -c 'echo $MODE; exit 3'\n") !=
+        std::string::npos);
+
+  ImageRun image;
+  image.runtime = "apptainer";
+  image.registry = "https://reg.example";
+  image.repository = "app/img";
+  image.digest = "sha256:abc";
+  shell.image = image;
+  text = render_batch_script(shell);
+  REQUIRE(text.ok());
+  CHECK(text->find("\ngpurun node-exec --log /logs/r1.log -- apptainer exec --bind /shared/vol:/data "
+                   "docker://reg.example/app/img@sha256:abc /bin/sh -c 'echo $MODE; exit 3'\n") != std::string::npos);
+
+  JobSubmit job;
+  REQUIRE(prepare_job(job, shell, {}).ok());
+  CHECK(job.standard_output == "/logs/r1.slurm.out");
+  CHECK(slurm_output_path("/logs/", "r1") == "/logs/r1.slurm.out");
+
+  shell.gpurun.clear();
+  auto missing = render_batch_script(shell);
+  REQUIRE_FALSE(missing.ok());
+  CHECK(missing.error().message ==
+        "slurm: run 'r1' has an image or volumes but no path of gpurun on the nodes; set node_gpurun");
+}
