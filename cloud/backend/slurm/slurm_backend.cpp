@@ -316,8 +316,8 @@ class SlurmBackend final : public Backend {
     const std::string what = spec ? wanted(*spec) : std::string("a node");
     switch (view.status) {
       case slurm::JobStatus::queued: {
-        const std::string words = util::to_upper(info.state) == "PENDING" ? pending_words(*client, info, run, spec ? &*spec : nullptr, *remote)
-                                                                        : view.reason;
+        const bool pending = util::to_upper(info.state) == "PENDING";
+        const std::string words = pending ? pending_words(*client, info, run, spec ? &*spec : nullptr, *remote) : view.reason;
         std::string reason = fmt::format("waiting for {} on {}: {}", what, run.cloud, words);
         if (info.restart_cnt > 0) reason += fmt::format(" (requeued, attempt {})", attempt);
         if (reason != run.status_reason || run.status != RunStatus::queued) {
@@ -430,7 +430,7 @@ class SlurmBackend final : public Backend {
       }
     }
     std::optional<slurm::ScheduledRetry> retry;
-    if (raw == "BeginTime" && remote.retries > 0 && spec) {
+    if (raw == "BeginTime" && remote.retries > 0 && info.restart_cnt == 0 && spec) {  // not a requeue
       // The delay as scheduled (not a countdown, so the reason stays put while it waits).
       const long long delay = info.eligible_time && info.submit_time ? *info.eligible_time - *info.submit_time : 0;
       retry = slurm::ScheduledRetry{remote.retries, spec->max_retries, delay, retry_cause(run.status_reason)};
@@ -449,7 +449,8 @@ class SlurmBackend final : public Backend {
   void timed_out(slurm::Client& client, StateStore& store, const Run& run, const RunSpec& spec, const RemoteId& remote,
                  int attempt) {
     const std::string reason = fmt::format("timed out after {}", util::format_duration(*spec.timeout));
-    if (retry(client, store, run, spec, remote, attempt, reason, "timing out after " + util::format_duration(*spec.timeout))) return;
+    const std::string cause = "timing out after " + util::format_duration(*spec.timeout);
+    if (retry(client, store, run, spec, remote, attempt, reason, cause)) return;
     (void)store.update_status(run.id, RunStatus::timeout, reason, util::to_int(ExitCode::timeout));
   }
 
