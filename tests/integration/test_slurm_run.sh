@@ -149,7 +149,7 @@ run_cmd run hog --detach; h2=$OUT
 wait_until 15 sh -c "grep -q hog $LOGS/$h1.log && grep -q hog $LOGS/$h2.log" || fail "hogs did not start"
 "$GPURUN" run hog --gpu A100 > "$TEST_DIR/third.out" 2> "$TEST_DIR/third.err" &
 third=$!
-wait_until 15 grep -q "waiting for gpu:a100:1 on gcp: Resources, queued" "$TEST_DIR/third.err" || fail "third did not say it waits: $(cat "$TEST_DIR/third.err")"
+wait_until 15 grep -q "waiting for 1x A100-40GB on gcp: all 2 in use (Resources), queued" "$TEST_DIR/third.err" || fail "third did not say it waits: $(cat "$TEST_DIR/third.err")"
 run_cmd ps --json
 expect_contains "ps shows a queued run" '"status": "queued"' "$OUT"
 run_cmd cancel "$h1"

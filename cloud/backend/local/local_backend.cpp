@@ -86,6 +86,17 @@ struct AttemptResult {
   bool final = false;  // retrying cannot help (e.g. the request can never be served here)
 };
 
+// A scheduled retry's waiting reason, as every backend says it:
+// "waiting for 1x T4 on local: retry 1 of 2 in 4s (after exit code 7)".
+std::string retry_reason(const RunSpec& spec, int retry, std::chrono::milliseconds delay, const AttemptResult& ended) {
+  std::string after = ended.reason;
+  if (ended.status == RunStatus::timeout && spec.timeout) after = "timing out after " + util::format_duration(*spec.timeout);
+  if (after.rfind("failed with ", 0) == 0) after.erase(0, 12);
+  return fmt::format("waiting for {} on {}: retry {} of {} in {} (after {})",
+                     spec.gpu_text.empty() ? std::string("the next attempt") : spec.gpu_text, spec.cloud, retry,
+                     spec.max_retries, util::format_duration(delay), after);
+}
+
 // A file of a few hundred KiB kept beside a run's log while the run is supervised and deleted
 // before its result is recorded, so that the result and its last log line fit on a full disk.
 class SpaceReserve {
@@ -136,7 +147,7 @@ class Supervisor {
       note(log_.marker(fmt::format("attempt {} {}; retrying in {} (attempt {} of {})", attempt, result.reason,
                                    util::format_duration(delay), attempt + 1, attempts)));
       note(log_.flush());
-      note(store_.update_status(run_.id, RunStatus::queued, fmt::format("retrying in {}", util::format_duration(delay))));
+      note(store_.update_status(run_.id, RunStatus::queued, retry_reason(spec_, attempt, delay, result)));
       if (broken_) return broken();
       if (sleep_unless_cancelled(delay)) return {RunStatus::cancelled, util::to_int(util::ExitCode::cancelled), "cancelled"};
     }

@@ -283,6 +283,7 @@ class DialectV0038 final : public ApiDialect {
     info.submit_time = time("submit_time");
     info.start_time = time("start_time");
     info.end_time = time("end_time");
+    info.eligible_time = time("eligible_time");
     info.restart_cnt = static_cast<int>(get_integer(job, "restart_cnt").value_or(0));
     if (auto it = job.find("gres_detail"); it != job.end() && it->is_array()) {
       for (const auto& detail : *it) {

@@ -75,6 +75,7 @@ struct JobInfo {
   std::string nodes;              // "gcp-node1"; empty while pending
   std::string batch_host;
   std::optional<std::int64_t> submit_time, start_time, end_time;  // unix seconds, as reported
+  std::optional<std::int64_t> eligible_time;  // unix seconds: when it may start (begin_time)
   int restart_cnt = 0;            // requeues so far
   std::vector<std::string> gres_detail;  // "gpu:a100:1(IDX:0)" while running
   std::string standard_output;    // as submitted (%j not expanded)

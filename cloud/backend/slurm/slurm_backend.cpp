@@ -21,7 +21,9 @@
 #include "cloud/images/registry.hpp"
 #include "cloud/exec/sandbox.hpp"
 #include "cloud/backend/slurm/slurm_client.hpp"
+#include "cloud/backend/slurm/slurm_reasons.hpp"
 #include "cloud/backend/slurm/slurm_script.hpp"
+#include "gpu/spec.hpp"
 #include "util/clock.hpp"
 #include "util/strings.hpp"
 #include "util/units.hpp"
@@ -57,6 +59,19 @@ std::optional<RemoteId> parse_remote_id(const std::string& text) {
 
 std::string format_remote_id(long long job_id, int offset, int retries) {
   return offset == 0 && retries == 0 ? std::to_string(job_id) : fmt::format("{}+{}+{}", job_id, offset, retries);
+}
+
+// The cause a retry's waiting reason names: X in "...: retry 1 of 2 in 4s (after X)"; empty when
+// the reason has none.
+std::string retry_cause(const std::string& reason) {
+  const auto start = reason.find("(after ");
+  if (start == std::string::npos) return "";
+  int depth = 0;
+  for (std::size_t i = start; i < reason.size(); ++i) {
+    if (reason[i] == '(') ++depth;
+    if (reason[i] == ')' && --depth == 0) return reason.substr(start + 7, i - start - 7);
+  }
+  return "";
 }
 
 std::optional<int> read_exit_file(const std::string& path) {
@@ -298,10 +313,12 @@ class SlurmBackend final : public Backend {
     const int attempt = remote->offset + info.restart_cnt + 1;
     if (attempt != run.attempt) (void)store.set_attempt(run.id, attempt);
     const auto view = slurm::map_state(info);
-    const std::string what = spec && !spec->gpu_alternatives.empty() ? gres_of(*spec) : std::string("a node");
+    const std::string what = spec ? wanted(*spec) : std::string("a node");
     switch (view.status) {
       case slurm::JobStatus::queued: {
-        std::string reason = fmt::format("waiting for {} on {}: {}", what, run.cloud, view.reason.empty() ? "queued" : view.reason);
+        const bool pending = util::to_upper(info.state) == "PENDING";
+        const std::string words = pending ? pending_words(*client, info, run, spec ? &*spec : nullptr, *remote) : view.reason;
+        std::string reason = fmt::format("waiting for {} on {}: {}", what, run.cloud, words);
         if (info.restart_cnt > 0) reason += fmt::format(" (requeued, attempt {})", attempt);
         if (reason != run.status_reason || run.status != RunStatus::queued) {
           (void)store.update_status(run.id, RunStatus::queued, reason);
@@ -321,9 +338,7 @@ class SlurmBackend final : public Backend {
           const auto elapsed_ms = util::now_unix_ms() - *info.start_time * 1000;
           if (elapsed_ms >= spec->timeout->count() + 1000) {
             (void)client->cancel(remote->job_id);  // the next refresh cancels again if this one failed
-            (void)store.update_status(run.id, RunStatus::timeout,
-                                      fmt::format("timed out after {}", util::format_duration(*spec->timeout)),
-                                      util::to_int(ExitCode::timeout));
+            timed_out(*client, store, run, *spec, *remote, attempt);
           }
         }
         break;
@@ -337,16 +352,25 @@ class SlurmBackend final : public Backend {
         if (auto file = read_exit_file(exit_path); file && info.state == "FAILED") code = *file;
         std::string reason = view.reason.empty() ? fmt::format("failed with exit code {}", code) : view.reason;
         if (info.state == "FAILED" && !info.exit_signal) reason = fmt::format("failed with exit code {}", code);
-        if (spec && retry(*client, store, run, *spec, *remote, attempt, reason)) break;
+        const std::string cause = info.state == "FAILED" && !info.exit_signal ? fmt::format("exit code {}", code) : reason;
+        if (spec && retry(*client, store, run, *spec, *remote, attempt, reason, cause)) break;
         (void)store.update_status(run.id, RunStatus::failed, reason, code);
         break;
       }
       case slurm::JobStatus::cancelled:
+        if (spec && cancelled_at_timeout(*spec, info)) {
+          timed_out(*client, store, run, *spec, *remote, attempt);
+          break;
+        }
         (void)store.update_status(run.id, RunStatus::cancelled,
                                   view.reason.empty() ? "cancelled in Slurm" : "cancelled in Slurm; " + view.reason,
                                   util::to_int(ExitCode::cancelled));
         break;
       case slurm::JobStatus::timeout:
+        if (spec && spec->timeout) {
+          timed_out(*client, store, run, *spec, *remote, attempt);
+          break;
+        }
         (void)store.update_status(run.id, RunStatus::timeout, view.reason, util::to_int(ExitCode::timeout));
         break;
       case slurm::JobStatus::unknown:
@@ -378,9 +402,56 @@ class SlurmBackend final : public Backend {
     return slurm::Client::open(options);
   }
 
-  std::string gres_of(const RunSpec& spec) const {
+  // What a run waits for, as every backend says it: "1x A100-40GB" (the slot placement chose),
+  // "a node" without GPUs.
+  static std::string wanted(const RunSpec& spec) {
+    if (spec.gpu_alternatives.empty()) return "a node";
     const auto& a = spec.gpu_alternatives.front();
-    return fmt::format("gpu:{}:{}", slurm_gres_type(cloud_, a.type, a.min_memory_gb), a.count);
+    if (a.type.empty()) return fmt::format("{}x any GPU", a.count);
+    return fmt::format("{}x {}", a.count, gpu::to_string(gpu::GpuSlot{a.type, a.min_memory_gb, 1}));
+  }
+
+  // A pending job's reason in words: capacity from the cluster's nodes for Resources/Priority,
+  // the scheduled retry for BeginTime after a resubmission.
+  std::string pending_words(slurm::Client& client, const slurm::JobInfo& info, const Run& run,
+                            const RunSpec* spec, const RemoteId& remote) const {
+    const std::string& raw = info.state_reason;
+    std::optional<slurm::GpuCapacity> capacity;
+    long needed = 1;
+    if (spec && !spec->gpu_alternatives.empty()) {
+      const auto& a = spec->gpu_alternatives.front();
+      needed = a.count;
+      if (raw == "Resources" || raw == "Priority") {
+        // Best effort: without the node list the reason is said without capacity.
+        if (auto nodes = client.nodes()) {
+          capacity = slurm::gpu_capacity(*nodes, info.partition.empty() ? cloud_.partition : info.partition,
+                                         slurm_gres_type(cloud_, a.type, a.min_memory_gb));
+        }
+      }
+    }
+    std::optional<slurm::ScheduledRetry> retry;
+    if (raw == "BeginTime" && remote.retries > 0 && info.restart_cnt == 0 && spec) {  // not a requeue
+      // The delay as scheduled (not a countdown, so the reason stays put while it waits).
+      const long long delay = info.eligible_time && info.submit_time ? *info.eligible_time - *info.submit_time : 0;
+      retry = slurm::ScheduledRetry{remote.retries, spec->max_retries, delay, retry_cause(run.status_reason)};
+    }
+    return slurm::describe_pending(raw, capacity, retry, needed);
+  }
+
+  // Whether a cancelled job is one gpurun cancelled at the run's timeout (it ran past it).
+  static bool cancelled_at_timeout(const RunSpec& spec, const slurm::JobInfo& info) {
+    if (!spec.timeout || !info.start_time || !info.end_time) return false;
+    return (*info.end_time - *info.start_time) * 1000 >= spec.timeout->count();
+  }
+
+  // An attempt ran past the manifest's timeout (its job is cancelled or ended): resubmitted with
+  // the backoff while retries are left, else the run ends `timeout` (exit 124).
+  void timed_out(slurm::Client& client, StateStore& store, const Run& run, const RunSpec& spec, const RemoteId& remote,
+                 int attempt) {
+    const std::string reason = fmt::format("timed out after {}", util::format_duration(*spec.timeout));
+    const std::string cause = "timing out after " + util::format_duration(*spec.timeout);
+    if (retry(client, store, run, spec, remote, attempt, reason, cause)) return;
+    (void)store.update_status(run.id, RunStatus::timeout, reason, util::to_int(ExitCode::timeout));
   }
 
   util::Result<void> submit(slurm::Client& client, StateStore& store, const Run& run, const RunSpec& spec,
@@ -390,17 +461,18 @@ class SlurmBackend final : public Backend {
     auto id = client.submit(*job);
     if (!id) return id.error();
     if (auto set = store.set_remote_id(run.id, format_remote_id(*id, offset, 0)); !set) return set.error();
-    const std::string what = spec.gpu_alternatives.empty() ? std::string("a node") : gres_of(spec);
+    const std::string what = wanted(spec);
     // Only the reason text: the remote id recorded above is what later refreshes need.
     (void)store.update_status(run.id, RunStatus::queued, fmt::format("waiting for {} on {}: submitted as job {}", what, cloud_.name, *id));
     return {};
   }
 
-  // A failed attempt with retries left: resubmits the run with the next attempt number, starting
-  // after the manifest's backoff (Slurm's begin_time). Returns false when it did not retry. It
-  // runs inside refresh, which has no one to report to: its state writes are best effort as there.
+  // A failed or timed-out attempt with retries left: resubmits the run with the next attempt
+  // number, starting after the manifest's backoff (Slurm's begin_time); `why` ends the run if that
+  // fails, `cause` is said in the waiting reason. Returns false when it did not retry. It runs
+  // inside refresh, which has no one to report to: its state writes are best effort as there.
   bool retry(slurm::Client& client, StateStore& store, const Run& run, const RunSpec& spec, const RemoteId& remote,
-             int failed_attempt, const std::string& why) {
+             int failed_attempt, const std::string& why, const std::string& cause) {
     if (!config_ || remote.retries >= spec.max_retries) return false;
     const std::string claim = "claim:" + run.remote_id;
     auto claimed = store.replace_remote_id(run.id, run.remote_id, claim);
@@ -426,8 +498,8 @@ class SlurmBackend final : public Backend {
     (void)store.set_remote_id(run.id, format_remote_id(*id, failed_attempt, retries));
     (void)store.set_attempt(run.id, failed_attempt + 1);
     (void)store.update_status(run.id, RunStatus::queued,
-                              fmt::format("attempt {} {}; retrying in {} as job {} (attempt {} of {})", failed_attempt, why,
-                                          util::format_duration(delay), *id, failed_attempt + 1, spec.max_retries + 1));
+                              fmt::format("waiting for {} on {}: retry {} of {} in {} (after {})", wanted(spec), cloud_.name,
+                                          retries, spec.max_retries, util::format_duration(delay), cause));
     return true;
   }
 
@@ -475,6 +547,8 @@ class SlurmBackend final : public Backend {
     const std::chrono::milliseconds most(spec && spec->timeout ? 5'000 : 15'000);
     std::chrono::milliseconds delay(1'000);
     RunStatus last = run->status;
+    int last_attempt = run->attempt;
+    std::int64_t running_since = 0;  // when this attempt was first seen running (unix ms); 0 = not
     for (int errors = 0; errors < 1000;) {
       auto current = store->get_run(run_id);
       if (!current) return 1;
@@ -482,13 +556,19 @@ class SlurmBackend final : public Backend {
       auto fresh = refresh(*store, *current);
       errors = fresh ? 0 : errors + 1;
       if (fresh && is_terminal(fresh->status)) return 0;
-      if (fresh && fresh->status != last) {
+      if (fresh && (fresh->status != last || fresh->attempt != last_attempt)) {
         last = fresh->status;
+        last_attempt = fresh->attempt;
         delay = std::chrono::milliseconds(1'000);
+        // The run's started_at is its first attempt's start; a retried attempt starts when seen.
+        running_since = 0;
+        if (last == RunStatus::running) {
+          running_since = fresh->attempt <= 1 && fresh->started_at ? *fresh->started_at : util::now_unix_ms();
+        }
       }
       auto sleep_for = delay;
-      if (fresh && fresh->status == RunStatus::running && spec && spec->timeout && fresh->started_at) {
-        const auto left = std::chrono::milliseconds(*fresh->started_at + spec->timeout->count() + 1'000 - util::now_unix_ms());
+      if (fresh && fresh->status == RunStatus::running && spec && spec->timeout && running_since > 0) {
+        const auto left = std::chrono::milliseconds(running_since + spec->timeout->count() + 1'000 - util::now_unix_ms());
         sleep_for = std::clamp(left, std::chrono::milliseconds(200), delay);
       }
       std::this_thread::sleep_for(sleep_for);
