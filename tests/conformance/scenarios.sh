@@ -44,6 +44,19 @@ YAML
   run_cmd run seven --json
   expect_eq "--json says the workload failed" "failed 7" \
     "$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d["status"], d["exit_code"])' "$OUT")"
+  expect_detached_codes ok:0 one:1 seven:7 killed:137
+}
+
+# expect_detached_codes FUNCTION:CODE...: `wait` and `logs -f` of a detached run exit CODE, as
+# `run` does.
+expect_detached_codes() {
+  local fn_code id
+  for fn_code in "$@"; do
+    run_cmd run "${fn_code%%:*}" --detach --json
+    id=$(detached_id)
+    expect_code "wait ${fn_code%%:*}" "${fn_code##*:}" wait "$id"
+    expect_code "logs -f ${fn_code%%:*}" "${fn_code##*:}" logs -f "$id"
+  done
 }
 
 scenario_cannot_execute() {
@@ -60,6 +73,7 @@ YAML
   expect_code "missing program in a shell command (the shell's own 127)" 127 run shmissing
   expect_code "non-executable file" 126 run noexec
   expect_not_contains "a non-executable file does not run" "should-not-run" "$OUT"
+  expect_detached_codes missing:127 noexec:126
 }
 
 scenario_argv_env_verbatim() {
@@ -327,6 +341,9 @@ YAML
   expect_code "run of an impossible request (gpurun's own failure)" 125 run f --gpu "$FIXTURE_UNSCHEDULABLE_GPU"
   expect_contains "names the offers" "$FIXTURE_OFFERS" "$ERR"
   expect_not_contains "nothing ran" "never" "$OUT"
+  run_cmd run f --gpu "$FIXTURE_UNSCHEDULABLE_GPU" --json
+  expect_eq "--json says gpurun failed, and why" "unschedulable 125" \
+    "$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d["error"]["kind"], d["exit_code"])' "$OUT")"
 }
 
 scenario_volume() {
