@@ -61,7 +61,8 @@ last_run_id() {
 # run_one BACKEND NAME: one scenario in this process (called through `run.sh --one`), in
 # $SCENARIO_DIR (made and removed by the runner).
 run_one() {
-  local backend=$1 name=$2
+  BACKEND=$1
+  local name=$2
   export GPURUN_STATE_DIR="$SCENARIO_DIR/state" XDG_CONFIG_HOME="$SCENARIO_DIR/config" XDG_CACHE_HOME="$SCENARIO_DIR/cache"
   unset GPURUN_CONFIG
   cd "$SCENARIO_DIR" || exit 1
