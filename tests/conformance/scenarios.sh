@@ -1,0 +1,411 @@
+# The conformance scenarios: one behaviour on every backend (issue 11 item 4, issue 12 item 5).
+# Each scenario_<name> runs in its own bash process, in an empty temp dir with its own state dir
+# and a config whose default cloud is the backend under test (run.sh, fixture_<backend>.sh). It
+# asserts with expect_eq/expect_contains/... (run.sh) and may `skip REASON` (fails under ctest).
+
+SCENARIOS=(
+  exit_codes cannot_execute argv_env_verbatim
+  secrets_masked secrets_multiline
+  retry_after_failure retry_after_timeout timeout
+  cancel ctrl_c
+  logs_follow logs_since_tail_timestamps
+  queued_reason unschedulable volume one_monitor
+)
+
+# Scenarios that do not pass yet on a backend, "name:why" (printed as XFAIL). When one passes the
+# suite fails, so that its entry gets removed here.
+KNOWN_FAILURES_local=(
+  "secrets_multiline:issue 11: a secret spanning lines is stored and shown in clear"
+  "queued_reason:issue 11: says '2 of 2 busy', not 'all 2 in use'"
+)
+KNOWN_FAILURES_slurm=(
+  "retry_after_timeout:issue 11: a timed-out attempt is not retried (exit 124 after one attempt)"
+  "queued_reason:issue 11: shows Slurm's raw reason ('waiting for gpu:t4:1 on aws: Resources')"
+  "one_monitor:issue 11: one watcher process per detached run (20 for 20 runs)"
+)
+
+# Tolerances the suite allows for now, each with its issue (0 where unset). Slurm's begin_time
+# ("now+N", cloud/backend/slurm) counts whole seconds from the controller's clock, so a retry can
+# start up to 1 s before the manifest's delay (issue 11; seen: 917 ms for initial_delay 1s). The
+# fix: a begin time rounded up past now+delay; then remove this line.
+RETRY_DELAY_SLACK_MS_slurm=1000
+
+# The workload for scenarios that need a secret: API_TOKEN from secret group svc.
+SECRET_VALUE=s3cr3t-conformance-value
+
+scenario_exit_codes() {
+  cat > gpurun.yaml <<'YAML'
+app: codes
+functions:
+  ok: {command: [sh, -c, "echo ok"]}
+  one: {command: [sh, -c, "exit 1"]}
+  seven: {command: exit 7}
+  killed: {command: [sh, -c, "kill -9 $$"]}
+YAML
+  expect_code "exit 0" 0 run ok
+  expect_eq "exit 0 output" "ok" "$OUT"
+  expect_code "exit 1" 1 run one
+  expect_code "exit 7" 7 run seven
+  expect_code "killed by SIGKILL: 128+9" 137 run killed
+  run_cmd run seven --json
+  expect_eq "--json says the workload failed" "failed 7" \
+    "$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d["status"], d["exit_code"])' "$OUT")"
+  expect_detached_codes ok:0 one:1 seven:7 killed:137
+}
+
+# expect_detached_codes FUNCTION:CODE...: `wait` and `logs -f` of a detached run exit CODE, as
+# `run` does.
+expect_detached_codes() {
+  local fn_code id
+  for fn_code in "$@"; do
+    run_cmd run "${fn_code%%:*}" --detach --json
+    id=$(detached_id)
+    expect_code "wait ${fn_code%%:*}" "${fn_code##*:}" wait "$id"
+    expect_code "logs -f ${fn_code%%:*}" "${fn_code##*:}" logs -f "$id"
+  done
+}
+
+scenario_cannot_execute() {
+  cat > gpurun.yaml <<'YAML'
+app: noexec
+functions:
+  missing: {command: [no-such-program-gpurun]}
+  shmissing: {command: no-such-program-gpurun}
+  noexec: {command: [./not-executable.sh]}
+YAML
+  printf '#!/bin/sh\necho should-not-run\n' > not-executable.sh
+  chmod 644 not-executable.sh
+  expect_code "missing program" 127 run missing
+  expect_code "missing program in a shell command (the shell's own 127)" 127 run shmissing
+  expect_code "non-executable file" 126 run noexec
+  expect_not_contains "a non-executable file does not run" "should-not-run" "$OUT"
+  expect_detached_codes missing:127 noexec:126
+}
+
+scenario_argv_env_verbatim() {
+  cat > gpurun.yaml <<'YAML'
+app: verbatim
+functions:
+  echoargs:
+    command: ["sh", "-c", "printf '[%s]\\n' \"$@\"; printf 'env[%s]\\n' \"$TRICKY\"", "sh"]
+  shellcmd:
+    command: echo "shell $((6*7))"
+YAML
+  local tricky=$'it\'s "q" $(echo no) `echo no` \\ $HOME\nline2'
+  run_cmd run echoargs --env "TRICKY=$tricky" -- "$tricky" "" "a b"
+  expect_eq "exit" 0 "$RC"
+  expect_eq "argv and env verbatim" "$(printf '[%s]\n' "$tricky" "" "a b"; printf 'env[%s]' "$tricky")" "$OUT"
+  run_cmd run shellcmd -- "it's"
+  expect_eq "string command through sh -c, argument quoted" "shell 42 it's" "$OUT"
+}
+
+# secret_manifest: a function that prints its secret on stdout and stderr, then waits a moment.
+secret_manifest() {
+  cat > gpurun.yaml <<'YAML'
+app: secretive
+functions:
+  secret:
+    command: ["sh", "-c", "echo token=$API_TOKEN; echo err=$API_TOKEN >&2; printf 'pem=%s\\n' \"$API_PEM\"; sleep ${HOLD:-0}; echo done"]
+    secrets: [svc]
+YAML
+}
+# expect_secret_nowhere LABEL VALUE: VALUE is in no file of the state dir or the backend's log dir.
+expect_secret_nowhere() {
+  local dirs=("$GPURUN_STATE_DIR")
+  [ -n "$FIXTURE_LOG_DIR" ] && [ -d "$FIXTURE_LOG_DIR" ] && dirs+=("$FIXTURE_LOG_DIR")
+  check
+  if grep -rqF -- "$2" "${dirs[@]}"; then fail "$1: secret stored in $(grep -rlF -- "$2" "${dirs[@]}" | tr '\n' ' ')"; fi
+}
+
+scenario_secrets_masked() {
+  secret_manifest
+  export GPURUN_SECRET_SVC_API_TOKEN=$SECRET_VALUE GPURUN_SECRET_SVC_API_PEM=pem-value-1234
+  run_cmd run secret
+  expect_eq "exit" 0 "$RC"
+  expect_eq "run masks stdout" $'token=***\npem=***\ndone' "$OUT"
+  expect_contains "run masks stderr" "err=***" "$ERR"
+  expect_not_contains "run stderr has no secret" "$SECRET_VALUE" "$ERR"
+  local id
+  id=$(last_run_id secret)
+  run_cmd logs "$id"
+  expect_eq "logs masks stdout" $'token=***\npem=***\ndone' "$OUT"
+  expect_contains "logs masks stderr" "err=***" "$ERR"
+  run_cmd logs "$id" --timestamps
+  expect_not_contains "logs --timestamps masks" "$SECRET_VALUE" "$OUT$ERR"
+  # While a run is active too: ps --json and the stored files.
+  run_cmd run secret --detach --env HOLD=3
+  local live=$OUT
+  wait_until 30 sh -c "\"\$GPURUN\" logs $live 2>/dev/null | grep -q pem=" || fail "the detached secret run never printed"
+  run_cmd ps --all --json
+  expect_contains "ps --json lists the live run" "$live" "$OUT"
+  expect_not_contains "ps --json has no secret" "$SECRET_VALUE" "$OUT"
+  expect_secret_nowhere "while running" "$SECRET_VALUE"
+  expect_code "live run" 0 wait "$live"
+  expect_secret_nowhere "after the end" "$SECRET_VALUE"
+  expect_secret_nowhere "after the end (second secret)" "pem-value-1234"
+  run_cmd run secret --dry-run
+  expect_eq "--dry-run exit" 0 "$RC"
+  expect_not_contains "--dry-run has no secret" "$SECRET_VALUE" "$OUT$ERR"
+}
+
+scenario_secrets_multiline() {
+  secret_manifest
+  local pem=$'-----BEGIN TEST KEY-----\nMIIBOgIBAAJBAKj34GkxFhD90vcNLYLInFEX6Ppy1tPf9Cnzj4p4WGeKLs1Pt8Qu\nKUpRKfFLfRYC9AIKjbJTWit+CqvjWYzvQwECAwEAAQ\n-----END TEST KEY-----'
+  export GPURUN_SECRET_SVC_API_TOKEN=$SECRET_VALUE GPURUN_SECRET_SVC_API_PEM=$pem
+  run_cmd run secret
+  expect_eq "exit" 0 "$RC"
+  expect_not_contains "run hides every line of the PEM" "MIIBOgIBAAJBAKj34" "$OUT"
+  expect_not_contains "run hides the PEM's last line" "KUpRKfFLfRYC9AIK" "$OUT"
+  expect_contains "run still shows what follows" "done" "$OUT"
+  run_cmd logs "$(last_run_id secret)"
+  expect_not_contains "logs hide the PEM" "MIIBOgIBAAJBAKj34" "$OUT"
+  expect_secret_nowhere "PEM body" "MIIBOgIBAAJBAKj34GkxFhD90vcNLYLInFEX6Ppy1tPf9Cnzj4p4WGeKLs1Pt8Qu"
+  run_cmd run secret --dry-run
+  expect_not_contains "--dry-run hides the PEM" "MIIBOgIBAAJBAKj34" "$OUT$ERR"
+}
+
+# attempt_gaps: the seconds between the workload's own "try N TIME" lines in $OUT, one per line.
+attempt_gaps() {
+  printf '%s\n' "$OUT" | python3 -c '
+import sys
+t = [float(l.split()[2]) for l in sys.stdin if l.startswith("try ")]
+print(" ".join("%d" % int((b - a) * 1000) for a, b in zip(t, t[1:])))'
+}
+
+scenario_retry_after_failure() {
+  cat > gpurun.yaml <<'YAML'
+app: retries
+functions:
+  flaky:
+    command: ["sh", "-c", "echo try $GPURUN_ATTEMPT $(date +%s.%N); [ $GPURUN_ATTEMPT -ge 3 ]"]
+    retries: {max: 2, initial_delay: 1s, backoff: 2.0}
+YAML
+  run_cmd run flaky
+  expect_eq "succeeds on the third attempt" 0 "$RC"
+  expect_eq "every attempt ran once, in order" "1 2 3" "$(printf '%s\n' "$OUT" | awk '/^try /{print $2}' | tr '\n' ' ' | sed 's/ $//')"
+  expect_contains "attempt 2 marked" "attempt 2 started" "$ERR"
+  expect_contains "attempt 3 marked" "attempt 3 started" "$ERR"
+  local gaps slack_var="RETRY_DELAY_SLACK_MS_$BACKEND" slack
+  slack=${!slack_var:-0}
+  gaps=$(attempt_gaps)
+  check; [ "${gaps%% *}" -ge $((1000 - slack)) ] 2>/dev/null || fail "the first retry came ${gaps%% *} ms after the failure, not >= 1000 (initial_delay 1s; slack ${slack} ms)"
+  check; [ "${gaps##* }" -ge $((2000 - slack)) ] 2>/dev/null || fail "the second retry came ${gaps##* } ms after, not >= 2000 (backoff 2.0; slack ${slack} ms)"
+  expect_eq "ps shows the attempt" 3 "$(run_field "$(last_run_id flaky)" attempt)"
+}
+
+scenario_retry_after_timeout() {
+  cat > gpurun.yaml <<'YAML'
+app: retries
+functions:
+  slowflaky:
+    command: ["sh", "-c", "echo try $GPURUN_ATTEMPT $(date +%s.%N); [ $GPURUN_ATTEMPT -ge 2 ] || sleep 60"]
+    timeout: 2s
+    retries: {max: 1, initial_delay: 1s, backoff: 1.0}
+YAML
+  run_cmd run slowflaky
+  expect_eq "the retry after the timeout succeeds" 0 "$RC"
+  expect_eq "both attempts ran" "1 2" "$(printf '%s\n' "$OUT" | awk '/^try /{print $2}' | tr '\n' ' ' | sed 's/ $//')"
+  expect_contains "attempt 2 marked" "attempt 2 started" "$ERR"
+  local gap
+  gap=$(attempt_gaps)
+  check; [ "${gap:-0}" -ge 3000 ] 2>/dev/null || fail "attempt 2 started ${gap} ms after attempt 1, not >= 3000 (timeout 2s + initial_delay 1s)"
+}
+
+scenario_timeout() {
+  cat > gpurun.yaml <<'YAML'
+app: timeouts
+functions:
+  slow:
+    command: ["sh", "-c", "echo slow-start; sleep 60"]
+    timeout: 2s
+YAML
+  local start=$SECONDS
+  run_cmd run slow
+  expect_eq "timeout exit" 124 "$RC"
+  expect_contains "the output before the timeout" "slow-start" "$OUT"
+  expect_contains "the timeout is said" "timed out after 2s" "$ERR"
+  check; [ $((SECONDS - start)) -lt 20 ] || fail "a 2s timeout took $((SECONDS - start))s"
+  run_cmd run slow --detach --json
+  expect_code "wait on a timed-out run" 124 wait "$(detached_id)"
+  expect_eq "ps status" "timeout" "$(run_field "$(last_run_id slow)" status)"
+}
+
+# sleeper_manifest MARKER: a function whose processes carry MARKER in their argv.
+sleeper_manifest() {
+  cat > gpurun.yaml <<YAML
+app: cancels
+functions:
+  sleeper:
+    command: ["sh", "-c", "echo started; sleep 60 & wait", "$1"]
+YAML
+}
+# workload_gone MARKER: no process has MARKER in its command line.
+workload_gone() { ! pgrep -f -- "$1" >/dev/null; }
+
+scenario_cancel() {
+  local marker="conformance-cancel-$$-$RANDOM"
+  sleeper_manifest "$marker"
+  run_cmd run sleeper --detach --json
+  local id
+  id=$(detached_id)
+  wait_until 30 sh -c "\"\$GPURUN\" logs $id 2>/dev/null | grep -q started" || fail "the run never started"
+  check; pgrep -f -- "$marker" >/dev/null || fail "no process carries the marker [$marker]"
+  expect_code "cancel" 0 cancel "$id"
+  expect_code "wait on the cancelled run" 130 wait "$id"
+  expect_eq "ps status" "cancelled" "$(run_field "$id" status)"
+  check; wait_until 10 workload_gone "$marker" || fail "the workload's processes live on: $(pgrep -af -- "$marker")"
+}
+
+scenario_ctrl_c() {
+  local marker="conformance-ctrlc-$$-$RANDOM"
+  sleeper_manifest "$marker"
+  "$GPURUN" run sleeper > attached.out 2>&1 &
+  local cli=$!
+  wait_until 30 grep -q started attached.out || fail "the attached run never started: $(cat attached.out)"
+  check; pgrep -f -- "$marker" >/dev/null || fail "no process carries the marker [$marker]"
+  kill -INT "$cli"
+  wait "$cli"
+  expect_eq "Ctrl-C exit" 130 "$?"
+  check; wait_until 10 workload_gone "$marker" || fail "the workload's processes live on: $(pgrep -af -- "$marker")"
+  expect_eq "ps status" "cancelled" "$(run_field "$(last_run_id sleeper)" status)"
+}
+
+scenario_logs_follow() {
+  cat > gpurun.yaml <<'YAML'
+app: follow
+functions:
+  streamer:
+    command: ["sh", "-c", "echo first-line; sleep 3; echo second-line; exit 3"]
+YAML
+  run_cmd run streamer --detach --json
+  local id
+  id=$(detached_id)
+  "$GPURUN" logs -f "$id" > follow.out 2> follow.err &
+  local follower=$!
+  wait_until 30 grep -q first-line follow.out || fail "logs -f did not show the live line"
+  check; grep -q second-line follow.out && fail "the second line came before the workload printed it"
+  wait "$follower"
+  expect_eq "logs -f exits with the run's code" 3 "$?"
+  expect_eq "logs -f got everything" $'first-line\nsecond-line' "$(cat follow.out)"
+}
+
+scenario_logs_since_tail_timestamps() {
+  cat > gpurun.yaml <<'YAML'
+app: stamps
+functions:
+  stamps:
+    command: ["sh", "-c", "echo first; sleep 3; echo second"]
+YAML
+  run_cmd run stamps
+  expect_eq "run" $'first\nsecond' "$OUT"
+  local id
+  id=$(last_run_id stamps)
+  sleep 2.5
+  run_cmd logs --timestamps "$id"
+  expect_eq "every line stamped" 2 "$(printf '%s\n' "$OUT" | grep -c 'Z \(first\|second\)$')"
+  local gap
+  gap=$(printf '%s\n' "$OUT" | python3 -c '
+import sys, datetime
+t = [datetime.datetime.strptime(l.split(" ")[0], "%Y-%m-%dT%H:%M:%S.%fZ") for l in sys.stdin if l.strip()]
+print(int((t[1] - t[0]).total_seconds() * 1000))')
+  check; [ "${gap:-0}" -ge 3000 ] 2>/dev/null || fail "stamps ${gap} ms apart, not >= 3000 (write times): $OUT"
+  run_cmd logs --tail 1 "$id"
+  expect_eq "--tail 1" "second" "$OUT"
+  run_cmd logs --since 1s "$id"
+  expect_eq "--since 1s of a run that ended over 2 s ago" "" "$OUT$ERR"
+  run_cmd logs --since 1m "$id"
+  expect_eq "--since 1m" $'first\nsecond' "$OUT"
+}
+
+scenario_queued_reason() {
+  cat > gpurun.yaml <<YAML
+app: queue
+functions:
+  hog:
+    command: ["sh", "-c", "echo hog; sleep 60"]
+    gpu: $FIXTURE_GPU
+YAML
+  local i ids=()
+  for ((i = 0; i < FIXTURE_GPU_COUNT; i++)); do run_cmd run hog --detach; ids+=("$OUT"); done
+  for i in "${ids[@]}"; do
+    wait_until 30 sh -c "\"\$GPURUN\" logs $i 2>/dev/null | grep -q hog" || fail "hog $i never started"
+  done
+  "$GPURUN" run hog > waiting.out 2> waiting.err &
+  local cli=$!
+  local want="waiting for 1x $FIXTURE_GPU on $FIXTURE_CLOUD: all $FIXTURE_GPU_COUNT in use"
+  wait_until 10 grep -q "$want" waiting.err || fail "the waiting line is not in words: [$(tr '\r' '\n' < waiting.err)]"
+  run_cmd ps --json
+  expect_contains "ps says why it waits" "all $FIXTURE_GPU_COUNT in use" "$OUT"
+  kill -INT "$cli"; wait "$cli"
+  for i in "${ids[@]}"; do "$GPURUN" cancel "$i" >/dev/null 2>&1; done
+}
+
+scenario_unschedulable() {
+  cat > gpurun.yaml <<'YAML'
+app: impossible
+functions:
+  f: {command: [sh, -c, "echo never"]}
+YAML
+  expect_code "run of an impossible request (gpurun's own failure)" 125 run f --gpu "$FIXTURE_UNSCHEDULABLE_GPU"
+  expect_contains "names the offers" "$FIXTURE_OFFERS" "$ERR"
+  expect_not_contains "nothing ran" "never" "$OUT"
+  run_cmd run f --gpu "$FIXTURE_UNSCHEDULABLE_GPU" --json
+  expect_eq "--json says gpurun failed, and why" "unschedulable 125" \
+    "$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d["error"]["kind"], d["exit_code"])' "$OUT")"
+}
+
+scenario_volume() {
+  cat > gpurun.yaml <<'YAML'
+app: vols
+volumes:
+  shared: {}
+functions:
+  writer:
+    command: ["sh", "-c", "echo payload-$GPURUN_APP > /mnt/shared/file"]
+    volumes: {/mnt/shared: shared}
+  reader:
+    command: ["sh", "-c", "cat /mnt/shared/file"]
+    volumes: {/mnt/shared: shared}
+YAML
+  expect_code "writer" 0 run writer
+  expect_code "reader" 0 run reader
+  expect_eq "the reader sees what the writer wrote" "payload-vols" "$OUT"
+}
+
+# gpurun processes of this state dir that are not a run's supervisor (which holds its run's lock).
+watcher_count() {
+  local pid n=0 supervisors
+  supervisors=" $(fuser "$GPURUN_STATE_DIR"/runs/*/lock 2>/dev/null | tr -s ' ') "
+  for pid in $(pgrep -f -- "$GPURUN"); do
+    [ "$pid" = $$ ] && continue
+    tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -qxF "GPURUN_STATE_DIR=$GPURUN_STATE_DIR" || continue
+    [[ "$supervisors" == *" $pid "* ]] && continue
+    n=$((n + 1))
+  done
+  echo "$n"
+}
+
+scenario_one_monitor() {
+  cat > gpurun.yaml <<'YAML'
+app: many
+functions:
+  job:
+    command: ["sh", "-c", "echo job; sleep 4"]
+    timeout: 1m
+    retries: {max: 1, initial_delay: 1s}
+YAML
+  local i ids=()
+  for i in $(seq 20); do run_cmd run job --detach; ids+=("$OUT"); done
+  sleep 1
+  local n
+  n=$(watcher_count)
+  if [ "$FIXTURE_REMOTE" = 1 ]; then
+    expect_eq "20 detached runs, one monitor process" 1 "$n"
+  else
+    check; [ "$n" -le 1 ] || fail "20 detached runs are watched by $n processes besides their supervisors"
+  fi
+  for i in "${ids[@]}"; do
+    run_cmd wait "$i"
+    expect_eq "run $i kept current to its end" 0 "$RC"
+  done
+}
