@@ -125,7 +125,10 @@ LeaseOutcome decide_lease(const LeaseRequest& request) {
   }
   long busy_count =
       std::count_if(mine.keys.begin(), mine.keys.end(), [&](const std::string& k) { return request.busy.count(k) > 0; });
-  std::string reason = std::to_string(busy_count) + " of " + std::to_string(mine.keys.size()) + " busy";
+  // "all 2 in use" or "1 of 2 in use", the same words the remote backends use for their GPUs.
+  const std::string total = std::to_string(mine.keys.size());
+  std::string reason = busy_count == static_cast<long>(mine.keys.size()) ? "all " + total + " in use"
+                                                                         : std::to_string(busy_count) + " of " + total + " in use";
   if (ahead > 0) reason += ", " + std::to_string(ahead) + (ahead == 1 ? " request" : " requests") + " ahead";
   return LeaseWaiting{reason};
 }

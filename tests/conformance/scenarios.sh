@@ -16,19 +16,11 @@ SCENARIOS=(
 # suite fails, so that its entry gets removed here.
 KNOWN_FAILURES_local=(
   "secrets_multiline:issue 11: a secret spanning lines is stored and shown in clear"
-  "queued_reason:issue 11: says '2 of 2 busy', not 'all 2 in use'"
 )
 KNOWN_FAILURES_slurm=(
-  "retry_after_timeout:issue 11: a timed-out attempt is not retried (exit 124 after one attempt)"
-  "queued_reason:issue 11: shows Slurm's raw reason ('waiting for gpu:t4:1 on aws: Resources')"
   "one_monitor:issue 11: one watcher process per detached run (20 for 20 runs)"
 )
 
-# Tolerances the suite allows for now, each with its issue (0 where unset). Slurm's begin_time
-# ("now+N", cloud/backend/slurm) counts whole seconds from the controller's clock, so a retry can
-# start up to 1 s before the manifest's delay (issue 11; seen: 917 ms for initial_delay 1s). The
-# fix: a begin time rounded up past now+delay; then remove this line.
-RETRY_DELAY_SLACK_MS_slurm=1000
 
 # The workload for scenarios that need a secret: API_TOKEN from secret group svc.
 SECRET_VALUE=s3cr3t-conformance-value
@@ -185,11 +177,10 @@ YAML
   expect_eq "every attempt ran once, in order" "1 2 3" "$(printf '%s\n' "$OUT" | awk '/^try /{print $2}' | tr '\n' ' ' | sed 's/ $//')"
   expect_contains "attempt 2 marked" "attempt 2 started" "$ERR"
   expect_contains "attempt 3 marked" "attempt 3 started" "$ERR"
-  local gaps slack_var="RETRY_DELAY_SLACK_MS_$BACKEND" slack
-  slack=${!slack_var:-0}
+  local gaps
   gaps=$(attempt_gaps)
-  check; [ "${gaps%% *}" -ge $((1000 - slack)) ] 2>/dev/null || fail "the first retry came ${gaps%% *} ms after the failure, not >= 1000 (initial_delay 1s; slack ${slack} ms)"
-  check; [ "${gaps##* }" -ge $((2000 - slack)) ] 2>/dev/null || fail "the second retry came ${gaps##* } ms after, not >= 2000 (backoff 2.0; slack ${slack} ms)"
+  check; [ "${gaps%% *}" -ge 1000 ] 2>/dev/null || fail "the first retry came ${gaps%% *} ms after the failure, not >= 1000 (initial_delay 1s)"
+  check; [ "${gaps##* }" -ge 2000 ] 2>/dev/null || fail "the second retry came ${gaps##* } ms after, not >= 2000 (backoff 2.0)"
   expect_eq "ps shows the attempt" 3 "$(run_field "$(last_run_id flaky)" attempt)"
 }
 
@@ -308,7 +299,7 @@ YAML
 import sys, datetime
 t = [datetime.datetime.strptime(l.split(" ")[0], "%Y-%m-%dT%H:%M:%S.%fZ") for l in sys.stdin if l.strip()]
 print(int((t[1] - t[0]).total_seconds() * 1000))')
-  check; [ "${gap:-0}" -ge 3000 ] 2>/dev/null || fail "stamps ${gap} ms apart, not >= 3000 (write times): $OUT"
+  check; [ "${gap:-0}" -ge 2900 ] 2>/dev/null || fail "stamps ${gap} ms apart, not >= 2900 (write times of lines 3 s apart, within the 50 ms read poll): $OUT"
   run_cmd logs --tail 1 "$id"
   expect_eq "--tail 1" "second" "$OUT"
   run_cmd logs --since 1s "$id"

@@ -181,7 +181,7 @@ run_cmd run gpu1 --detach; c="$OUT"
 run_cmd run gpu1 --detach; d="$OUT"
 sleep 0.2
 run_cmd ps --json
-expect_contains "waiting reason" "waiting for 2x T4 on local: 2 of 2 busy" "$OUT"
+expect_contains "waiting reason" "waiting for 2x T4 on local: all 2 in use" "$OUT"
 for id in "$a" "$b" "$two" "$c" "$d"; do "$GPURUN" wait "$id" >/dev/null 2>&1 || fail "run $id failed"; done
 order=$(grep '^start' "$EVENTS" | sort -k3 -n | awk '{print $2}' | tr '\n' ' ')
 # Runs granted together (a and b; c and d) may start in either order; the 2-GPU run must start

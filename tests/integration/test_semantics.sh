@@ -8,5 +8,5 @@ export GPURUN_KILL_GRACE=1s GPURUN_LOCAL_GPUS="T4:2"
 write_semantics_manifest T4 T4:2
 check_timeout_retry local
 check_retry_reason local T4 local
-check_waiting_reason local "waiting for 1x T4 on local: 2 of 2 busy"
+check_waiting_reason local "waiting for 1x T4 on local: all 2 in use"
 finish

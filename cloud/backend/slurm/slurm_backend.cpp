@@ -487,8 +487,10 @@ class SlurmBackend final : public Backend {
       (void)store.update_status(run.id, RunStatus::failed, job.error().message, util::to_int(job.error().code));
       return true;
     }
+    // Slurm counts "now+N" from its clock's whole second, up to 1 s before the real now: one second
+    // more makes the retry start no earlier than the manifest's backoff (and at most 1 s after it).
     const auto delay_s = (delay.count() + 999) / 1000;
-    if (delay_s > 0) job->extra["begin_time"] = fmt::format("now+{}", delay_s);
+    if (delay_s > 0) job->extra["begin_time"] = fmt::format("now+{}", delay_s + 1);
     auto id = client.submit(*job);
     if (!id) {
       (void)store.update_status(run.id, RunStatus::failed, why + "; resubmitting failed: " + id.error().message,

@@ -217,8 +217,8 @@ TEST_CASE("run lifecycle sets timestamps once") {
   CHECK_FALSE(stored.ended_at.has_value());
   CHECK_FALSE(stored.exit_code.has_value());
 
-  CHECK(*store.update_status(run.id, RunStatus::queued, "waiting for 1x T4 on local: 2 of 2 busy"));
-  CHECK(store.get_run(run.id)->status_reason == "waiting for 1x T4 on local: 2 of 2 busy");
+  CHECK(*store.update_status(run.id, RunStatus::queued, "waiting for 1x T4 on local: all 2 in use"));
+  CHECK(store.get_run(run.id)->status_reason == "waiting for 1x T4 on local: all 2 in use");
   CHECK_FALSE(store.get_run(run.id)->started_at.has_value());
 
   clock.advance(std::chrono::milliseconds(5));
@@ -658,21 +658,21 @@ TEST_CASE("GPU leases are first come, first served") {
   LeaseTicket big = enqueue(store, runs[2].run.id, {{"T4", 0, 2}});
   LeaseTicket d = enqueue(store, runs[3].run.id, {{"T4", 0, 1}});
   LeaseTicket e = enqueue(store, runs[4].run.id, {{"T4", 0, 1}});
-  CHECK(waiting_reason(grant(store, big, inventory)) == "2 of 2 busy");
-  CHECK(waiting_reason(grant(store, d, inventory)) == "2 of 2 busy, 1 request ahead");
+  CHECK(waiting_reason(grant(store, big, inventory)) == "all 2 in use");
+  CHECK(waiting_reason(grant(store, d, inventory)) == "all 2 in use, 1 request ahead");
 
   REQUIRE(store.release_lease(a).ok());
-  CHECK(waiting_reason(grant(store, d, inventory)) == "1 of 2 busy, 1 request ahead");
-  CHECK(waiting_reason(grant(store, e, inventory)) == "1 of 2 busy, 2 requests ahead");
-  CHECK(waiting_reason(grant(store, big, inventory)) == "1 of 2 busy");
+  CHECK(waiting_reason(grant(store, d, inventory)) == "1 of 2 in use, 1 request ahead");
+  CHECK(waiting_reason(grant(store, e, inventory)) == "1 of 2 in use, 2 requests ahead");
+  CHECK(waiting_reason(grant(store, big, inventory)) == "1 of 2 in use");
 
   REQUIRE(store.update_status(runs[1].run.id, RunStatus::succeeded, "", 0).ok());  // ending frees b's lease
-  CHECK(waiting_reason(grant(store, e, inventory)) == "0 of 2 busy, 2 requests ahead");
+  CHECK(waiting_reason(grant(store, e, inventory)) == "0 of 2 in use, 2 requests ahead");
   LeaseOutcome granted = grant(store, big, inventory);
   CHECK(granted_indexes(granted) == std::vector<int>{0, 1});
   CHECK(granted_indexes(grant(store, big, inventory)) == std::vector<int>{0, 1});  // asking again: same devices
-  CHECK(waiting_reason(grant(store, d, inventory)) == "2 of 2 busy");
-  CHECK(waiting_reason(grant(store, e, inventory)) == "2 of 2 busy, 1 request ahead");
+  CHECK(waiting_reason(grant(store, d, inventory)) == "all 2 in use");
+  CHECK(waiting_reason(grant(store, e, inventory)) == "all 2 in use, 1 request ahead");
 
   REQUIRE(store.release_lease(big).ok());
   REQUIRE(store.release_lease(big).ok());  // idempotent
@@ -699,7 +699,7 @@ TEST_CASE("a waiting request does not block later requests for other GPU types")
   LeaseTicket holder = enqueue(store, runs[0].run.id, {{"A100", 40, 1}});
   CHECK(granted_indexes(grant(store, holder, inventory)) == std::vector<int>{0});
   LeaseTicket waiter = enqueue(store, runs[1].run.id, {{"A100", 40, 1}});
-  CHECK(waiting_reason(grant(store, waiter, inventory)) == "1 of 1 busy");
+  CHECK(waiting_reason(grant(store, waiter, inventory)) == "all 1 in use");
   LeaseTicket t4 = enqueue(store, runs[2].run.id, {{"t4", 0, 1}});
   CHECK(granted_indexes(grant(store, t4, inventory)) == std::vector<int>{1});
   // Its A100 alternative is behind the waiter, its T4 one is not.
@@ -708,9 +708,9 @@ TEST_CASE("a waiting request does not block later requests for other GPU types")
   CHECK(granted_alternative(outcome) == 1);
   CHECK(granted_indexes(outcome) == std::vector<int>{2});
   LeaseTicket late = enqueue(store, runs[4].run.id, {{"A100", 40, 1}, {"T4", 0, 1}});
-  CHECK(waiting_reason(grant(store, late, inventory)) == "3 of 3 busy, 1 request ahead");
+  CHECK(waiting_reason(grant(store, late, inventory)) == "all 3 in use, 1 request ahead");
   REQUIRE(store.release_lease(holder).ok());
-  CHECK(waiting_reason(grant(store, late, inventory)) == "2 of 3 busy, 1 request ahead");
+  CHECK(waiting_reason(grant(store, late, inventory)) == "2 of 3 in use, 1 request ahead");
   CHECK(granted_indexes(grant(store, waiter, inventory)) == std::vector<int>{0});
 }
 
@@ -768,7 +768,7 @@ TEST_CASE("wait_for_grant reports progress and stops when cancelled") {
   REQUIRE_FALSE(outcome.ok());
   CHECK(outcome.error().code == ExitCode::cancelled);
   CHECK(outcome.error().message == "waiting for GPUs: cancelled");
-  CHECK(reasons == std::vector<std::string>{"1 of 1 busy"});
+  CHECK(reasons == std::vector<std::string>{"all 1 in use"});
 
   holder.lock.release();  // the holder's supervisor dies: wait_for_grant reconciles and gets its GPU
   auto granted = store.wait_for_grant(ticket, t4s(1), std::chrono::milliseconds(1));
