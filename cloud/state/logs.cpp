@@ -241,15 +241,14 @@ std::size_t LogWriter::first_undecided(std::string_view raw) const {
 }
 
 // How much of `raw` can be masked and passed on now: all of it when `everything`, else up to the
-// first undecided byte, moved back to the start of a secret occurrence it would cut (forward to its
-// end when over max_record_text bytes would wait).
+// first undecided byte, moved back to the start of the (joined) secret occurrence it would cut, or
+// forward to its end when that would hold over max_record_text bytes (an endless run of secrets).
 std::size_t LogWriter::safe_cut(std::string_view raw, bool everything) {
   if (everything) return raw.size();
   std::size_t cut = first_undecided(raw);
-  const bool force = raw.size() - cut > max_record_text;
   find_spans(raw);
   for (const auto& [start, stop] : spans_) {
-    if (start < cut && cut < stop) cut = force ? stop : start;
+    if (start < cut && cut < stop) cut = raw.size() - start > max_record_text + longest_secret_ ? stop : start;
   }
   return cut;
 }

@@ -283,6 +283,26 @@ TEST_CASE("logs: a secret's prefix at the end of the output is not a secret") {
   CHECK(kinds_and_texts(read_all(path)) == "o:one|O:hunt|E:e hunter|o:er22|");
 }
 
+TEST_CASE("logs: an endless run of touching secrets is not held without bound") {
+  TempDir dir;
+  const std::string path = dir.path() + "/log";
+  gpurun::util::ManualClock clock;
+  auto opened = LogWriter::open(path, 1, {"abcd"}, clock);
+  REQUIRE(opened.ok());
+  LogWriter writer = std::move(*opened);
+  std::string chunk;
+  while (chunk.size() < 4096) chunk += "abcd";
+  for (std::size_t written = 0; written < 2 * max_record_text; written += chunk.size()) {
+    put(writer, LogStream::out, chunk);
+  }
+  clock.advance(partial_line_delay);
+  REQUIRE(writer.flush().ok());
+  CHECK(kinds_and_texts(read_all(path)) == "O:***|");
+  put(writer, LogStream::out, "abcd!\n");
+  REQUIRE(writer.close().ok());
+  CHECK(kinds_and_texts(read_all(path)) == "O:***|o:!|");
+}
+
 TEST_CASE("logs: a multi-line secret in a marker is masked whole") {
   TempDir dir;
   const std::string path = dir.path() + "/log";
