@@ -227,20 +227,6 @@ int follow_child(cloud::ChildProcess& child, cloud::LogWriter& log, std::string&
   return *code;
 }
 
-// The strings to mask for secret `values`: each value, and each line (4 characters or more) of a
-// multi-line value, as LogWriter masks within a line (a PEM key shows as *** line by line).
-std::vector<std::string> mask_strings(const std::vector<std::string>& values) {
-  std::vector<std::string> out = values;
-  for (const auto& value : values) {
-    if (value.find('\n') == std::string::npos) continue;
-    for (auto line : util::split(value, '\n')) {
-      if (!line.empty() && line.back() == '\r') line.pop_back();
-      if (line.size() >= 4) out.push_back(line);
-    }
-  }
-  return out;
-}
-
 // Ends a logged run that failed before its workload ran: the reason as a marker in `log` (and on
 // stderr, Slurm's output file), the error's exit code.
 int fail_logged(Context& ctx, cloud::LogWriter& log, const util::Error& error) {
@@ -257,7 +243,7 @@ int run_logged(Context& ctx, const NodeExecOptions& options) {
   const auto environ_entries = cloud::process_environment();
   const char* attempt_text = std::getenv("GPURUN_ATTEMPT");
   const int attempt = std::max(1, attempt_text != nullptr ? std::atoi(attempt_text) : 1);
-  auto log = cloud::LogWriter::open(options.log, attempt, mask_strings(cloud::masked_values(environ_entries)));
+  auto log = cloud::LogWriter::open(options.log, attempt, cloud::masked_values(environ_entries));
   if (!log) {
     return report(ctx, util::Error{util::ExitCode::backend, fmt::format("node-exec: cannot write the run log: {}; check that "
                                                                         "log_dir is writable from the nodes",

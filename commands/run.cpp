@@ -113,8 +113,10 @@ int run_function(Context& ctx, const RunOptions& options) {
   cloud::PrepareContext prepare{*store, *config, manifest, push_progress(ctx),
                                 [&ctx](const std::string& w) { ctx.err << "gpurun: warning: " << w << '\n'; },
                                 options.dry_run};
+  auto secret_values = cloud::secret_values_of(*config, function->secrets);
+  if (!secret_values) return report(ctx, secret_values.error());
+  const cloud::SecretValues& secrets = *secret_values;
   if (auto prepared = cloud::prepare_run(prepare, *backend, placed, spec); !prepared) return report(ctx, prepared.error());
-  const cloud::SecretValues secrets = cloud::secret_values_of(*config, function->secrets);
 
   if (options.dry_run) {
     auto text = backend->dry_run(spec, secrets);

@@ -110,10 +110,20 @@ util::Result<void> prepare_run(PrepareContext& ctx, Backend& backend, const Plac
   return backend.prepare_image(ctx, placed, spec);
 }
 
-SecretValues secret_values_of(const Config& config, const std::vector<std::string>& names) {
+util::Result<SecretValues> secret_values_of(const Config& config, const std::vector<std::string>& names) {
   SecretValues secrets;
   const auto environ_entries = process_environment();
-  for (const auto& name : names) secrets.emplace_back(name, secret_values(config, name, environ_entries));
+  for (const auto& name : names) {
+    auto values = secret_values(config, name, environ_entries);
+    for (const auto& [key, value] : values) {
+      if (value.empty() || value.size() >= min_secret_bytes) continue;
+      return util::make_error(util::ExitCode::backend,
+                              fmt::format("{}{}: the value is shorter than {} bytes (not shown); masking it in output "
+                                          "would hide ordinary text: set the variable to the full secret",
+                                          secret_env_prefix(name), key, min_secret_bytes));
+    }
+    secrets.emplace_back(name, std::move(values));
+  }
   return secrets;
 }
 

@@ -36,6 +36,8 @@ util::Result<ResolvedFunction> resolve_function(const std::string& target, const
 util::Result<void> prepare_run(PrepareContext& ctx, Backend& backend, const PlacedFunction& placed, RunSpec& spec);
 
 // The values of secrets `names` from the config and this process's environment (never stored).
-SecretValues secret_values_of(const Config& config, const std::vector<std::string>& names);
+// A GPURUN_SECRET_<NAME>_<KEY> value shorter than min_secret_bytes is an error naming the variable
+// (exit 125); the config's own values were checked when it was loaded.
+util::Result<SecretValues> secret_values_of(const Config& config, const std::vector<std::string>& names);
 
 }  // namespace gpurun::cloud

@@ -397,6 +397,12 @@ util::Result<Config> parse_config(std::string_view text, const std::string& path
               if (v.is_null()) {
                 secret.values.emplace_back(k.value, "");
               } else if (v.is_scalar()) {
+                if (!v.value.empty() && v.value.size() < min_secret_bytes) {
+                  check.error(v, join_path(spath, k.value),
+                              fmt::format("the value is shorter than {} bytes (not shown); masking it in output would "
+                                          "hide ordinary text: use the full secret, or leave it empty (\"\") and set {}{}",
+                                          min_secret_bytes, secret_env_prefix(key.value), k.value));
+                }
                 secret.values.emplace_back(k.value, v.value);
               } else {
                 // Never echo a secret's value, not even its shape beyond the kind.

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstddef>
 #include <optional>
 #include <string>
 #include <utility>
@@ -67,12 +68,16 @@ struct Config {
 util::Result<std::optional<std::string>> resolve_config_path(const std::optional<std::string>& explicit_path);
 
 // Parses config text; problems go to `diagnostics` (file:line:col) and make the result an
-// Error (exit 2). Secret values may also come from GPURUN_SECRET_<NAME>_<KEY> variables.
+// Error (exit 2); a secret value shorter than min_secret_bytes is one (named, never shown). Secret
+// values may also come from GPURUN_SECRET_<NAME>_<KEY> variables.
 util::Result<Config> parse_config(std::string_view text, const std::string& path, std::vector<util::Diagnostic>& diagnostics);
 
 // Resolves and reads the config (no file: the built-in defaults with only `local`). A file
 // holding secrets that group/others can read is refused with the chmod 600 fix.
 util::Result<Config> load_config(const std::optional<std::string>& explicit_path, std::vector<util::Diagnostic>& diagnostics);
+
+// The shortest secret value accepted (in bytes): masking a shorter one would hide ordinary output.
+inline constexpr std::size_t min_secret_bytes = 4;
 
 // The environment variable prefix for secret `name`: GPURUN_SECRET_<NAME>_ (upper case, '-' -> '_').
 std::string secret_env_prefix(std::string_view name);

@@ -128,7 +128,10 @@ util::Result<LogWriter> LogWriter::open(const std::string& path, int attempt, st
   writer.attempt_ = attempt;
   writer.size_ = static_cast<std::uint64_t>(end);
   for (std::string& secret : secrets) {
-    if (secret.empty()) continue;
+    // Newlines around a value are not part of it: the lines around a masked value keep their own.
+    const std::size_t first = secret.find_first_not_of("\r\n");
+    if (first == std::string::npos) continue;
+    secret = secret.substr(first, secret.find_last_not_of("\r\n") - first + 1);
     writer.longest_secret_ = std::max(writer.longest_secret_, secret.size());
     writer.secrets_.push_back(std::move(secret));
   }
@@ -147,7 +150,7 @@ LogWriter& LogWriter::operator=(LogWriter&& other) noexcept {
     attempt_ = other.attempt_;
     secrets_ = std::move(other.secrets_);
     longest_secret_ = other.longest_secret_;
-    for (int i = 0; i < 2; ++i) pending_[i] = std::move(other.pending_[i]);
+    for (int i = 0; i < 2; ++i) streams_[i] = std::move(other.streams_[i]);
     buffer_ = std::move(other.buffer_);
     masked_ = std::move(other.masked_);
     header_ = std::move(other.header_);
@@ -175,8 +178,9 @@ void LogWriter::refresh_header(std::int64_t unix_ms) {
   header_.assign(text, end);
 }
 
-std::string_view LogWriter::mask(std::string_view text) {
-  if (secrets_.empty()) return text;
+// Fills spans_ with the occurrences of every secret in `text`, sorted, overlapping or adjacent
+// ones joined.
+void LogWriter::find_spans(std::string_view text) {
   spans_.clear();
   for (const std::string& secret : secrets_) {
     std::size_t from = 0;
@@ -188,20 +192,65 @@ std::string_view LogWriter::mask(std::string_view text) {
       from = at + 1;
     }
   }
-  if (spans_.empty()) return text;
+  if (spans_.size() < 2) return;
   std::sort(spans_.begin(), spans_.end());
+  std::size_t joined = 0;
+  for (std::size_t i = 1; i < spans_.size(); ++i) {
+    if (spans_[i].first <= spans_[joined].second) {
+      spans_[joined].second = std::max(spans_[joined].second, spans_[i].second);
+    } else {
+      spans_[++joined] = spans_[i];
+    }
+  }
+  spans_.resize(joined + 1);
+}
+
+// `text` with each (joined) secret occurrence as "***"; one at its start continues the "***" the
+// text before ended with when `masked_end` is set, which is updated to whether this one ends so.
+std::string_view LogWriter::mask(std::string_view text, bool& masked_end) {
+  if (secrets_.empty() || text.empty()) return text;
+  find_spans(text);
+  if (spans_.empty()) {
+    masked_end = false;
+    return text;
+  }
   masked_.clear();
   std::size_t copied = 0;
-  for (std::size_t i = 0; i < spans_.size();) {
-    const std::size_t start = spans_[i].first;
-    std::size_t stop = spans_[i].second;
-    for (++i; i < spans_.size() && spans_[i].first <= stop; ++i) stop = std::max(stop, spans_[i].second);
+  for (const auto& [start, stop] : spans_) {
     masked_.append(text.data() + copied, start - copied);
-    masked_ += "***";
+    if (start > 0 || !masked_end) masked_ += "***";
     copied = stop;
   }
   masked_.append(text.data() + copied, text.size() - copied);
+  masked_end = copied == text.size();
   return masked_;
+}
+
+// The first position of `raw` from which the rest is a proper prefix of a secret (more bytes may
+// complete it), or raw.size().
+std::size_t LogWriter::first_undecided(std::string_view raw) const {
+  const std::size_t n = raw.size();
+  for (std::size_t p = n >= longest_secret_ ? n - longest_secret_ + 1 : 0; p < n; ++p) {
+    for (const std::string& secret : secrets_) {
+      if (secret.size() > n - p && secret[0] == raw[p] && std::memcmp(secret.data(), raw.data() + p, n - p) == 0) {
+        return p;
+      }
+    }
+  }
+  return n;
+}
+
+// How much of `raw` can be masked and passed on now: all of it when `everything`, else up to the
+// first undecided byte, moved back to the start of the (joined) secret occurrence it would cut, or
+// forward to its end when that would hold over max_record_text bytes (an endless run of secrets).
+std::size_t LogWriter::safe_cut(std::string_view raw, bool everything) {
+  if (everything) return raw.size();
+  std::size_t cut = first_undecided(raw);
+  find_spans(raw);
+  for (const auto& [start, stop] : spans_) {
+    if (start < cut && cut < stop) cut = raw.size() - start > max_record_text + longest_secret_ ? stop : start;
+  }
+  return cut;
 }
 
 void LogWriter::emit(LogStream stream, std::string_view text, bool line_end) {
@@ -216,67 +265,72 @@ void LogWriter::emit(LogStream stream, std::string_view text, bool line_end) {
   buffer_ += '\n';
 }
 
+// Emits the (masked) text as a record, as fragments of max_record_text when it is longer.
 void LogWriter::emit_line(LogStream stream, std::string_view text, bool line_end) {
-  std::string_view masked = mask(text);
-  while (masked.size() > max_record_text) {
-    emit(stream, masked.substr(0, max_record_text), false);
-    masked.remove_prefix(max_record_text);
+  while (text.size() > max_record_text) {
+    emit(stream, text.substr(0, max_record_text), false);
+    text.remove_prefix(max_record_text);
   }
-  emit(stream, masked, line_end);
+  emit(stream, text, line_end);
 }
 
-// Writes the pending partial line of `stream` as fragments: all of it, or (when more may follow)
-// all but a tail that could be the start of a secret, never cutting through a secret it holds.
-void LogWriter::emit_pending_prefix(LogStream stream, bool everything) {
-  Pending& pending = pending_[stream_index(stream)];
-  if (pending.text.empty()) return;
-  std::size_t cut = pending.text.size();
-  if (!everything) {
-    const std::size_t keep = longest_secret_ > 0 ? longest_secret_ - 1 : 0;
-    if (cut <= keep) return;
-    cut = std::min(cut - keep, max_record_text);
-    for (bool moved = true; moved && cut > 0;) {
-      moved = false;
-      for (const std::string& secret : secrets_) {
-        const std::size_t from = cut >= secret.size() ? cut - secret.size() + 1 : 0;
-        const std::size_t at = pending.text.find(secret, from);
-        if (at != std::string::npos && at < cut) {
-          cut = at;
-          moved = true;
-        }
+// Splits masked text of `stream` at newlines into records; a partial line waits in the stream's
+// `line` (fragments of max_record_text leave it when it grows longer).
+void LogWriter::take(LogStream stream, std::string_view masked) {
+  Stream& state = streams_[stream_index(stream)];
+  while (!masked.empty()) {
+    const void* found = std::memchr(masked.data(), '\n', masked.size());
+    if (found == nullptr) {
+      if (state.line.empty()) state.since_ms = now_ms_;
+      state.line.append(masked);
+      if (state.line.size() > max_record_text) {
+        const std::size_t whole = (state.line.size() - 1) / max_record_text * max_record_text;
+        emit_line(stream, std::string_view(state.line).substr(0, whole), false);
+        state.line.erase(0, whole);
       }
+      return;
     }
-    if (cut == 0) return;
+    const std::size_t newline = static_cast<std::size_t>(static_cast<const char*>(found) - masked.data());
+    if (state.line.empty()) {
+      emit_line(stream, masked.substr(0, newline), true);
+    } else {
+      state.line.append(masked.substr(0, newline));
+      emit_line(stream, state.line, true);
+      state.line.clear();
+    }
+    masked.remove_prefix(newline + 1);
   }
-  emit_line(stream, std::string_view(pending.text).substr(0, cut), false);
-  pending.text.erase(0, cut);
-  pending.since_ms = now_ms_;
+}
+
+// Masks and passes on the raw bytes of `stream` that cannot start a secret any more (all of them
+// when `everything`: no more bytes follow).
+void LogWriter::release(LogStream stream, bool everything) {
+  Stream& state = streams_[stream_index(stream)];
+  if (state.raw.empty()) return;
+  const std::size_t cut = safe_cut(state.raw, everything);
+  if (cut == 0) return;
+  take(stream, mask(std::string_view(state.raw).substr(0, cut), state.masked_end));
+  state.raw.erase(0, cut);
+}
+
+// Passes on everything `stream` holds; a partial line becomes a fragment.
+void LogWriter::end_stream(LogStream stream) {
+  release(stream, true);
+  Stream& state = streams_[stream_index(stream)];
+  if (!state.line.empty()) emit_line(stream, state.line, false);
+  state.line.clear();
+  state.masked_end = false;
 }
 
 util::Result<void> LogWriter::write(LogStream stream, const char* data, std::size_t n) {
   if (fd_ < 0) return make_error(ExitCode::backend, "cannot write the log " + path_ + ": it is closed");
   if (stream == LogStream::marker) return marker(std::string_view(data, n));
   now_ms_ = clock_->now_unix_ms();
-  Pending& pending = pending_[stream_index(stream)];
-  const char* cursor = data;
-  const char* const end = data + n;
-  while (cursor < end) {
-    const char* newline = static_cast<const char*>(std::memchr(cursor, '\n', static_cast<std::size_t>(end - cursor)));
-    if (newline == nullptr) {
-      if (pending.text.empty()) pending.since_ms = now_ms_;
-      pending.text.append(cursor, static_cast<std::size_t>(end - cursor));
-      if (pending.text.size() >= max_record_text + longest_secret_) emit_pending_prefix(stream, false);
-      break;
-    }
-    const std::string_view line(cursor, static_cast<std::size_t>(newline - cursor));
-    if (pending.text.empty()) {
-      emit_line(stream, line, true);
-    } else {
-      pending.text.append(line);
-      emit_line(stream, pending.text, true);
-      pending.text.clear();
-    }
-    cursor = newline + 1;
+  if (secrets_.empty()) {
+    take(stream, std::string_view(data, n));
+  } else {
+    streams_[stream_index(stream)].raw.append(data, n);
+    release(stream, false);
   }
   if (buffer_.size() >= write_threshold || (!buffer_.empty() && now_ms_ - oldest_buffered_ms_ >= max_buffer_age_ms)) {
     return write_buffer();
@@ -287,7 +341,8 @@ util::Result<void> LogWriter::write(LogStream stream, const char* data, std::siz
 util::Result<void> LogWriter::marker(std::string_view text) {
   if (fd_ < 0) return make_error(ExitCode::backend, "cannot write the log " + path_ + ": it is closed");
   now_ms_ = clock_->now_unix_ms();
-  std::string line(text);
+  bool masked_end = false;
+  std::string line(mask(text, masked_end));
   std::replace(line.begin(), line.end(), '\n', ' ');
   emit_line(LogStream::marker, line, true);
   return write_buffer();
@@ -296,8 +351,8 @@ util::Result<void> LogWriter::marker(std::string_view text) {
 util::Result<void> LogWriter::set_attempt(int attempt) {
   if (fd_ < 0) return make_error(ExitCode::backend, "cannot write the log " + path_ + ": it is closed");
   now_ms_ = clock_->now_unix_ms();
-  emit_pending_prefix(LogStream::out, true);
-  emit_pending_prefix(LogStream::err, true);
+  end_stream(LogStream::out);
+  end_stream(LogStream::err);
   attempt_ = attempt;
   header_ms_ = -1;
   return write_buffer();
@@ -307,9 +362,10 @@ util::Result<void> LogWriter::flush() {
   if (fd_ < 0) return {};
   now_ms_ = clock_->now_unix_ms();
   for (LogStream stream : {LogStream::out, LogStream::err}) {
-    const Pending& pending = pending_[stream_index(stream)];
-    if (!pending.text.empty() && now_ms_ - pending.since_ms >= partial_line_delay.count()) {
-      emit_pending_prefix(stream, false);
+    Stream& state = streams_[stream_index(stream)];
+    if (!state.line.empty() && now_ms_ - state.since_ms >= partial_line_delay.count()) {
+      emit_line(stream, state.line, false);
+      state.line.clear();
     }
   }
   return write_buffer();
@@ -318,8 +374,8 @@ util::Result<void> LogWriter::flush() {
 util::Result<void> LogWriter::close() {
   if (fd_ < 0) return {};
   now_ms_ = clock_->now_unix_ms();
-  emit_pending_prefix(LogStream::out, true);
-  emit_pending_prefix(LogStream::err, true);
+  end_stream(LogStream::out);
+  end_stream(LogStream::err);
   util::Result<void> result = write_buffer();
   ::close(fd_);
   fd_ = -1;

@@ -52,9 +52,9 @@ struct LogRecord {
 class LogWriter {
  public:
   // Opens or creates `path` (0600, O_APPEND, O_CLOEXEC), truncating a torn trailing record left by
-  // a crashed writer. Every occurrence of a non-empty value of `secrets` is written as "***", short
-  // values (under 4 characters) included: over-masking beats leaking. Records are stamped from
-  // `clock`, which must outlive the writer.
+  // a crashed writer. Every occurrence of a non-empty value of `secrets` (without leading and
+  // trailing newlines) is written as "***" (see write()). Records are stamped from `clock`, which
+  // must outlive the writer.
   static util::Result<LogWriter> open(const std::string& path, int attempt = 1, std::vector<std::string> secrets = {},
                                       const util::Clock& clock = util::system_clock());
 
@@ -65,9 +65,12 @@ class LogWriter {
   // Closes (best effort) when still open.
   ~LogWriter();
 
-  // Takes `n` bytes the workload wrote on `stream` (out or err): complete lines become records
-  // stamped with now and the attempt; a partial line waits for its end (max_record_text bounds it).
-  // Writes the buffer to the file when it holds 64 KiB or its oldest record is 50 ms old.
+  // Takes `n` bytes the workload wrote on `stream` (out or err). Secrets are masked in the byte
+  // stream, across lines and writes: each occurrence (overlapping or adjacent ones joined) becomes
+  // "***", so a multi-line value leaves one line. Bytes that may start a secret (at most the longest
+  // one minus a byte) wait for the next write; the rest are split at newlines: complete lines become
+  // records stamped with now and the attempt, a partial line waits for its end (max_record_text
+  // bounds it). Writes the buffer when it holds 64 KiB or its oldest record is 50 ms old.
   util::Result<void> write(LogStream stream, const char* data, std::size_t n);
   // Records a gpurun marker line (masked as well; newlines become spaces).
   util::Result<void> marker(std::string_view text);
@@ -83,16 +86,24 @@ class LogWriter {
 
  private:
   LogWriter() = default;
-  struct Pending {
-    std::string text;
-    std::int64_t since_ms = 0;
+  // One output stream's bytes on their way to records.
+  struct Stream {
+    std::string raw;            // received, not masked yet: they may start a secret
+    std::string line;           // masked text of the current line, no record yet
+    std::int64_t since_ms = 0;  // when `line` got its first byte
+    bool masked_end = false;    // the text masked so far ends with "***" (an adjacent secret joins it)
   };
   util::Result<void> write_buffer();
   void refresh_header(std::int64_t unix_ms);
   void emit(LogStream stream, std::string_view text, bool line_end);
   void emit_line(LogStream stream, std::string_view text, bool line_end);
-  void emit_pending_prefix(LogStream stream, bool everything);
-  std::string_view mask(std::string_view text);
+  void take(LogStream stream, std::string_view masked);
+  void release(LogStream stream, bool everything);
+  void end_stream(LogStream stream);
+  std::size_t first_undecided(std::string_view raw) const;
+  std::size_t safe_cut(std::string_view raw, bool everything);
+  void find_spans(std::string_view text);
+  std::string_view mask(std::string_view text, bool& masked_end);
 
   int fd_ = -1;
   const util::Clock* clock_ = &util::system_clock();
@@ -100,9 +111,9 @@ class LogWriter {
   int attempt_ = 1;
   std::vector<std::string> secrets_;
   std::size_t longest_secret_ = 0;
-  Pending pending_[2];
+  Stream streams_[2];
   std::string buffer_, masked_, header_;
-  std::vector<std::pair<std::size_t, std::size_t>> spans_;  // secret occurrences, scratch
+  std::vector<std::pair<std::size_t, std::size_t>> spans_;  // secret occurrences (joined), scratch
   std::int64_t header_ms_ = -1, now_ms_ = 0, oldest_buffered_ms_ = 0;
   std::uint64_t size_ = 0;  // file size after the last complete write
 };

@@ -44,6 +44,9 @@ functions:
   secret:
     command: ["sh", "-c", "echo token=$API_TOKEN"]
     secrets: [svc]
+  pem:
+    command: ["sh", "-c", "printf 'pem=%s' \"$API_PEM\" | head -c 40; sleep 0.3; printf '%s!\\n' \"$API_PEM\" | tail -c +37; echo KUpR; echo done"]
+    secrets: [svc]
 YAML
 
 # Attached run: logs stream, stdout/stderr split, args appended, runs in the manifest's dir.
@@ -148,6 +151,22 @@ expect_eq "secret masked when streamed" "token=***" "$OUT"
 check; ! grep -rq "tok-3f9a1c" "$GPURUN_STATE_DIR" || fail "secret value stored in the state dir"
 GPURUN_SECRET_SVC_API_TOKEN=from-env run_cmd run -f secret.yaml secret
 expect_eq "secret from the environment" "token=***" "$OUT"
+GPURUN_SECRET_SVC_API_TOKEN=abc run_cmd run -f secret.yaml secret
+expect_eq "a secret shorter than 4 bytes is refused (125)" 125 "$RC"
+expect_eq "the short secret's variable is named, its value not shown" \
+  "gpurun: error: GPURUN_SECRET_SVC_API_TOKEN: the value is shorter than 4 bytes (not shown); masking it in output would hide ordinary text: set the variable to the full secret" "$ERR"
+# A multi-line value (a PEM key), written in two parts 0.3 s apart, is one *** everywhere.
+PEM=$'-----BEGIN TEST KEY-----\nMIIBOgIBAAJBAKj34GkxFhD90vcNLYLInFEX6Ppy1tPf9Cnzj4p4WGeKLs1Pt8Qu\nKUpRKfFLfRYC9AIKjbJTWit+CqvjWYzvQwECAwEAAQ\n-----END TEST KEY-----'
+GPURUN_SECRET_SVC_API_PEM=$PEM run_cmd run -f secret.yaml pem
+expect_eq "pem run exit" 0 "$RC"
+expect_eq "a multi-line secret is one *** when streamed" $'pem=***!\nKUpR\ndone' "$OUT"
+run_cmd ps --all --json
+pem_id=$(python3 -c 'import json,sys; print([r for r in json.loads(sys.argv[1]) if r["function"]=="pem"][0]["id"])' "$OUT")
+run_cmd logs "$pem_id"
+expect_eq "a multi-line secret is one *** in logs" $'pem=***!\nKUpR\ndone' "$OUT"
+for value in "MIIBOgIBAAJBAKj34GkxFhD90vcNLYLInFEX6Ppy1tPf9Cnzj4p4WGeKLs1Pt8Qu" "-----END TEST KEY"; do
+  check; if grep -rqF -- "$value" "$GPURUN_STATE_DIR"; then fail "PEM line [$value] stored: $(grep -rlF -- "$value" "$GPURUN_STATE_DIR")"; fi
+done
 rm "$XDG_CONFIG_HOME/gpurun/config.yaml"
 
 # GPU leases: 6 one-GPU runs on 2 GPUs run exactly 2 at a time; a 2-GPU request queued first is

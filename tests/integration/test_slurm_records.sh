@@ -40,13 +40,13 @@ export GPURUN_SECRET_SVC_API_TOKEN=$TOKEN GPURUN_SECRET_SVC_API_PEM=$PEM
 # Secrets: masked in run's output, in logs, and nowhere on disk.
 run_cmd run secret
 expect_eq "secret run exit" 0 "$RC"
-expect_eq "run output masks whole, split and multi-line values" $'token=***\n***\npem=***\n***\n***\n***\ndone' "$OUT"
+expect_eq "run output masks whole, split and multi-line values (a PEM is one ***)" $'token=***\n***\npem=***\ndone' "$OUT"
 expect_contains "stderr masked" "err=***" "$ERR"
 id=$(sqlite3 "$GPURUN_STATE_DIR/state.db" "select id from runs where function='secret'")
 run_cmd logs "$id"
-expect_eq "logs masks" $'token=***\n***\npem=***\n***\n***\n***\ndone' "$OUT"
+expect_eq "logs masks (a PEM is one ***)" $'token=***\n***\npem=***\ndone' "$OUT"
 expect_eq "logs stderr masked" "err=***" "$ERR"
-for value in "$TOKEN" "MIIBOgIBAAJBAKj34GkxFhD90vcNLYLInFEX6Ppy1tPf9Cnzj4p4WGeKLs1Pt8Qu" "s3cr3t"; do
+for value in "$TOKEN" "MIIBOgIBAAJBAKj34GkxFhD90vcNLYLInFEX6Ppy1tPf9Cnzj4p4WGeKLs1Pt8Qu" "s3cr3t" "-----END TEST KEY"; do
   check; if grep -rqF -- "$value" "$LOGS" "$GPURUN_STATE_DIR"; then fail "secret value [$value] stored: $(grep -rlF -- "$value" "$LOGS" "$GPURUN_STATE_DIR")"; fi
 done
 expect_eq "the run log is private" 600 "$(stat -c %a "$LOGS/$id.log")"

@@ -109,14 +109,23 @@ TEST_CASE("config: secrets readable by others are refused with the chmod fix; va
   CHECK(ok->find_secret("wandb")->values[0].second == "s3cr3t-value");
 }
 
+TEST_CASE("config: a secret value shorter than 4 bytes is refused, named and never shown") {
+  CHECK(errors_of("secrets:\n  hf: {TOKEN: \"x7z\", OK: abcd, LATER: \"\"}\n  db:\n    PASSWORD: |\n      ab\n") ==
+        "config.yaml:2:15: error: secrets.hf.TOKEN: the value is shorter than 4 bytes (not shown); masking it in output "
+        "would hide ordinary text: use the full secret, or leave it empty (\"\") and set GPURUN_SECRET_HF_TOKEN\n"
+        "config.yaml:4:15: error: secrets.db.PASSWORD: the value is shorter than 4 bytes (not shown); masking it in "
+        "output would hide ordinary text: use the full secret, or leave it empty (\"\") and set "
+        "GPURUN_SECRET_DB_PASSWORD");
+}
+
 TEST_CASE("config: secret values can come from GPURUN_SECRET_<NAME>_<KEY>") {
   std::vector<util::Diagnostic> diagnostics;
-  auto config = cloud::parse_config("secrets:\n  wandb: {WANDB_API_KEY: \"\", OTHER: x}\n", "config.yaml", diagnostics);
+  auto config = cloud::parse_config("secrets:\n  wandb: {WANDB_API_KEY: \"\", OTHER: xyzw}\n", "config.yaml", diagnostics);
   REQUIRE(config.ok());
   const std::vector<std::string> environ = {"GPURUN_SECRET_WANDB_WANDB_API_KEY=from-env", "GPURUN_SECRET_HF_TOKEN=t",
                                             "PATH=/bin"};
   auto values = cloud::secret_values(*config, "wandb", environ);
-  CHECK(values == std::vector<std::pair<std::string, std::string>>{{"WANDB_API_KEY", "from-env"}, {"OTHER", "x"}});
+  CHECK(values == std::vector<std::pair<std::string, std::string>>{{"WANDB_API_KEY", "from-env"}, {"OTHER", "xyzw"}});
   CHECK(cloud::secret_values(*config, "hf", environ) == std::vector<std::pair<std::string, std::string>>{{"TOKEN", "t"}});
   const auto names = cloud::known_secret_names(*config, environ);
   CHECK(std::find(names.begin(), names.end(), "hf") != names.end());

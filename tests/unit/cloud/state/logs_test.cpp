@@ -205,6 +205,113 @@ TEST_CASE("logs: a secret at a fragment boundary stays masked") {
   CHECK(joined == std::string(max_record_text - 3, 'a') + "***" + std::string(10, 'b'));
 }
 
+const std::string test_pem =
+    "-----BEGIN TEST KEY-----\nMIIBOgIBAAJBAKj34GkxFhD90vcNLYLInFEX6Ppy1tPf9Cnzj4p4WGeKLs1Pt8Qu\n"
+    "KUpRKfFLfRYC9AIKjbJTWit+CqvjWYzvQwECAwEAAQ\n-----END TEST KEY-----";
+
+TEST_CASE("logs: a multi-line secret is masked whole however the output is split") {
+  TempDir dir;
+  const std::string path = dir.path() + "/log";
+  const std::string output = "before\nkey=" + test_pem + " after\n" + test_pem + "\nKUpR\n-----END\nend\n";
+  LogWriter writer = open_writer(path, 1, {test_pem + "\n", "s3cr3t-token"});  // newlines around a value are no part of it
+  std::size_t chunk = 0;
+  SUBCASE("whole") { chunk = output.size(); }
+  SUBCASE("1-byte chunks") { chunk = 1; }
+  SUBCASE("7-byte chunks") { chunk = 7; }
+  for (std::size_t at = 0; at < output.size(); at += chunk) put(writer, LogStream::out, output.substr(at, chunk));
+  REQUIRE(writer.close().ok());
+  CHECK(kinds_and_texts(read_all(path)) == "o:before|o:key=*** after|o:***|o:KUpR|o:-----END|o:end|");
+  CHECK(gpurun::test::read_text(path).find("MIIB") == std::string::npos);
+}
+
+TEST_CASE("logs: a secret split across two writes with a flush in between stays whole") {
+  TempDir dir;
+  const std::string path = dir.path() + "/log";
+  gpurun::util::ManualClock clock;
+  auto opened = LogWriter::open(path, 1, {test_pem}, clock);
+  REQUIRE(opened.ok());
+  LogWriter writer = std::move(*opened);
+  put(writer, LogStream::out, "pem=" + test_pem.substr(0, 40));
+  clock.advance(partial_line_delay);
+  REQUIRE(writer.flush().ok());
+  // What may start the secret waits; the text before it reaches followers as a fragment.
+  CHECK(kinds_and_texts(read_all(path)) == "O:pem=|");
+  put(writer, LogStream::out, test_pem.substr(40) + "!\nnext\n");
+  REQUIRE(writer.close().ok());
+  CHECK(kinds_and_texts(read_all(path)) == "O:pem=|o:***!|o:next|");
+}
+
+TEST_CASE("logs: a line that cannot start a secret is not held back") {
+  TempDir dir;
+  const std::string path = dir.path() + "/log";
+  LogWriter writer = open_writer(path, 1, {test_pem});
+  put(writer, LogStream::out, "step 1\n");
+  REQUIRE(writer.flush().ok());
+  CHECK(kinds_and_texts(read_all(path)) == "o:step 1|");
+  put(writer, LogStream::out, "-----BEGIN TEST KEY-----\n");  // may be the secret's start: waits
+  REQUIRE(writer.flush().ok());
+  CHECK(kinds_and_texts(read_all(path)) == "o:step 1|");
+  put(writer, LogStream::out, "MIIB no\n");
+  REQUIRE(writer.flush().ok());
+  CHECK(kinds_and_texts(read_all(path)) == "o:step 1|o:-----BEGIN TEST KEY-----|o:MIIB no|");
+  REQUIRE(writer.close().ok());
+}
+
+TEST_CASE("logs: a secret that is a prefix of another, and overlapping secrets") {
+  TempDir dir;
+  const std::string path = dir.path() + "/log";
+  const std::string output = "a=abcd b=abcdefgh c=abcdefgX d=xxefghijyy e=abcdabcd f=abcdefghijkl\n";
+  LogWriter writer = open_writer(path, 1, {"abcd", "abcdefgh", "efghijkl"});
+  std::size_t chunk = 0;
+  SUBCASE("whole") { chunk = output.size(); }
+  SUBCASE("1-byte chunks") { chunk = 1; }
+  SUBCASE("3-byte chunks") { chunk = 3; }
+  for (std::size_t at = 0; at < output.size(); at += chunk) put(writer, LogStream::out, output.substr(at, chunk));
+  REQUIRE(writer.close().ok());
+  CHECK(kinds_and_texts(read_all(path)) == "o:a=*** b=*** c=***efgX d=xxefghijyy e=*** f=***|");
+}
+
+TEST_CASE("logs: a secret's prefix at the end of the output is not a secret") {
+  TempDir dir;
+  const std::string path = dir.path() + "/log";
+  LogWriter writer = open_writer(path, 1, {"hunter22"});
+  put(writer, LogStream::out, "one\nhunt");
+  put(writer, LogStream::err, "e hunter");
+  REQUIRE(writer.set_attempt(2).ok());
+  put(writer, LogStream::out, "er22\n");
+  REQUIRE(writer.close().ok());
+  CHECK(kinds_and_texts(read_all(path)) == "o:one|O:hunt|E:e hunter|o:er22|");
+}
+
+TEST_CASE("logs: an endless run of touching secrets is not held without bound") {
+  TempDir dir;
+  const std::string path = dir.path() + "/log";
+  gpurun::util::ManualClock clock;
+  auto opened = LogWriter::open(path, 1, {"abcd"}, clock);
+  REQUIRE(opened.ok());
+  LogWriter writer = std::move(*opened);
+  std::string chunk;
+  while (chunk.size() < 4096) chunk += "abcd";
+  for (std::size_t written = 0; written < 2 * max_record_text; written += chunk.size()) {
+    put(writer, LogStream::out, chunk);
+  }
+  clock.advance(partial_line_delay);
+  REQUIRE(writer.flush().ok());
+  CHECK(kinds_and_texts(read_all(path)) == "O:***|");
+  put(writer, LogStream::out, "abcd!\n");
+  REQUIRE(writer.close().ok());
+  CHECK(kinds_and_texts(read_all(path)) == "O:***|o:!|");
+}
+
+TEST_CASE("logs: a multi-line secret in a marker is masked whole") {
+  TempDir dir;
+  const std::string path = dir.path() + "/log";
+  LogWriter writer = open_writer(path, 1, {test_pem});
+  REQUIRE(writer.marker("key\n" + test_pem + "\nend").ok());
+  REQUIRE(writer.close().ok());
+  CHECK(kinds_and_texts(read_all(path)) == "m:key *** end|");
+}
+
 TEST_CASE("logs: attempts and markers") {
   TempDir dir;
   const std::string path = dir.path() + "/log";
