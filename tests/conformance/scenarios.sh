@@ -15,7 +15,6 @@ SCENARIOS=(
 # Scenarios that do not pass yet on a backend, "name:why" (printed as XFAIL). When one passes the
 # suite fails, so that its entry gets removed here.
 KNOWN_FAILURES_local=(
-  "secrets_multiline:issue 11: a secret spanning lines is stored and shown in clear"
 )
 KNOWN_FAILURES_slurm=(
   "one_monitor:issue 11: one watcher process per detached run (20 for 20 runs)"
