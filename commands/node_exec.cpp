@@ -1,4 +1,3 @@
-#include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -177,34 +176,12 @@ util::Result<Workload> prepare_workload(const NodeExecOptions& options, cloud::L
 // Copies what the child wrote (waiting up to 50 ms) into `log`, keeping stderr's last 4 KiB in
 // `stderr_tail`, and closes a pipe at its end. True when it read anything.
 bool pump_output(cloud::ChildProcess& child, cloud::LogWriter& log, std::vector<char>& buffer, std::string& stderr_tail) {
-  pollfd fds[2];
-  nfds_t n = 0;
-  const int out_fd = child.stdout_fd();
-  const int err_fd = child.stderr_fd();
-  if (out_fd >= 0) fds[n++] = {out_fd, POLLIN, 0};
-  if (err_fd >= 0) fds[n++] = {err_fd, POLLIN, 0};
-  const int ready = n > 0 ? ::poll(fds, n, 50) : (::usleep(1000), 0);
-  bool read_any = false;
-  for (nfds_t i = 0; ready > 0 && i < n; ++i) {
-    if ((fds[i].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
-    const ssize_t got = ::read(fds[i].fd, buffer.data(), buffer.size());
-    if (got > 0) {
-      read_any = true;
-      const bool is_err = fds[i].fd == err_fd;
-      (void)log.write(is_err ? cloud::LogStream::err : cloud::LogStream::out, buffer.data(), static_cast<std::size_t>(got));
-      if (is_err) {
-        stderr_tail.append(buffer.data(), static_cast<std::size_t>(got));
-        if (stderr_tail.size() > 4096) stderr_tail.erase(0, stderr_tail.size() - 4096);
-      }
-    } else if (got == 0 || (errno != EINTR && errno != EAGAIN)) {
-      if (fds[i].fd == out_fd) {
-        child.close_stdout();
-      } else {
-        child.close_stderr();
-      }
-    }
-  }
-  return read_any;
+  return child.pump_output(buffer, 50, [&](bool from_stderr, const char* data, std::size_t size) {
+    (void)log.write(from_stderr ? cloud::LogStream::err : cloud::LogStream::out, data, size);
+    if (!from_stderr) return;
+    stderr_tail.append(data, size);
+    if (stderr_tail.size() > 4096) stderr_tail.erase(0, stderr_tail.size() - 4096);
+  });
 }
 
 // Logs the child's output until it exited and its pipes are drained (what it left running is

@@ -1,6 +1,7 @@
 #include "cloud/exec/process.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -188,6 +189,33 @@ util::Result<ChildProcess> ChildProcess::spawn(const ProcessSpec& spec) {
                             fmt::format("cannot run '{}': {}; check the function's command", spec.argv[0], std::strerror(*child_errno)));
   }
   return child;
+}
+
+bool ChildProcess::pump_output(std::vector<char>& buffer, int timeout_ms,
+                               const std::function<void(bool from_stderr, const char* data, std::size_t size)>& sink) {
+  pollfd fds[2];
+  nfds_t n = 0;
+  const int out_fd = out_fd_;
+  const int err_fd = err_fd_;
+  if (out_fd >= 0) fds[n++] = {out_fd, POLLIN, 0};
+  if (err_fd >= 0) fds[n++] = {err_fd, POLLIN, 0};
+  const int ready = n > 0 ? ::poll(fds, n, timeout_ms) : (::usleep(1000), 0);
+  bool read_any = false;
+  for (nfds_t i = 0; ready > 0 && i < n; ++i) {
+    if ((fds[i].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
+    const ssize_t got = ::read(fds[i].fd, buffer.data(), buffer.size());
+    if (got > 0) {
+      read_any = true;
+      sink(fds[i].fd == err_fd, buffer.data(), static_cast<std::size_t>(got));
+    } else if (got == 0 || (errno != EINTR && errno != EAGAIN)) {
+      if (fds[i].fd == out_fd) {
+        close_stdout();
+      } else {
+        close_stderr();
+      }
+    }
+  }
+  return read_any;
 }
 
 ChildProcess::ChildProcess(ChildProcess&& other) noexcept

@@ -2,6 +2,7 @@
 
 #include <sys/types.h>
 
+#include <cstddef>
 #include <functional>
 #include <optional>
 #include <string>
@@ -44,6 +45,10 @@ class ChildProcess {
   void close_stdin();
   void close_stdout();
   void close_stderr();
+  // Waits up to `timeout_ms` for output on stdout/stderr, hands each chunk read to `sink` (with
+  // whether it came from stderr) and closes a pipe at its end. True when it read anything.
+  bool pump_output(std::vector<char>& buffer, int timeout_ms,
+                   const std::function<void(bool from_stderr, const char* data, std::size_t size)>& sink);
   // Sends `sig` to the whole process group (ignored once the group is gone).
   void signal_group(int sig) const;
   // The exit code once the process ended (128+N when killed by signal N), without blocking.

@@ -2,7 +2,6 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -330,30 +329,10 @@ class Supervisor {
   // Copies what the child wrote on stdout/stderr (waiting up to 50 ms) into the log and closes a
   // pipe at its end; keeps stderr's tail in `stderr_tail` when given. True when it read anything.
   bool pump_output(ChildProcess& child, std::vector<char>& buffer, std::string* stderr_tail) {
-    pollfd fds[2];
-    nfds_t n = 0;
-    const int out_fd = child.stdout_fd();
-    const int err_fd = child.stderr_fd();
-    if (out_fd >= 0) fds[n++] = {out_fd, POLLIN, 0};
-    if (err_fd >= 0) fds[n++] = {err_fd, POLLIN, 0};
-    const int ready = n > 0 ? ::poll(fds, n, 50) : (std::this_thread::sleep_for(1ms), 0);
-    bool read_any = false;
-    for (nfds_t i = 0; ready > 0 && i < n; ++i) {
-      if ((fds[i].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
-      const ssize_t got = ::read(fds[i].fd, buffer.data(), buffer.size());
-      if (got > 0) {
-        read_any = true;
-        note(log_.write(fds[i].fd == out_fd ? LogStream::out : LogStream::err, buffer.data(), static_cast<std::size_t>(got)));
-        if (stderr_tail != nullptr && fds[i].fd == err_fd) keep_tail(*stderr_tail, buffer.data(), static_cast<std::size_t>(got));
-      } else if (got == 0 || (errno != EINTR && errno != EAGAIN)) {
-        if (fds[i].fd == out_fd) {
-          child.close_stdout();
-        } else {
-          child.close_stderr();
-        }
-      }
-    }
-    return read_any;
+    return child.pump_output(buffer, 50, [&](bool from_stderr, const char* data, std::size_t size) {
+      note(log_.write(from_stderr ? LogStream::err : LogStream::out, data, size));
+      if (stderr_tail != nullptr && from_stderr) keep_tail(*stderr_tail, data, size);
+    });
   }
 
   // SIGTERM to the child's group on a cancel request, a failed state or log write or at the
