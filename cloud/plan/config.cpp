@@ -218,16 +218,71 @@ void check_node_paths(Checker& check, const YamlNode& value, const std::string& 
   }
 }
 
-// A slurm cloud needs an endpoint (unix://, http:// or https://) and a partition.
-void check_slurm_keys(Checker& check, const YamlNode& value, const std::string& path) {
-  if (value.find("endpoint") == nullptr) check.error(value, path, "missing required key 'endpoint' (unix:///path.sock or http://host:port)");
-  if (const auto* ep = value.find("endpoint"); ep != nullptr && ep->is_scalar()) {
-    const auto& e = ep->value;
-    if (e.rfind("unix://", 0) != 0 && e.rfind("http://", 0) != 0 && e.rfind("https://", 0) != 0) {
-      check.error(*ep, path + ".endpoint", fmt::format("endpoint '{}' must start with unix://, http:// or https://", e));
+// transport: ssh: the login node (`host` required) and how to reach it.
+void parse_slurm_ssh_keys(Checker& check, const YamlNode& value, const std::string& path, CloudConfig& cloud) {
+  cloud_text(check, value, path, "host", cloud.host);
+  if (value.find("host") == nullptr) check.error(value, path, "missing required key 'host' (the login node) for transport: ssh");
+  if (const auto* n = value.find("port")) {
+    auto port = check.integer(*n, path + ".port");
+    if (port && (*port < 1 || *port > 65535)) {
+      check.error(*n, path + ".port", fmt::format("port {} is out of range; use 1 to 65535", *port));
+    } else if (port) {
+      cloud.port = static_cast<int>(*port);
     }
   }
-  if (value.find("partition") == nullptr) check.error(value, path, "missing required key 'partition'");
+  if (const auto* n = value.find("identity_file")) {
+    if (auto s = check.string(*n, path + ".identity_file")) cloud.identity_file = *s;
+  }
+  if (const auto* n = value.find("ssh_options")) {
+    if (auto list = check.string_list(*n, path + ".ssh_options")) cloud.ssh_options = *list;
+  }
+  if (const auto* n = value.find("remote_setup")) {
+    if (auto list = check.string_list(*n, path + ".remote_setup")) cloud.remote_setup = *list;
+  }
+}
+
+// A slurm cloud's transport (rest by default; cli or ssh) and what it needs: an endpoint for rest
+// (unix://, http:// or https://), a host for ssh; a partition unless `partitions` maps GPU types.
+void check_slurm_keys(Checker& check, const YamlNode& value, const std::string& path, CloudConfig& cloud) {
+  cloud_text(check, value, path, "transport", cloud.transport);
+  const auto* transport = value.find("transport");
+  static const std::vector<std::string> transports = {"rest", "cli", "ssh"};
+  if (transport != nullptr && transport->is_scalar() &&
+      std::find(transports.begin(), transports.end(), cloud.transport) == transports.end()) {
+    const auto suggestion = util::did_you_mean(cloud.transport, transports);
+    check.error(*transport, path + ".transport",
+                suggestion ? fmt::format("unknown transport '{}' (did you mean '{}'?)", cloud.transport, *suggestion)
+                           : fmt::format("unknown transport '{}'; use rest (slurmrestd), cli (the Slurm commands here) or ssh "
+                                         "(the Slurm commands on a login node)",
+                                         cloud.transport));
+  }
+  if (cloud.transport == "rest") {
+    if (value.find("endpoint") == nullptr) {
+      check.error(value, path, "missing required key 'endpoint' (unix:///path.sock or http://host:port), or set transport: cli "
+                               "or ssh to use the Slurm commands");
+    }
+    if (const auto* ep = value.find("endpoint"); ep != nullptr && ep->is_scalar()) {
+      const auto& e = ep->value;
+      if (e.rfind("unix://", 0) != 0 && e.rfind("http://", 0) != 0 && e.rfind("https://", 0) != 0) {
+        check.error(*ep, path + ".endpoint", fmt::format("endpoint '{}' must start with unix://, http:// or https://", e));
+      }
+    }
+  } else if (const auto* ep = value.find("endpoint")) {
+    check.error(*ep, path + ".endpoint", fmt::format("endpoint is for transport: rest (slurmrestd); remove it for transport: {}", cloud.transport));
+  }
+  for (const char* key : {"host", "port", "identity_file", "ssh_options", "remote_setup"}) {
+    const auto* node = value.find(key);
+    if (node != nullptr && cloud.transport != "ssh") {
+      check.error(*node, join_path(path, key), fmt::format("{} is for transport: ssh; set transport: ssh or remove it", key));
+    }
+  }
+  if (cloud.transport == "ssh") parse_slurm_ssh_keys(check, value, path, cloud);
+  if (const auto* parts = value.find("partitions")) {
+    if (auto map = check.string_map(*parts, path + ".partitions")) cloud.partitions = *map;
+  }
+  if (value.find("partition") == nullptr && value.find("partitions") == nullptr) {
+    check.error(value, path, "missing required key 'partition' (or 'partitions', a map from GPU type to partition)");
+  }
 }
 
 void check_registry_url(Checker& check, const YamlNode& value, const std::string& path) {
@@ -291,7 +346,8 @@ void parse_cloud(Checker& check, const YamlNode& key, const YamlNode& value, con
   check.check_keys(value, path,
                    {"backend", "endpoint", "partition", "registry", "gpus", "log_dir", "token_env", "user", "api_version",
                     "gres", "account", "qos", "constraint", "sbatch_options", "container_runtime", "image_cache",
-                    "node_gpurun", "volume_dir"});
+                    "node_gpurun", "volume_dir", "transport", "partitions", "host", "port", "identity_file",
+                    "ssh_options", "remote_setup"});
   parse_cloud_backend(check, value, path, cloud);
   parse_cloud_texts(check, value, path, cloud);
   check_container_runtime(check, value, path, cloud);
@@ -299,7 +355,7 @@ void parse_cloud(Checker& check, const YamlNode& key, const YamlNode& value, con
   if (const auto* opts = value.find("sbatch_options")) {
     if (auto list = check.string_list(*opts, path + ".sbatch_options")) cloud.sbatch_options = *list;
   }
-  if (cloud.backend == "slurm") check_slurm_keys(check, value, path);
+  if (cloud.backend == "slurm") check_slurm_keys(check, value, path, cloud);
   check_registry_url(check, value, path);
   parse_cloud_gpus(check, value, path, catalog, cloud);
   parse_cloud_gres(check, value, path, catalog, cloud);

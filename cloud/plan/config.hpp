@@ -38,6 +38,15 @@ struct CloudConfig {
   std::string image_cache;  // empty: /tmp/gpurun-<uid>/images on the node
   std::string node_gpurun;  // empty: the path of the gpurun that submits (a shared install)
   std::string volume_dir;   // slurm: where volumes live on the shared filesystem; empty: <log_dir>/volumes
+  // slurm: how gpurun reaches the cluster: rest (slurmrestd at `endpoint`), cli (the Slurm commands
+  // here) or ssh (the Slurm commands on login node `host` over SSH, as `user`).
+  std::string transport = "rest";
+  std::vector<std::pair<std::string, std::string>> partitions;  // GPU type -> partition (else `partition`)
+  std::string host;                       // ssh: the login node
+  std::optional<int> port;                // ssh: -p when set
+  std::optional<std::string> identity_file;
+  std::vector<std::string> ssh_options;   // ssh: "Key=Value", each passed as -o
+  std::optional<std::vector<std::string>> remote_setup;  // ssh: shell lines run before every command
   int line = 0;
 };
 

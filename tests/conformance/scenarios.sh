@@ -19,6 +19,12 @@ KNOWN_FAILURES_local=(
 KNOWN_FAILURES_slurm=(
   "one_monitor:issue 11: one watcher process per detached run (20 for 20 runs)"
 )
+KNOWN_FAILURES_slurm_cli=(
+  "one_monitor:issue 11: one watcher process per detached run (20 for 20 runs)"
+)
+KNOWN_FAILURES_slurm_ssh=(
+  "one_monitor:issue 11: one watcher process per detached run (20 for 20 runs)"
+)
 
 
 # The workload for scenarios that need a secret: API_TOKEN from secret group svc.

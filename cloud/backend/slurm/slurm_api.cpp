@@ -152,6 +152,26 @@ class DialectV0038 final : public ApiDialect {
     return std::optional<JobInfo>(job_of((*jobs)[0]));
   }
 
+  util::Result<std::vector<JobInfo>> parse_jobs(long status, std::string_view body) const override {
+    constexpr std::string_view what = "slurm: reading the jobs' status failed";
+    auto parsed = parse_json(body);
+    if (!parsed) {
+      return not_json(what, status, body);
+    }
+    auto errors = errors_of(*parsed);
+    auto jobs = parsed->find("jobs");
+    if (status / 100 != 2 || !errors.empty() || jobs == parsed->end() || !jobs->is_array()) {
+      return rejected(what, status, errors);
+    }
+    std::vector<JobInfo> out;
+    for (const auto& job : *jobs) {
+      if (job.is_object()) {
+        out.push_back(job_of(job));
+      }
+    }
+    return out;
+  }
+
   util::Result<std::vector<NodeInfo>> parse_nodes(long status, std::string_view body) const override {
     constexpr std::string_view what = "slurm: listing the cluster's nodes failed";
     auto parsed = parse_json(body);

@@ -145,7 +145,9 @@ class ApiDialect {
   // GET /job/{id}: the job, or nullopt when Slurm does not know the id (never existed, or
   // forgotten MinJobAge after it ended).
   virtual util::Result<std::optional<JobInfo>> parse_job(long status, std::string_view body) const = 0;
-  // GET /nodes.
+  // Every job of a job list (GET /jobs, or `squeue --json`, which prints the same document).
+  virtual util::Result<std::vector<JobInfo>> parse_jobs(long status, std::string_view body) const = 0;
+  // GET /nodes (or `sinfo --json`).
   virtual util::Result<std::vector<NodeInfo>> parse_nodes(long status, std::string_view body) const = 0;
   // GET /ping: ok when a controller answers UP.
   virtual util::Result<void> parse_ping(long status, std::string_view body) const = 0;

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fmt/format.h>
 #include <fstream>
+#include <sstream>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -20,9 +21,12 @@
 #include "cloud/images/push.hpp"
 #include "cloud/images/registry.hpp"
 #include "cloud/exec/sandbox.hpp"
+#include "cloud/ssh/remote_gpurun.hpp"
+#include "cloud/ssh/ssh_client.hpp"
 #include "cloud/backend/slurm/slurm_client.hpp"
 #include "cloud/backend/slurm/slurm_reasons.hpp"
 #include "cloud/backend/slurm/slurm_script.hpp"
+#include "cloud/backend/slurm/slurm_transport.hpp"
 #include "gpu/spec.hpp"
 #include "util/clock.hpp"
 #include "util/strings.hpp"
@@ -74,8 +78,11 @@ std::string retry_cause(const std::string& reason) {
   return "";
 }
 
-std::optional<int> read_exit_file(const std::string& path) {
-  std::ifstream in(path);
+// The code in a run's exit file on the cluster; nullopt when it is missing or unreadable.
+std::optional<int> read_exit_file(slurm::Transport& transport, const std::string& path) {
+  auto text = transport.read_file(path, 0, 64);
+  if (!text || !*text) return std::nullopt;
+  std::istringstream in(**text);
   int code = 0;
   if (in >> code) return code;
   return std::nullopt;
@@ -215,7 +222,7 @@ class SlurmBackend final : public Backend {
     auto client = open_client();
     if (!client) return client.error();
     std::error_code ec;
-    std::filesystem::create_directories(cloud_.log_dir, ec);
+    if ((*client)->local_files()) std::filesystem::create_directories(cloud_.log_dir, ec);
     if (ec) {
       return util::make_error(ExitCode::backend, fmt::format("cannot create the log directory {} of cloud '{}': {}; check "
                                                              "log_dir in the config",
@@ -234,7 +241,7 @@ class SlurmBackend final : public Backend {
     if (!created) return created.error();
     Run run = created->run;
     created->lock.release();
-    auto submitted = submit(*client, store, run, spec, secrets, 0);
+    auto submitted = submit(**client, store, run, spec, secrets, 0);
     if (!submitted) {
       // Best effort: the submit error returned is what the user needs to see.
       (void)store.update_status(run.id, RunStatus::failed, submitted.error().message, util::to_int(submitted.error().code));
@@ -257,6 +264,7 @@ class SlurmBackend final : public Backend {
     for (const char* login : {"GPURUN_REGISTRY_PASSWORD", "APPTAINER_DOCKER_PASSWORD"}) {
       if (job->environment.count(login) != 0) job->environment[login] = "***";
     }
+    if (cloud_.transport != "rest") return command_dry_run(*job);
     auto dialect = slurm::dialect_for(cloud_.api_version);
     if (!dialect) return dialect.error();
     const auto body = nlohmann::json::parse((*dialect)->submit_body(*job));
@@ -273,7 +281,8 @@ class SlurmBackend final : public Backend {
     if (remote) {
       auto client = open_client();
       if (!client) return client.error();
-      auto outcome = client->cancel(remote->job_id);
+      const long long ids[] = {remote->job_id};
+      auto outcome = (*client)->cancel(ids);
       if (!outcome) return outcome.error();
     }
     auto updated = store.update_status(run.id, RunStatus::cancelled, "cancelled", util::to_int(ExitCode::cancelled));
@@ -287,15 +296,18 @@ class SlurmBackend final : public Backend {
     if (is_terminal(run.status)) return run;
     auto remote = parse_remote_id(run.remote_id);
     if (!remote) return run;  // still being submitted
-    auto client = open_client();
-    if (!client) return client.error();
-    auto job = client->job(remote->job_id);
-    if (!job) return job.error();
+    auto transport = open_client();
+    if (!transport) return transport.error();
+    slurm::Transport* client = transport->get();
+    const long long ids[] = {remote->job_id};
+    auto jobs = client->jobs(ids);
+    if (!jobs) return jobs.error();
     auto spec = run_spec_from_json(run.spec_json);
     const std::string exit_path = slurm::run_exit_path(run.log_dir, run.id);
-    if (!*job) {
+    const auto found = jobs->find(remote->job_id);
+    if (found == jobs->end()) {
       // Slurm forgot the job (MinJobAge after its end): its exit file tells how it ended.
-      if (auto code = read_exit_file(exit_path)) {
+      if (auto code = read_exit_file(*client, exit_path)) {
         if (*code == 0) {
           (void)store.update_status(run.id, RunStatus::succeeded, "", 0);
         } else {
@@ -309,7 +321,7 @@ class SlurmBackend final : public Backend {
       }
       return store.get_run(run.id);
     }
-    const slurm::JobInfo& info = **job;
+    const slurm::JobInfo& info = found->second;
     const int attempt = remote->offset + info.restart_cnt + 1;
     if (attempt != run.attempt) (void)store.set_attempt(run.id, attempt);
     const auto view = slurm::map_state(info);
@@ -317,6 +329,7 @@ class SlurmBackend final : public Backend {
     switch (view.status) {
       case slurm::JobStatus::queued: {
         const bool pending = util::to_upper(info.state) == "PENDING";
+        if (pending && end_unschedulable(*client, store, run, info)) break;
         const std::string words = pending ? pending_words(*client, info, run, spec ? &*spec : nullptr, *remote) : view.reason;
         std::string reason = fmt::format("waiting for {} on {}: {}", what, run.cloud, words);
         if (info.restart_cnt > 0) reason += fmt::format(" (requeued, attempt {})", attempt);
@@ -337,7 +350,7 @@ class SlurmBackend final : public Backend {
         if (spec && spec->timeout && info.start_time) {
           const auto elapsed_ms = util::now_unix_ms() - *info.start_time * 1000;
           if (elapsed_ms >= spec->timeout->count() + 1000) {
-            (void)client->cancel(remote->job_id);  // the next refresh cancels again if this one failed
+            (void)client->cancel(ids);  // the next refresh cancels again if this one failed
             timed_out(*client, store, run, *spec, *remote, attempt);
           }
         }
@@ -349,7 +362,7 @@ class SlurmBackend final : public Backend {
       case slurm::JobStatus::failed: {
         int code = info.exit_code.value_or(1);
         if (info.exit_signal) code = 128 + *info.exit_signal;
-        if (auto file = read_exit_file(exit_path); file && info.state == "FAILED") code = *file;
+        if (auto file = read_exit_file(*client, exit_path); file && info.state == "FAILED") code = *file;
         std::string reason = view.reason.empty() ? fmt::format("failed with exit code {}", code) : view.reason;
         if (info.state == "FAILED" && !info.exit_signal) reason = fmt::format("failed with exit code {}", code);
         const std::string cause = info.state == "FAILED" && !info.exit_signal ? fmt::format("exit code {}", code) : reason;
@@ -393,13 +406,49 @@ class SlurmBackend final : public Backend {
   }
 
  private:
-  util::Result<slurm::Client> open_client() const {
-    slurm::ClientOptions options;
+  // What `transport: cli|ssh` runs: sbatch's command line, the script on its stdin, the environment
+  // it passes (values already redacted by the caller).
+  std::string command_dry_run(const slurm::JobSubmit& job) const {
+    std::vector<std::string> words;
+    for (const auto& a : slurm::sbatch_arguments(job)) words.push_back(util::shell_quote(a));
+    std::string out = fmt::format("# sbatch {} (cloud {}, transport {}{})\n", util::join(words, " "), cloud_.name, cloud_.transport,
+                                  cloud_.transport == "ssh" ? " to " + cloud_.host : "");
+    out += "# --- batch script (sbatch's stdin) ---\n" + job.script;
+    out += "# --- environment ---\n";
+    for (const auto& [k, v] : job.environment) out += k + "=" + util::shell_quote(v) + "\n";
+    return out;
+  }
+
+  // The cloud as the job sees it: for ssh without node_gpurun, gpurun copied onto the cluster's
+  // shared filesystem (<log_dir>/bin) once per process.
+  util::Result<CloudConfig> node_cloud() {
+    if (cloud_.transport != "ssh" || !cloud_.node_gpurun.empty()) return cloud_;
+    if (remote_gpurun_.empty()) {
+      auto client = SshClient::open(ssh_settings(cloud_));
+      if (!client) return client.error();
+      RemoteGpurunOptions options;
+      options.directory = cloud_.log_dir + "/bin";
+      options.setting = "node_gpurun";
+      auto remote = ensure_remote_gpurun(*client, options);
+      if (!remote) return remote.error();
+      remote_gpurun_ = remote->path;
+    }
+    CloudConfig cloud = cloud_;
+    cloud.node_gpurun = remote_gpurun_;
+    return cloud;
+  }
+
+  // The cloud's transport (rest, cli or ssh).
+  util::Result<std::unique_ptr<slurm::Transport>> open_client() const {
+    slurm::TransportOptions options;
+    options.transport = cloud_.transport;
     options.endpoint = cloud_.endpoint;
     options.api_version = cloud_.api_version;
     options.user = cloud_.user;
     options.token_env = cloud_.token_env;
-    return slurm::Client::open(options);
+    options.cloud = cloud_.name;
+    options.ssh = ssh_settings(cloud_);
+    return slurm::open_transport(options);
   }
 
   // What a run waits for, as every backend says it: "1x A100-40GB" (the slot placement chose),
@@ -413,7 +462,7 @@ class SlurmBackend final : public Backend {
 
   // A pending job's reason in words: capacity from the cluster's nodes for Resources/Priority,
   // the scheduled retry for BeginTime after a resubmission.
-  std::string pending_words(slurm::Client& client, const slurm::JobInfo& info, const Run& run,
+  std::string pending_words(slurm::Transport& client, const slurm::JobInfo& info, const Run& run,
                             const RunSpec* spec, const RemoteId& remote) const {
     const std::string& raw = info.state_reason;
     std::optional<slurm::GpuCapacity> capacity;
@@ -438,6 +487,34 @@ class SlurmBackend final : public Backend {
     return slurm::describe_pending(raw, capacity, retry, needed);
   }
 
+  // A pending job whose reason never clears (it asks for more than its partition or QOS allows,
+  // or for nodes the cluster does not have): cancelled, the run ends unschedulable with the reason
+  // in words. False (nothing done) for every other job.
+  bool end_unschedulable(slurm::Transport& client, StateStore& store, const Run& run, const slurm::JobInfo& info) const {
+    const std::string& raw = info.state_reason;
+    bool missing_nodes = false;
+    std::string phrase = slurm::pending_reason_phrase(raw);
+    if (raw == "ReqNodeNotAvail") {
+      const auto wanted_nodes = slurm::unavailable_nodes(info.state_description);
+      auto nodes = wanted_nodes.empty() ? util::Result<std::vector<slurm::NodeInfo>>(std::vector<slurm::NodeInfo>{}) : client.nodes();
+      if (!nodes || wanted_nodes.empty()) return false;
+      std::vector<std::string> absent;
+      for (const auto& name : wanted_nodes) {
+        const bool known = std::any_of(nodes->begin(), nodes->end(), [&](const slurm::NodeInfo& n) { return n.name == name; });
+        if (!known) absent.push_back(name);
+      }
+      missing_nodes = !absent.empty();
+      phrase = fmt::format("it needs node {}, which the cluster does not have", util::join(absent, ", "));
+    }
+    if (!slurm::never_satisfiable(raw, missing_nodes)) return false;
+    const long long ids[] = {info.job_id};
+    if (auto cancelled = client.cancel(ids); !cancelled) return false;  // the next refresh tries again
+    (void)store.update_status(run.id, RunStatus::failed,
+                              fmt::format("Slurm can never start it on {}: {} ({})", run.cloud, phrase, raw),
+                              util::to_int(ExitCode::unschedulable));
+    return true;
+  }
+
   // Whether a cancelled job is one gpurun cancelled at the run's timeout (it ran past it).
   static bool cancelled_at_timeout(const RunSpec& spec, const slurm::JobInfo& info) {
     if (!spec.timeout || !info.start_time || !info.end_time) return false;
@@ -446,7 +523,7 @@ class SlurmBackend final : public Backend {
 
   // An attempt ran past the manifest's timeout (its job is cancelled or ended): resubmitted with
   // the backoff while retries are left, else the run ends `timeout` (exit 124).
-  void timed_out(slurm::Client& client, StateStore& store, const Run& run, const RunSpec& spec, const RemoteId& remote,
+  void timed_out(slurm::Transport& client, StateStore& store, const Run& run, const RunSpec& spec, const RemoteId& remote,
                  int attempt) {
     const std::string reason = fmt::format("timed out after {}", util::format_duration(*spec.timeout));
     const std::string cause = "timing out after " + util::format_duration(*spec.timeout);
@@ -454,9 +531,11 @@ class SlurmBackend final : public Backend {
     (void)store.update_status(run.id, RunStatus::timeout, reason, util::to_int(ExitCode::timeout));
   }
 
-  util::Result<void> submit(slurm::Client& client, StateStore& store, const Run& run, const RunSpec& spec,
+  util::Result<void> submit(slurm::Transport& client, StateStore& store, const Run& run, const RunSpec& spec,
                             const SecretValues& secrets, int offset) {
-    auto job = slurm_job_for(cloud_, spec, run.id, secrets, offset);
+    auto cloud = node_cloud();
+    if (!cloud) return cloud.error();
+    auto job = slurm_job_for(*cloud, spec, run.id, secrets, offset);
     if (!job) return job.error();
     auto id = client.submit(*job);
     if (!id) return id.error();
@@ -471,7 +550,7 @@ class SlurmBackend final : public Backend {
   // number, starting after the manifest's backoff (Slurm's begin_time); `why` ends the run if that
   // fails, `cause` is said in the waiting reason. Returns false when it did not retry. It runs
   // inside refresh, which has no one to report to: its state writes are best effort as there.
-  bool retry(slurm::Client& client, StateStore& store, const Run& run, const RunSpec& spec, const RemoteId& remote,
+  bool retry(slurm::Transport& client, StateStore& store, const Run& run, const RunSpec& spec, const RemoteId& remote,
              int failed_attempt, const std::string& why, const std::string& cause) {
     if (!config_ || remote.retries >= spec.max_retries) return false;
     const std::string claim = "claim:" + run.remote_id;
@@ -482,7 +561,8 @@ class SlurmBackend final : public Backend {
     for (const auto& name : spec.secrets) secrets.emplace_back(name, secret_values(*config_, name, environ_entries));
     const int retries = remote.retries + 1;
     const auto delay = retry_delay(spec, retries);
-    auto job = slurm_job_for(cloud_, spec, run.id, secrets, failed_attempt);
+    auto cloud = node_cloud();
+    auto job = cloud ? slurm_job_for(*cloud, spec, run.id, secrets, failed_attempt) : util::Result<slurm::JobSubmit>(cloud.error());
     if (!job) {
       (void)store.update_status(run.id, RunStatus::failed, job.error().message, util::to_int(job.error().code));
       return true;
@@ -581,6 +661,7 @@ class SlurmBackend final : public Backend {
 
   CloudConfig cloud_;
   std::optional<Config> config_;
+  std::string remote_gpurun_;  // ssh: gpurun's path on the cluster, once known
 };
 
 }  // namespace
@@ -596,6 +677,25 @@ std::string slurm_gres_type(const CloudConfig& cloud, const std::string& type, i
   return util::to_lower(type);
 }
 
+std::string slurm_partition(const CloudConfig& cloud, const std::string& type) {
+  for (const auto& [key, value] : cloud.partitions) {
+    if (!type.empty() && util::iequals(key, type)) return value;
+  }
+  return cloud.partition;
+}
+
+SshSettings ssh_settings(const CloudConfig& cloud) {
+  SshSettings ssh;
+  ssh.host = cloud.host;
+  ssh.port = cloud.port;
+  if (!cloud.user.empty()) ssh.user = cloud.user;
+  ssh.identity_file = cloud.identity_file;
+  ssh.ssh_options = cloud.ssh_options;
+  ssh.remote_setup = cloud.remote_setup;
+  if (!cloud.node_gpurun.empty()) ssh.gpurun_path = cloud.node_gpurun;
+  return ssh;
+}
+
 util::Result<slurm::JobSubmit> slurm_job_for(const CloudConfig& cloud, const RunSpec& spec, const std::string& run_id,
                                              const SecretValues& secrets, int attempt_offset) {
   slurm::JobSubmit job;
@@ -603,6 +703,7 @@ util::Result<slurm::JobSubmit> slurm_job_for(const CloudConfig& cloud, const Run
   job.partition = cloud.partition;
   if (!spec.gpu_alternatives.empty()) {
     const auto& a = spec.gpu_alternatives.front();
+    job.partition = slurm_partition(cloud, a.type);
     if (a.type.empty()) {
       job.gres = fmt::format("gpu:{}", a.count);
     } else {

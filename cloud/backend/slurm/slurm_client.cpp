@@ -172,6 +172,28 @@ util::Result<void> Client::ping() {
   return ok;
 }
 
+util::Error unschedulable_error(const JobSubmit& job, const std::string& why, const std::vector<NodeInfo>* nodes) {
+  std::string asked = job.gres.empty() ? "the job" : "gres " + job.gres;
+  std::string partition = job.partition.empty() ? "the default partition" : "partition '" + job.partition + "'";
+  if (nodes == nullptr) {
+    return util::make_error(ExitCode::unschedulable, "slurm: " + partition + " cannot run " + asked + ": " + why +
+                                                         "; ask for GPUs the partition has (sinfo -o '%P %G' lists them)");
+  }
+  auto offers = partition_gpu_offers(*nodes);
+  std::string offered;
+  if (!job.partition.empty()) {
+    offered = "it offers at most " + describe_gpu_offers(offers[job.partition]) + " per node";
+  } else {
+    std::vector<std::string> parts;
+    for (const auto& [name, list] : offers) {
+      parts.push_back(name + ": " + describe_gpu_offers(list));
+    }
+    offered = "per node the partitions offer " + util::join(parts, "; ");
+  }
+  return util::make_error(ExitCode::unschedulable, "slurm: " + partition + " cannot run " + asked + ": " + why +
+                                                       "; " + offered + ": ask for that or pick another cloud");
+}
+
 util::Result<long long> Client::submit(const JobSubmit& job) {
   auto reply = call("POST", "/job/submit", dialect_->submit_body(job));
   if (!reply) {
@@ -190,26 +212,8 @@ util::Result<long long> Client::submit(const JobSubmit& job) {
   if (!errors.empty() && errors[0].code != 0) {
     why += " (Slurm error " + std::to_string(errors[0].code) + ")";
   }
-  std::string asked = job.gres.empty() ? "the job" : "gres " + job.gres;
-  std::string partition = job.partition.empty() ? "the default partition" : "partition '" + job.partition + "'";
   auto nodes = this->nodes();
-  if (!nodes) {
-    return util::make_error(ExitCode::unschedulable, "slurm: " + partition + " cannot run " + asked + ": " + why +
-                                                         "; ask for GPUs the partition has (sinfo -o '%P %G' lists them)");
-  }
-  auto offers = partition_gpu_offers(*nodes);
-  std::string offered;
-  if (!job.partition.empty()) {
-    offered = "it offers at most " + describe_gpu_offers(offers[job.partition]) + " per node";
-  } else {
-    std::vector<std::string> parts;
-    for (const auto& [name, list] : offers) {
-      parts.push_back(name + ": " + describe_gpu_offers(list));
-    }
-    offered = "per node the partitions offer " + util::join(parts, "; ");
-  }
-  return util::make_error(ExitCode::unschedulable, "slurm: " + partition + " cannot run " + asked + ": " + why +
-                                                       "; " + offered + ": ask for that or pick another cloud");
+  return unschedulable_error(job, why, nodes ? &*nodes : nullptr);
 }
 
 util::Result<std::optional<JobInfo>> Client::job(long long job_id) {

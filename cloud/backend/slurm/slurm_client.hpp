@@ -26,6 +26,10 @@ struct ClientOptions {
   long timeout_ms = 30'000;             // per request
 };
 
+// The error for an impossible request `job` that Slurm refused with `why`: what the job's partition
+// (or, without one, every partition) offers per node, from `nodes` when known (ExitCode::unschedulable).
+util::Error unschedulable_error(const JobSubmit& job, const std::string& why, const std::vector<NodeInfo>* nodes);
+
 class Client {
  public:
   // Checks the endpoint form and api_version (usage errors) and, for http(s), that the token

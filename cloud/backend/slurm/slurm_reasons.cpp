@@ -32,6 +32,9 @@ const std::pair<std::string_view, std::string_view> exact_phrases[] = {
     {"BadConstraints", "no node has the features it asks for"},
     {"Prolog", "the node's prolog is running"},
     {"QOSMaxGRESPerUser", "its QOS allows this user no more GPUs at once"},
+    {"QOSMaxGRESPerJob", "it asks for more GPUs than its QOS allows a job"},
+    {"QOSMaxWallDurationPerJobLimit", "its time limit is longer than its QOS allows"},
+    {"QOSMaxNodePerJobLimit", "it asks for more nodes than its QOS allows a job"},
     {"QOSMaxJobsPerUserLimit", "its QOS allows this user no more jobs at once"},
     {"QOSGrpGRES", "its QOS has no GPUs left"},
     {"AssocGrpGRES", "its account has no GPUs left"},
@@ -45,6 +48,29 @@ const std::pair<std::string_view, std::string_view> prefix_phrases[] = {
 };
 
 }  // namespace
+
+bool never_satisfiable(std::string_view raw, bool missing_nodes) {
+  static const std::string_view final_reasons[] = {
+      "PartitionTimeLimit",      "PartitionNodeLimit",           "QOSMaxGRESPerUser",     "QOSMaxGRESPerJob",
+      "QOSMaxWallDurationPerJobLimit", "QOSMaxNodePerJobLimit", "BadConstraints",        "DependencyNeverSatisfied",
+  };
+  if (raw == "ReqNodeNotAvail") return missing_nodes;
+  return std::find(std::begin(final_reasons), std::end(final_reasons), raw) != std::end(final_reasons);
+}
+
+std::vector<std::string> unavailable_nodes(std::string_view description) {
+  const std::string_view key = "UnavailableNodes:";
+  const auto at = description.find(key);
+  if (at == std::string_view::npos) return {};
+  std::string_view list = description.substr(at + key.size());
+  list = list.substr(0, list.find_first_of(" \t"));
+  if (list.find('[') != std::string_view::npos) return {};
+  std::vector<std::string> out;
+  for (auto& name : util::split(list, ',')) {
+    if (!name.empty()) out.push_back(name);
+  }
+  return out;
+}
 
 std::string pending_reason_phrase(std::string_view raw) {
   for (const auto& [reason, phrase] : exact_phrases) {

@@ -37,6 +37,17 @@ std::string pending_reason_phrase(std::string_view raw);
 std::string describe_pending(std::string_view raw, const std::optional<GpuCapacity>& capacity,
                              const std::optional<ScheduledRetry>& retry, long needed);
 
+// True when pending reason `raw` can never clear by waiting (the job asks for more than its
+// partition or QOS ever allows): PartitionTimeLimit, PartitionNodeLimit, QOSMaxGRESPerUser,
+// QOSMaxGRESPerJob, QOSMaxWallDurationPerJobLimit, QOSMaxNodePerJobLimit, BadConstraints,
+// DependencyNeverSatisfied. ReqNodeNotAvail is final only when `missing_nodes` (the unavailable
+// nodes of `description` that the cluster does not have) is true.
+bool never_satisfiable(std::string_view raw, bool missing_nodes = false);
+
+// The nodes a ReqNodeNotAvail job's description names ("ReqNodeNotAvail, UnavailableNodes:a,b");
+// empty when it names none or uses a range ("node[1-4]").
+std::vector<std::string> unavailable_nodes(std::string_view description);
+
 // The GPUs of GRES type `type` on the nodes of `partition` (all nodes when empty): total and in
 // use; nullopt when no node has that type.
 std::optional<GpuCapacity> gpu_capacity(const std::vector<NodeInfo>& nodes, const std::string& partition,
