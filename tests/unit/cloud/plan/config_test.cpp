@@ -58,7 +58,8 @@ TEST_CASE("config: unknown keys, bad backends and bad offers get positions and f
   CHECK(errors_of("clouds:\n  aws:\n    backend: slurm\n    endpoint: x:1\n    partition: p\n") ==
         "config.yaml:4:15: error: clouds.aws.endpoint: endpoint 'x:1' must start with unix://, http:// or https://");
   CHECK(errors_of("clouds:\n  aws:\n    backend: slurm\n    partition: p\n") ==
-        "config.yaml:3:5: error: clouds.aws: missing required key 'endpoint' (unix:///path.sock or http://host:port)");
+        "config.yaml:3:5: error: clouds.aws: missing required key 'endpoint' (unix:///path.sock or http://host:port), or set "
+        "transport: cli or ssh to use the Slurm commands");
   CHECK(errors_of("clouds:\n  local:\n    gpus: [\"T4:9\"]\n") ==
         "config.yaml:3:12: error: clouds.local.gpus[0]: T4 supports at most 8 GPUs per function (asked 9)");
   CHECK(errors_of("default_cloud: awz\nclouds:\n  aws: {backend: slurm, endpoint: \"http://h:1\", partition: p}\n") ==
@@ -70,6 +71,39 @@ TEST_CASE("config: unknown keys, bad backends and bad offers get positions and f
   CHECK(errors_of("any: [T4, tesla-v100]\n") == "config.yaml:1:11: error: any[1]: unknown GPU type 'tesla-v100' (did you mean 'V100'?)");
   CHECK(errors_of("secrets:\n  wandb: {KEY: [1, 2]}\n") ==
         "config.yaml:2:16: error: secrets.wandb.KEY: expected a string value; quote it (\"...\")");
+}
+
+TEST_CASE("config: slurm transports: cli and ssh need no endpoint, ssh needs a host, each key its transport") {
+  std::vector<util::Diagnostic> diagnostics;
+  auto config = cloud::parse_config(
+      "clouds:\n  hpc:\n    backend: slurm\n    transport: ssh\n    host: login1\n    port: 2222\n    user: me\n"
+      "    identity_file: ~/.ssh/id\n    ssh_options: [\"ConnectTimeout=5\"]\n    remote_setup: [\"module load slurm\"]\n"
+      "    partitions: {A100: gpu-a100, T4: gpu-small}\n    log_dir: /scratch/gpurun\n",
+      "config.yaml", diagnostics);
+  REQUIRE(config.ok());
+  const auto* hpc = config->find_cloud("hpc");
+  REQUIRE(hpc != nullptr);
+  CHECK(hpc->transport == "ssh");
+  CHECK(hpc->host == "login1");
+  CHECK(hpc->port == 2222);
+  CHECK(hpc->user == "me");
+  CHECK(hpc->identity_file == "~/.ssh/id");
+  CHECK(hpc->ssh_options == std::vector<std::string>{"ConnectTimeout=5"});
+  CHECK(hpc->remote_setup == std::vector<std::string>{"module load slurm"});
+  CHECK(hpc->partitions == std::vector<std::pair<std::string, std::string>>{{"A100", "gpu-a100"}, {"T4", "gpu-small"}});
+  CHECK(cloud::parse_config("clouds:\n  aws:\n    backend: slurm\n    transport: cli\n    partition: p\n", "config.yaml",
+                            diagnostics)
+            .ok());
+  CHECK(errors_of("clouds:\n  aws:\n    backend: slurm\n    transport: sh\n    partition: p\n") ==
+        "config.yaml:4:16: error: clouds.aws.transport: unknown transport 'sh' (did you mean 'ssh'?)");
+  CHECK(errors_of("clouds:\n  aws:\n    backend: slurm\n    transport: ssh\n    partition: p\n") ==
+        "config.yaml:3:5: error: clouds.aws: missing required key 'host' (the login node) for transport: ssh");
+  CHECK(errors_of("clouds:\n  aws:\n    backend: slurm\n    transport: cli\n    endpoint: unix:///x\n    partition: p\n") ==
+        "config.yaml:5:15: error: clouds.aws.endpoint: endpoint is for transport: rest (slurmrestd); remove it for transport: cli");
+  CHECK(errors_of("clouds:\n  aws:\n    backend: slurm\n    transport: cli\n    host: h\n    partition: p\n") ==
+        "config.yaml:5:11: error: clouds.aws.host: host is for transport: ssh; set transport: ssh or remove it");
+  CHECK(errors_of("clouds:\n  aws:\n    backend: slurm\n    transport: cli\n") ==
+        "config.yaml:3:5: error: clouds.aws: missing required key 'partition' (or 'partitions', a map from GPU type to partition)");
 }
 
 TEST_CASE("config: the catalog can be extended and overridden") {
