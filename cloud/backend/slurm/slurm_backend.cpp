@@ -298,10 +298,21 @@ class SlurmBackend final : public Backend {
     if (!remote) return run;  // still being submitted
     auto transport = open_client();
     if (!transport) return transport.error();
-    slurm::Transport* client = transport->get();
     const long long ids[] = {remote->job_id};
-    auto jobs = client->jobs(ids);
+    auto jobs = (*transport)->jobs(ids);
     if (!jobs) return jobs.error();
+    return refresh_from(**transport, store, run, *jobs);
+  }
+
+  // refresh() with the status of the cluster's jobs already read (`jobs`: those Slurm knows).
+  util::Result<Run> refresh_from(slurm::Transport& transport, StateStore& store, const Run& run,
+                                 const std::map<long long, slurm::JobInfo>& all_jobs) {
+    if (is_terminal(run.status)) return run;
+    auto remote = parse_remote_id(run.remote_id);
+    if (!remote) return run;  // still being submitted
+    slurm::Transport* client = &transport;
+    const long long ids[] = {remote->job_id};
+    const auto* jobs = &all_jobs;
     auto spec = run_spec_from_json(run.spec_json);
     const std::string exit_path = slurm::run_exit_path(run.log_dir, run.id);
     const auto found = jobs->find(remote->job_id);
@@ -420,9 +431,20 @@ class SlurmBackend final : public Backend {
   }
 
   // The cloud as the job sees it: for ssh without node_gpurun, gpurun copied onto the cluster's
-  // shared filesystem (<log_dir>/bin) once per process.
-  util::Result<CloudConfig> node_cloud() {
+  // shared filesystem (<log_dir>/bin). Where it is stays in <state>/slurm-ssh/<cloud>.gpurun,
+  // keyed by this binary's size and mtime, so a submit costs no extra round trip.
+  util::Result<CloudConfig> node_cloud(const std::string& state_dir) {
     if (cloud_.transport != "ssh" || !cloud_.node_gpurun.empty()) return cloud_;
+    const std::string cache = fmt::format("{}/slurm-ssh/{}.gpurun", state_dir, cloud_.name);
+    const std::string key = binary_key();
+    if (remote_gpurun_.empty()) {
+      std::ifstream in(cache);
+      std::string cached_key, cached_host, cached_path;
+      if (std::getline(in, cached_key) && std::getline(in, cached_host) && std::getline(in, cached_path) &&
+          cached_key == key && cached_host == cloud_.host + " " + cloud_.log_dir) {
+        remote_gpurun_ = cached_path;
+      }
+    }
     if (remote_gpurun_.empty()) {
       auto client = SshClient::open(ssh_settings(cloud_));
       if (!client) return client.error();
@@ -432,10 +454,23 @@ class SlurmBackend final : public Backend {
       auto remote = ensure_remote_gpurun(*client, options);
       if (!remote) return remote.error();
       remote_gpurun_ = remote->path;
+      std::error_code ec;
+      std::filesystem::create_directories(std::filesystem::path(cache).parent_path(), ec);
+      std::ofstream out(cache, std::ios::trunc);
+      out << key << "\n" << cloud_.host << " " << cloud_.log_dir << "\n" << remote_gpurun_ << "\n";  // best effort
     }
     CloudConfig cloud = cloud_;
     cloud.node_gpurun = remote_gpurun_;
     return cloud;
+  }
+
+  // This binary's identity for the cache above: path, size and mtime.
+  static std::string binary_key() {
+    const std::string self = self_executable();
+    std::error_code ec;
+    const auto size = std::filesystem::file_size(self, ec);
+    const auto mtime = std::filesystem::last_write_time(self, ec).time_since_epoch().count();
+    return fmt::format("{} {} {}", self, ec ? 0 : size, ec ? 0 : mtime);
   }
 
   // The cloud's transport (rest, cli or ssh).
@@ -533,7 +568,7 @@ class SlurmBackend final : public Backend {
 
   util::Result<void> submit(slurm::Transport& client, StateStore& store, const Run& run, const RunSpec& spec,
                             const SecretValues& secrets, int offset) {
-    auto cloud = node_cloud();
+    auto cloud = node_cloud(store.dir());
     if (!cloud) return cloud.error();
     auto job = slurm_job_for(*cloud, spec, run.id, secrets, offset);
     if (!job) return job.error();
@@ -561,7 +596,7 @@ class SlurmBackend final : public Backend {
     for (const auto& name : spec.secrets) secrets.emplace_back(name, secret_values(*config_, name, environ_entries));
     const int retries = remote.retries + 1;
     const auto delay = retry_delay(spec, retries);
-    auto cloud = node_cloud();
+    auto cloud = node_cloud(store.dir());
     auto job = cloud ? slurm_job_for(*cloud, spec, run.id, secrets, failed_attempt) : util::Result<slurm::JobSubmit>(cloud.error());
     if (!job) {
       (void)store.update_status(run.id, RunStatus::failed, job.error().message, util::to_int(job.error().code));
