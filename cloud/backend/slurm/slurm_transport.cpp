@@ -195,7 +195,7 @@ class CommandTransport final : public Transport {
     std::vector<std::string> words;
     for (const auto& a : sbatch_arguments(job)) words.push_back(util::shell_quote(a));
     std::string body;
-    if (!job.standard_output.empty()) {
+    if (!local_files() && !job.standard_output.empty()) {  // cli: the backend made it
       const auto dir = std::filesystem::path(job.standard_output).parent_path().string();
       if (!dir.empty()) body += fmt::format("mkdir -p {} || exit 1\n", util::shell_quote(dir));
     }
