@@ -38,6 +38,7 @@ struct JobSubmit {
   bool requeue = true;
   bool append_output = true;                   // open_mode append: requeued attempts add to the log
   nlohmann::json extra = nlohmann::json::object();  // more job fields, verbatim (they win)
+  std::vector<std::string> directories;        // on the cluster before the job (volumes); not sent to Slurm
 };
 
 // One entry of a response's `errors`.

@@ -806,7 +806,10 @@ util::Result<slurm::JobSubmit> slurm_job_for(const CloudConfig& cloud, const Run
   }
   if (!masked.empty()) environment[mask_env_variable] = util::join(masked, ",");
   script.gpurun = cloud.node_gpurun.empty() ? self_executable() : cloud.node_gpurun;
-  for (const auto& m : spec.mounts) script.binds.emplace_back(m.host_path, m.path);
+  for (const auto& m : spec.mounts) {
+    script.binds.emplace_back(m.host_path, m.path);
+    job.directories.push_back(m.host_path);
+  }
   script.log_dir = cloud.log_dir;
   script.run_id = run_id;
   script.attempt_offset = attempt_offset;

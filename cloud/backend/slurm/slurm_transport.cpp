@@ -195,9 +195,12 @@ class CommandTransport final : public Transport {
     std::vector<std::string> words;
     for (const auto& a : sbatch_arguments(job)) words.push_back(util::shell_quote(a));
     std::string body;
-    if (!local_files() && !job.standard_output.empty()) {  // cli: the backend made it
-      const auto dir = std::filesystem::path(job.standard_output).parent_path().string();
-      if (!dir.empty()) body += fmt::format("mkdir -p {} || exit 1\n", util::shell_quote(dir));
+    if (!local_files()) {  // cli: the backend made them here
+      std::vector<std::string> dirs = job.directories;
+      if (!job.standard_output.empty()) dirs.push_back(std::filesystem::path(job.standard_output).parent_path().string());
+      for (const auto& dir : dirs) {
+        if (!dir.empty()) body += fmt::format("mkdir -p {} || exit 1\n", util::shell_quote(dir));
+      }
     }
     body += "exec sbatch " + util::join(words, " ") + "\n";
     std::vector<std::pair<std::string, std::string>> env;

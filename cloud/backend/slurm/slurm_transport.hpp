@@ -39,7 +39,8 @@ class Transport {
   virtual std::string_view name() const = 0;
   // True when the cluster's files (log_dir) are this machine's files.
   virtual bool local_files() const = 0;
-  // Submits `job` (making the directory of its output first where the cluster's files are remote);
+  // Submits `job` (making the directory of its output and job.directories first where the
+  // cluster's files are remote);
   // the job id. An impossible request is ExitCode::unschedulable.
   virtual util::Result<long long> submit(const JobSubmit& job) = 0;
   // The jobs among `ids` that Slurm still knows, in one status request where the transport can.
