@@ -5,6 +5,7 @@
 # node and logs the secret; exit codes are recorded; a PVC binds to a pre-created PV and carries a
 # file from one pod to the next; deleting a pod kills its process; too many GPUs stay Pending with
 # the scheduler's event; stop leaves no process behind.
+# shellcheck disable=SC2016 # the pods' commands expand their own $VARIABLES
 set -euo pipefail
 SRC=${GPURUN_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 source "$SRC/tests/fixtures/k8s_cluster.sh"
@@ -50,6 +51,8 @@ kubeconfig_field gpurun-admin-x509 client-key-data >"$DIR/x509.key"
 grep -q 'name: gpurun-test-x509' "$KUBECONFIG" || fail "kubeconfig lacks the x509 context"
 x509() { curl -sS --cacert "$K8S_CA" --cert "$DIR/x509.crt" --key "$DIR/x509.key" "$K8S_API$1"; }
 status_of() { curl -s -o /dev/null -w '%{http_code}' --cacert "$K8S_CA" "$@"; }
+gone() { ! kill -0 "$1" 2>/dev/null && ! pgrep -g "$1" >/dev/null; }
+pod_succeeded() { [ "$(get "/api/v1/namespaces/ml/pods/$1" | jq -r .status.phase)" = Succeeded ]; }
 
 # --- nodes, both auth methods ------------------------------------------------------------------
 nodes=$(get /api/v1/nodes | jq -r '.items[] | [.metadata.name,
@@ -71,7 +74,6 @@ code=$(status_of -H "Authorization: Bearer not-a-token" "$K8S_API/api/v1/nodes")
 # --- a GPU Job with a Secret env and node affinity ------------------------------------------------
 post /api/v1/namespaces/ml/secrets '{"apiVersion":"v1","kind":"Secret","metadata":{"name":"job-secret"},
   "stringData":{"token":"s3cr3t-value"}}' >/dev/null
-# shellcheck disable=SC2016 # $HOSTNAME and $SECRET expand in the pod
 post /apis/batch/v1/namespaces/ml/jobs '{"apiVersion":"batch/v1","kind":"Job","metadata":{"name":"gpu-job"},
  "spec":{"backoffLimit":0,"template":{"spec":{"restartPolicy":"Never",
   "affinity":{"nodeAffinity":{"requiredDuringSchedulingIgnoredDuringExecution":{"nodeSelectorTerms":[{"matchExpressions":[
@@ -96,6 +98,50 @@ first=$(date -d "$(head -1 <<<"$stamps")" +%s.%N)
 last=$(date -d "$(tail -1 <<<"$stamps")" +%s.%N)
 python3 -c "import sys; sys.exit(not 0.9 < $last - $first < 5)" ||
   fail "timestamps are not the times the lines were written: $stamps"
+
+# --- missing Secret, invalid image, Job deadline, log follow (started together) ------------------
+pod_json() { # NAME EXTRA-SPEC-JSON CONTAINER-EXTRA-JSON
+  echo "{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"metadata\":{\"name\":\"$1\"},\"spec\":{\"restartPolicy\":\"Never\"$2,
+   \"containers\":[{\"name\":\"main\",\"image\":\"busybox\"$3}]}}"
+}
+post /api/v1/namespaces/ml/pods "$(pod_json needs-secret '' ',"command":["sh","-c","echo X=$X"],
+  "envFrom":[{"secretRef":{"name":"later"}}]')" >/dev/null
+post /api/v1/namespaces/ml/pods "$(pod_json bad-image '' ',"command":["true"]' | sed 's|"busybox"|"invalid/nope:1"|')" >/dev/null
+post /api/v1/namespaces/ml/pods "$(pod_json follow '' ',"command":["sh","-c","for i in 1 2 3; do echo line $i; sleep 1; done"]')" >/dev/null
+post /apis/batch/v1/namespaces/ml/jobs '{"apiVersion":"batch/v1","kind":"Job","metadata":{"name":"deadline"},
+ "spec":{"activeDeadlineSeconds":3,"backoffLimit":0,"template":{"spec":{"restartPolicy":"Never",
+  "containers":[{"name":"main","image":"busybox","command":["sleep","60"]}]}}}}' >/dev/null
+waiting_reason() { get "/api/v1/namespaces/ml/pods/$1" | jq -r '.status.containerStatuses[0].state.waiting.reason'; }
+is_waiting() { [ "$(waiting_reason "$1")" = "$2" ]; }
+is_running() { [ "$(get "/api/v1/namespaces/ml/pods/$1" | jq -r '.status.containerStatuses[0].state | has("running")')" = true ]; }
+deadline_running() {
+  [ "$(get '/api/v1/namespaces/ml/pods?labelSelector=job-name%3Ddeadline' |
+    jq -r '.items[0].status.containerStatuses[0].state | has("running")')" = true ]
+}
+wait_for 30 "the deadline job's pod to run" deadline_running
+deadline_pid=$(get '/api/v1/namespaces/ml/pods?labelSelector=job-name%3Ddeadline' |
+  jq -r '.items[0].status.containerStatuses[0].containerID' | sed 's|.*://||')
+grep -q '^sleep' "/proc/$deadline_pid/cmdline" || fail "the deadline job's pid $deadline_pid is not its sleep"
+wait_for 30 "pod follow to run" is_running follow
+t0=$(date +%s.%N)
+log=$(get "/api/v1/namespaces/ml/pods/follow/log?follow=true")
+took=$(python3 -c "import time; print(f'{time.time() - $t0:.1f}')")
+[ "$log" = "$(printf 'line 1\nline 2\nline 3')" ] || fail "follow log: [$log]"
+python3 -c "import sys; sys.exit(not 1.5 < $took < 10)" || fail "follow ended after ${took}s, expected when the container exits (~2-3 s)"
+wait_for 30 "needs-secret: CreateContainerConfigError" is_waiting needs-secret CreateContainerConfigError
+phase=$(get /api/v1/namespaces/ml/pods/needs-secret | jq -r .status.phase)
+[ "$phase" = Pending ] || fail "needs-secret is $phase, expected Pending"
+post /api/v1/namespaces/ml/secrets '{"apiVersion":"v1","kind":"Secret","metadata":{"name":"later"},"stringData":{"X":"42"}}' >/dev/null
+wait_for 30 "pod needs-secret to succeed once the Secret exists" pod_succeeded needs-secret
+[ "$(get /api/v1/namespaces/ml/pods/needs-secret/log)" = X=42 ] || fail "needs-secret log: [$(get /api/v1/namespaces/ml/pods/needs-secret/log)]"
+wait_for 30 "bad-image: ErrImagePull" is_waiting bad-image ErrImagePull
+phase=$(get /api/v1/namespaces/ml/pods/bad-image | jq -r .status.phase)
+[ "$phase" = Pending ] || fail "bad-image is $phase, expected Pending"
+job_deadline() {
+  [ "$(get /apis/batch/v1/namespaces/ml/jobs/deadline | jq -r '.status.conditions[]? | select(.status == "True") | "\(.type) \(.reason)"')" = "Failed DeadlineExceeded" ]
+}
+wait_for 30 "job deadline: Failed DeadlineExceeded" job_deadline
+wait_for 15 "the deadline job's process $deadline_pid to end" gone "$deadline_pid"
 
 # --- a failing pod's exit code -------------------------------------------------------------------
 post /api/v1/namespaces/ml/pods '{"apiVersion":"v1","kind":"Pod","metadata":{"name":"fails"},
@@ -122,7 +168,6 @@ volume_pod() { # NAME COMMAND READONLY
    \"containers\":[{\"name\":\"main\",\"image\":\"busybox\",\"workingDir\":\"$mnt\",\"command\":[\"sh\",\"-c\",\"$2\"],
     \"volumeMounts\":[{\"name\":\"work\",\"mountPath\":\"$mnt\",\"readOnly\":$3}]}]}}" >/dev/null
 }
-pod_succeeded() { [ "$(get "/api/v1/namespaces/ml/pods/$1" | jq -r .status.phase)" = Succeeded ]; }
 volume_pod writer 'echo written-by-writer > msg; pwd' false
 wait_for 30 "pod writer to succeed" pod_succeeded writer
 [ "$(cat "$pv_dir/msg")" = written-by-writer ] || fail "the writer's file is not in the PV's directory $pv_dir"
@@ -147,15 +192,12 @@ running_pod() { # NAME: start a pod running `sleep 300` and print its host pid o
   post /api/v1/namespaces/ml/pods "{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"metadata\":{\"name\":\"$1\"},
    \"spec\":{\"restartPolicy\":\"Never\",\"terminationGracePeriodSeconds\":2,
    \"containers\":[{\"name\":\"main\",\"image\":\"busybox\",\"command\":[\"sh\",\"-c\",\"sleep 300; echo never\"]}]}}" >/dev/null
-  # shellcheck disable=SC2317 # called through wait_for
-  is_running() { [ "$(get "/api/v1/namespaces/ml/pods/$1" | jq -r '.status.containerStatuses[0].state | has("running")')" = true ]; }
   wait_for 30 "pod $1 to run" is_running "$1"
   get "/api/v1/namespaces/ml/pods/$1" | jq -r '.status.containerStatuses[0].containerID' | sed 's|.*://||'
 }
 pid=$(running_pod sleeper)
 grep -q '^sh' "/proc/$pid/cmdline" || fail "pod sleeper's pid $pid is not its shell"
 kube -X DELETE "$K8S_API/api/v1/namespaces/ml/pods/sleeper" >/dev/null
-gone() { ! kill -0 "$1" 2>/dev/null && ! pgrep -g "$1" >/dev/null; }
 wait_for 15 "pod sleeper's process group $pid to end" gone "$pid"
 pod_gone() { [ "$(status_of -H "Authorization: Bearer $K8S_TOKEN" "$K8S_API/api/v1/namespaces/ml/pods/sleeper")" = 404 ]; }
 wait_for 15 "pod sleeper to be deleted" pod_gone
