@@ -51,7 +51,16 @@ kubeconfig_field gpurun-admin-x509 client-key-data >"$DIR/x509.key"
 grep -q 'name: gpurun-test-x509' "$KUBECONFIG" || fail "kubeconfig lacks the x509 context"
 x509() { curl -sS --cacert "$K8S_CA" --cert "$DIR/x509.crt" --key "$DIR/x509.key" "$K8S_API$1"; }
 status_of() { curl -s -o /dev/null -w '%{http_code}' --cacert "$K8S_CA" "$@"; }
-gone() { ! kill -0 "$1" 2>/dev/null && ! pgrep -g "$1" >/dev/null; }
+# gone PGID: no live process in the group (a zombie that PID 1 does not reap counts as gone).
+gone() {
+  local stat
+  for stat in /proc/[0-9]*/stat; do
+    { read -r stat <"$stat"; } 2>/dev/null || continue
+    stat=${stat##*) }
+    read -r state _ pgid _ <<<"$stat"
+    [ "$pgid" != "$1" ] || [ "$state" = Z ] || return 1
+  done
+}
 pod_succeeded() { [ "$(get "/api/v1/namespaces/ml/pods/$1" | jq -r .status.phase)" = Succeeded ]; }
 
 # --- nodes, both auth methods ------------------------------------------------------------------
@@ -214,11 +223,15 @@ wait_for 30 "FailedScheduling: Insufficient nvidia.com/gpu" sched_event
 state=$(get /api/v1/namespaces/ml/pods/greedy | jq -r '"\(.status.phase) \(.spec.nodeName // "unbound")"')
 [ "$state" = "Pending unbound" ] || fail "greedy pod is [$state], expected [Pending unbound]"
 
-# --- stop: nothing of the cluster survives, not even a running pod's process ----------------------
+# --- stop: nothing of the cluster survives, not even a pod's process ------------------------------
+# A node simulator that dies leaves its pods' processes; stop finds them by DIR/procs and kills them.
 pid=$(running_pod survivor)
+kill -KILL "$(cat "$DIR/run/k8s-node-sim.pid")"
+sleep 0.5
+! gone "$pid" || fail "pod process $pid ended with the node simulator (the test needs it alive)"
 k8s_cluster_stop "$DIR"
 k8s_cluster_stop "$DIR" # idempotent
-! kill -0 "$pid" 2>/dev/null || fail "pod process $pid survived k8s_cluster_stop"
+gone "$pid" || fail "pod process group $pid survived k8s_cluster_stop"
 left=""
 for f in /proc/[0-9]*/cmdline; do
   { cmd=$(tr '\0' ' ' <"$f"); } 2>/dev/null || continue
