@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include "cloud/backend/registry.hpp"
+#include "cloud/backend/slurm/slurm_settings.hpp"
 #include "cloud/plan/config.hpp"
 #include "tests/unit/temp_dir.hpp"
 #include "util/files.hpp"
@@ -33,11 +35,11 @@ TEST_CASE("config: the example config parses with clouds in order and local appe
   const auto* gcp = config->find_cloud("gcp");
   REQUIRE(gcp != nullptr);
   CHECK(gcp->backend == "slurm");
-  CHECK(gcp->partition == "gcp");
+  CHECK(slurm_settings(*gcp).partition == "gcp");
   REQUIRE(gcp->gpus.size() == 2);
   CHECK(gcp->gpus[0] == gpu::GpuSlot{"A100", 20, 2});
   CHECK(gcp->gpus[1] == gpu::GpuSlot{"A100", 40, 2});
-  CHECK(gcp->gres == std::vector<std::pair<std::string, std::string>>{{"A100-20GB", "a100_20g"}, {"A100-40GB", "a100"}});
+  CHECK(slurm_settings(*gcp).gres == std::vector<std::pair<std::string, std::string>>{{"A100-20GB", "a100_20g"}, {"A100-40GB", "a100"}});
   CHECK(config->find_cloud("local")->backend == "local");
 }
 
@@ -83,14 +85,15 @@ TEST_CASE("config: slurm transports: cli and ssh need no endpoint, ssh needs a h
   REQUIRE(config.ok());
   const auto* hpc = config->find_cloud("hpc");
   REQUIRE(hpc != nullptr);
-  CHECK(hpc->transport == "ssh");
-  CHECK(hpc->host == "login1");
-  CHECK(hpc->port == 2222);
-  CHECK(hpc->user == "me");
-  CHECK(hpc->identity_file == "~/.ssh/id");
-  CHECK(hpc->ssh_options == std::vector<std::string>{"ConnectTimeout=5"});
-  CHECK(hpc->remote_setup == std::vector<std::string>{"module load slurm"});
-  CHECK(hpc->partitions == std::vector<std::pair<std::string, std::string>>{{"A100", "gpu-a100"}, {"T4", "gpu-small"}});
+  const auto& slurm = cloud::slurm_settings(*hpc);
+  CHECK(slurm.transport == "ssh");
+  CHECK(slurm.ssh.host == "login1");
+  CHECK(slurm.ssh.port == 2222);
+  CHECK(slurm.ssh.user == "me");
+  CHECK(slurm.ssh.identity_file == "~/.ssh/id");
+  CHECK(slurm.ssh.ssh_options == std::vector<std::string>{"ConnectTimeout=5"});
+  CHECK(slurm.ssh.remote_setup == std::vector<std::string>{"module load slurm"});
+  CHECK(slurm.partitions == std::vector<std::pair<std::string, std::string>>{{"A100", "gpu-a100"}, {"T4", "gpu-small"}});
   CHECK(cloud::parse_config("clouds:\n  aws:\n    backend: slurm\n    transport: cli\n    partition: p\n", "config.yaml",
                             diagnostics)
             .ok());

@@ -77,8 +77,10 @@ TEST_CASE("slurm reasons: which pending reasons never clear") {
 
 TEST_CASE("slurm backend: partitions map GPU types to partitions, else the cloud's partition") {
   CloudConfig cloud;
-  cloud.partition = "default";
-  cloud.partitions = {{"A100", "gpu-a100"}, {"T4", "gpu-small"}};
+  auto settings = std::make_shared<SlurmSettings>();
+  settings->partition = "default";
+  settings->partitions = {{"A100", "gpu-a100"}, {"T4", "gpu-small"}};
+  cloud.settings = settings;
   CHECK(slurm_partition(cloud, "a100") == "gpu-a100");
   CHECK(slurm_partition(cloud, "T4") == "gpu-small");
   CHECK(slurm_partition(cloud, "H100") == "default");
