@@ -41,6 +41,9 @@ fixture_stop() {
   stop_slurm_cluster
 }
 fixture_config() {
+  # The project directory is on the cluster's shared filesystem, readable by the cluster user (the
+  # job's working directory, as when gpurun and the project live in a shared /home).
+  chmod 755 "$PWD"
   cat <<YAML
 default_cloud: aws
 clouds:
