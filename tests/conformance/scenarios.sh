@@ -19,10 +19,8 @@ KNOWN_FAILURES_local=(
 KNOWN_FAILURES_slurm=(
 )
 KNOWN_FAILURES_slurm_cli=(
-  "one_monitor:issue 11: one watcher process per detached run (20 for 20 runs)"
 )
 KNOWN_FAILURES_slurm_ssh=(
-  "one_monitor:issue 11: one watcher process per detached run (20 for 20 runs)"
 )
 
 
@@ -371,7 +369,8 @@ YAML
 watcher_count() {
   local pid n=0 supervisors
   supervisors=" $(fuser "$GPURUN_STATE_DIR"/runs/*/lock 2>/dev/null | tr -s ' ') "
-  for pid in $(pgrep -f -- "$GPURUN"); do
+  # REAL_GPURUN: the binary, where a fixture's GPURUN is a wrapper (fixture_slurm_ssh.sh).
+  for pid in $(pgrep -f -- "${REAL_GPURUN:-$GPURUN}"); do
     [ "$pid" = $$ ] && continue
     tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -qxF "GPURUN_STATE_DIR=$GPURUN_STATE_DIR" || continue
     [[ "$supervisors" == *" $pid "* ]] && continue
