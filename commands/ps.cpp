@@ -29,23 +29,11 @@ int run_ps(Context& ctx, const PsOptions& options) {
   auto runs = store->list_runs(options.all);
   if (!runs) return report(ctx, runs.error());
   RunBackends backends(std::move(*config));
+  backends.refresh_active(*store, *runs, [&ctx](const std::string& w) { ctx.err << "gpurun: warning: " << w << '\n'; });
   std::vector<std::string> job_ids;
-  for (auto& r : *runs) {
+  for (const auto& r : *runs) {
     auto backend = backends.of(r);
-    if (!backend) {
-      ctx.err << "gpurun: warning: cannot refresh run " << r.id << ": " << backend.error().message << '\n';
-      job_ids.emplace_back();
-      continue;
-    }
-    if (!cloud::is_terminal(r.status)) {
-      auto fresh = (*backend)->refresh(*store, r);
-      if (fresh) {
-        r = *fresh;
-      } else {
-        ctx.err << "gpurun: warning: cannot refresh run " << r.id << ": " << fresh.error().message << '\n';
-      }
-    }
-    job_ids.push_back((*backend)->remote_id(r));
+    job_ids.push_back(backend ? (*backend)->remote_id(r) : std::string());
   }
   if (options.json) {
     nlohmann::json out = nlohmann::json::array();

@@ -18,6 +18,29 @@ util::Result<cloud::Backend*> RunBackends::of(const cloud::Run& run) {
   return it->second.get();
 }
 
+void RunBackends::refresh_active(cloud::StateStore& store, std::vector<cloud::Run>& runs,
+                                 const std::function<void(const std::string&)>& warn) {
+  std::map<std::string, std::vector<std::size_t>> by_cloud;  // positions of active runs
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    if (!cloud::is_terminal(runs[i].status)) by_cloud[runs[i].cloud].push_back(i);
+  }
+  for (const auto& [cloud_name, positions] : by_cloud) {
+    auto backend = of(runs[positions.front()]);
+    if (!backend) {
+      warn(fmt::format("cannot refresh the runs on cloud {}: {}", cloud_name, backend.error().message));
+      continue;
+    }
+    std::vector<cloud::Run> group;
+    for (auto i : positions) group.push_back(runs[i]);
+    auto fresh = (*backend)->refresh_many(store, group);
+    if (!fresh) {
+      warn(fmt::format("cannot refresh the runs on cloud {}: {}", cloud_name, fresh.error().message));
+      continue;
+    }
+    for (std::size_t k = 0; k < positions.size() && k < fresh->size(); ++k) runs[positions[k]] = (*fresh)[k];
+  }
+}
+
 nlohmann::json run_json(const cloud::Run& run, const std::string& remote_id) {
   auto time = [](const std::optional<std::int64_t>& t) {
     return t ? nlohmann::json(cloud::format_iso8601(*t)) : nlohmann::json(nullptr);

@@ -2,6 +2,7 @@
 
 // Recorded runs as commands find, refresh and show them.
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -24,6 +25,10 @@ class RunBackends {
   explicit RunBackends(cloud::Config config) : config_(std::move(config)) {}
   // The backend of `run`'s cloud, or why it cannot be made.
   util::Result<cloud::Backend*> of(const cloud::Run& run);
+  // Brings the active ones of `runs` up to date in place, with one Backend::refresh_many per
+  // cloud; `warn` gets what could not be refreshed (those runs stay as recorded).
+  void refresh_active(cloud::StateStore& store, std::vector<cloud::Run>& runs,
+                      const std::function<void(const std::string&)>& warn);
 
  private:
   cloud::Config config_;

@@ -274,7 +274,7 @@ util::Result<Config> parse_config(std::string_view text, const std::string& path
         for (const auto& [key, value] : clouds->entries) {
           CloudConfig cloud;
           parse_cloud(check, key, value, config.catalog, backends, cloud);
-          if (cloud.name == "local" && cloud.backend != "local") {
+          if (cloud.name == "local" && cloud.backend != CloudConfig{}.backend) {
             check.error(key, "clouds.local", "the cloud named 'local' always uses backend 'local'");
           }
           config.clouds.push_back(std::move(cloud));

@@ -1,5 +1,6 @@
 #include "cloud/backend/local/local_backend.hpp"
 
+#include <algorithm>
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -603,7 +604,24 @@ namespace {
 // run from root filesystems unpacked in the local image store.
 class LocalBackend final : public Backend {
  public:
-  explicit LocalBackend(Config config) : config_(std::move(config)) {}
+  LocalBackend(std::string cloud, Config config) : cloud_(std::move(cloud)), config_(std::move(config)) {}
+
+  // Free/total per GPU type of this machine: its devices less those leased on this cloud.
+  util::Result<Capacity> capacity(StateStore& store) override {
+    auto leased = store.leased_devices(cloud_);
+    if (!leased) return leased.error();
+    Capacity capacity{true, {}, "this machine's GPU leases"};
+    for (const auto& device : lease_devices(config_)) {
+      auto it = std::find_if(capacity.gpus.begin(), capacity.gpus.end(), [&](const GpuCapacity& c) {
+        return c.type == device.type && c.memory_gb == device.memory_gb;
+      });
+      if (it == capacity.gpus.end()) it = capacity.gpus.insert(capacity.gpus.end(), {device.type, device.memory_gb, 0, 0});
+      ++it->total;
+      const bool busy = std::any_of(leased->begin(), leased->end(), [&](const auto& held) { return held.first == device; });
+      if (!busy) ++it->free;
+    }
+    return capacity;
+  }
 
   std::string_view name() const override { return "local"; }
   bool remote() const override { return false; }
@@ -669,6 +687,7 @@ class LocalBackend final : public Backend {
   std::string remote_id(const Run& /*run*/) const override { return ""; }
 
  private:
+  std::string cloud_;  // the cloud whose leases its runs take
   Config config_;
 };
 
@@ -680,14 +699,14 @@ BackendKeyParser local_config_keys() {
           }};
 }
 
-util::Result<std::unique_ptr<Backend>> make_local_backend(const CloudConfig* /*cloud*/, const Config* config) {
+util::Result<std::unique_ptr<Backend>> make_local_backend(const CloudConfig* cloud, const Config* config) {
   Config known;
   if (config != nullptr) {
     known = *config;
   } else {
     known.clouds.push_back(builtin_local_cloud());
   }
-  return std::unique_ptr<Backend>(new LocalBackend(std::move(known)));
+  return std::unique_ptr<Backend>(new LocalBackend(cloud != nullptr ? cloud->name : "local", std::move(known)));
 }
 
 }  // namespace gpurun::cloud

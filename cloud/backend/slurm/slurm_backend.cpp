@@ -425,6 +425,23 @@ class SlurmBackend final : public Backend {
   }
 
   // The job id part of the recorded remote id ("JOBID+OFFSET+RETRIES"); none while submitting.
+  // Free/total per GPU type the cloud offers, from the partition's nodes (one nodes request).
+  util::Result<Capacity> capacity(StateStore& /*store*/) override {
+    auto client = open_client();
+    if (!client) return client.error();
+    auto nodes = client->nodes();
+    if (!nodes) return nodes.error();
+    Capacity capacity{true, {}, fmt::format("Slurm node states of partition {}", slurm().partition)};
+    for (const auto& offer : cloud_.gpus) {
+      const auto counted =
+          slurm::gpu_capacity(*nodes, slurm().partition, slurm_gres_type(cloud_, offer.type, offer.memory_gb));
+      if (!counted) continue;
+      capacity.gpus.push_back({offer.type, offer.memory_gb, static_cast<int>(counted->total - counted->used),
+                               static_cast<int>(counted->total)});
+    }
+    return capacity;
+  }
+
   std::string remote_id(const Run& run) const override {
     const auto remote = parse_remote_id(run.remote_id);
     return remote ? std::to_string(remote->job_id) : std::string();

@@ -1,7 +1,9 @@
 #include <doctest/doctest.h>
 
 #include <nlohmann/json.hpp>
+#include <variant>
 
+#include "cloud/backend/local/local_backend.hpp"
 #include "cloud/backend/registry.hpp"
 #include "cloud/plan/run_builder.hpp"
 #include "cloud/backend/slurm/slurm_backend.hpp"
@@ -233,4 +235,41 @@ TEST_CASE("backend: where volumes live per cloud") {
   CHECK(missing.error().message ==
         "volume 'data' lives on cloud 'gcp', which has no volume_dir (or log_dir); set volume_dir to a directory that this "
         "machine and the cluster's nodes share");
+}
+
+TEST_CASE("backend: local capacity is this machine's devices less those leased on the cloud") {
+  gpurun::test::TempDir dir;
+  auto store = StateStore::open(dir.path() + "/state");
+  REQUIRE(store.ok());
+  Config config;
+  CloudConfig local = builtin_local_cloud();
+  local.probe_gpus = false;
+  local.gpus_declared = true;
+  local.gpus = {gpurun::gpu::GpuSlot{"T4", 16, 2}};
+  config.clouds.push_back(local);
+  auto backend = make_backend("local", &config.clouds.front(), &config);
+  REQUIRE(backend.ok());
+  auto idle = (*backend)->capacity(*store);
+  REQUIRE(idle.ok());
+  CHECK(idle->known);
+  REQUIRE(idle->gpus.size() == 1);
+  CHECK(idle->gpus[0].type == "T4");
+  CHECK(idle->gpus[0].total == 2);
+  CHECK(idle->gpus[0].free == 2);
+
+  NewRun fresh;
+  fresh.app = "a";
+  fresh.function = "f";
+  fresh.cloud = "local";
+  auto created = store->create_run(fresh);
+  REQUIRE(created.ok());
+  auto ticket = store->enqueue_lease(created->run.id, "local", {LeaseAlternative{"T4", 16, 1}});
+  REQUIRE(ticket.ok());
+  auto granted = store->try_grant(*ticket, lease_devices(config));
+  REQUIRE(granted.ok());
+  REQUIRE(std::holds_alternative<LeaseGranted>(*granted));
+  auto busy = (*backend)->capacity(*store);
+  REQUIRE(busy.ok());
+  CHECK(busy->gpus[0].free == 1);
+  CHECK(busy->gpus[0].total == 2);
 }

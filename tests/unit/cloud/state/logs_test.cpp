@@ -4,7 +4,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstring>
+#include <iterator>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -622,4 +625,69 @@ TEST_CASE("logs: a plain output file reads as stdout lines") {
   REQUIRE(*got == 1);
   CHECK(batch[0].text == "final");
   CHECK(!batch[0].line_end);
+}
+
+namespace {
+
+// Log bytes that are not a file: handed out at most `chunk` bytes per read (as a remote reader may).
+class ChunkedBytes final : public LogBytes {
+ public:
+  ChunkedBytes(std::string data, std::size_t chunk) : data_(std::move(data)), chunk_(chunk) {}
+  gpurun::util::Result<std::size_t> read(std::uint64_t offset, char* out, std::size_t max) override {
+    if (offset >= data_.size()) return std::size_t{0};
+    const std::size_t n = std::min({max, chunk_, data_.size() - static_cast<std::size_t>(offset)});
+    std::memcpy(out, data_.data() + offset, n);
+    ++reads;
+    return n;
+  }
+  gpurun::util::Result<std::uint64_t> size() override { return data_.size(); }
+  std::string describe() const override { return "remote:/x.log"; }
+  int reads = 0;
+
+ private:
+  std::string data_;
+  std::size_t chunk_;
+};
+
+}  // namespace
+
+TEST_CASE("logs: readers, tails and ends work on any LogBytes, read in small pieces") {
+  TempDir dir;
+  const std::string path = dir.path() + "/log";
+  {
+    auto writer = open_writer(path);
+    put(writer, LogStream::out, "one\ntwo\n");
+    put(writer, LogStream::err, "three\n");
+    put(writer, LogStream::out, "four");
+    REQUIRE(writer.close().ok());
+  }
+  std::ifstream in(path, std::ios::binary);
+  const std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  REQUIRE_FALSE(data.empty());
+
+  auto bytes = std::make_unique<ChunkedBytes>(data, 7);
+  ChunkedBytes& seen = *bytes;
+  LogReader reader(std::move(bytes));
+  std::vector<LogRecord> batch;
+  std::string texts;
+  while (true) {
+    auto got = reader.read(batch, true);
+    REQUIRE(got.ok());
+    if (*got == 0) break;
+    for (const auto& r : batch) texts += std::string(r.text) + "|";
+  }
+  CHECK(texts == "one|two|three|four|");
+  CHECK(seen.reads > 3);  // it really read through the interface, 7 bytes at a time
+  CHECK(reader.describe() == "remote:/x.log");
+
+  ChunkedBytes tail_bytes(data, 5);
+  auto from_file = tail_offset(path, 2);
+  auto from_bytes = tail_offset(tail_bytes, 2);
+  REQUIRE(from_file.ok());
+  REQUIRE(from_bytes.ok());
+  CHECK(*from_bytes == *from_file);
+  CHECK(*from_bytes > 0);
+  auto end = end_offset(tail_bytes);
+  REQUIRE(end.ok());
+  CHECK(*end == data.size());
 }
