@@ -429,12 +429,12 @@ class SlurmBackend final : public Backend {
   util::Result<Capacity> capacity(StateStore& /*store*/) override {
     auto client = open_client();
     if (!client) return client.error();
-    auto nodes = client->nodes();
+    auto nodes = (*client)->nodes();
     if (!nodes) return nodes.error();
     Capacity capacity{true, {}, fmt::format("Slurm node states of partition {}", slurm().partition)};
     for (const auto& offer : cloud_.gpus) {
-      const auto counted =
-          slurm::gpu_capacity(*nodes, slurm().partition, slurm_gres_type(cloud_, offer.type, offer.memory_gb));
+      const auto counted = slurm::gpu_capacity(*nodes, slurm_partition(cloud_, offer.type),
+                                               slurm_gres_type(cloud_, offer.type, offer.memory_gb));
       if (!counted) continue;
       capacity.gpus.push_back({offer.type, offer.memory_gb, static_cast<int>(counted->total - counted->used),
                                static_cast<int>(counted->total)});
