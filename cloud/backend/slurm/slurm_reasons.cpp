@@ -51,7 +51,7 @@ const std::pair<std::string_view, std::string_view> prefix_phrases[] = {
 
 bool never_satisfiable(std::string_view raw, bool missing_nodes) {
   static const std::string_view final_reasons[] = {
-      "PartitionTimeLimit",      "PartitionNodeLimit",           "QOSMaxGRESPerUser",     "QOSMaxGRESPerJob",
+      "PartitionTimeLimit",      "PartitionNodeLimit",           "QOSMaxGRESPerJob",
       "QOSMaxWallDurationPerJobLimit", "QOSMaxNodePerJobLimit", "BadConstraints",        "DependencyNeverSatisfied",
   };
   if (raw == "ReqNodeNotAvail") return missing_nodes;
