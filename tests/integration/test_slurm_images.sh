@@ -15,25 +15,13 @@ start_registry R
 REGISTRY="http://127.0.0.1:$PORT_R"
 CACHE=$CLUSTER/node-cache
 
-mkdir -p "$XDG_CONFIG_HOME/gpurun"
-cat > "$XDG_CONFIG_HOME/gpurun/config.yaml" <<YAML
-default_cloud: aws
-clouds:
-  aws:
-    backend: slurm
-    endpoint: "unix://$GPURUN_TEST_SLURM_SOCKET"
-    partition: aws
-    gpus: ["T4:4", "A10G:4"]
-    log_dir: $CLUSTER/gpurun-logs
-    gres: {T4: t4, A10G: a10g}
-    registry: "$REGISTRY"
+write_slurm_config "    registry: \"$REGISTRY\"
     image_cache: $CACHE
   noregistry:
     backend: slurm
-    endpoint: "unix://$GPURUN_TEST_SLURM_SOCKET"
+    endpoint: \"unix://$GPURUN_TEST_SLURM_SOCKET\"
     partition: aws
-    log_dir: $CLUSTER/gpurun-logs
-YAML
+    log_dir: $CLUSTER/gpurun-logs"
 
 mkdir -p app/src
 python3 "$HERE/make_busybox_layout.py" app/base "$(command -v busybox)"
