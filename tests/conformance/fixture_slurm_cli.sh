@@ -12,7 +12,7 @@ fixture_start() {
   export FIXTURE_CLOUD=aws FIXTURE_GPU=T4 FIXTURE_GPU_COUNT=4
   # The config claims L4s that no node has: sbatch refuses the job and gpurun names the offers.
   export FIXTURE_UNSCHEDULABLE_GPU=L4 FIXTURE_OFFERS="t4:4, a10g:4"
-  export FIXTURE_LOG_DIR="$CLUSTER/gpurun-logs" FIXTURE_REMOTE=1
+  export FIXTURE_LOG_DIR="$CLUSTER/gpurun-logs" FIXTURE_REMOTE=1 FIXTURE_QUEUED_SUFFIX=" (Resources)"
 }
 fixture_stop() { stop_slurm_cluster; }
 fixture_config() {

@@ -17,7 +17,7 @@ fixture_start() {
   export FIXTURE_CLOUD=aws FIXTURE_GPU=T4 FIXTURE_GPU_COUNT=4
   export FIXTURE_UNSCHEDULABLE_GPU=L4 FIXTURE_OFFERS="t4:4, a10g:4"
   # The jobs run as the SSH login user: the log directory is theirs.
-  export FIXTURE_LOG_DIR="$CLUSTER/gpurun-logs" FIXTURE_REMOTE=1
+  export FIXTURE_LOG_DIR="$CLUSTER/gpurun-logs" FIXTURE_REMOTE=1 FIXTURE_QUEUED_SUFFIX=" (Resources)"
   mkdir -p "$FIXTURE_LOG_DIR" && chown "$GPURUN_TEST_SSH_USER" "$FIXTURE_LOG_DIR"
   # gpurun itself runs where nothing of the cluster is visible.
   export REAL_GPURUN=$GPURUN GPURUN="$SSHD_DIR/gpurun-hidden"
