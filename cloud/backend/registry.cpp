@@ -5,6 +5,8 @@
 
 #include "cloud/backend/local/local_backend.hpp"
 #include "cloud/backend/slurm/slurm_backend.hpp"
+#include "cloud/backend/ssh/ssh_backend.hpp"
+#include "cloud/backend/ssh/ssh_settings.hpp"
 #include "util/strings.hpp"
 
 namespace gpurun::cloud {
@@ -18,9 +20,18 @@ const std::map<std::string, Factory>& factories() {
   static const std::map<std::string, Factory> map = {
       {"local", &make_local_backend},
       {"slurm", &make_slurm_backend},
+      {"ssh", &make_ssh_backend},
   };
   return map;
 }
+
+// TEMPORARY until the registry maps each backend to its key parser (issue 11).
+const BackendKeyParser* key_parser_of(std::string_view name) {
+  static const BackendKeyParser ssh = ssh_config_keys();
+  return name == "ssh" ? &ssh : nullptr;
+}
+
+const bool key_parsers_installed = (set_backend_key_parser_lookup(&key_parser_of), true);
 
 }  // namespace
 

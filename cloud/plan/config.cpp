@@ -54,6 +54,12 @@ std::vector<const CloudConfig*> Config::placement_order() const {
 
 namespace {
 
+BackendKeyParserLookup g_key_parsers = nullptr;
+
+const BackendKeyParser* key_parser(std::string_view backend) {
+  return g_key_parsers != nullptr ? g_key_parsers(backend) : nullptr;
+}
+
 const char* env(const char* name) {
   const char* value = std::getenv(name);
   return (value != nullptr && *value != '\0') ? value : nullptr;
@@ -174,8 +180,8 @@ void parse_cloud_backend(Checker& check, const YamlNode& value, const std::strin
     return;
   }
   cloud_text(check, value, path, "backend", cloud.backend);
-  if (backend->is_scalar() && cloud.backend != "local" && cloud.backend != "slurm") {
-    const auto suggestion = util::did_you_mean(cloud.backend, {"local", "slurm"});
+  if (backend->is_scalar() && cloud.backend != "local" && cloud.backend != "slurm" && key_parser(cloud.backend) == nullptr) {
+    const auto suggestion = util::did_you_mean(cloud.backend, {"local", "slurm", "ssh"});
     check.error(*backend, path + ".backend",
                 suggestion ? fmt::format("unknown backend '{}' (did you mean '{}'?)", cloud.backend, *suggestion)
                            : fmt::format("unknown backend '{}'; use 'local' or 'slurm'", cloud.backend));
@@ -288,6 +294,19 @@ void parse_cloud(Checker& check, const YamlNode& key, const YamlNode& value, con
   }
   if (value.is_null()) return;
   if (!check.expect_map(value, path)) return;
+  if (const auto* b = value.find("backend"); b != nullptr && b->is_scalar()) {
+    if (const auto* parser = key_parser(b->value)) {
+      std::vector<std::string> keys = {"backend", "registry", "gpus"};
+      keys.insert(keys.end(), parser->keys.begin(), parser->keys.end());
+      check.check_keys(value, path, keys);
+      parse_cloud_backend(check, value, path, cloud);
+      cloud_text(check, value, path, "registry", cloud.registry);
+      check_registry_url(check, value, path);
+      parse_cloud_gpus(check, value, path, catalog, cloud);
+      parser->parse(check, value, path, catalog, cloud);
+      return;
+    }
+  }
   check.check_keys(value, path,
                    {"backend", "endpoint", "partition", "registry", "gpus", "log_dir", "token_env", "user", "api_version",
                     "gres", "account", "qos", "constraint", "sbatch_options", "container_runtime", "image_cache",
@@ -307,6 +326,8 @@ void parse_cloud(Checker& check, const YamlNode& key, const YamlNode& value, con
 }
 
 }  // namespace
+
+void set_backend_key_parser_lookup(BackendKeyParserLookup lookup) { g_key_parsers = lookup; }
 
 util::Result<std::optional<std::string>> resolve_config_path(const std::optional<std::string>& explicit_path) {
   namespace fs = std::filesystem;

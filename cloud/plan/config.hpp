@@ -1,6 +1,8 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -11,7 +13,17 @@
 #include "util/diagnostic.hpp"
 #include "util/result.hpp"
 
+namespace gpurun::manifest {
+class Checker;
+struct YamlNode;
+}  // namespace gpurun::manifest
+
 namespace gpurun::cloud {
+
+// A backend's own settings, parsed by the backend's key parser (BackendKeyParser).
+struct BackendSettings {
+  virtual ~BackendSettings() = default;
+};
 
 // One cloud: where functions can run (a backend plus its settings) and what GPUs it offers.
 struct CloudConfig {
@@ -38,8 +50,23 @@ struct CloudConfig {
   std::string image_cache;  // empty: /tmp/gpurun-<uid>/images on the node
   std::string node_gpurun;  // empty: the path of the gpurun that submits (a shared install)
   std::string volume_dir;   // slurm: where volumes live on the shared filesystem; empty: <log_dir>/volumes
+  std::shared_ptr<const BackendSettings> settings;  // the backend's own keys (BackendKeyParser)
   int line = 0;
 };
+
+// A backend's config keys: `keys` are allowed besides backend/registry/gpus; `parse` checks them
+// with positioned diagnostics and stores settings in cloud.settings (and may fill cloud.gpus).
+struct BackendKeyParser {
+  std::vector<std::string> keys;
+  std::function<void(manifest::Checker&, const manifest::YamlNode& value, const std::string& path, const gpu::Catalog&,
+                     CloudConfig&)>
+      parse;
+};
+
+// TEMPORARY glue until the registry owns key parsers (issue 11): the parser of backend `name`, or
+// null. The backend registry installs the lookup; parse_config asks it for backends it does not know.
+using BackendKeyParserLookup = const BackendKeyParser* (*)(std::string_view name);
+void set_backend_key_parser_lookup(BackendKeyParserLookup lookup);
 
 // A named set of environment variables given to the functions that list it. Values are
 // secret: never printed, logged or stored.

@@ -1,0 +1,194 @@
+#include "cloud/backend/ssh/ssh_backend.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <optional>
+
+#include "cloud/backend/ssh/ssh_hosts.hpp"
+#include "cloud/backend/ssh/ssh_settings.hpp"
+#include "cloud/ssh/directory_sync.hpp"
+#include "util/strings.hpp"
+
+namespace gpurun::cloud {
+
+namespace {
+
+using util::ExitCode;
+
+// Appends `bytes` to the local copy of a run's log.
+util::Result<void> append_log(const std::string& path, const std::string& bytes) {
+  if (bytes.empty()) return {};
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (fd < 0) return util::make_error(ExitCode::backend, fmt::format("cannot write {}: {}", path, std::strerror(errno)));
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    const auto n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n <= 0) {
+      ::close(fd);
+      return util::make_error(ExitCode::backend, fmt::format("cannot write {}: {}", path, std::strerror(errno)));
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  ::close(fd);
+  return {};
+}
+
+std::uint64_t file_size(const std::string& path) {
+  struct stat info {};
+  return ::stat(path.c_str(), &info) == 0 ? static_cast<std::uint64_t>(info.st_size) : 0;
+}
+
+class SshBackend final : public Backend {
+ public:
+  SshBackend(CloudConfig cloud, const SshCloudSettings& settings) : cloud_(std::move(cloud)), hosts_(cloud_.name, settings) {}
+
+  std::string_view name() const override { return "ssh"; }
+  bool remote() const override { return true; }
+
+  util::Result<std::string> volume_path(const std::string& /*state_dir*/, const std::string& /*app*/,
+                                        const std::string& volume) const override {
+    return util::make_error(ExitCode::usage, fmt::format("volume '{}': cloud '{}' (backend ssh) cannot hold volumes yet; run "
+                                                         "functions with volumes on another cloud (--cloud)",
+                                                         volume, cloud_.name));
+  }
+
+  // Picks the host (said on stderr with the reason) and, for an image, refuses for now.
+  util::Result<void> prepare_image(PrepareContext& ctx, const PlacedFunction& /*placed*/, RunSpec& spec) override {
+    if (!spec.image.empty()) return image_error(spec.image);
+    auto chosen = hosts_.choose(spec.gpu_alternatives, ctx.warn);
+    if (!chosen) return chosen.error();
+    chosen_ = std::move(*chosen);
+    if (ctx.progress.on_done) ctx.progress.on_done(fmt::format("host {} chosen: {}", chosen_->host->label(), chosen_->why));
+    return {};
+  }
+
+  util::Result<void> check_image_target(const Config& /*config*/, const std::string& image) const override {
+    return image_error(image);
+  }
+
+  util::Result<ImagePlacement> place_image(PrepareContext& /*ctx*/, BuiltImage& image, int /*version*/) override {
+    return image_error(image.name);
+  }
+
+  util::Result<Run> launch(StateStore& store, const RunSpec& spec, const SecretValues& secrets) override {
+    if (!chosen_) {
+      auto chosen = hosts_.choose(spec.gpu_alternatives, {});
+      if (!chosen) return chosen.error();
+      chosen_ = std::move(*chosen);
+    }
+    HostConnection& host = *chosen_->host;
+    RunSpec remote_spec = spec;
+    if (!spec.cwd.empty()) {
+      auto synced = sync_directory(host.client(), spec.cwd, "~/.cache/gpurun/sync");
+      if (!synced) return synced.error();
+      remote_spec.cwd = synced->remote_path;
+    }
+    NewRun fresh{spec.app, spec.function, spec.cloud, "ssh", spec.gpu_text, to_json(spec), "",
+                 fmt::format("starting on host {}", host.label())};
+    auto created = store.create_run(fresh);
+    if (!created) return created.error();
+    created->lock.release();  // the host's supervisor owns the run; refresh mirrors it
+    Run run = created->run;
+    auto remote_id = host.start_run(remote_spec, secrets);
+    if (!remote_id) {
+      (void)store.update_status(run.id, RunStatus::failed, remote_id.error().message, util::to_int(remote_id.error().code));
+      return remote_id.error();
+    }
+    const std::string id = fmt::format("{}:{}", host.label(), *remote_id);
+    if (auto set = store.set_remote_id(run.id, id); !set) return set.error();
+    return store.get_run(run.id);
+  }
+
+  util::Result<std::string> dry_run(const RunSpec& spec, const SecretValues& /*secrets*/) override {
+    std::string text = to_json(spec) + "\n";
+    if (chosen_) text += fmt::format("# on host {}: {}\n", chosen_->host->label(), chosen_->why);
+    return text;
+  }
+
+  util::Result<void> cancel(StateStore& store, const Run& run) override {
+    auto where = locate(run);
+    if (!where) {
+      (void)store.update_status(run.id, RunStatus::cancelled, "cancelled", util::to_int(ExitCode::cancelled));
+      return {};
+    }
+    return where->first->cancel_run(where->second);
+  }
+
+  util::Result<Run> refresh(StateStore& store, const Run& run) override {
+    if (is_terminal(run.status)) return store.get_run(run.id);
+    auto where = locate(run);
+    if (!where) return store.get_run(run.id);
+    auto statuses = where->first->statuses({where->second});
+    if (!statuses) return statuses.error();
+    if (auto it = statuses->runs.find(where->second); it != statuses->runs.end()) {
+      // The log first: a run the host calls ended has written all of it.
+      const std::string local = run_dir(store.dir(), run.id) + "/log";
+      auto bytes = where->first->read_log(where->second, file_size(local));
+      if (bytes && !bytes->empty()) (void)append_log(local, *bytes);
+      mirror(store, run, it->second);
+    } else {
+      (void)store.update_status(run.id, RunStatus::lost,
+                                fmt::format("host {} no longer knows run {}", where->first->label(), where->second),
+                                util::to_int(ExitCode::backend));
+    }
+    return store.get_run(run.id);
+  }
+
+  LogSource log_source(const StateStore& store, const Run& run) const override {
+    return {run_dir(store.dir(), run.id) + "/log", LogFormat::records};
+  }
+
+  std::string job_id(const Run& run) const override { return run.remote_id; }
+
+ private:
+  util::Error image_error(const std::string& image) const {
+    return util::make_error(ExitCode::usage, fmt::format("image '{}': cloud '{}' (backend ssh) cannot run images yet; run the "
+                                                         "function on another cloud (--cloud) or without an image",
+                                                         image, cloud_.name));
+  }
+
+  // The host and remote run id of `run` (remote_id "LABEL:RUN_ID"); nullopt before it started.
+  std::optional<std::pair<HostConnection*, std::string>> locate(const Run& run) {
+    const auto colon = run.remote_id.rfind(':');
+    if (colon == std::string::npos) return std::nullopt;
+    HostConnection* host = hosts_.find(run.remote_id.substr(0, colon));
+    if (host == nullptr) return std::nullopt;
+    return std::pair{host, run.remote_id.substr(colon + 1)};
+  }
+
+  // Records what the host says of the run when it differs from what is recorded.
+  static void mirror(StateStore& store, const Run& run, const RemoteRunStatus& remote) {
+    if (remote.attempt != run.attempt) (void)store.set_attempt(run.id, remote.attempt);
+    if (!remote.gpus.empty() && remote.gpus != run.gpus) (void)store.set_gpus(run.id, remote.gpus);
+    if (remote.status != run.status || remote.reason != run.status_reason) {
+      std::string reason = remote.reason;
+      for (const std::string from : {" on local:", " on local"}) {
+        if (auto at = reason.find(from); at != std::string::npos) reason.replace(at, from.size(), " on " + run.cloud + (from.back() == ':' ? ":" : ""));
+      }
+      (void)store.update_status(run.id, remote.status, reason, remote.exit_code);
+    }
+  }
+
+  CloudConfig cloud_;
+  SshHosts hosts_;
+  std::optional<HostChoice> chosen_;
+};
+
+}  // namespace
+
+util::Result<std::unique_ptr<Backend>> make_ssh_backend(const CloudConfig* cloud, const Config* /*config*/) {
+  const SshCloudSettings* settings = cloud != nullptr ? ssh_settings_of(*cloud) : nullptr;
+  if (settings == nullptr) {
+    return util::make_error(ExitCode::usage, "backend ssh needs a cloud with 'hosts:' in the config (README \"GPU servers over SSH\")");
+  }
+  return std::unique_ptr<Backend>(new SshBackend(*cloud, *settings));
+}
+
+}  // namespace gpurun::cloud
