@@ -129,9 +129,7 @@ class SshBackend final : public Backend {
     if (!statuses) return statuses.error();
     if (auto it = statuses->runs.find(where->second); it != statuses->runs.end()) {
       // The log first: a run the host calls ended has written all of it.
-      const std::string local = run_dir(store.dir(), run.id) + "/log";
-      auto bytes = where->first->read_log(where->second, file_size(local));
-      if (bytes && !bytes->empty()) (void)append_log(local, *bytes);
+      pull_log(store, run);
       mirror(store, run, it->second);
     } else {
       (void)store.update_status(run.id, RunStatus::lost,
@@ -141,7 +139,10 @@ class SshBackend final : public Backend {
     return store.get_run(run.id);
   }
 
+  // The local copy of the run's log, first brought up to date while the run is not over (once it
+  // is recorded as ended, refresh has copied all of it).
   LogSource log_source(const StateStore& store, const Run& run) const override {
+    if (!is_terminal(run.status)) pull_log(store, run);
     return {run_dir(store.dir(), run.id) + "/log", LogFormat::records};
   }
 
@@ -155,12 +156,22 @@ class SshBackend final : public Backend {
   }
 
   // The host and remote run id of `run` (remote_id "LABEL:RUN_ID"); nullopt before it started.
-  std::optional<std::pair<HostConnection*, std::string>> locate(const Run& run) {
+  std::optional<std::pair<HostConnection*, std::string>> locate(const Run& run) const {
     const auto colon = run.remote_id.rfind(':');
     if (colon == std::string::npos) return std::nullopt;
     HostConnection* host = hosts_.find(run.remote_id.substr(0, colon));
     if (host == nullptr) return std::nullopt;
     return std::pair{host, run.remote_id.substr(colon + 1)};
+  }
+
+  // Appends what the host's log of `run` has beyond the local copy (best effort: the next call
+  // catches up).
+  void pull_log(const StateStore& store, const Run& run) const {
+    auto where = locate(run);
+    if (!where) return;
+    const std::string local = run_dir(store.dir(), run.id) + "/log";
+    auto bytes = where->first->read_log(where->second, file_size(local));
+    if (bytes && !bytes->empty()) (void)append_log(local, *bytes);
   }
 
   // Records what the host says of the run when it differs from what is recorded.
@@ -177,7 +188,7 @@ class SshBackend final : public Backend {
   }
 
   CloudConfig cloud_;
-  SshHosts hosts_;
+  mutable SshHosts hosts_;  // connections open lazily, also from const reads of the log
   std::optional<HostChoice> chosen_;
 };
 
