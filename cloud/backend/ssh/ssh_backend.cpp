@@ -1,6 +1,7 @@
 #include "cloud/backend/ssh/ssh_backend.hpp"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -22,28 +23,39 @@ namespace {
 
 using util::ExitCode;
 
-// Appends `bytes` to the local copy of a run's log.
-util::Result<void> append_log(const std::string& path, const std::string& bytes) {
-  if (bytes.empty()) return {};
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-  if (fd < 0) return util::make_error(ExitCode::backend, fmt::format("cannot write {}: {}", path, std::strerror(errno)));
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    const auto n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n <= 0) {
-      ::close(fd);
-      return util::make_error(ExitCode::backend, fmt::format("cannot write {}: {}", path, std::strerror(errno)));
-    }
-    done += static_cast<std::size_t>(n);
+// The local copy of a run's log, locked (flock) while open: one process at a time appends to it.
+class LocalLogCopy {
+ public:
+  explicit LocalLogCopy(const std::string& path)
+      : path_(path), fd_(::open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600)) {
+    if (fd_ >= 0) ::flock(fd_, LOCK_EX);
   }
-  ::close(fd);
-  return {};
-}
+  LocalLogCopy(const LocalLogCopy&) = delete;
+  LocalLogCopy& operator=(const LocalLogCopy&) = delete;
+  ~LocalLogCopy() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  bool ok() const { return fd_ >= 0; }
+  // Bytes copied so far.
+  std::uint64_t size() const {
+    struct stat info {};
+    return ::fstat(fd_, &info) == 0 ? static_cast<std::uint64_t>(info.st_size) : 0;
+  }
+  // Appends `bytes`.
+  util::Result<void> append(const std::string& bytes) {
+    std::size_t done = 0;
+    while (done < bytes.size()) {
+      const auto n = ::write(fd_, bytes.data() + done, bytes.size() - done);
+      if (n <= 0) return util::make_error(ExitCode::backend, fmt::format("cannot write {}: {}", path_, std::strerror(errno)));
+      done += static_cast<std::size_t>(n);
+    }
+    return {};
+  }
 
-std::uint64_t file_size(const std::string& path) {
-  struct stat info {};
-  return ::stat(path.c_str(), &info) == 0 ? static_cast<std::uint64_t>(info.st_size) : 0;
-}
+ private:
+  std::string path_;
+  int fd_ = -1;
+};
 
 class SshBackend final : public Backend {
  public:
@@ -169,9 +181,10 @@ class SshBackend final : public Backend {
   void pull_log(const StateStore& store, const Run& run) const {
     auto where = locate(run);
     if (!where) return;
-    const std::string local = run_dir(store.dir(), run.id) + "/log";
-    auto bytes = where->first->read_log(where->second, file_size(local));
-    if (bytes && !bytes->empty()) (void)append_log(local, *bytes);
+    LocalLogCopy copy(run_dir(store.dir(), run.id) + "/log");
+    if (!copy.ok()) return;
+    auto bytes = where->first->read_log(where->second, copy.size());
+    if (bytes && !bytes->empty()) (void)copy.append(*bytes);
   }
 
   // Records what the host says of the run when it differs from what is recorded.

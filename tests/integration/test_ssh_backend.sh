@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# `backend: ssh` (issue 18) against two real sshd "hosts" on loopback (tests/fixtures/sshd.sh), each
+# with its own port, declared GPUs and host-wide lease dir (setgid, group gpurun-lease), reached by
+# two clients logged in as two non-root users: the host chosen and why, an unreachable host skipped
+# with a warning, six one-GPU runs from both users on the 2-GPU host two at a time, a killed client
+# leaving its run going for `logs -f`, images refused (not built yet).
+HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/lib.sh"
+. "$HERE/require_tools.sh"
+require_tools "install openssh-server openssh-client fish bubblewrap psmisc" sshd ssh ssh-keygen fish useradd bwrap fuser
+
+FIXTURE="$GPURUN_SOURCE_DIR/tests/fixtures/sshd.sh"
+USER1=gpurun-ssh USER2=gpurun-ssh2
+chmod 755 "$TEST_DIR"  # the login users read the authorized keys and the lease dirs' parent
+stop_hosts() {
+  local h
+  for h in a b; do
+    fuser -k -KILL "$TEST_DIR/lease-$h"/runs/*/lock >/dev/null 2>&1 || true
+    bash "$FIXTURE" stop "$TEST_DIR/sshd-$h"
+  done
+  cleanup
+}
+trap stop_hosts EXIT
+getent group gpurun-lease >/dev/null || groupadd gpurun-lease
+for h in a b; do
+  GPURUN_TEST_SSH_USER=$USER1 GPURUN_TEST_SSH_EXTRA_USERS=$USER2 bash "$FIXTURE" start "$TEST_DIR/sshd-$h" ||
+    { echo "FAIL: the sshd fixture did not start" >&2; exit 1; }
+  mkdir -p "$TEST_DIR/lease-$h" && chgrp gpurun-lease "$TEST_DIR/lease-$h" && chmod 2770 "$TEST_DIR/lease-$h"
+done
+usermod -aG gpurun-lease $USER1 && usermod -aG gpurun-lease $USER2
+PORT_A=$(cat "$TEST_DIR/sshd-a/port") PORT_B=$(cat "$TEST_DIR/sshd-b/port")
+cat "$TEST_DIR/sshd-a/known_hosts" "$TEST_DIR/sshd-b/known_hosts" > "$TEST_DIR/known_hosts"
+
+# client N USER: a client with its own state dir and config (the same cloud, logged in as USER);
+# the first host listed is unreachable (nothing listens on port 1).
+client_config() {
+  cat <<YAML
+default_cloud: lab
+clouds:
+  lab:
+    backend: ssh
+    user: $1
+    identity_file: $TEST_DIR/sshd-a/id_ed25519
+    ssh_options: [UserKnownHostsFile=$TEST_DIR/known_hosts, GlobalKnownHostsFile=/dev/null, ConnectTimeout=5]
+    hosts:
+      - {host: 127.0.0.1, port: 1, gpus: ["T4:2"], lease_dir: /nonexistent}
+      - {host: 127.0.0.1, port: $PORT_A, gpus: ["T4:2"], lease_dir: $TEST_DIR/lease-a}
+      - {host: 127.0.0.1, port: $PORT_B, gpus: ["A100-40GB:1"], lease_dir: $TEST_DIR/lease-b}
+YAML
+}
+# The B host's key is another file: authorize client keys of host a on host b too.
+cp "$TEST_DIR/sshd-a/id_ed25519.pub" "$TEST_DIR/sshd-b/authorized_keys"
+for n in 1 2; do
+  mkdir -p "$TEST_DIR/client$n/config/gpurun"
+  user_var="USER$n"
+  client_config "${!user_var}" > "$TEST_DIR/client$n/config/gpurun/config.yaml"
+done
+as_client() {  # as_client N ARGS...: gpurun as client N
+  local n=$1; shift
+  GPURUN_STATE_DIR="$TEST_DIR/client$n/state" XDG_CONFIG_HOME="$TEST_DIR/client$n/config" "$GPURUN" "$@"
+}
+run_as() {  # run_as N ARGS...: as run_cmd, as client N
+  local n=$1; shift
+  OUT=$(as_client "$n" "$@" 2>"$TEST_DIR/.err"); RC=$?
+  ERR=$(cat "$TEST_DIR/.err")
+}
+
+mkdir -p "$TEST_DIR/proj"
+cd "$TEST_DIR/proj"
+cat > gpurun.yaml <<'YAML'
+app: lab
+images:
+  tools: {base: scratch}
+functions:
+  hello: {command: [sh, -c, "cat data.txt; echo user=$(id -un)"], gpu: T4}
+  big: {command: [sh, -c, "echo big on $CUDA_VISIBLE_DEVICES"], gpu: A100}
+  slot: {command: [sh, -c, "echo START $(date +%s.%N); sleep 2; echo END $(date +%s.%N)"], gpu: T4}
+  streamer: {command: [sh, -c, "echo first-line; sleep 4; echo second-line; exit 3"], gpu: T4}
+  boxed: {command: [echo, hi], image: tools}
+YAML
+echo "synced-manifest-dir" > data.txt
+
+# 1. The host chosen and why; the unreachable one skipped with a warning; the manifest dir synced.
+run_as 1 run hello
+expect_eq "hello runs in the synced manifest dir, as the login user" $'synced-manifest-dir\nuser=gpurun-ssh' "$OUT"
+expect_contains "unreachable host skipped" "gpurun: warning: host 127.0.0.1:1 of cloud 'lab' is unreachable, skipped:" "$ERR"
+expect_contains "run says the host and why" "gpurun: host 127.0.0.1:$PORT_A chosen: 2 of its 2 GPUs free" "$ERR"
+expect_contains "the job is the host's run" "job 127.0.0.1:$PORT_A:r" "$ERR"
+run_as 2 run big
+expect_eq "an A100 run goes to the A100 host" "big on 0" "$OUT"
+expect_contains "A100 host chosen" "gpurun: host 127.0.0.1:$PORT_B chosen: 1 of its 1 GPUs free" "$ERR"
+
+# 2. Six one-GPU runs from two users on the 2-GPU host: exactly two at a time, all finish.
+ids1=() ids2=()
+for i in 1 2 3; do
+  run_as 1 run slot --detach; ids1+=("$OUT")
+  run_as 2 run slot --detach; ids2+=("$OUT")
+done
+for id in "${ids1[@]}"; do run_as 1 wait "$id"; expect_eq "client 1 run $id finished" 0 "$RC"; done
+for id in "${ids2[@]}"; do run_as 2 wait "$id"; expect_eq "client 2 run $id finished" 0 "$RC"; done
+intervals=$( { for id in "${ids1[@]}"; do as_client 1 logs "$id"; done; for id in "${ids2[@]}"; do as_client 2 logs "$id"; done; } 2>&1)
+most=$(printf '%s\n' "$intervals" | python3 -c '
+import sys
+ev = []
+for line in sys.stdin:
+    parts = line.split()
+    if len(parts) == 2 and parts[0] in ("START", "END"):
+        ev.append((float(parts[1]), 1 if parts[0] == "START" else -1))
+ev.sort(key=lambda e: (e[0], e[1]))
+now = most = 0
+for _, d in ev:
+    now += d
+    most = max(most, now)
+print(len(ev), most)')
+expect_eq "six runs, 12 stamps, at most 2 at a time (and 2 did overlap)" "12 2" "$most"
+
+# 3. A killed client leaves its run going; logs -f from the other side of the kill picks it up.
+GPURUN_STATE_DIR="$TEST_DIR/client1/state" XDG_CONFIG_HOME="$TEST_DIR/client1/config" "$GPURUN" run streamer \
+  > attached.out 2> attached.err &
+cli=$!
+wait_until 30 grep -q first-line attached.out || fail "the attached run never printed: $(cat attached.err)"
+kill -KILL "$cli"; wait "$cli" 2>/dev/null
+id=$(as_client 1 ps --all --json | python3 -c 'import json,sys; print(sorted([r for r in json.load(sys.stdin) if r["function"]=="streamer"], key=lambda r: r["created_at"])[-1]["id"])')
+run_as 1 logs -f "$id"
+expect_eq "logs -f exits with the run's code" 3 "$RC"
+expect_eq "logs -f got the whole output" $'first-line\nsecond-line' "$OUT"
+
+# 4. Images on a cloud without a registry are refused for now (streaming to the host: not built).
+run_as 1 run boxed
+expect_eq "image run: exit (a usage error of run)" 125 "$RC"
+expect_contains "image run: why" "image 'tools': cloud 'lab' (backend ssh) cannot run images yet" "$ERR"
+
+# 5. The lease dir is shared: both users' runs are recorded in host a's one state database.
+check; [ "$(stat -c %G "$TEST_DIR/lease-a/state.db")" = gpurun-lease ] || fail "state.db is not the lease group's"
+check; [ "$(stat -c %a "$TEST_DIR/lease-a/state.db")" = 660 ] || fail "state.db is not group-writable: $(stat -c %a "$TEST_DIR/lease-a/state.db")"
+finish
