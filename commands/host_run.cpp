@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cloud/backend/registry.hpp"
+#include "cloud/images/image_store.hpp"
 #include "commands/common.hpp"
 
 namespace gpurun::commands {
@@ -51,6 +52,13 @@ int run_host_run(Context& ctx, const HostRunOptions& options) {
   spec.cloud = "local";
   spec.backend = "local";
   spec.cwd = expand_home(spec.cwd);
+  if (!spec.image_digest.empty() && spec.image_rootfs.empty()) {
+    // The ssh backend sent the image's blobs into this user's cache: unpacked from there, no registry.
+    auto pulled = cloud::pull_image("ssh://client", spec.image_repository, spec.image_digest,
+                                    expand_home("~/.cache/gpurun/images"));
+    if (!pulled) return report(ctx, pulled.error());
+    spec.image_rootfs = pulled->rootfs;
+  }
   auto store = cloud::StateStore::open(options.state_dir);
   if (!store) return report(ctx, store.error());
   auto backend = cloud::make_backend("local", nullptr);

@@ -3,11 +3,12 @@
 # with its own port, declared GPUs and host-wide lease dir (setgid, group gpurun-lease), reached by
 # two clients logged in as two non-root users: the host chosen and why, an unreachable host skipped
 # with a warning, six one-GPU runs from both users on the 2-GPU host two at a time, a killed client
-# leaving its run going for `logs -f`, images refused (not built yet).
+# leaving its run going for `logs -f`, an image run and deploy on a cloud without a registry
+# (blobs streamed over SSH into the host's cache, never twice).
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
 . "$HERE/require_tools.sh"
-require_tools "install openssh-server openssh-client fish bubblewrap psmisc" sshd ssh ssh-keygen fish useradd bwrap fuser
+require_tools "install openssh-server openssh-client fish bubblewrap psmisc busybox" sshd ssh ssh-keygen fish useradd bwrap fuser busybox
 
 FIXTURE="$GPURUN_SOURCE_DIR/tests/fixtures/sshd.sh"
 USER1=gpurun-ssh USER2=gpurun-ssh2
@@ -28,6 +29,8 @@ for h in a b; do
   mkdir -p "$TEST_DIR/lease-$h" && chgrp gpurun-lease "$TEST_DIR/lease-$h" && chmod 2770 "$TEST_DIR/lease-$h"
 done
 usermod -aG gpurun-lease $USER1 && usermod -aG gpurun-lease $USER2
+# The login users outlive a test: their image caches start empty (what is sent is counted below).
+for u in $USER1 $USER2; do rm -rf "$(getent passwd "$u" | cut -d: -f6)/.cache/gpurun/images"; done
 PORT_A=$(cat "$TEST_DIR/sshd-a/port") PORT_B=$(cat "$TEST_DIR/sshd-b/port")
 cat "$TEST_DIR/sshd-a/known_hosts" "$TEST_DIR/sshd-b/known_hosts" > "$TEST_DIR/known_hosts"
 
@@ -70,15 +73,16 @@ cd "$TEST_DIR/proj"
 cat > gpurun.yaml <<'YAML'
 app: lab
 images:
-  tools: {base: scratch}
+  tools: {base: oci:./base, add: [./data.txt]}
 functions:
   hello: {command: [sh, -c, "cat data.txt; echo user=$(id -un)"], gpu: T4}
   big: {command: [sh, -c, "echo big on $CUDA_VISIBLE_DEVICES"], gpu: A100}
   slot: {command: [sh, -c, "echo START $(date +%s.%N); sleep 2; echo END $(date +%s.%N)"], gpu: T4}
   streamer: {command: [sh, -c, "echo first-line; sleep 4; echo second-line; exit 3"], gpu: T4}
-  boxed: {command: [echo, hi], image: tools}
+  boxed: {command: [sh, -c, "cat data.txt; ls /usr/bin/apt 2>&1 | head -c 0; echo in-image $(id -un 2>/dev/null || id -u)"], image: tools}
 YAML
 echo "synced-manifest-dir" > data.txt
+python3 "$HERE/make_busybox_layout.py" base "$(command -v busybox)"
 
 # 1. The host chosen and why; the unreachable one skipped with a warning; the manifest dir synced.
 run_as 1 run hello
@@ -125,10 +129,19 @@ run_as 1 logs -f "$id"
 expect_eq "logs -f exits with the run's code" 3 "$RC"
 expect_eq "logs -f got the whole output" $'first-line\nsecond-line' "$OUT"
 
-# 4. Images on a cloud without a registry are refused for now (streaming to the host: not built).
+# 4. An image run on a cloud without a registry: built here, its blobs streamed into the host's
+#    cache; deploy sends only what a host lacks (0 bytes the second time).
 run_as 1 run boxed
-expect_eq "image run: exit (a usage error of run)" 125 "$RC"
-expect_contains "image run: why" "image 'tools': cloud 'lab' (backend ssh) cannot run images yet" "$ERR"
+expect_eq "image run: exit" 0 "$RC"
+expect_contains "image run: output" "synced-manifest-dir" "$OUT"
+cache="$(getent passwd "$USER1" | cut -d: -f6)/.cache/gpurun/images/blobs/sha256"
+check; [ "$(ls "$cache" | wc -l)" -ge 3 ] || fail "the host's image cache holds no blobs: $(ls -la "$cache" 2>&1)"
+run_as 2 deploy --json
+expect_eq "deploy: exit" 0 "$RC"
+first=$(python3 -c 'import json,sys; print(sum(p["bytes_uploaded"] for p in json.loads(sys.argv[1])["image_pushes"]))' "$OUT")
+check; [ "${first:-0}" -gt 100000 ] || fail "the first deploy as $USER2 sent too little: $OUT"
+run_as 2 deploy --json
+expect_eq "redeploy: bytes sent" "0" "$(python3 -c 'import json,sys; print(sum(p["bytes_uploaded"] for p in json.loads(sys.argv[1])["image_pushes"]))' "$OUT")"
 
 # 5. The lease dir is shared: both users' runs are recorded in host a's one state database.
 check; [ "$(stat -c %G "$TEST_DIR/lease-a/state.db")" = gpurun-lease ] || fail "state.db is not the lease group's"

@@ -14,6 +14,7 @@
 
 #include "cloud/backend/ssh/ssh_hosts.hpp"
 #include "cloud/backend/ssh/ssh_settings.hpp"
+#include "cloud/images/image_store.hpp"
 #include "cloud/ssh/directory_sync.hpp"
 #include "util/strings.hpp"
 
@@ -71,22 +72,61 @@ class SshBackend final : public Backend {
                                                          volume, cloud_.name));
   }
 
-  // Picks the host (said on stderr with the reason) and, for an image, refuses for now.
+  // Picks the host (said on stderr with the reason); an image is built here and its blobs the
+  // host lacks are sent into its image cache (host-run unpacks it there).
   util::Result<void> prepare_image(PrepareContext& ctx, const PlacedFunction& /*placed*/, RunSpec& spec) override {
-    if (!spec.image.empty()) return image_error(spec.image);
     auto chosen = hosts_.choose(spec.gpu_alternatives, ctx.warn);
     if (!chosen) return chosen.error();
     chosen_ = std::move(*chosen);
     if (ctx.progress.on_done) ctx.progress.on_done(fmt::format("host {} chosen: {}", chosen_->host->label(), chosen_->why));
+    if (spec.image.empty()) return {};
+    if (!cloud_.registry.empty()) return image_error(spec.image);
+    const auto* image = ctx.manifest.find_image(spec.image);
+    if (image == nullptr) {
+      return util::make_error(ExitCode::usage, fmt::format("function '{}': image '{}' is not defined", spec.function, spec.image));
+    }
+    const std::string store_dir = image_store_dir(ctx.store.dir());
+    auto built = build_image(ctx.manifest, *image, store_dir);
+    if (!built) return built.error();
+    for (const auto& w : built->warnings) {
+      if (ctx.warn) ctx.warn(fmt::format("image '{}': {}", spec.image, w));
+    }
+    spec.image_digest = built->digest;
+    spec.image_env = built->env;
+    spec.image_workdir = built->workdir;
+    spec.cwd = built->workdir;
+    spec.image_repository = built->name;
+    if (ctx.dry_run) return {};
+    if (auto fetched = fetch_base_layers(*built, store_dir); !fetched) return fetched.error();
+    auto sent = chosen_->host->send_image(store_dir, *built);
+    if (!sent) return sent.error();
     return {};
   }
 
   util::Result<void> check_image_target(const Config& /*config*/, const std::string& image) const override {
-    return image_error(image);
+    return cloud_.registry.empty() ? util::Result<void>{} : util::Result<void>{image_error(image)};
   }
 
-  util::Result<ImagePlacement> place_image(PrepareContext& /*ctx*/, BuiltImage& image, int /*version*/) override {
-    return image_error(image.name);
+  // deploy: the image's blobs go to every reachable host (a blob a host has is never sent again).
+  util::Result<ImagePlacement> place_image(PrepareContext& ctx, BuiltImage& image, int /*version*/) override {
+    if (!cloud_.registry.empty()) return image_error(image.name);
+    const std::string store_dir = image_store_dir(ctx.store.dir());
+    if (auto fetched = fetch_base_layers(image, store_dir); !fetched) return fetched.error();
+    ImagePlacement placement;
+    placement.location = {ctx.manifest.app, image.name, image.digest, cloud_.name, "", "", 0};
+    placement.report.digest = image.digest;
+    for (auto* host : hosts_.all()) {
+      auto sent = host->send_image(store_dir, image);
+      if (!sent) {
+        if (ctx.warn) ctx.warn(fmt::format("host {} of cloud '{}' did not get image '{}': {}", host->label(), cloud_.name, image.name,
+                                           sent.error().message));
+        continue;
+      }
+      placement.report.bytes_uploaded += sent->bytes_uploaded;
+      placement.report.blobs_uploaded += sent->blobs_uploaded;
+      placement.report.blobs_skipped += sent->blobs_skipped;
+    }
+    return placement;
   }
 
   util::Result<Run> launch(StateStore& store, const RunSpec& spec, const SecretValues& secrets) override {
@@ -97,7 +137,7 @@ class SshBackend final : public Backend {
     }
     HostConnection& host = *chosen_->host;
     RunSpec remote_spec = spec;
-    if (!spec.cwd.empty()) {
+    if (spec.image.empty() && !spec.cwd.empty()) {  // an image brings its own files
       auto synced = sync_directory(host.client(), spec.cwd, "~/.cache/gpurun/sync");
       if (!synced) return synced.error();
       remote_spec.cwd = synced->remote_path;
@@ -162,9 +202,9 @@ class SshBackend final : public Backend {
 
  private:
   util::Error image_error(const std::string& image) const {
-    return util::make_error(ExitCode::usage, fmt::format("image '{}': cloud '{}' (backend ssh) cannot run images yet; run the "
-                                                         "function on another cloud (--cloud) or without an image",
-                                                         image, cloud_.name));
+    return util::make_error(ExitCode::usage, fmt::format("image '{}': cloud '{}' (backend ssh) cannot use its registry for "
+                                                         "images yet; remove 'registry:' from cloud '{}' to send images over SSH",
+                                                         image, cloud_.name, cloud_.name));
   }
 
   // The host and remote run id of `run` (remote_id "LABEL:RUN_ID"); nullopt before it started.

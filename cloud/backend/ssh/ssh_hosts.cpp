@@ -1,5 +1,10 @@
 #include "cloud/backend/ssh/ssh_hosts.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -122,8 +127,51 @@ util::Result<std::string> HostConnection::read_log(const std::string& id, std::u
   return bytes->value_or("");
 }
 
+util::Result<PushReport> HostConnection::send_image(const std::string& store_dir, const BuiltImage& image) {
+  if (auto connected = connect(); !connected) return connected.error();
+  auto hex_of = [](const std::string& digest) { return digest.substr(digest.find(':') + 1); };
+  // Each blob's local file: its own path (a base's layout), else the store's copy.
+  std::vector<std::string> hexes = {hex_of(image.digest)};
+  std::vector<std::string> paths = {fmt::format("{}/blobs/sha256/{}", store_dir, hexes.back())};
+  for (const auto& blob : image.blobs) {
+    hexes.push_back(hex_of(blob.descriptor.digest));
+    paths.push_back(blob.path.empty() ? fmt::format("{}/blobs/sha256/{}", store_dir, hexes.back()) : blob.path);
+  }
+  RemoteScript ask;
+  ask.body = fmt::format("dir={}/blobs/sha256\nfor h in {}; do [ -f \"$dir/$h\" ] || echo \"$h\"; done\n",
+                         remote_path_word(host_image_cache), util::join(hexes, " "));
+  auto missing = client_->run(ask);
+  if (!missing) return missing.error();
+  if (missing->exit_code != 0) return remote_failure(*this, "asking for image blobs", *missing);
+  PushReport report;
+  report.digest = image.digest;
+  const std::string missing_text = "\n" + missing->out;
+  for (std::size_t i = 0; i < hexes.size(); ++i) {
+    const std::string& hex = hexes[i];
+    if (missing_text.find("\n" + hex + "\n") == std::string::npos) {
+      ++report.blobs_skipped;
+      continue;
+    }
+    const std::string& local = paths[i];
+    const int fd = ::open(local.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return util::make_error(ExitCode::backend, fmt::format("image '{}': cannot read {}: {}", image.name, local, std::strerror(errno)));
+    auto sent = client_->write_file(fmt::format("{}/blobs/sha256/{}", host_image_cache, hex), fd);
+    ::close(fd);
+    if (!sent) return sent.error();
+    report.bytes_uploaded += *sent;
+    ++report.blobs_uploaded;
+  }
+  return report;
+}
+
 SshHosts::SshHosts(std::string cloud, const SshCloudSettings& settings) : cloud_(std::move(cloud)) {
   for (const auto& host : settings.hosts) hosts_.push_back(std::make_unique<HostConnection>(host));
+}
+
+std::vector<HostConnection*> SshHosts::all() {
+  std::vector<HostConnection*> hosts;
+  for (auto& host : hosts_) hosts.push_back(host.get());
+  return hosts;
 }
 
 HostConnection* SshHosts::find(const std::string& label) {

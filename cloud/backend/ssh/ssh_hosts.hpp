@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "cloud/backend/ssh/ssh_settings.hpp"
+#include "cloud/images/image_store.hpp"
 #include "cloud/plan/run_spec.hpp"
 #include "cloud/ssh/ssh_client.hpp"
 #include "cloud/state/state.hpp"
@@ -52,6 +53,10 @@ class HostConnection {
   util::Result<void> cancel_run(const std::string& id);
   // The remote run's log after its first `offset` bytes (empty: nothing new or no log yet).
   util::Result<std::string> read_log(const std::string& id, std::uint64_t offset);
+  // Copies the blobs of `image` (manifest, config, layers: files of the local store `store_dir`)
+  // that the host's image cache lacks into it, content-addressed: one round trip asks which are
+  // missing, one write per missing blob. The report counts what was sent and skipped.
+  util::Result<PushReport> send_image(const std::string& store_dir, const BuiltImage& image);
   // The GPUs the host has in all.
   int total_gpus() const;
 
@@ -62,6 +67,9 @@ class HostConnection {
   std::string gpurun_path_;
 };
 
+// Where the image blobs sent over SSH go on a host (per user; `gpurun host-run` unpacks from it).
+inline constexpr const char* host_image_cache = "~/.cache/gpurun/images";
+
 // The host picked for a run and why (said to the user).
 struct HostChoice {
   HostConnection* host = nullptr;
@@ -71,6 +79,8 @@ struct HostChoice {
 class SshHosts {
  public:
   SshHosts(std::string cloud, const SshCloudSettings& settings);
+  // Every host, in config order.
+  std::vector<HostConnection*> all();
   // The host whose label() is `label`, or null.
   HostConnection* find(const std::string& label);
   // A host that can serve `alternatives` (empty: CPU only): the first with enough free GPUs,
