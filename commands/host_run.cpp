@@ -53,9 +53,10 @@ int run_host_run(Context& ctx, const HostRunOptions& options) {
   spec.backend = "local";
   spec.cwd = expand_home(spec.cwd);
   if (!spec.image_digest.empty() && spec.image_rootfs.empty()) {
-    // The ssh backend sent the image's blobs into this user's cache: unpacked from there, no registry.
-    auto pulled = cloud::pull_image("ssh://client", spec.image_repository, spec.image_digest,
-                                    expand_home("~/.cache/gpurun/images"));
+    // Pulled from the cloud's registry, or (none) unpacked from the blobs the ssh backend sent
+    // into this user's cache (all there: nothing is fetched).
+    auto pulled = cloud::pull_image(spec.image_registry.empty() ? std::string("ssh://client") : spec.image_registry,
+                                    spec.image_repository, spec.image_digest, expand_home("~/.cache/gpurun/images"));
     if (!pulled) return report(ctx, pulled.error());
     spec.image_rootfs = pulled->rootfs;
   }

@@ -8,7 +8,9 @@
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
 . "$HERE/require_tools.sh"
-require_tools "install openssh-server openssh-client fish bubblewrap psmisc busybox" sshd ssh ssh-keygen fish useradd bwrap fuser busybox
+. "$HERE/registry.sh"
+require_tools "install openssh-server openssh-client fish bubblewrap psmisc busybox docker-registry" sshd ssh ssh-keygen fish \
+  useradd bwrap fuser busybox docker-registry
 
 FIXTURE="$GPURUN_SOURCE_DIR/tests/fixtures/sshd.sh"
 USER1=gpurun-ssh USER2=gpurun-ssh2
@@ -19,9 +21,11 @@ stop_hosts() {
     fuser -k -KILL "$TEST_DIR/lease-$h"/runs/*/lock >/dev/null 2>&1 || true
     bash "$FIXTURE" stop "$TEST_DIR/sshd-$h"
   done
+  stop_registries
   cleanup
 }
 trap stop_hosts EXIT
+start_registry R
 getent group gpurun-lease >/dev/null || groupadd gpurun-lease
 for h in a b; do
   GPURUN_TEST_SSH_USER=$USER1 GPURUN_TEST_SSH_EXTRA_USERS=$USER2 bash "$FIXTURE" start "$TEST_DIR/sshd-$h" ||
@@ -48,6 +52,14 @@ clouds:
     hosts:
       - {host: 127.0.0.1, port: 1, gpus: ["T4:2"], lease_dir: /nonexistent}
       - {host: 127.0.0.1, port: $PORT_A, gpus: ["T4:2"], lease_dir: $TEST_DIR/lease-a}
+      - {host: 127.0.0.1, port: $PORT_B, gpus: ["A100-40GB:1"], lease_dir: $TEST_DIR/lease-b}
+  labreg:
+    backend: ssh
+    registry: "http://127.0.0.1:$PORT_R"
+    user: $1
+    identity_file: $TEST_DIR/sshd-a/id_ed25519
+    ssh_options: [UserKnownHostsFile=$TEST_DIR/known_hosts, GlobalKnownHostsFile=/dev/null]
+    hosts:
       - {host: 127.0.0.1, port: $PORT_B, gpus: ["A100-40GB:1"], lease_dir: $TEST_DIR/lease-b}
 YAML
 }
@@ -142,6 +154,10 @@ first=$(python3 -c 'import json,sys; print(sum(p["bytes_uploaded"] for p in json
 check; [ "${first:-0}" -gt 100000 ] || fail "the first deploy as $USER2 sent too little: $OUT"
 run_as 2 deploy --json
 expect_eq "redeploy: bytes sent" "0" "$(python3 -c 'import json,sys; print(sum(p["bytes_uploaded"] for p in json.loads(sys.argv[1])["image_pushes"]))' "$OUT")"
+run_as 1 run boxed --cloud labreg
+expect_eq "image run through the cloud's registry: exit" 0 "$RC"
+expect_contains "image run through the registry: output" "synced-manifest-dir" "$OUT"
+expect_contains "pushed to the registry" "127.0.0.1:$PORT_R" "$ERR"
 
 # 5. The lease dir is shared: both users' runs are recorded in host a's one state database.
 check; [ "$(stat -c %G "$TEST_DIR/lease-a/state.db")" = gpurun-lease ] || fail "state.db is not the lease group's"

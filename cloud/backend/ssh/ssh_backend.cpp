@@ -15,6 +15,8 @@
 #include "cloud/backend/ssh/ssh_hosts.hpp"
 #include "cloud/backend/ssh/ssh_settings.hpp"
 #include "cloud/images/image_store.hpp"
+#include "cloud/images/push.hpp"
+#include "cloud/images/registry.hpp"
 #include "cloud/ssh/directory_sync.hpp"
 #include "util/strings.hpp"
 
@@ -80,7 +82,6 @@ class SshBackend final : public Backend {
     chosen_ = std::move(*chosen);
     if (ctx.progress.on_done) ctx.progress.on_done(fmt::format("host {} chosen: {}", chosen_->host->label(), chosen_->why));
     if (spec.image.empty()) return {};
-    if (!cloud_.registry.empty()) return image_error(spec.image);
     const auto* image = ctx.manifest.find_image(spec.image);
     if (image == nullptr) {
       return util::make_error(ExitCode::usage, fmt::format("function '{}': image '{}' is not defined", spec.function, spec.image));
@@ -95,21 +96,31 @@ class SshBackend final : public Backend {
     spec.image_env = built->env;
     spec.image_workdir = built->workdir;
     spec.cwd = built->workdir;
-    spec.image_repository = built->name;
+    spec.image_repository = cloud_.registry.empty() ? built->name : image_repository(ctx.manifest.app, image->name);
+    spec.image_registry = cloud_.registry;
     if (ctx.dry_run) return {};
+    if (!cloud_.registry.empty()) return push_once(ctx, *built, spec.image_repository);
     if (auto fetched = fetch_base_layers(*built, store_dir); !fetched) return fetched.error();
     auto sent = chosen_->host->send_image(store_dir, *built);
     if (!sent) return sent.error();
     return {};
   }
 
-  util::Result<void> check_image_target(const Config& /*config*/, const std::string& image) const override {
-    return cloud_.registry.empty() ? util::Result<void>{} : util::Result<void>{image_error(image)};
-  }
+  // Images go to the cloud's registry when it names one, else over SSH: always possible.
+  util::Result<void> check_image_target(const Config& /*config*/, const std::string& /*image*/) const override { return {}; }
 
   // deploy: the image's blobs go to every reachable host (a blob a host has is never sent again).
-  util::Result<ImagePlacement> place_image(PrepareContext& ctx, BuiltImage& image, int /*version*/) override {
-    if (!cloud_.registry.empty()) return image_error(image.name);
+  util::Result<ImagePlacement> place_image(PrepareContext& ctx, BuiltImage& image, int version) override {
+    if (!cloud_.registry.empty()) {
+      ImagePlacement placement;
+      const std::string repository = image_repository(ctx.manifest.app, image.name);
+      placement.tags = registry::default_tags(image.digest, "v" + std::to_string(version));
+      auto pushed = push_image({cloud_.name, cloud_.registry, repository}, image, placement.tags, ctx.progress);
+      if (!pushed) return pushed.error();
+      placement.report = *pushed;
+      placement.location = {ctx.manifest.app, image.name, image.digest, cloud_.name, cloud_.registry, repository, 0};
+      return placement;
+    }
     const std::string store_dir = image_store_dir(ctx.store.dir());
     if (auto fetched = fetch_base_layers(image, store_dir); !fetched) return fetched.error();
     ImagePlacement placement;
@@ -201,10 +212,16 @@ class SshBackend final : public Backend {
   std::string job_id(const Run& run) const override { return run.remote_id; }
 
  private:
-  util::Error image_error(const std::string& image) const {
-    return util::make_error(ExitCode::usage, fmt::format("image '{}': cloud '{}' (backend ssh) cannot use its registry for "
-                                                         "images yet; remove 'registry:' from cloud '{}' to send images over SSH",
-                                                         image, cloud_.name, cloud_.name));
+  // Pushes `built` to the cloud's registry unless the state says it holds that digest already.
+  util::Result<void> push_once(PrepareContext& ctx, BuiltImage& built, const std::string& repository) {
+    auto locations = ctx.store.list_image_locations(ctx.manifest.app);
+    if (!locations) return locations.error();
+    for (const auto& l : *locations) {
+      if (l.image == built.name && l.digest == built.digest && l.cloud == cloud_.name && l.registry == cloud_.registry) return {};
+    }
+    auto pushed = push_image({cloud_.name, cloud_.registry, repository}, built, registry::default_tags(built.digest, ""), ctx.progress);
+    if (!pushed) return pushed.error();
+    return ctx.store.record_image_locations({{ctx.manifest.app, built.name, built.digest, cloud_.name, cloud_.registry, repository, 0}});
   }
 
   // The host and remote run id of `run` (remote_id "LABEL:RUN_ID"); nullopt before it started.
