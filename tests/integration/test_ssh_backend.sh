@@ -96,6 +96,12 @@ YAML
 echo "synced-manifest-dir" > data.txt
 python3 "$HERE/make_busybox_layout.py" base "$(command -v busybox)"
 
+# 0. --dry-run asks no host (nothing is copied there): no warning about the unreachable one.
+run_as 1 run hello --dry-run
+expect_eq "dry run: exit" 0 "$RC"
+expect_contains "dry run: the spec" '"function":"hello"' "$OUT"
+expect_eq "dry run: no host asked" "" "$ERR"
+
 # 1. The host chosen and why; the unreachable one skipped with a warning; the manifest dir synced.
 run_as 1 run hello
 expect_eq "hello runs in the synced manifest dir, as the login user" $'synced-manifest-dir\nuser=gpurun-ssh' "$OUT"

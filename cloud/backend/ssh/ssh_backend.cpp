@@ -10,6 +10,7 @@
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <map>
 #include <optional>
 
 #include "cloud/backend/ssh/ssh_hosts.hpp"
@@ -76,11 +77,14 @@ class SshBackend final : public Backend {
 
   // Picks the host (said on stderr with the reason); an image is built here and its blobs the
   // host lacks are sent into its image cache (host-run unpacks it there).
+  // With ctx.dry_run no host is asked (asking may copy gpurun there).
   util::Result<void> prepare_image(PrepareContext& ctx, const PlacedFunction& /*placed*/, RunSpec& spec) override {
-    auto chosen = hosts_.choose(spec.gpu_alternatives, ctx.warn);
-    if (!chosen) return chosen.error();
-    chosen_ = std::move(*chosen);
-    if (ctx.progress.on_done) ctx.progress.on_done(fmt::format("host {} chosen: {}", chosen_->host->label(), chosen_->why));
+    if (!ctx.dry_run) {
+      auto chosen = hosts_.choose(spec.gpu_alternatives, ctx.warn);
+      if (!chosen) return chosen.error();
+      chosen_ = std::move(*chosen);
+      if (ctx.progress.on_done) ctx.progress.on_done(fmt::format("host {} chosen: {}", chosen_->host->label(), chosen_->why));
+    }
     if (spec.image.empty()) return {};
     const auto* image = ctx.manifest.find_image(spec.image);
     if (image == nullptr) {
@@ -170,9 +174,7 @@ class SshBackend final : public Backend {
   }
 
   util::Result<std::string> dry_run(const RunSpec& spec, const SecretValues& /*secrets*/) override {
-    std::string text = to_json(spec) + "\n";
-    if (chosen_) text += fmt::format("# on host {}: {}\n", chosen_->host->label(), chosen_->why);
-    return text;
+    return to_json(spec) + "\n";
   }
 
   util::Result<void> cancel(StateStore& store, const Run& run) override {
@@ -185,21 +187,44 @@ class SshBackend final : public Backend {
   }
 
   util::Result<Run> refresh(StateStore& store, const Run& run) override {
-    if (is_terminal(run.status)) return store.get_run(run.id);
-    auto where = locate(run);
-    if (!where) return store.get_run(run.id);
-    auto statuses = where->first->statuses({where->second});
-    if (!statuses) return statuses.error();
-    if (auto it = statuses->runs.find(where->second); it != statuses->runs.end()) {
-      // The log first: a run the host calls ended has written all of it.
-      pull_log(store, run);
-      mirror(store, run, it->second);
-    } else {
-      (void)store.update_status(run.id, RunStatus::lost,
-                                fmt::format("host {} no longer knows run {}", where->first->label(), where->second),
-                                util::to_int(ExitCode::backend));
+    auto runs = refresh_runs(store, {run}, true);
+    if (!runs) return runs.error();
+    return runs->front();
+  }
+
+  // Brings `runs` up to date with one host-status call per host (their logs copied first: a run
+  // the host calls ended has written all of it). A host that cannot be asked leaves its runs as
+  // recorded; its error is returned only when `strict`.
+  util::Result<std::vector<Run>> refresh_runs(StateStore& store, const std::vector<Run>& runs, bool strict) {
+    std::map<HostConnection*, std::vector<std::string>> asked;
+    for (const auto& run : runs) {
+      if (auto where = locate(run); where && !is_terminal(run.status)) asked[where->first].push_back(where->second);
     }
-    return store.get_run(run.id);
+    std::map<HostConnection*, HostStatus> answers;
+    for (const auto& [host, ids] : asked) {
+      auto status = host->statuses(ids);
+      if (!status && strict) return status.error();
+      if (status) answers[host] = std::move(*status);
+    }
+    std::vector<Run> fresh;
+    for (const auto& run : runs) {
+      auto where = locate(run);
+      auto answer = where ? answers.find(where->first) : answers.end();
+      if (answer != answers.end() && !is_terminal(run.status)) {
+        if (auto it = answer->second.runs.find(where->second); it != answer->second.runs.end()) {
+          pull_log(store, run);
+          mirror(store, run, it->second);
+        } else {
+          (void)store.update_status(run.id, RunStatus::lost,
+                                    fmt::format("host {} no longer knows run {}", where->first->label(), where->second),
+                                    util::to_int(ExitCode::backend));
+        }
+      }
+      auto now = store.get_run(run.id);
+      if (!now) return now.error();
+      fresh.push_back(std::move(*now));
+    }
+    return fresh;
   }
 
   // The local copy of the run's log, first brought up to date while the run is not over (once it
