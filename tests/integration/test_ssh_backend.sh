@@ -82,6 +82,7 @@ run_as() {  # run_as N ARGS...: as run_cmd, as client N
 
 mkdir -p "$TEST_DIR/proj"
 cd "$TEST_DIR/proj"
+export GPURUN_SECRET_SVC_API_TOKEN=not-the-secret  # the manifest names secret svc
 cat > gpurun.yaml <<'YAML'
 app: lab
 images:
@@ -91,6 +92,7 @@ functions:
   big: {command: [sh, -c, "echo big on $CUDA_VISIBLE_DEVICES"], gpu: A100}
   slot: {command: [sh, -c, "echo START $(date +%s.%N); sleep 2; echo END $(date +%s.%N)"], gpu: T4}
   streamer: {command: [sh, -c, "echo first-line; sleep 4; echo second-line; exit 3"], gpu: T4}
+  secretive: {command: [sh, -c, "echo token=$API_TOKEN; sleep 3"], secrets: [svc]}
   boxed: {command: [sh, -c, "cat data.txt; ls /usr/bin/apt 2>&1 | head -c 0; echo in-image $(id -un 2>/dev/null || id -u)"], image: tools}
 YAML
 echo "synced-manifest-dir" > data.txt
@@ -165,7 +167,22 @@ expect_eq "image run through the cloud's registry: exit" 0 "$RC"
 expect_contains "image run through the registry: output" "synced-manifest-dir" "$OUT"
 expect_contains "pushed to the registry" "127.0.0.1:$PORT_R" "$ERR"
 
-# 5. The lease dir is shared: both users' runs are recorded in host a's one state database.
+# 5. Secrets reach the host on stdin: on no command line (here or there) and in no file of the host.
+secret=ssh-backend-secret-$RANDOM$RANDOM
+GPURUN_SECRET_SVC_API_TOKEN=$secret run_as 1 run secretive --detach
+sid=$OUT
+wait_until 30 sh -c "GPURUN_STATE_DIR='$TEST_DIR/client1/state' XDG_CONFIG_HOME='$TEST_DIR/client1/config' '$GPURUN' logs $sid | grep -q token=" ||
+  fail "the secret run never printed"
+run_as 1 logs "$sid"
+expect_eq "the secret is masked" "token=***" "$OUT"
+procs=$(ps -eo args)
+check; [[ $procs == *"$secret"* ]] && fail "the secret is on a command line: $(printf '%s\n' "$procs" | grep -F -- "$secret")"
+run_as 1 wait "$sid"
+expect_eq "secret run: exit" 0 "$RC"
+check; grep -rqF -- "$secret" "$TEST_DIR" "$(getent passwd "$USER1" | cut -d: -f6)" 2>/dev/null &&
+  fail "the secret is stored in $(grep -rlF -- "$secret" "$TEST_DIR" "$(getent passwd "$USER1" | cut -d: -f6)")"
+
+# 6. The lease dir is shared: both users' runs are recorded in host a's one state database.
 check; [ "$(stat -c %G "$TEST_DIR/lease-a/state.db")" = gpurun-lease ] || fail "state.db is not the lease group's"
 check; [ "$(stat -c %a "$TEST_DIR/lease-a/state.db")" = 660 ] || fail "state.db is not group-writable: $(stat -c %a "$TEST_DIR/lease-a/state.db")"
 finish
