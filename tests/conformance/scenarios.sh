@@ -21,7 +21,6 @@ KNOWN_FAILURES_ssh=(
   "one_monitor:issue 11: no monitor yet; a detached ssh run's local record is updated when a command refreshes it"
 )
 KNOWN_FAILURES_slurm=(
-  "one_monitor:issue 11: one watcher process per detached run (20 for 20 runs)"
 )
 
 

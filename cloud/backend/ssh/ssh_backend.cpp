@@ -10,7 +10,10 @@
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <algorithm>
+#include <chrono>
 #include <map>
+#include <span>
 #include <optional>
 
 #include "cloud/backend/ssh/ssh_hosts.hpp"
@@ -59,6 +62,54 @@ class LocalLogCopy {
  private:
   std::string path_;
   int fd_ = -1;
+};
+
+// Copies what the host's log of remote run `id` has beyond the local copy at `path` (locked: one
+// process at a time; best effort, the next call catches up).
+void pull_log_copy(HostConnection& host, const std::string& id, const std::string& path) {
+  LocalLogCopy copy(path);
+  if (!copy.ok()) return;
+  auto bytes = host.read_log(id, copy.size());
+  if (bytes && !bytes->empty()) (void)copy.append(*bytes);
+}
+
+// A run's log for readers: the local copy, topped up from the host's log (one SSH round trip,
+// at most every 200 ms) when a read reaches its end while the run may still write.
+class SshLogBytes final : public LogBytes {
+ public:
+  SshLogBytes(const SshHost& host, std::string remote_run, std::string local_path, bool complete)
+      : host_(host), remote_run_(std::move(remote_run)), local_path_(local_path), local_(file_log_bytes(std::move(local_path))),
+        complete_(complete) {}
+
+  util::Result<std::size_t> read(std::uint64_t offset, char* out, std::size_t max) override {
+    auto got = local_->read(offset, out, max);
+    if (!got || *got > 0 || complete_ || !pull()) return got;
+    return local_->read(offset, out, max);
+  }
+  util::Result<std::uint64_t> size() override {
+    if (!complete_) pull();
+    return local_->size();
+  }
+  std::string describe() const override {
+    return fmt::format("{}:{}/runs/{}/log", host_.label(), host_.host().lease_dir, remote_run_);
+  }
+
+ private:
+  // Tops up the local copy unless that was done in the last 200 ms; true when it was.
+  bool pull() {
+    const auto now = std::chrono::steady_clock::now();
+    if (pulled_ && now - *pulled_ < std::chrono::milliseconds(200)) return false;
+    pulled_ = now;
+    pull_log_copy(host_, remote_run_, local_path_);
+    return true;
+  }
+
+  HostConnection host_;
+  std::string remote_run_;
+  std::string local_path_;
+  std::unique_ptr<LogBytes> local_;
+  bool complete_;
+  std::optional<std::chrono::steady_clock::time_point> pulled_;
 };
 
 class SshBackend final : public Backend {
@@ -227,14 +278,42 @@ class SshBackend final : public Backend {
     return fresh;
   }
 
-  // The local copy of the run's log, first brought up to date while the run is not over (once it
-  // is recorded as ended, refresh has copied all of it).
-  LogSource log_source(const StateStore& store, const Run& run) const override {
-    if (!is_terminal(run.status)) pull_log(store, run);
-    return {run_dir(store.dir(), run.id) + "/log", LogFormat::records};
+  util::Result<std::vector<Run>> refresh_many(StateStore& store, std::span<const Run> runs) override {
+    return refresh_runs(store, std::vector<Run>(runs.begin(), runs.end()), false);
   }
 
-  std::string job_id(const Run& run) const override { return run.remote_id; }
+  // Free and total GPUs by type: each host's declared GPUs less those its lease dir has leased
+  // (one round trip per host); an unreachable host counts as having none free.
+  util::Result<Capacity> capacity(StateStore& /*store*/) override {
+    Capacity capacity;
+    capacity.known = true;
+    std::vector<std::string> unreachable;
+    for (auto* host : hosts_.all()) {
+      auto status = host->statuses({});
+      int leased = status ? status->leased : host->total_gpus();
+      if (!status) unreachable.push_back(host->label());
+      for (const auto& slot : host->host().gpus) {
+        const int busy = std::min(leased, slot.count);
+        leased -= busy;
+        add_capacity(capacity, slot, slot.count - busy);
+      }
+    }
+    capacity.note = unreachable.empty() ? "leases on each host"
+                                        : fmt::format("leases on each host; unreachable: {}", util::join(unreachable, ", "));
+    return capacity;
+  }
+
+  // The run's log: the local copy, topped up from the host's while the run is not recorded as
+  // ended (once it is, refresh has copied all of it).
+  util::Result<LogSource> open_log(const StateStore& store, const Run& run) const override {
+    const std::string local = run_dir(store.dir(), run.id) + "/log";
+    auto where = locate(run);
+    if (!where) return LogSource{file_log_bytes(local), LogFormat::records};
+    return LogSource{std::make_unique<SshLogBytes>(where->first->host(), where->second, local, is_terminal(run.status)),
+                     LogFormat::records};
+  }
+
+  std::string remote_id(const Run& run) const override { return run.remote_id; }
 
  private:
   // Pushes `built` to the cloud's registry unless the state says it holds that digest already.
@@ -258,15 +337,21 @@ class SshBackend final : public Backend {
     return std::pair{host, run.remote_id.substr(colon + 1)};
   }
 
-  // Appends what the host's log of `run` has beyond the local copy (best effort: the next call
-  // catches up).
+  // Appends what the host's log of `run` has beyond the local copy.
   void pull_log(const StateStore& store, const Run& run) const {
-    auto where = locate(run);
-    if (!where) return;
-    LocalLogCopy copy(run_dir(store.dir(), run.id) + "/log");
-    if (!copy.ok()) return;
-    auto bytes = where->first->read_log(where->second, copy.size());
-    if (bytes && !bytes->empty()) (void)copy.append(*bytes);
+    if (auto where = locate(run)) pull_log_copy(*where->first, where->second, run_dir(store.dir(), run.id) + "/log");
+  }
+
+  // Adds `free` of `slot`'s GPUs (and slot.count in all) to the capacity's entry for its type.
+  static void add_capacity(Capacity& capacity, const gpu::GpuSlot& slot, int free) {
+    for (auto& entry : capacity.gpus) {
+      if (entry.type == slot.type && entry.memory_gb == slot.memory_gb) {
+        entry.free += free;
+        entry.total += slot.count;
+        return;
+      }
+    }
+    capacity.gpus.push_back({slot.type, slot.memory_gb, free, slot.count});
   }
 
   // Records what the host says of the run when it differs from what is recorded.

@@ -56,11 +56,17 @@ int HostConnection::total_gpus() const {
   return total;
 }
 
-util::Result<void> HostConnection::connect() {
-  if (client_ && !gpurun_path_.empty()) return {};
+util::Result<void> HostConnection::open_client() {
+  if (client_) return {};
   auto client = SshClient::open(host_.ssh);
   if (!client) return client.error();
   client_ = std::move(*client);
+  return {};
+}
+
+util::Result<void> HostConnection::connect() {
+  if (client_ && !gpurun_path_.empty()) return {};
+  if (auto opened = open_client(); !opened) return opened.error();
   auto remote = ensure_remote_gpurun(*client_);
   if (!remote) return remote.error();
   gpurun_path_ = remote->path;
@@ -121,7 +127,7 @@ util::Result<void> HostConnection::cancel_run(const std::string& id) {
 }
 
 util::Result<std::string> HostConnection::read_log(const std::string& id, std::uint64_t offset) {
-  if (auto connected = connect(); !connected) return connected.error();
+  if (auto opened = open_client(); !opened) return opened.error();
   auto bytes = client_->read_file(fmt::format("{}/runs/{}/log", host_.lease_dir, id), offset);
   if (!bytes) return bytes.error();
   return bytes->value_or("");

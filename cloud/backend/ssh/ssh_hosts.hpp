@@ -43,6 +43,8 @@ class HostConnection {
   const SshHost& host() const { return host_; }
   // Opens the shared connection and makes sure gpurun is on the host (once per process).
   util::Result<void> connect();
+  // Opens the client only (reading files needs no gpurun there).
+  util::Result<void> open_client();
   // The client; connect() first.
   const SshClient& client() const { return *client_; }
   // Starts `spec` there (spec and secrets on stdin); returns the remote run id.
@@ -51,7 +53,8 @@ class HostConnection {
   util::Result<HostStatus> statuses(const std::vector<std::string>& ids);
   // Asks the host to cancel remote run `id`.
   util::Result<void> cancel_run(const std::string& id);
-  // The remote run's log after its first `offset` bytes (empty: nothing new or no log yet).
+  // The remote run's log after its first `offset` bytes (empty: nothing new or no log yet): one
+  // round trip through the shared connection.
   util::Result<std::string> read_log(const std::string& id, std::uint64_t offset);
   // Copies the blobs of `image` (manifest, config, layers: files of the local store `store_dir`)
   // that the host's image cache lacks into it, content-addressed: one round trip asks which are

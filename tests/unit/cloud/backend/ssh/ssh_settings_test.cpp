@@ -66,6 +66,6 @@ TEST_CASE("ssh cloud: bad hosts, lease dirs and GPUs get positions and fixes") {
         "config.yaml:5:34: error: clouds.lab.hosts[0].partition: unknown key 'partition'; allowed keys here: host, port, user, "
         "identity_file, ssh_options, remote_setup, gpurun_path, gpurun_dir, gpus, lease_dir");
   CHECK(errors_of("clouds:\n  lab:\n    backend: ssh\n    endpoint: x\n    hosts:\n      - {host: gpu1, gpus: [T4]}\n") ==
-        "config.yaml:4:5: error: clouds.lab.endpoint: unknown key 'endpoint'; allowed keys here: backend, registry, gpus, port, "
-        "user, identity_file, ssh_options, remote_setup, gpurun_path, gpurun_dir, hosts, lease_dir");
+        "config.yaml:4:5: error: clouds.lab.endpoint: unknown key 'endpoint'; allowed keys here: backend, registry, gpus, "
+        "gpurun_dir, gpurun_path, hosts, identity_file, lease_dir, port, remote_setup, ssh_options, user");
 }
