@@ -5,6 +5,8 @@
 
 #include "cloud/backend/local/local_backend.hpp"
 #include "cloud/backend/slurm/slurm_backend.hpp"
+#include "cloud/backend/ssh/ssh_backend.hpp"
+#include "cloud/backend/ssh/ssh_settings.hpp"
 #include "util/strings.hpp"
 
 namespace gpurun::cloud {
@@ -24,6 +26,7 @@ const std::map<std::string, BackendEntry>& entries() {
   static const std::map<std::string, BackendEntry> map = {
       {"local", {&make_local_backend, &local_config_keys}},
       {"slurm", {&make_slurm_backend, &slurm_config_keys}},
+      {"ssh", {&make_ssh_backend, &ssh_config_keys}},
   };
   return map;
 }

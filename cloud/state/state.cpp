@@ -157,15 +157,26 @@ std::string env_or_empty(const char* name) {
   return value ? value : "";
 }
 
-// mkdir -p with mode 0700 for every directory it creates.
+// True when `dir` is a setgid directory: a state dir an admin shares with a group (a host-wide
+// lease dir, README "GPU servers over SSH"); what gpurun creates under it is group-writable.
+bool shared_dir(const std::string& dir) {
+  struct stat info {};
+  return ::stat(dir.c_str(), &info) == 0 && S_ISDIR(info.st_mode) && (info.st_mode & S_ISGID) != 0;
+}
+
+// mkdir -p with mode 0700 for every directory it creates (02770 under a shared, setgid directory).
 util::Result<void> make_dirs(const std::string& path) {
   std::string prefix;
+  bool shared = false;
   for (std::size_t pos = 0; pos != std::string::npos;) {
     std::size_t next = path.find('/', pos + 1);
     prefix = path.substr(0, next);
     pos = next;
     if (prefix.empty() || prefix == "/") continue;
-    if (::mkdir(prefix.c_str(), 0700) != 0 && errno != EEXIST) {
+    const int made = ::mkdir(prefix.c_str(), shared ? 02770 : 0700);
+    if (made == 0 && shared) ::chmod(prefix.c_str(), 02770);  // the umask may have taken group bits
+    shared = shared_dir(prefix);
+    if (made != 0 && errno != EEXIST) {
       return make_error(ExitCode::backend, "cannot create directory " + prefix + ": " + std::strerror(errno) +
                                                "; check the permissions or set GPURUN_STATE_DIR");
     }
@@ -296,7 +307,7 @@ util::Result<RunLock> RunLock::acquire(const std::string& state_dir, const std::
   const std::string dir = run_dir(state_dir, run_id);
   if (auto made = make_dirs(dir); !made) return made.error();
   std::string path = dir + "/lock";
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | (inheritable ? 0 : O_CLOEXEC), 0600);
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | (inheritable ? 0 : O_CLOEXEC), shared_dir(dir) ? 0660 : 0600);
   if (fd < 0) {
     return make_error(ExitCode::backend, "cannot open " + path + ": " + std::strerror(errno) + "; check the permissions");
   }
@@ -362,6 +373,16 @@ util::Result<StateStore> StateStore::open(const std::string& dir) {
     return make_error(ExitCode::backend, "cannot find gpurun's state directory: HOME is not set; set GPURUN_STATE_DIR");
   }
   if (auto made = make_dirs(dir + "/runs"); !made) return made.error();
+  if (shared_dir(dir)) {
+    // Every user of a shared state dir writes the database (SQLite gives -wal/-shm its mode).
+    const std::string db_path = dir + "/state.db";
+    const int fd = ::open(db_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0660);
+    if (fd >= 0) {
+      struct stat info {};
+      if (::fstat(fd, &info) == 0 && info.st_uid == ::getuid()) ::fchmod(fd, 0660);
+      ::close(fd);
+    }
+  }
   return guarded(dir, [&]() -> util::Result<StateStore> {
     auto db = std::make_unique<Database>(dir + "/state.db");
     sqlite3_busy_timeout(db->handle(), 5000);
@@ -616,7 +637,7 @@ util::Result<std::vector<std::string>> StateStore::reconcile_lost() {
     std::vector<std::string> candidates;
     {
       // Only local runs have a supervisor holding their lock; remote runs are refreshed from their backend.
-      Statement active = db_->prepare(std::string("SELECT id FROM runs WHERE backend<>'slurm' AND status IN ") + active_sql);
+      Statement active = db_->prepare(std::string("SELECT id FROM runs WHERE backend IN ('local', '') AND status IN ") + active_sql);
       while (active.step()) {
         std::string id = active.text(0);
         if (!run_lock_held(dir_, id)) candidates.push_back(std::move(id));

@@ -16,6 +16,10 @@ SCENARIOS=(
 # suite fails, so that its entry gets removed here.
 KNOWN_FAILURES_local=(
 )
+KNOWN_FAILURES_ssh=(
+  "volume:issue 18: volumes on ssh hosts are not built yet (the backend refuses them)"
+  "one_monitor:issue 11: no monitor yet; a detached ssh run's local record is updated when a command refreshes it"
+)
 KNOWN_FAILURES_slurm=(
 )
 KNOWN_FAILURES_slurm_cli=(
