@@ -163,11 +163,8 @@ class SlurmBackend final : public Backend {
       return util::make_error(ExitCode::usage, fmt::format("function '{}': image '{}' is not defined", spec.function, spec.image));
     }
     if (auto target = check_image_target(ctx.config, image->name); !target) return target.error();
-    auto built = build_image(ctx.manifest, *image, image_store_dir(ctx.store.dir()));
+    auto built = image_for_run(ctx, *image);
     if (!built) return built.error();
-    for (const auto& w : built->warnings) {
-      if (ctx.warn) ctx.warn(fmt::format("image '{}': {}", image->name, w));
-    }
     spec.image_digest = built->digest;
     spec.image_env = built->env;
     spec.image_workdir = built->workdir;
@@ -387,6 +384,13 @@ class SlurmBackend final : public Backend {
 
   // The run's log under log_dir: records written by node-exec, or Slurm's plain output for a run
   // launched before every run went through node-exec (no records marker in its spec).
+  // The run's log, exit file and Slurm output under log_dir, besides its run dir.
+  std::vector<std::string> run_files(const StateStore& store, const Run& run) const override {
+    const std::string dir = run.log_dir.empty() ? cloud_.log_dir : run.log_dir;
+    return {run_dir(store.dir(), run.id), slurm::run_log_path(dir, run.id), slurm::run_exit_path(dir, run.id),
+            slurm::slurm_output_path(dir, run.id)};
+  }
+
   LogSource log_source(const StateStore& /*store*/, const Run& run) const override {
     return {slurm::run_log_path(run.log_dir.empty() ? cloud_.log_dir : run.log_dir, run.id),
             has_records_marker(run.spec_json) ? LogFormat::records : LogFormat::plain};
