@@ -96,6 +96,17 @@ expect_eq "app list: newest version" "demo 3" "$(json 'd[0]["app"] + " " + str(d
 run_cmd volume ls --json
 expect_eq "volume ls" "data demo local $GPURUN_STATE_DIR/volumes/demo/data" \
   "$(json 'd[0]["name"] + " " + d[0]["app"] + " " + d[0]["cloud"] + " " + d[0]["where"]' "$OUT")"
+run_cmd plan app/gpurun.yaml
+expect_contains "plan: where the volume lives and why" "data    local  created there earlier; a volume stays where it was created" "$OUT"
+
+# --- completion offers app names, versions and volume names ---
+run_cmd __complete app rollback demo ""
+expect_eq "complete: versions, newest first" "3 2 1" "$(tail -n +2 <<<"$OUT" | cut -f1 | tr '\n' ' ' | sed 's/ $//')"
+run_cmd __complete app history ""
+expect_eq "complete: app names" "demo" "$(tail -n +2 <<<"$OUT" | cut -f1)"
+run_cmd __complete volume put ""
+expect_eq "complete: volume names" "data demo/data" "$(tail -n +2 <<<"$OUT" | cut -f1 | tr '\n' ' ' | sed 's/ $//')"
+
 echo "a note put in" > note.txt
 run_cmd volume put demo/data note.txt
 expect_eq "volume put: rc ($ERR)" 0 "$RC"
