@@ -219,11 +219,12 @@ cloud::Deployment snapshot_of(const Loaded& loaded, const cloud::Plan& plan, con
   return deployment;
 }
 
-// True when `latest` runs exactly what `next` would: same manifest text and folder, plan and images.
+// True when `latest` runs exactly what `next` would: same manifest text and folder, plan and
+// image digest per cloud.
 bool same_snapshot(const cloud::Deployment& latest, const cloud::Deployment& next) {
   auto key = [](const cloud::Deployment& d) {
     nlohmann::json images = nlohmann::json::array();
-    for (const auto& i : d.images) images.push_back({i.image, i.digest, i.cloud, i.registry, i.repository});
+    for (const auto& i : d.images) images.push_back({i.image, i.digest, i.cloud});
     return d.manifest_digest + "\n" + d.manifest_dir + "\n" + d.plan_json + "\n" + images.dump();
   };
   return key(latest) == key(next);
@@ -272,22 +273,18 @@ int run_deploy(Context& ctx, const DeployOptions& options) {
                                 [&ctx](const std::string& w) { ctx.err << "gpurun: warning: " << w << '\n'; }, false, {}};
   std::vector<cloud::ImageLocation> locations;
   nlohmann::json push_json = nlohmann::json::array();
-  int version = *latest ? (*latest)->version + 1 : 1;
-  // An unchanged deploy keeps its version: the digests are known before anything is pushed.
-  const bool maybe_unchanged = *latest && (*latest)->manifest_digest == digest;
-  if (maybe_unchanged) version = (*latest)->version;
+  // An unchanged deploy keeps its version: manifest, folder, plan and image digests per cloud are
+  // all known before anything is pushed (the images are still put in place, tagged with it).
+  std::vector<cloud::ImageLocation> expected;
+  for (const auto& placed_image : plan->images) {
+    for (const auto& c : placed_image.clouds) {
+      if (backends->count(c) != 0) expected.push_back({manifest.app, placed_image.name, digests.at(placed_image.name), c, "", "", 0});
+    }
+  }
+  const bool unchanged = *latest && same_snapshot(**latest, snapshot_of(*loaded, *plan, digest, expected));
+  int version = unchanged ? (*latest)->version : (*latest ? (*latest)->version + 1 : 1);
   auto placed = place_images(prepare, *plan, *backends, *built, version, locations, push_json);
   if (!placed) return report(ctx, placed.error());
-  auto snapshot = snapshot_of(*loaded, *plan, digest, locations);
-  const bool unchanged = maybe_unchanged && same_snapshot(**latest, snapshot);
-  if (maybe_unchanged && !unchanged) {
-    // The manifest is the same but what it builds or where it runs changed: a new version, tagged as such.
-    version = (*latest)->version + 1;
-    locations.clear();
-    push_json = nlohmann::json::array();
-    auto retagged = place_images(prepare, *plan, *backends, *built, version, locations, push_json);
-    if (!retagged) return report(ctx, retagged.error());
-  }
   auto volume_json = create_volumes(*store, *located);
   if (!volume_json) return report(ctx, volume_json.error());
 
@@ -295,9 +292,13 @@ int run_deploy(Context& ctx, const DeployOptions& options) {
   if (unchanged) {
     if (auto recorded = store->record_image_locations(locations); !recorded) return report(ctx, recorded.error());
   } else {
-    auto recorded = record_deployment(*store, snapshot, *text, locations);
+    auto recorded = record_deployment(*store, snapshot_of(*loaded, *plan, digest, locations), *text, locations);
     if (!recorded) return report(ctx, recorded.error());
-    version = *recorded;
+    if (*recorded != version) {
+      ctx.err << fmt::format("gpurun: warning: another deploy of {} ran at the same time; this one is version {}\n",
+                             manifest.app, *recorded);
+      version = *recorded;
+    }
   }
 
   if (options.json) {
