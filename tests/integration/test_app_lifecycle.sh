@@ -10,6 +10,7 @@ require_tools "install it with scripts/bootstrap --test-deps" docker-registry bw
 source "$HERE/registry.sh"
 trap 'stop_registries; cleanup' EXIT
 start_registry A
+REGISTRY_DELETE=false start_registry B
 json() { python3 -c "import json,sys; d=json.loads(sys.argv[1]); print($1)" "$2"; }
 
 mkdir -p config/gpurun
@@ -18,6 +19,7 @@ default_cloud: local
 clouds:
   local: {backend: local}
   hpc1: {backend: slurm, endpoint: "http://127.0.0.1:1", partition: p, registry: "http://127.0.0.1:$PORT_A"}
+  nodelete: {backend: slurm, endpoint: "http://127.0.0.1:1", partition: p, registry: "http://127.0.0.1:$PORT_B"}
 YAML
 make_app() {
   mkdir -p app/src
@@ -144,6 +146,19 @@ run_cmd volume rm split/v --yes
 expect_eq "volume rm: rc ($ERR)" 0 "$RC"
 check; [ ! -e "$GPURUN_STATE_DIR/volumes/split/v" ] || fail "volume rm left the directory"
 
+# An app whose registry refuses deletes: prune warns and keeps its manifest.
+mkdir kept && python3 "$HERE/make_busybox_layout.py" kept/base "$(command -v busybox)"
+cat > kept/gpurun.yaml <<'YAML'
+app: kept
+images: {tiny: {base: oci:./base}}
+functions: {far: {image: tiny, cloud: nodelete, command: ["true"]}}
+YAML
+run_cmd deploy kept/gpurun.yaml --json
+expect_eq "kept: deploy ($ERR)" 0 "$RC"
+DK=$(json 'd["image_pushes"][0]["digest"]' "$OUT")
+run_cmd app delete kept --yes
+expect_eq "kept: app delete ($ERR)" 0 "$RC"
+
 # --- delete, then prune ---
 run_cmd app delete demo
 expect_eq "app delete without --yes: rc" 2 "$RC"
@@ -168,6 +183,10 @@ expect_eq "prune: rc ($ERR)" 0 "$RC"
 expect_contains "prune: runs" "pruned $runs_before runs" "$OUT"
 expect_contains "prune: registry manifests" "2 registry manifests" "$OUT"
 expect_contains "prune: garbage collection" "garbage collection" "$ERR"
+expect_contains "prune: a registry without deletes is skipped with a warning" \
+  "gpurun: warning: registry http://127.0.0.1:$PORT_B does not allow deletes (HTTP 405 UNSUPPORTED): its manifests were kept; set storage.delete.enabled: true in its config to let gpurun remove them" "$ERR"
+expect_eq "prune: the manifest on that registry is still there" "200" \
+  "$(curl -s -o /dev/null -w '%{http_code}' -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://127.0.0.1:$PORT_B/v2/kept/tiny/manifests/$DK")"
 expect_eq "prune: ps --all is empty" "[]" "$("$GPURUN" ps --all --json | tr -d ' \n')"
 expect_eq "prune: run dirs gone" "" "$(ls "$GPURUN_STATE_DIR/runs")"
 expect_eq "prune: no root filesystem left" "" "$(ls "$GPURUN_STATE_DIR/images/rootfs")"
