@@ -41,6 +41,9 @@ functions:
     image: tiny
     cloud: hpc1
     command: ["true"]
+  sleeper:
+    cloud: local
+    command: ["sleep", "60"]
 YAML
 }
 make_app "message one"
@@ -128,6 +131,7 @@ volumes: {v: {}}
 functions:
   near: {command: ["true"], cloud: local, volumes: {/v: v}}
   far: {command: ["true"], cloud: hpc1, volumes: {/v: v}}
+  sleepy: {command: ["sleep", "60"], cloud: local}
 YAML
 run_cmd run -f split/gpurun.yaml near
 expect_eq "split: near run creates the volume ($ERR)" 0 "$RC"
@@ -163,21 +167,26 @@ expect_eq "kept: app delete ($ERR)" 0 "$RC"
 run_cmd app delete demo
 expect_eq "app delete without --yes: rc" 2 "$RC"
 expect_eq "app delete without --yes" "gpurun: error: gpurun app delete deletes app 'demo' (3 versions); pass --yes to do it without asking" "$ERR"
+SLEEPER=$("$GPURUN" run demo/sleeper --detach)
 run_cmd app delete demo --yes
 expect_eq "app delete: rc ($ERR)" 0 "$RC"
+expect_contains "app delete: cancels the active run" "gpurun: cancelled run $SLEEPER (sleeper)" "$ERR"
 expect_contains "app delete: says so" "gpurun: deleted app demo (3 versions)" "$ERR"
+run_cmd wait "$SLEEPER" --timeout 20s
+expect_eq "app delete: the run ended cancelled" 130 "$RC"
 run_cmd run demo/show
 expect_eq "run of a deleted app: rc" 125 "$RC"
 check; curl -sf -o /dev/null -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://127.0.0.1:$PORT_A/v2/demo/tiny/manifests/$D1" \
   || fail "the registry lost the manifest before prune"
-runs_before=$("$GPURUN" ps --all --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+ACTIVE=$("$GPURUN" run -f split/gpurun.yaml sleepy --detach)
+runs_before=$("$GPURUN" ps --all --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)) - 1)')  # ended ones
 check; [ "$runs_before" -ge 6 ] || fail "expected at least 6 runs before prune, got $runs_before"
 run_cmd prune --older-than 0s
 expect_eq "prune without --yes: rc" 2 "$RC"
 run_cmd prune --older-than 0s --dry-run
 expect_eq "prune --dry-run: rc ($ERR)" 0 "$RC"
 expect_contains "prune --dry-run: says what" "would prune $runs_before runs" "$OUT"
-expect_eq "prune --dry-run: nothing gone" "$runs_before" "$("$GPURUN" ps --all --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')"
+expect_eq "prune --dry-run: nothing gone" "$((runs_before + 1))" "$("$GPURUN" ps --all --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')"
 run_cmd prune --older-than 0s --yes
 expect_eq "prune: rc ($ERR)" 0 "$RC"
 expect_contains "prune: runs" "pruned $runs_before runs" "$OUT"
@@ -187,8 +196,10 @@ expect_contains "prune: a registry without deletes is skipped with a warning" \
   "gpurun: warning: registry http://127.0.0.1:$PORT_B does not allow deletes (HTTP 405 UNSUPPORTED): its manifests were kept; set storage.delete.enabled: true in its config to let gpurun remove them" "$ERR"
 expect_eq "prune: the manifest on that registry is still there" "200" \
   "$(curl -s -o /dev/null -w '%{http_code}' -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://127.0.0.1:$PORT_B/v2/kept/tiny/manifests/$DK")"
-expect_eq "prune: ps --all is empty" "[]" "$("$GPURUN" ps --all --json | tr -d ' \n')"
-expect_eq "prune: run dirs gone" "" "$(ls "$GPURUN_STATE_DIR/runs")"
+expect_eq "prune: ps --all shows only the active run" "$ACTIVE running" \
+  "$("$GPURUN" ps --all --json | python3 -c 'import json,sys; print(" ".join(r["id"] + " " + r["status"] for r in json.load(sys.stdin)))')"
+expect_eq "prune: only the active run's dir is left" "$ACTIVE" "$(ls "$GPURUN_STATE_DIR/runs")"
+"$GPURUN" cancel "$ACTIVE" >/dev/null 2>&1
 expect_eq "prune: no root filesystem left" "" "$(ls "$GPURUN_STATE_DIR/images/rootfs")"
 expect_eq "prune: the registry manifest is gone" "404" \
   "$(curl -s -o /dev/null -w '%{http_code}' -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://127.0.0.1:$PORT_A/v2/demo/tiny/manifests/$D1")"
