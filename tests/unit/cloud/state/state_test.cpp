@@ -788,10 +788,14 @@ TEST_CASE("image locations: recorded per digest and cloud, a v1 database is migr
   sqlite3* db = nullptr;
   REQUIRE(sqlite3_open((dir + "/state.db").c_str(), &db) == SQLITE_OK);
   REQUIRE(sqlite3_exec(db, "DROP TABLE image_locations; ALTER TABLE runs DROP COLUMN remote_id; ALTER TABLE attempts DROP COLUMN workload_pgid; "
-                           "ALTER TABLE attempts DROP COLUMN workload_start; PRAGMA user_version=1", nullptr, nullptr, nullptr) == SQLITE_OK);
+                           "ALTER TABLE attempts DROP COLUMN workload_start; ALTER TABLE deployments DROP COLUMN images_json; "
+                           "ALTER TABLE deployments DROP COLUMN note; PRAGMA user_version=1", nullptr, nullptr, nullptr) == SQLITE_OK);
   sqlite3_close(db);
   auto store = StateStore::open(dir);
   REQUIRE(store.ok());
+  Deployment d{"app", 0, "sha256:mm", "/a/gpurun.yaml", "/a", "{}", {"train"}, {{"", "train", "sha256:aa", "local", "", "", 0}}, "", 0};
+  REQUIRE(*store->record_deployment(d) == 1);  // version 5's columns were added
+  CHECK((*store->get_deployment("app", 1))->images.at(0).digest == "sha256:aa");
   REQUIRE(store->record_image_locations({{"app", "train", "sha256:aa", "local", "", "local", 5},
                                          {"app", "train", "sha256:aa", "hpc", "127.0.0.1:5000", "app/train", 6}})
               .ok());
