@@ -39,6 +39,21 @@ util::Result<BuiltImage> image_for_run(PrepareContext& ctx, const manifest::Imag
   return built;
 }
 
+util::Result<std::vector<Run>> Backend::refresh_many(StateStore& store, std::span<const Run> runs) {
+  std::vector<Run> fresh;
+  fresh.reserve(runs.size());
+  for (const auto& run : runs) {
+    auto now = refresh(store, run);
+    if (!now) return now.error();
+    fresh.push_back(std::move(*now));
+  }
+  return fresh;
+}
+
+util::Result<Capacity> Backend::capacity(StateStore& /*store*/) {
+  return Capacity{false, {}, "this backend does not report free GPUs"};
+}
+
 util::Result<void> prepare_volumes(PrepareContext& ctx, const Backend& backend, RunSpec& spec) {
   for (auto& mount : spec.mounts) {
     auto existing = ctx.store.get_volume(spec.app, mount.volume);
