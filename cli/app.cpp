@@ -25,6 +25,9 @@ void build(CLI::App& app, commands::Context& ctx) {
   commands::add_run(app, ctx);
   commands::add_deploy(app, ctx);
   commands::add_deployments(app, ctx);
+  commands::add_app(app, ctx);
+  commands::add_prune(app, ctx);
+  commands::add_volume(app, ctx);
   commands::add_images(app, ctx);
   commands::add_ps(app, ctx);
   commands::add_logs(app, ctx);

@@ -244,6 +244,36 @@ void complete_apps(const std::string& prefix, Completion& out) {
   }
 }
 
+// Versions of the app named earlier on the line (its positional "app"), newest first.
+void complete_versions(const Walk& walk, const std::string& prefix, Completion& out) {
+  out.keep_order = true;
+  const CLI::Option* app_option = walk.chain.back()->get_option_no_throw("app");
+  auto given = walk.given.find(app_option);
+  if (app_option == nullptr || given == walk.given.end() || given->second.empty()) return;
+  auto state = quiet_state();
+  if (!state) return;
+  auto history = state->app_history(given->second.front());
+  if (!history) return;
+  for (auto it = history->rbegin(); it != history->rend(); ++it) {
+    const std::string version = std::to_string(it->version);
+    if (!starts_with(version, prefix)) continue;
+    out.candidates.push_back({version, one_line(cloud::format_iso8601(it->created_at) + (it->note.empty() ? "" : " " + it->note))});
+  }
+}
+
+// Volumes as NAME and APP/NAME.
+void complete_volumes(const std::string& prefix, Completion& out) {
+  auto state = quiet_state();
+  if (!state) return;
+  auto volumes = state->list_volumes();
+  if (!volumes) return;
+  for (const auto& v : *volumes) {
+    const std::string description = v.app + " on " + v.cloud;
+    if (starts_with(v.name, prefix)) out.candidates.push_back({v.name, description});
+    if (starts_with(v.app + "/" + v.name, prefix)) out.candidates.push_back({v.app + "/" + v.name, description});
+  }
+}
+
 void complete_clouds(const Walk& walk, const std::string& prefix, Completion& out) {
   auto config = quiet_config(walk);
   if (!config) return;
@@ -295,6 +325,8 @@ void complete_value(const Walk& walk, const CLI::Option& option, const std::stri
     case ValueKind::gpu: complete_gpus(walk, word, out); break;
     case ValueKind::cloud: complete_clouds(walk, word, out); break;
     case ValueKind::app: complete_apps(word, out); break;
+    case ValueKind::version: complete_versions(walk, word, out); break;
+    case ValueKind::volume: complete_volumes(word, out); break;
     case ValueKind::choices:
       for (const auto& choice : values.choices) {
         if (starts_with(choice, word)) out.candidates.push_back({choice, ""});

@@ -15,6 +15,8 @@ CLI::Option* complete_as(CLI::Option* option, ValueKind kind) {
     case ValueKind::gpu: return option->type_name("GPU");
     case ValueKind::cloud: return option->type_name("CLOUD");
     case ValueKind::app: return option->type_name("APP");
+    case ValueKind::version: return option->type_name("VERSION");
+    case ValueKind::volume: return option->type_name("VOLUME");
     case ValueKind::none:
     case ValueKind::choices: break;
   }
@@ -39,6 +41,8 @@ ValueCompletion value_completion(const CLI::Option& option) {
   else if (base == "GPU") out.kind = ValueKind::gpu;
   else if (base == "CLOUD") out.kind = ValueKind::cloud;
   else if (base == "APP") out.kind = ValueKind::app;
+  else if (base == "VERSION") out.kind = ValueKind::version;
+  else if (base == "VOLUME") out.kind = ValueKind::volume;
   return out;
 }
 

@@ -11,6 +11,8 @@
 //   "GPU"                       a --gpu spec: none, any, any:N, TYPE, TYPE:N, TYPE-NNGB, lists
 //   "CLOUD"                     a cloud name from the config (--config on the line respected)
 //   "APP"                       a deployed app name
+//   "VERSION"                   a version of the app given earlier on the line (positional "app")
+//   "VOLUME"                    a volume, as NAME and APP/NAME
 // For a fixed set of values add ->check(CLI::IsMember({"a", "b"})): the set completes. Any other
 // type name (N, DURATION, TEXT, ...) completes nothing. Options and subcommands in the group ""
 // (hidden) are never offered.
@@ -24,7 +26,7 @@ class Option;
 
 namespace gpurun::commands {
 
-enum class ValueKind { none, file, directory, function, run, gpu, cloud, app, choices };
+enum class ValueKind { none, file, directory, function, run, gpu, cloud, app, version, volume, choices };
 
 struct ValueCompletion {
   ValueKind kind = ValueKind::none;

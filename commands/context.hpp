@@ -32,6 +32,9 @@ struct Context {
   // on stdout as {"id", "status", "exit_code", "error": {"kind", "message"}}.
   bool workload_exit_codes = false;
   bool json_errors = false;
+  // Where a command asks for confirmation (app delete, prune, volume rm) when stdin is a terminal.
+  std::istream& in = std::cin;
+  bool in_is_tty = false;
 };
 
 // Whether `args` (gpurun's arguments, without argv[0]) name a command whose exit code is a
@@ -45,6 +48,9 @@ void add_gpus(CLI::App& root, Context& ctx);
 void add_run(CLI::App& root, Context& ctx);
 void add_deploy(CLI::App& root, Context& ctx);
 void add_deployments(CLI::App& root, Context& ctx);
+void add_app(CLI::App& root, Context& ctx);
+void add_prune(CLI::App& root, Context& ctx);
+void add_volume(CLI::App& root, Context& ctx);
 void add_images(CLI::App& root, Context& ctx);
 void add_ps(CLI::App& root, Context& ctx);
 void add_logs(CLI::App& root, Context& ctx);

@@ -3,6 +3,7 @@
 
 #include "commands/table.hpp"
 #include "commands/common.hpp"
+#include "commands/deployments.hpp"
 
 namespace gpurun::commands {
 
@@ -13,7 +14,10 @@ struct DeploymentsOptions {
   bool json = false;
 };
 
-int run_deployments(Context& ctx, const DeploymentsOptions& options) {
+}  // namespace
+
+int show_deployments(Context& ctx, bool all, bool json) {
+  DeploymentsOptions options{all, json};
   int exit_code = 0;
   // Like every command: a missing --config FILE or $GPURUN_CONFIG, or a broken config, is refused.
   if (!load_config(ctx, exit_code)) return exit_code;
@@ -43,14 +47,12 @@ int run_deployments(Context& ctx, const DeploymentsOptions& options) {
   return 0;
 }
 
-}  // namespace
-
 void add_deployments(CLI::App& root, Context& ctx) {
   auto options = std::make_shared<DeploymentsOptions>();
-  auto* cmd = root.add_subcommand("deployments", "List deployed apps (--all: every version)");
+  auto* cmd = root.add_subcommand("deployments", "List deployed apps (--all: every version); the same as app list");
   cmd->add_flag("-a,--all", options->all, "Every version, not only the newest");
   cmd->add_flag("--json", options->json, "Print as JSON on stdout");
-  cmd->callback([&ctx, options] { ctx.action = [&ctx, options] { return run_deployments(ctx, *options); }; });
+  cmd->callback([&ctx, options] { ctx.action = [&ctx, options] { return show_deployments(ctx, options->all, options->json); }; });
 }
 
 }  // namespace gpurun::commands

@@ -26,10 +26,20 @@ int run_plan(Context& ctx, const PlanOptions& options) {
   auto inputs = plan_inputs(ctx, *config, exit_code);
   if (!inputs) return exit_code;
   if (!options.cloud.empty()) inputs->cloud_override = options.cloud;
+  std::optional<cloud::StateStore> store;
+  if (!manifest->volumes.empty() || !manifest->images.empty()) {
+    auto opened = open_store();
+    if (!opened) return report(ctx, opened.error());
+    store.emplace(std::move(opened).value());
+  }
+  if (!manifest->volumes.empty()) {
+    // A volume created earlier (by deploy or a run) stays where it is: the plan says so.
+    auto volumes = store->list_volumes(manifest->app);
+    if (!volumes) return report(ctx, volumes.error());
+    for (const auto& v : *volumes) inputs->existing_volumes[v.name] = v.cloud;
+  }
   if (!manifest->images.empty()) {
     // Which clouds already hold each image as it is now: build it (cached) to learn its digest.
-    auto store = open_store();
-    if (!store) return report(ctx, store.error());
     std::map<std::string, std::string> digests;
     for (const auto& image : manifest->images) {
       auto built = cloud::build_image(*manifest, image, cloud::image_store_dir(store->dir()));

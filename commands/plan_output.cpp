@@ -23,7 +23,9 @@ nlohmann::json plan_json(const cloud::Plan& plan) {
     out["functions"].push_back(std::move(j));
   }
   out["volumes"] = nlohmann::json::array();
-  for (const auto& v : plan.volumes) out["volumes"].push_back({{"name", v.name}, {"cloud", v.cloud}});
+  for (const auto& v : plan.volumes) {
+    out["volumes"].push_back({{"name", v.name}, {"cloud", v.cloud}, {"existing", v.existing}, {"reason", v.reason}});
+  }
   out["images"] = nlohmann::json::array();
   for (const auto& i : plan.images) out["images"].push_back({{"name", i.name}, {"clouds", i.clouds}, {"upload_to", i.upload_to}});
   out["warnings"] = nlohmann::json::array();
@@ -40,8 +42,8 @@ void print_plan(Context& ctx, const cloud::Plan& plan) {
   ctx.out << table.render();
   if (!plan.volumes.empty()) {
     ctx.out << '\n';
-    Table volumes({"VOLUME", "CLOUD"});
-    for (const auto& v : plan.volumes) volumes.add({v.name, v.existing ? v.cloud + " (created)" : v.cloud});
+    Table volumes({"VOLUME", "CLOUD", "WHY"});
+    for (const auto& v : plan.volumes) volumes.add({v.name, v.cloud, v.reason});
     ctx.out << volumes.render();
   }
   if (!plan.images.empty()) {

@@ -54,12 +54,19 @@ struct PlannedRun {
 };
 
 // Plans `function` alone (with --gpu/--cloud) and builds its spec; pure but for the GPU probe.
+// A deployed function runs on the cloud its deployment placed it on (`deployed_cloud`) unless --cloud
+// or --gpu says otherwise.
 std::optional<PlannedRun> plan_run(Context& ctx, const RunOptions& options, const cloud::Config& config,
-                                   const manifest::Manifest& manifest, const manifest::Function& function, int& exit_code) {
+                                   const manifest::Manifest& manifest, const manifest::Function& function,
+                                   const std::string& deployed_cloud, int& exit_code) {
   auto inputs = plan_inputs(ctx, config, exit_code);
   if (!inputs) return std::nullopt;
   inputs->only_functions = {function.name};
-  if (!options.cloud.empty()) inputs->cloud_override = options.cloud;
+  if (!options.cloud.empty()) {
+    inputs->cloud_override = options.cloud;
+  } else if (options.gpu.empty() && !deployed_cloud.empty() && config.find_cloud(deployed_cloud) != nullptr) {
+    inputs->cloud_override = deployed_cloud;
+  }
   gpu::GpuRequest request = function.gpu;
   auto fail = [&](const util::Error& error) {
     exit_code = report(ctx, error);
@@ -103,7 +110,8 @@ int run_function(Context& ctx, const RunOptions& options) {
   const auto* function = manifest.find_function(resolved->function);
 
   // 2. Plan (pure): where it runs and its spec.
-  auto planned = plan_run(ctx, options, *config, manifest, *function, exit_code);
+  const std::string deployed_cloud = resolved->deployment ? cloud::deployed_cloud_of(*resolved->deployment, function->name) : "";
+  auto planned = plan_run(ctx, options, *config, manifest, *function, deployed_cloud, exit_code);
   if (!planned) return exit_code;
   auto& backend = planned->backend;
   auto& spec = planned->spec;
@@ -112,7 +120,8 @@ int run_function(Context& ctx, const RunOptions& options) {
   // 3. Prepare: the backend gets its volumes and image ready (nothing is created for --dry-run).
   cloud::PrepareContext prepare{*store, *config, manifest, push_progress(ctx),
                                 [&ctx](const std::string& w) { ctx.err << "gpurun: warning: " << w << '\n'; },
-                                options.dry_run};
+                                options.dry_run, {}};
+  if (resolved->deployment) prepare.frozen_images = cloud::frozen_images_of(*resolved->deployment);
   auto secret_values = cloud::secret_values_of(*config, function->secrets);
   if (!secret_values) return report(ctx, secret_values.error());
   const cloud::SecretValues& secrets = *secret_values;

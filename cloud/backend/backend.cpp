@@ -3,7 +3,41 @@
 #include <filesystem>
 #include <fmt/format.h>
 
+#include "cloud/images/stored_image.hpp"
+
 namespace gpurun::cloud {
+
+bool Backend::reaches_volume(const std::string& state_dir, const Volume& volume) const {
+  auto where = volume_path(state_dir, volume.app, volume.name);
+  return where && *where == volume.path;
+}
+
+std::vector<std::string> Backend::run_files(const StateStore& store, const Run& run) const {
+  return {run_dir(store.dir(), run.id)};
+}
+
+util::Error unreachable_volume_error(const Volume& volume, const std::string& function, const std::string& cloud) {
+  return util::Error{util::ExitCode::usage,
+                     fmt::format("function '{}' runs on cloud '{}' but mounts volume '{}', which lives on cloud '{}' ({}) "
+                                 "where '{}' cannot reach it; add 'cloud: {}' to the function, or move the volume: copy "
+                                 "its files out ('gpurun volume get {}/{} / DIR'), remove it ('gpurun volume rm {}/{}') "
+                                 "and deploy again",
+                                 function, cloud, volume.name, volume.cloud, volume.path, cloud, volume.cloud, volume.app,
+                                 volume.name, volume.app, volume.name)};
+}
+
+util::Result<BuiltImage> image_for_run(PrepareContext& ctx, const manifest::Image& image) {
+  const std::string store_dir = image_store_dir(ctx.store.dir());
+  if (auto frozen = ctx.frozen_images.find(image.name); frozen != ctx.frozen_images.end()) {
+    return load_stored_image(store_dir, image.name, frozen->second);
+  }
+  auto built = build_image(ctx.manifest, image, store_dir);
+  if (!built) return built.error();
+  for (const auto& w : built->warnings) {
+    if (ctx.warn) ctx.warn(fmt::format("image '{}': {}", image.name, w));
+  }
+  return built;
+}
 
 util::Result<std::vector<Run>> Backend::refresh_many(StateStore& store, std::span<const Run> runs) {
   std::vector<Run> fresh;
@@ -22,9 +56,14 @@ util::Result<Capacity> Backend::capacity(StateStore& /*store*/) {
 
 util::Result<void> prepare_volumes(PrepareContext& ctx, const Backend& backend, RunSpec& spec) {
   for (auto& mount : spec.mounts) {
+    auto existing = ctx.store.get_volume(spec.app, mount.volume);
+    if (!existing) return existing.error();
+    if (*existing && !backend.reaches_volume(ctx.store.dir(), **existing)) {
+      return unreachable_volume_error(**existing, spec.function, spec.cloud);
+    }
     auto where = backend.volume_path(ctx.store.dir(), spec.app, mount.volume);
     if (!where) return where.error();
-    mount.host_path = *where;
+    mount.host_path = *existing ? (*existing)->path : *where;
     if (ctx.dry_run) continue;
     std::error_code ec;
     std::filesystem::create_directories(*where, ec);

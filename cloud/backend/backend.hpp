@@ -5,6 +5,8 @@
 // its runs in the same StateStore. Nothing outside cloud/backend/<name>/ knows a backend's name.
 
 #include <functional>
+#include <map>
+#include <vector>
 #include <memory>
 #include <optional>
 #include <span>
@@ -55,6 +57,9 @@ struct PrepareContext {
   PushProgress progress;
   std::function<void(const std::string&)> warn;
   bool dry_run = false;
+  // Image name -> manifest digest frozen by the deployment the run comes from: those images are
+  // read from the local image store, never built again from the manifest's folder.
+  std::map<std::string, std::string> frozen_images;
 };
 
 // Where a deployed image now is for one cloud, and what putting it there moved.
@@ -82,6 +87,12 @@ class Backend {
   // Where volume `volume` of `app` lives for runs of this backend; an error says what to set.
   virtual util::Result<std::string> volume_path(const std::string& state_dir, const std::string& app,
                                                 const std::string& volume) const = 0;
+  // True when runs of this backend can mount `volume` where it was created. Default: this
+  // backend keeps volumes of that name at the same path (same cloud, or clouds sharing a directory).
+  virtual bool reaches_volume(const std::string& state_dir, const Volume& volume) const;
+  // The files and directories a run of this backend leaves on this machine (its run dir, logs);
+  // prune removes them once the run is forgotten.
+  virtual std::vector<std::string> run_files(const StateStore& store, const Run& run) const;
   // Gets a planned `spec` ready to launch where it runs: its image (built, then unpacked here or
   // pushed to the cloud's registry) and the GPU request the backend's scheduler gets.
   virtual util::Result<void> prepare_image(PrepareContext& ctx, const PlacedFunction& placed, RunSpec& spec) = 0;
@@ -117,6 +128,13 @@ class Backend {
 // Creates the directory of each of `spec`'s volumes where `backend` keeps it and records the
 // volume (it stays on that cloud); fills the mounts' host paths. With ctx.dry_run only the paths.
 util::Result<void> prepare_volumes(PrepareContext& ctx, const Backend& backend, RunSpec& spec);
+
+// The image a run of `ctx` uses: the digest its deployment froze (from the local image store),
+// else `image` built now from the manifest. Image warnings go to ctx.warn.
+util::Result<BuiltImage> image_for_run(PrepareContext& ctx, const manifest::Image& image);
+
+// The error for a function on `cloud` that mounts `volume`, which lives where it cannot reach.
+util::Error unreachable_volume_error(const Volume& volume, const std::string& function, const std::string& cloud);
 
 // The exit code `run` and `wait` report for an ended run: the workload's own code, 124 for a
 // timeout, 130 when cancelled, 125 when lost.

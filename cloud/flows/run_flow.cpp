@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <fmt/format.h>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "cloud/monitor/monitor.hpp"
@@ -62,7 +63,7 @@ util::Result<ResolvedFunction> resolve_function(const std::string& target, const
                               suggestion ? fmt::format("{} has no function '{}' (did you mean '{}'?)", source, function, *suggestion)
                                          : fmt::format("{} has no function '{}'; it has: {}", source, function, util::join(names, ", ")));
     }
-    return ResolvedFunction{std::move(m), function, std::move(source)};
+    return ResolvedFunction{std::move(m), function, std::move(source), std::nullopt};
   };
   if (file) {
     auto m = manifest::load_manifest(*file, context_of(config), diagnostics);
@@ -103,7 +104,24 @@ util::Result<ResolvedFunction> resolve_function(const std::string& target, const
   }
   auto m = load_deployed(matches.front(), store, config, diagnostics);
   if (!m) return m.error();
-  return check(std::move(m).value(), fmt::format("deployed app '{}' (version {})", matches.front().app, matches.front().version));
+  auto resolved = check(std::move(m).value(), fmt::format("deployed app '{}' (version {})", matches.front().app, matches.front().version));
+  if (resolved) resolved->deployment = matches.front();
+  return resolved;
+}
+
+std::map<std::string, std::string> frozen_images_of(const Deployment& deployment) {
+  std::map<std::string, std::string> frozen;
+  for (const auto& image : deployment.images) frozen[image.image] = image.digest;
+  return frozen;
+}
+
+std::string deployed_cloud_of(const Deployment& deployment, const std::string& function) {
+  auto plan = nlohmann::json::parse(deployment.plan_json, nullptr, false);
+  if (!plan.is_object() || !plan.contains("functions") || !plan["functions"].is_array()) return {};
+  for (const auto& f : plan["functions"]) {
+    if (f.is_object() && f.value("name", "") == function) return f.value("cloud", "");
+  }
+  return {};
 }
 
 util::Result<void> prepare_run(PrepareContext& ctx, Backend& backend, const PlacedFunction& placed, RunSpec& spec) {

@@ -4,6 +4,7 @@
 // cloud/plan), prepare (the backend gets its volumes and image ready), launch (the backend).
 
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -24,7 +25,13 @@ struct ResolvedFunction {
   manifest::Manifest manifest;
   std::string function;
   std::string source;  // "gpurun.yaml", or "deployed app mnist (version 3)"
+  std::optional<Deployment> deployment;  // the snapshot it comes from, when deployed
 };
+
+// What a deployment froze for its runs: image name -> manifest digest.
+std::map<std::string, std::string> frozen_images_of(const Deployment& deployment);
+// The cloud the deployment placed `function` on (empty when its plan does not say).
+std::string deployed_cloud_of(const Deployment& deployment, const std::string& function);
 
 // Finds `target` ("FUNCTION" or "APP/FUNCTION"): in `file` when given, else ./gpurun.yaml when it
 // has the function, else the newest deployment that has it (ambiguous names need APP/FUNCTION).

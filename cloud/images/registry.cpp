@@ -644,6 +644,36 @@ util::Result<std::optional<std::string>> Client::manifest_digest(const std::stri
   return std::optional<std::string>(response->header("Docker-Content-Digest"));
 }
 
+util::Result<std::vector<std::string>> Client::list_tags(const std::string& repository) {
+  auto response = send(make_request("GET", base_ + "/v2/" + repository + "/tags/list"), "repository:" + repository + ":pull");
+  if (!response) return response.error();
+  std::vector<std::string> tags;
+  if (response->status == 404) return tags;
+  if (response->status != 200) return failure("GET tags of " + repository, *response, "check your access to the repository");
+  auto parsed = nlohmann::json::parse(response->body, nullptr, false);
+  if (parsed.is_object() && parsed.contains("tags") && parsed["tags"].is_array()) {
+    for (const auto& tag : parsed["tags"]) {
+      if (tag.is_string()) tags.push_back(tag.get<std::string>());
+    }
+  }
+  return tags;
+}
+
+util::Result<Client::DeleteOutcome> Client::delete_manifest(const std::string& repository, const std::string& digest) {
+  auto response = send(make_request("DELETE", base_ + "/v2/" + repository + "/manifests/" + digest),
+                       "repository:" + repository + ":delete,pull,push");
+  if (!response) return response.error();
+  DeleteOutcome outcome;
+  if (response->status == 202 || response->status == 200) {
+    outcome.deleted = true;
+  } else if (response->status == 405) {
+    outcome.unsupported = true;
+  } else if (response->status != 404) {
+    return failure("DELETE manifest " + repository + "@" + digest, *response, "check your access to the repository");
+  }
+  return outcome;
+}
+
 util::Result<FetchedManifest> Client::get_manifest(const std::string& repository, const std::string& reference) {
   auto response = send(make_request("GET", base_ + "/v2/" + repository + "/manifests/" + reference),
                        "repository:" + repository + ":pull");

@@ -116,6 +116,15 @@ class Client {
   // The digest `repository` serves for manifest `reference` (tag or digest; one HEAD), or
   // nullopt when it has none.
   util::Result<std::optional<std::string>> manifest_digest(const std::string& repository, const std::string& reference);
+  // The tags of `repository` (GET /v2/<name>/tags/list); empty when the repository is unknown.
+  util::Result<std::vector<std::string>> list_tags(const std::string& repository);
+  // DELETEs manifest `digest` of `repository` (Distribution removes every tag on it). `deleted`
+  // false when it was already gone; `unsupported` when the registry refuses deletes (HTTP 405).
+  struct DeleteOutcome {
+    bool deleted = false;
+    bool unsupported = false;
+  };
+  util::Result<DeleteOutcome> delete_manifest(const std::string& repository, const std::string& digest);
   // GETs a manifest by tag or digest; an index is returned as is.
   util::Result<FetchedManifest> get_manifest(const std::string& repository, const std::string& reference);
   // Streams a blob into `path` (written under a temporary name, its digest checked, then renamed).

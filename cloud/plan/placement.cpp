@@ -152,7 +152,8 @@ util::Error unschedulable_error(const std::vector<std::string>& reasons) {
 
 // Where a new volume goes: where the GPU functions that mount it run (most wins, ties by config
 // order), else the default cloud.
-std::string new_volume_cloud(const std::string& volume, const std::vector<PlacedFunction>& functions, const Config& config) {
+std::string new_volume_cloud(const std::string& volume, const std::vector<PlacedFunction>& functions, const Config& config,
+                             std::string& reason) {
   std::unordered_map<std::string, std::size_t> config_index;
   for (std::size_t i = 0; i < config.clouds.size(); ++i) config_index[config.clouds[i].name] = i;
   std::map<std::string, int> votes;
@@ -170,6 +171,9 @@ std::string new_volume_cloud(const std::string& volume, const std::vector<Placed
       chosen = cloud;
     }
   }
+  reason = best == 0 ? "the default cloud: no GPU function mounts it"
+                     : fmt::format("{} GPU function{} that mount{} it run{} there", best, best == 1 ? "" : "s",
+                                   best == 1 ? "s" : "", best == 1 ? "s" : "");
   return chosen;
 }
 
@@ -183,8 +187,9 @@ std::vector<PlacedVolume> place_volumes(const manifest::Manifest& manifest, cons
     if (auto it = inputs.existing_volumes.find(v.name); it != inputs.existing_volumes.end()) {
       placed.cloud = it->second;
       placed.existing = true;
+      placed.reason = "created there earlier; a volume stays where it was created";
     } else {
-      placed.cloud = new_volume_cloud(v.name, functions, config);
+      placed.cloud = new_volume_cloud(v.name, functions, config, placed.reason);
     }
     volumes.push_back(std::move(placed));
   }

@@ -27,6 +27,7 @@ struct PlacedVolume {
   std::string name;
   std::string cloud;
   bool existing = false;  // already created at an earlier deploy (it stays there)
+  std::string reason;     // why it lives there, in words
 };
 
 struct PlacedImage {

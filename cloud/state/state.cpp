@@ -16,6 +16,8 @@
 #include <set>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "cloud/state/sqlite_db.hpp"
 #include "util/strings.hpp"
 
@@ -31,7 +33,7 @@ using util::make_error;
 
 namespace {
 
-constexpr int schema_version = 4;
+constexpr int schema_version = 5;
 constexpr const char* active_sql = "('queued','running')";
 constexpr const char* lost_reason = "its supervisor exited without recording a result (killed?)";
 
@@ -127,6 +129,12 @@ ALTER TABLE attempts ADD COLUMN workload_pgid INTEGER;
 ALTER TABLE attempts ADD COLUMN workload_start INTEGER;
 )sql";
 
+// Version 5: deployments are snapshots: the image digests per cloud, and a note (rollbacks).
+constexpr const char* schema_v5_sql = R"sql(
+ALTER TABLE deployments ADD COLUMN images_json TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE deployments ADD COLUMN note TEXT NOT NULL DEFAULT '';
+)sql";
+
 constexpr const char* run_columns =
     "id, app, function, cloud, backend, status, status_reason, exit_code, gpus, attempt, created_at, started_at, "
     "ended_at, spec_json, log_dir, remote_id";
@@ -217,6 +225,27 @@ void load_functions(Database& db, Deployment& deployment) {
   while (query.step()) deployment.functions.push_back(query.text(0));
 }
 
+std::string images_to_json(const std::vector<ImageLocation>& images) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& i : images) {
+    out.push_back({{"image", i.image}, {"digest", i.digest}, {"cloud", i.cloud}, {"registry", i.registry},
+                   {"repository", i.repository}});
+  }
+  return out.dump();
+}
+
+std::vector<ImageLocation> images_from_json(const std::string& text) {
+  std::vector<ImageLocation> images;
+  auto parsed = nlohmann::json::parse(text, nullptr, false);
+  if (!parsed.is_array()) return images;
+  for (const auto& i : parsed) {
+    if (!i.is_object()) continue;
+    images.push_back({"", i.value("image", ""), i.value("digest", ""), i.value("cloud", ""), i.value("registry", ""),
+                      i.value("repository", ""), 0});
+  }
+  return images;
+}
+
 std::vector<Deployment> read_deployments(Database& db, Statement& query) {
   std::vector<Deployment> result;
   while (query.step()) {
@@ -228,6 +257,8 @@ std::vector<Deployment> read_deployments(Database& db, Statement& query) {
     d.manifest_dir = query.text(4);
     d.plan_json = query.text(5);
     d.created_at = query.int64(6);
+    d.images = images_from_json(query.text(7));
+    d.note = query.text(8);
     result.push_back(std::move(d));
   }
   for (Deployment& d : result) load_functions(db, d);
@@ -235,7 +266,8 @@ std::vector<Deployment> read_deployments(Database& db, Statement& query) {
 }
 
 constexpr const char* deployment_columns =
-    "d.app, d.version, d.manifest_digest, d.manifest_path, d.manifest_dir, d.plan_json, d.created_at";
+    "d.app, d.version, d.manifest_digest, d.manifest_path, d.manifest_dir, d.plan_json, d.created_at, d.images_json, "
+    "d.note";
 constexpr const char* newest_version_sql = "d.version = (SELECT MAX(version) FROM deployments WHERE app = d.app)";
 
 Volume read_volume(const Statement& row) {
@@ -415,6 +447,7 @@ util::Result<StateStore> StateStore::open(const std::string& dir) {
       if (version == 1) db->exec("ALTER TABLE runs ADD COLUMN remote_id TEXT NOT NULL DEFAULT ''");
       if (version < 3) db->exec(schema_v3_sql);
       if (version < 4) db->exec(schema_v4_sql);
+      if (version < 5) db->exec(schema_v5_sql);
       db->exec(("PRAGMA user_version=" + std::to_string(schema_version)).c_str());
       tx.commit();
     }
@@ -705,11 +738,11 @@ util::Result<int> StateStore::record_deployment(const Deployment& deployment) {
     next.bind(1, deployment.app).step();
     int version = next.integer(0);
     Statement insert = db_->prepare(
-        "INSERT INTO deployments(app, version, manifest_digest, manifest_path, manifest_dir, plan_json, created_at) "
-        "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+        "INSERT INTO deployments(app, version, manifest_digest, manifest_path, manifest_dir, plan_json, created_at, "
+        "images_json, note) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
     insert.bind(1, deployment.app).bind(2, version).bind(3, deployment.manifest_digest);
     insert.bind(4, deployment.manifest_path).bind(5, deployment.manifest_dir).bind(6, deployment.plan_json);
-    insert.bind(7, clock_->now_unix_ms()).run();
+    insert.bind(7, clock_->now_unix_ms()).bind(8, images_to_json(deployment.images)).bind(9, deployment.note).run();
     Statement function = db_->prepare("INSERT OR IGNORE INTO deployment_functions(app, version, function) VALUES(?1, ?2, ?3)");
     for (const std::string& name : deployment.functions) {
       function.reset();
@@ -738,6 +771,39 @@ util::Result<std::optional<Deployment>> StateStore::latest_deployment(const std:
     auto found = read_deployments(*db_, query);
     if (found.empty()) return std::optional<Deployment>();
     return std::optional<Deployment>(std::move(found.front()));
+  });
+}
+
+util::Result<std::optional<Deployment>> StateStore::get_deployment(const std::string& app, int version) {
+  return guarded(dir_, [&]() -> util::Result<std::optional<Deployment>> {
+    Statement query = db_->prepare(std::string("SELECT ") + deployment_columns +
+                                   " FROM deployments d WHERE d.app=?1 AND d.version=?2");
+    query.bind(1, app).bind(2, version);
+    auto found = read_deployments(*db_, query);
+    if (found.empty()) return std::optional<Deployment>();
+    return std::optional<Deployment>(std::move(found.front()));
+  });
+}
+
+util::Result<std::vector<Deployment>> StateStore::app_history(const std::string& app) {
+  return guarded(dir_, [&]() -> util::Result<std::vector<Deployment>> {
+    Statement query = db_->prepare(std::string("SELECT ") + deployment_columns +
+                                   " FROM deployments d WHERE d.app=?1 ORDER BY d.version");
+    query.bind(1, app);
+    return read_deployments(*db_, query);
+  });
+}
+
+util::Result<int> StateStore::delete_app(const std::string& app) {
+  return guarded(dir_, [&]() -> util::Result<int> {
+    Transaction tx(*db_);
+    Statement functions = db_->prepare("DELETE FROM deployment_functions WHERE app=?1");
+    functions.bind(1, app).run();
+    Statement versions = db_->prepare("DELETE FROM deployments WHERE app=?1");
+    versions.bind(1, app).run();
+    const int removed = db_->changes();
+    tx.commit();
+    return removed;
   });
 }
 
@@ -775,6 +841,41 @@ util::Result<Volume> StateStore::ensure_volume(const std::string& app, const std
     Volume volume = read_volume(query);
     tx.commit();
     return volume;
+  });
+}
+
+util::Result<void> StateStore::forget_volume(const std::string& app, const std::string& name) {
+  return guarded(dir_, [&]() -> util::Result<void> {
+    Statement remove = db_->prepare("DELETE FROM volumes WHERE app=?1 AND name=?2");
+    remove.bind(1, app).bind(2, name).run();
+    return {};
+  });
+}
+
+util::Result<void> StateStore::forget_image_location(const ImageLocation& l) {
+  return guarded(dir_, [&]() -> util::Result<void> {
+    Statement remove = db_->prepare("DELETE FROM image_locations WHERE app=?1 AND image=?2 AND digest=?3 AND cloud=?4");
+    remove.bind(1, l.app).bind(2, l.image).bind(3, l.digest).bind(4, l.cloud).run();
+    return {};
+  });
+}
+
+util::Result<int> StateStore::delete_ended_runs(const std::vector<std::string>& ids) {
+  return guarded(dir_, [&]() -> util::Result<int> {
+    Transaction tx(*db_);
+    int removed = 0;
+    Statement run = db_->prepare(std::string("DELETE FROM runs WHERE id=?1 AND status NOT IN ") + active_sql);
+    Statement attempts = db_->prepare("DELETE FROM attempts WHERE run_id=?1");
+    for (const auto& id : ids) {
+      run.reset();
+      run.bind(1, id).run();
+      if (db_->changes() == 0) continue;
+      ++removed;
+      attempts.reset();
+      attempts.bind(1, id).run();
+    }
+    tx.commit();
+    return removed;
   });
 }
 

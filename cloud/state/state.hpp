@@ -76,24 +76,28 @@ struct Attempt {
   std::string reason;
 };
 
+// An image digest stored in a cloud: pushed to `registry`/`repository`, or for the local
+// cloud kept in the local image store (registry empty).
+struct ImageLocation {
+  std::string app, image, digest, cloud, registry, repository;
+  std::int64_t pushed_at = 0;  // unix ms; 0 = now when recorded
+};
+
+// One version of a deployed app: an immutable snapshot of what its runs use (the manifest text
+// in deployment_snapshot_path, the plan, and per cloud the image digests built at deploy).
 struct Deployment {
   std::string app;
-  int version = 0;  // 1, 2, ... per app; every deploy is a new version, even with the same digest
+  int version = 0;  // 1, 2, ... per app; a deploy that changes nothing keeps the version
   std::string manifest_digest, manifest_path, manifest_dir, plan_json;
   std::vector<std::string> functions;  // sorted
+  std::vector<ImageLocation> images;   // frozen at deploy: image, digest and where, per cloud
+  std::string note;                    // e.g. "rollback to v2"; empty for a plain deploy
   std::int64_t created_at = 0;
 };
 
 struct Volume {
   std::string app, name, cloud, path;
   std::int64_t created_at = 0;
-};
-
-// An image digest stored in a cloud: pushed to `registry`/`repository`, or for the local
-// cloud kept in the local image store (registry empty).
-struct ImageLocation {
-  std::string app, image, digest, cloud, registry, repository;
-  std::int64_t pushed_at = 0;  // unix ms; 0 = now when recorded
 };
 
 // The exclusive flock a run's supervisor holds on <dir>/runs/<id>/lock for the run's lifetime;
@@ -162,6 +166,8 @@ class StateStore {
   util::Result<bool> update_status(const std::string& id, RunStatus status, const std::string& reason,
                                    std::optional<int> exit_code = std::nullopt);
   util::Result<void> set_attempt(const std::string& id, int attempt);
+  // Forgets ended runs (with their attempts); an active run is never deleted. Returns how many.
+  util::Result<int> delete_ended_runs(const std::vector<std::string>& ids);
   // Records the backend's id of the run (e.g. the Slurm job id of its current submission).
   util::Result<void> set_remote_id(const std::string& id, const std::string& remote_id);
   // Sets remote_id to `desired` only when it is still `expected` (one process wins a race).
@@ -197,6 +203,12 @@ class StateStore {
   util::Result<std::vector<Deployment>> list_deployments(bool all_versions);
   // The newest version of `app`, or nullopt when it was never deployed.
   util::Result<std::optional<Deployment>> latest_deployment(const std::string& app);
+  // Version `version` of `app`, or nullopt.
+  util::Result<std::optional<Deployment>> get_deployment(const std::string& app, int version);
+  // Every version of `app`, oldest first.
+  util::Result<std::vector<Deployment>> app_history(const std::string& app);
+  // Forgets every version of `app` (its image locations stay, for prune). Returns how many.
+  util::Result<int> delete_app(const std::string& app);
   // The newest deployments (one per app, by app name) that have `function`.
   util::Result<std::vector<Deployment>> find_function(const std::string& function);
 
@@ -205,12 +217,16 @@ class StateStore {
   // Creates the volume when absent; an existing one is returned unchanged (volumes stay put).
   util::Result<Volume> ensure_volume(const std::string& app, const std::string& name, const std::string& cloud,
                                      const std::string& path);
+  // Forgets the volume's record (its files are the caller's).
+  util::Result<void> forget_volume(const std::string& app, const std::string& name);
   // Volumes of `app` (every app when empty), by app and name.
   util::Result<std::vector<Volume>> list_volumes(const std::string& app = {});
 
   // --- Images ---
   // Records (or refreshes) where image digests are, all in one transaction.
   util::Result<void> record_image_locations(const std::vector<ImageLocation>& locations);
+  // Forgets one recorded image location.
+  util::Result<void> forget_image_location(const ImageLocation& location);
   // Image locations of `app` (every app when empty), by app, image, newest first.
   util::Result<std::vector<ImageLocation>> list_image_locations(const std::string& app = {});
 

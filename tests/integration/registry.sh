@@ -3,6 +3,7 @@
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 REGISTRY_PIDS=()
 # start_registry NAME [HTPASSWD_LINE]: starts a registry with its own storage; sets PORT_<NAME>.
+# REGISTRY_DELETE=false starts one that refuses deletes (HTTP 405 UNSUPPORTED).
 start_registry() {
   local name=$1 auth=${2:-} port dir
   port=$(free_port)
@@ -10,7 +11,7 @@ start_registry() {
   mkdir -p "$dir"
   {
     echo "version: 0.1"
-    echo "storage: {filesystem: {rootdirectory: $dir/storage}, delete: {enabled: true}}"
+    echo "storage: {filesystem: {rootdirectory: $dir/storage}, delete: {enabled: ${REGISTRY_DELETE:-true}}}"
     echo "http: {addr: 127.0.0.1:$port, secret: gpurun-test}"
     echo "log: {level: error}"
     if [ -n "$auth" ]; then

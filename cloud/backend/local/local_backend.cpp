@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "cloud/images/image_store.hpp"
+#include "cloud/images/stored_image.hpp"
 #include "cloud/plan/config.hpp"
 #include "cloud/plan/local_inventory.hpp"
 #include "cloud/state/logs.hpp"
@@ -639,10 +640,12 @@ class LocalBackend final : public Backend {
                               fmt::format("function '{}': image '{}' is not defined", spec.function, spec.image));
     }
     const std::string store_dir = image_store_dir(ctx.store.dir());
-    auto built = build_image(ctx.manifest, *image, store_dir);
+    auto built = image_for_run(ctx, *image);
     if (!built) return built.error();
-    for (const auto& w : built->warnings) {
-      if (ctx.warn) ctx.warn(fmt::format("image '{}': {}", spec.image, w));
+    if (const auto missing = missing_layers(*built); !missing.empty()) {
+      return util::make_error(util::ExitCode::backend,
+                              fmt::format("image '{}' ({}): layer {} is not in the local image store; deploy the app again",
+                                          spec.image, built->digest, missing.front()));
     }
     spec.image_digest = built->digest;
     spec.image_env = built->env;

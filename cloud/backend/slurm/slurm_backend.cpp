@@ -194,11 +194,8 @@ class SlurmBackend final : public Backend {
       return util::make_error(ExitCode::usage, fmt::format("function '{}': image '{}' is not defined", spec.function, spec.image));
     }
     if (auto target = check_image_target(ctx.config, image->name); !target) return target.error();
-    auto built = build_image(ctx.manifest, *image, image_store_dir(ctx.store.dir()));
+    auto built = image_for_run(ctx, *image);
     if (!built) return built.error();
-    for (const auto& w : built->warnings) {
-      if (ctx.warn) ctx.warn(fmt::format("image '{}': {}", image->name, w));
-    }
     spec.image_digest = built->digest;
     spec.image_env = built->env;
     spec.image_workdir = built->workdir;
@@ -445,6 +442,13 @@ class SlurmBackend final : public Backend {
   std::string remote_id(const Run& run) const override {
     const auto remote = parse_remote_id(run.remote_id);
     return remote ? std::to_string(remote->job_id) : std::string();
+  }
+
+  // The run's log, exit file and Slurm output under log_dir, besides its run dir.
+  std::vector<std::string> run_files(const StateStore& store, const Run& run) const override {
+    const std::string dir = run.log_dir.empty() ? slurm().log_dir : run.log_dir;
+    return {run_dir(store.dir(), run.id), slurm::run_log_path(dir, run.id), slurm::run_exit_path(dir, run.id),
+            slurm::slurm_output_path(dir, run.id)};
   }
 
   // The run's log under log_dir: records written by node-exec, or Slurm's plain output for a run

@@ -217,8 +217,8 @@ TEST_CASE("completion: function names from the manifest on the line and from dep
   {
     auto store = cloud::StateStore::open();
     REQUIRE(store.ok());
-    REQUIRE(store->record_deployment(cloud::Deployment{"audio", 0, "sha256:aa", "/a/gpurun.yaml", "/a", "{}", {"embed", "train"}, 0}).ok());
-    REQUIRE(store->record_deployment(cloud::Deployment{"demo", 0, "sha256:bb", manifest, dir.path(), "{}", {"eval", "train"}, 0}).ok());
+    REQUIRE(store->record_deployment(cloud::Deployment{"audio", 0, "sha256:aa", "/a/gpurun.yaml", "/a", "{}", {"embed", "train"}, {}, "", 0}).ok());
+    REQUIRE(store->record_deployment(cloud::Deployment{"demo", 0, "sha256:bb", manifest, dir.path(), "{}", {"eval", "train"}, {}, "", 0}).ok());
   }
   auto both = commands::complete(tree.app, {"run", "-f", manifest, ""});
   CHECK(values(both) == std::vector<std::string>{"demo/train", "eval", "embed", "audio/train"});

@@ -134,7 +134,7 @@ TEST_CASE("run spec: planning is pure; the prepare step creates and records volu
   CHECK(spec.mounts[0].host_path == fx.store.dir() + "/volumes/a/data");
   CHECK_FALSE(std::filesystem::exists(spec.mounts[0].host_path));
 
-  cloud::PrepareContext ctx{fx.store, fx.config, m, {}, {}, false};
+  cloud::PrepareContext ctx{fx.store, fx.config, m, {}, {}, false, {}};
   REQUIRE(cloud::prepare_run(ctx, *backend, placed, spec).ok());
   CHECK(std::filesystem::is_directory(spec.mounts[0].host_path));
   const auto volumes = fx.store.list_volumes("a").value();

@@ -163,7 +163,7 @@ TEST_CASE("open creates a private state directory and refuses a newer schema") {
   auto newer = StateStore::open(dir);
   REQUIRE_FALSE(newer.ok());
   CHECK(newer.error().code == ExitCode::backend);
-  CHECK(newer.error().message == "state database " + dir + "/state.db has schema version 7 but this gpurun knows up to 4; upgrade gpurun");
+  CHECK(newer.error().message == "state database " + dir + "/state.db has schema version 7 but this gpurun knows up to 5; upgrade gpurun");
 }
 
 TEST_CASE("a state.db that is no database is reported as corrupt at once, with the fix") {
@@ -344,13 +344,13 @@ TEST_CASE("deployments get a new version per deploy and are found by function") 
   TempDir tmp;
   StateStore store = open_store(tmp.state());
   CHECK_FALSE(store.latest_deployment("vision")->has_value());
-  Deployment d{"vision", 0, "sha256:aa", "/src/v/gpurun.yaml", "/src/v", "{}", {"train", "embed"}, 0};
+  Deployment d{"vision", 0, "sha256:aa", "/src/v/gpurun.yaml", "/src/v", "{}", {"train", "embed"}, {}, "", 0};
   CHECK(*store.record_deployment(d) == 1);
   CHECK(*store.record_deployment(d) == 2);  // the same digest again is still a new version
   d.manifest_digest = "sha256:bb";
   d.functions = {"embed", "serve"};
   CHECK(*store.record_deployment(d) == 3);
-  CHECK(*store.record_deployment(Deployment{"audio", 0, "sha256:cc", "/src/a/gpurun.yaml", "/src/a", "{}", {"embed"}, 0}) == 1);
+  CHECK(*store.record_deployment(Deployment{"audio", 0, "sha256:cc", "/src/a/gpurun.yaml", "/src/a", "{}", {"embed"}, {}, "", 0}) == 1);
 
   auto latest = *store.latest_deployment("vision");
   REQUIRE(latest.has_value());
@@ -788,10 +788,14 @@ TEST_CASE("image locations: recorded per digest and cloud, a v1 database is migr
   sqlite3* db = nullptr;
   REQUIRE(sqlite3_open((dir + "/state.db").c_str(), &db) == SQLITE_OK);
   REQUIRE(sqlite3_exec(db, "DROP TABLE image_locations; ALTER TABLE runs DROP COLUMN remote_id; ALTER TABLE attempts DROP COLUMN workload_pgid; "
-                           "ALTER TABLE attempts DROP COLUMN workload_start; PRAGMA user_version=1", nullptr, nullptr, nullptr) == SQLITE_OK);
+                           "ALTER TABLE attempts DROP COLUMN workload_start; ALTER TABLE deployments DROP COLUMN images_json; "
+                           "ALTER TABLE deployments DROP COLUMN note; PRAGMA user_version=1", nullptr, nullptr, nullptr) == SQLITE_OK);
   sqlite3_close(db);
   auto store = StateStore::open(dir);
   REQUIRE(store.ok());
+  Deployment d{"app", 0, "sha256:mm", "/a/gpurun.yaml", "/a", "{}", {"train"}, {{"", "train", "sha256:aa", "local", "", "", 0}}, "", 0};
+  REQUIRE(*store->record_deployment(d) == 1);  // version 5's columns were added
+  CHECK((*store->get_deployment("app", 1))->images.at(0).digest == "sha256:aa");
   REQUIRE(store->record_image_locations({{"app", "train", "sha256:aa", "local", "", "local", 5},
                                          {"app", "train", "sha256:aa", "hpc", "127.0.0.1:5000", "app/train", 6}})
               .ok());
@@ -803,4 +807,50 @@ TEST_CASE("image locations: recorded per digest and cloud, a v1 database is migr
   CHECK(list->at(0).pushed_at == 7);
   CHECK(list->at(1).cloud == "local");
   CHECK(store->list_image_locations("other")->empty());
+}
+
+TEST_CASE("a deployment keeps its frozen images and note; an app's history is deleted whole") {
+  TempDir tmp;
+  StateStore store = open_store(tmp.state());
+  Deployment d{"vision", 0, "sha256:aa", "/src/v/gpurun.yaml", "/src/v", "{}", {"train"}, {}, "", 0};
+  d.images = {{"", "trainer", "sha256:11", "gcp", "http://r:5000", "vision/trainer", 0},
+              {"", "trainer", "sha256:11", "local", "", "", 0}};
+  CHECK(*store.record_deployment(d) == 1);
+  d.images.clear();
+  d.note = "rollback to v1";
+  CHECK(*store.record_deployment(d) == 2);
+  auto first = *store.get_deployment("vision", 1);
+  REQUIRE(first.has_value());
+  REQUIRE(first->images.size() == 2);
+  CHECK(first->images[0].digest == "sha256:11");
+  CHECK(first->images[0].registry == "http://r:5000");
+  CHECK(first->images[1].cloud == "local");
+  CHECK(first->note.empty());
+  auto history = *store.app_history("vision");
+  REQUIRE(history.size() == 2);
+  CHECK(history[1].note == "rollback to v1");
+  CHECK_FALSE(store.get_deployment("vision", 3)->has_value());
+  CHECK(*store.delete_app("vision") == 2);
+  CHECK(store.app_history("vision")->empty());
+  CHECK(store.find_function("train")->empty());
+  CHECK(*store.record_deployment(d) == 1);  // a deleted app starts again at v1
+}
+
+TEST_CASE("delete_ended_runs forgets ended runs and never an active one") {
+  TempDir tmp;
+  StateStore store = open_store(tmp.state());
+  NewRun fresh;
+  fresh.app = "a";
+  fresh.function = "f";
+  fresh.cloud = "local";
+  fresh.backend = "local";
+  auto active = store.create_run(fresh);
+  auto ended = store.create_run(fresh);
+  REQUIRE(active.ok());
+  REQUIRE(ended.ok());
+  REQUIRE(store.update_status(ended->run.id, RunStatus::succeeded, "", 0).ok());
+  CHECK(*store.delete_ended_runs({active->run.id, ended->run.id}) == 1);
+  auto left = *store.list_runs(true);
+  REQUIRE(left.size() == 1);
+  CHECK(left[0].id == active->run.id);
 }
