@@ -5,9 +5,12 @@
 // its runs in the same StateStore. Nothing outside cloud/backend/<name>/ knows a backend's name.
 
 #include <functional>
+#include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "cloud/images/image_store.hpp"
 #include "cloud/images/push.hpp"
@@ -46,6 +49,26 @@ struct ImagePlacement {
   PushReport report;
 };
 
+// How a stop (cancel, timeout) of a run is going, where the backend knows it: when SIGTERM was
+// sent and when SIGKILL follows (unix ms). Empty when no SIGTERM was sent (yet) or unknown.
+struct StopProgress {
+  std::optional<std::int64_t> term_sent_ms;
+  std::optional<std::int64_t> kill_at_ms;
+};
+
+// Free/total GPUs of one catalog type (and memory variant) on a cloud, where the backend knows them.
+struct GpuCapacity {
+  std::string type;
+  int memory_gb = 0;
+  int free = 0;
+  int total = 0;
+};
+struct Capacity {
+  bool known = false;
+  std::vector<GpuCapacity> gpus;
+  std::string note;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -71,6 +94,13 @@ class Backend {
   // Stops the run; returns once the backend took the request. Called for a `lost` run only when
   // StateStore::leftover_workload has one: it ends that (at once) and frees its GPUs.
   virtual util::Result<void> cancel(StateStore& store, const Run& run) = 0;
+  // Stops the run at once (SIGKILL, no grace period) where the backend can (`cancel --force`);
+  // default: as cancel().
+  virtual util::Result<void> kill(StateStore& store, const Run& run) { return cancel(store, run); }
+  // Where a stop of the run stands (see StopProgress); default: unknown.
+  virtual StopProgress stop_progress(const StateStore& /*store*/, const Run& /*run*/) const { return {}; }
+  // The cloud's GPUs by catalog type, free and in all, now (run-time fallback); default: unknown.
+  virtual util::Result<Capacity> capacity(StateStore& /*store*/) { return Capacity{}; }
   // Brings the recorded status up to date with the backend and returns the run as now recorded.
   virtual util::Result<Run> refresh(StateStore& store, const Run& run) = 0;
   // The run's output.

@@ -24,9 +24,17 @@ util::Result<Run> launch_local(StateStore& store, const RunSpec& spec, const Sec
 // code. `lock_fd` holds the run's lock; `secrets` are the values of the run's secrets.
 int supervise(const std::string& state_dir, const std::string& run_id, int lock_fd, const SecretValues& secrets);
 
+// What the supervisor would run for `spec` (run --dry-run), in words and shell-quoted argv.
+std::string local_dry_run(const RunSpec& spec);
+
 // Asks the supervisor to stop the run: SIGTERM to the workload's process group, SIGKILL after the
 // grace period, GPUs freed, status `cancelled`. Returns once the request is recorded. For a lost
 // run it kills what is left of the workload (StateStore::leftover_workload) and frees its GPUs.
-util::Result<void> request_cancel(StateStore& store, const Run& run);
+// With `force` the workload gets SIGKILL at once (also when SIGTERM was already sent).
+util::Result<void> request_cancel(StateStore& store, const Run& run, bool force = false);
+
+// When the supervisor sent the run's workload SIGTERM (cancel or timeout) and when SIGKILL
+// follows, from <run dir>/term; empty before any SIGTERM.
+StopProgress local_stop_progress(const std::string& state_dir, const std::string& run_id);
 
 }  // namespace gpurun::cloud

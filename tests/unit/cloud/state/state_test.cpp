@@ -163,7 +163,7 @@ TEST_CASE("open creates a private state directory and refuses a newer schema") {
   auto newer = StateStore::open(dir);
   REQUIRE_FALSE(newer.ok());
   CHECK(newer.error().code == ExitCode::backend);
-  CHECK(newer.error().message == "state database " + dir + "/state.db has schema version 7 but this gpurun knows up to 4; upgrade gpurun");
+  CHECK(newer.error().message == "state database " + dir + "/state.db has schema version 7 but this gpurun knows up to 5; upgrade gpurun");
 }
 
 TEST_CASE("a state.db that is no database is reported as corrupt at once, with the fix") {
@@ -803,4 +803,45 @@ TEST_CASE("image locations: recorded per digest and cloud, a v1 database is migr
   CHECK(list->at(0).pushed_at == 7);
   CHECK(list->at(1).cloud == "local");
   CHECK(store->list_image_locations("other")->empty());
+}
+
+TEST_CASE("list_runs filters by app and status and limits in SQL; count_runs ignores the limit") {
+  TempDir tmp;
+  StateStore store = open_store(tmp.state());
+  gpurun::util::ManualClock clock(1'714'566'896'789);
+  store.set_clock(clock);
+  std::vector<std::string> ids;
+  for (const char* app : {"a", "b", "a", "a"}) {
+    clock.advance(std::chrono::milliseconds(10));
+    auto created = store.create_run(NewRun{app, "f", "local", "local", "", "{}", "", ""});
+    REQUIRE(created.ok());
+    ids.push_back(created->run.id);
+  }
+  REQUIRE(*store.update_status(ids[0], RunStatus::failed, "failed with exit code 1", 1));
+  REQUIRE(*store.update_status(ids[3], RunStatus::running, ""));
+  auto listed = [&](const RunFilter& filter) {
+    std::vector<std::string> out;
+    auto runs = store.list_runs(filter);
+    REQUIRE(runs.ok());
+    for (const auto& run : *runs) out.push_back(run.id);
+    return out;
+  };
+  RunFilter active;
+  CHECK(listed(active) == std::vector<std::string>{ids[3], ids[2], ids[1]});
+  RunFilter app_a;
+  app_a.all = true;
+  app_a.app = "a";
+  CHECK(listed(app_a) == std::vector<std::string>{ids[3], ids[2], ids[0]});
+  RunFilter failed;
+  failed.status = RunStatus::failed;  // a status finds ended runs without `all`
+  CHECK(listed(failed) == std::vector<std::string>{ids[0]});
+  RunFilter limited = app_a;
+  limited.limit = 2;
+  CHECK(listed(limited) == std::vector<std::string>{ids[3], ids[2]});
+  CHECK(*store.count_runs(limited) == 3);
+  RunFilter running_b;
+  running_b.app = "b";
+  running_b.status = RunStatus::running;
+  CHECK(listed(running_b).empty());
+  CHECK(*store.count_runs(running_b) == 0);
 }
