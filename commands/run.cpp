@@ -185,6 +185,7 @@ int run_function(Context& ctx, const RunOptions& options) {
   if (options.dry_run) {
     auto text = backend->dry_run(spec, secrets);
     if (!text) return report(ctx, text.error());
+    if (!planned->choice.empty()) ctx.err << "gpurun: GPU: " << planned->choice << '\n';
     ctx.out << dry_run_summary(spec, secrets) << '\n' << *text;
     return 0;
   }
