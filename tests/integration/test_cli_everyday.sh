@@ -87,6 +87,27 @@ run_cmd cancel @last
 expect_eq "cancel @last exit" 0 "$RC"
 expect_eq "cancel @last says so" "gpurun: run $id cancelled" "$ERR"
 
+# attach to a queued run shows why it waits, then its output once it runs.
+cat > gpus.yaml <<'YAML'
+app: gpus
+functions:
+  hold:
+    command: ["sh", "-c", "echo holding; sleep 2"]
+    gpu: T4
+  after:
+    command: ["sh", "-c", "echo after-line"]
+    gpu: T4
+YAML
+export GPURUN_LOCAL_GPUS=T4:1
+"$GPURUN" run -f gpus.yaml hold --detach > hold.out
+wait_until 30 sh -c "\"\$GPURUN\" logs $(cat hold.out) | grep -q holding" || fail "hold never started"
+"$GPURUN" run -f gpus.yaml after --detach > id.out
+run_cmd attach "$(cat id.out)"
+expect_eq "attach to a queued run exit" 0 "$RC"
+expect_eq "attach to a queued run output" "after-line" "$OUT"
+expect_contains "attach to a queued run says why it waits" "gpurun: waiting for 1x T4 on local: all 1 in use, queued 0s" "$ERR"
+unset GPURUN_LOCAL_GPUS
+
 # --- cancel of a process that ignores SIGTERM says what it waits for; --force kills now ---
 export GPURUN_KILL_GRACE=4s
 "$GPURUN" run stubborn --detach > id.out
