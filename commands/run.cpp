@@ -2,6 +2,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <atomic>
 #include <ctime>
 #include <thread>
@@ -62,8 +63,8 @@ struct PlannedRun {
 cloud::RunTimeChoice choose_placement(Context& ctx, const cloud::Config& config, cloud::StateStore& store,
                                       const std::vector<cloud::PlacedFunction>& candidates) {
   return cloud::choose_at_run_time(candidates, [&](const std::string& name) {
-    const auto* cloud_config = config.find_cloud(name);
-    auto backend = cloud::make_backend(cloud_config != nullptr ? cloud_config->backend : "local", cloud_config, &config);
+    const auto placed = std::find_if(candidates.begin(), candidates.end(), [&](const auto& c) { return c.cloud == name; });
+    auto backend = cloud::make_backend(placed->backend, config.find_cloud(name), &config);
     if (!backend) return cloud::Capacity{};
     auto capacity = (*backend)->capacity(store);
     if (!capacity) {
@@ -182,10 +183,11 @@ int run_function(Context& ctx, const RunOptions& options) {
   const cloud::SecretValues& secrets = *secret_values;
   if (auto prepared = cloud::prepare_run(prepare, *backend, placed, spec); !prepared) return report(ctx, prepared.error());
 
+  // Which GPU and cloud run time took from a fallback list, and why.
+  if (!planned->choice.empty()) ctx.err << "gpurun: GPU: " << planned->choice << '\n';
   if (options.dry_run) {
     auto text = backend->dry_run(spec, secrets);
     if (!text) return report(ctx, text.error());
-    if (!planned->choice.empty()) ctx.err << "gpurun: GPU: " << planned->choice << '\n';
     ctx.out << dry_run_summary(spec, secrets) << '\n' << *text;
     return 0;
   }
@@ -211,7 +213,6 @@ int run_function(Context& ctx, const RunOptions& options) {
   const std::string job = backend->job_id(*run);
   ctx.err << fmt::format("gpurun: run {} of {} on {}{}{}\n", run->id, function->name, placed.cloud,
                          placed.gpu ? " (" + spec.gpu_text + ")" : "", job.empty() ? "" : ", job " + job);
-  if (!planned->choice.empty()) ctx.err << "gpurun: GPU: " << planned->choice << '\n';
 
   std::atomic<bool> detach{false};
   bool cancel_sent = false;
