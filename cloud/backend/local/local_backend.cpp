@@ -446,6 +446,7 @@ class Supervisor {
   // Runs one attempt's process to its end and records the attempt; its workload's process group
   // is recorded before the workload runs (a lost run's GPUs stay leased while it lives).
   AttemptResult execute(int attempt, const std::vector<LeaseDevice>& devices) {
+    ::unlink(term_path(store_.dir(), run_.id).c_str());  // an earlier attempt's SIGTERM is not this one's
     note(store_.add_attempt(run_.id, attempt));
     note(store_.update_status(run_.id, RunStatus::running, ""));
     if (attempt > 1) note(log_.marker(fmt::format("attempt {} started", attempt)));
