@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -24,10 +25,25 @@
 
 namespace gpurun::cloud {
 
-// Where a run's output can be read while it grows.
+// Where a run's output can be read while it grows: its bytes, wherever they are, and their format.
 struct LogSource {
-  std::string path;
+  std::unique_ptr<LogBytes> bytes;
   LogFormat format = LogFormat::records;
+};
+
+// Free and total GPUs of one catalog type (memory variant included) on a cloud.
+struct GpuCapacity {
+  std::string type;
+  int memory_gb = 0;
+  int free = 0;
+  int total = 0;
+};
+
+// What a backend knows about its free GPUs now; `known` false when it cannot tell.
+struct Capacity {
+  bool known = false;
+  std::vector<GpuCapacity> gpus;
+  std::string note;  // why unknown, or where the numbers come from
 };
 
 // What the prepare step may use: the state, the config and manifest the run comes from, and how
@@ -56,22 +72,16 @@ struct StopProgress {
   std::optional<std::int64_t> kill_at_ms;
 };
 
-// Free/total GPUs of one catalog type (and memory variant) on a cloud, where the backend knows them.
-struct GpuCapacity {
-  std::string type;
-  int memory_gb = 0;
-  int free = 0;
-  int total = 0;
-};
-struct Capacity {
-  bool known = false;
-  std::vector<GpuCapacity> gpus;
-  std::string note;
-};
+// Where a backend that resubmits a run on its own (a retry) gets the run's secret values: the
+// monitor answers from what launchers handed it; nullopt when it does not know them.
+using SecretLookup = std::function<std::optional<SecretValues>(const Run& run)>;
 
 class Backend {
  public:
   virtual ~Backend() = default;
+  // Makes resubmissions take secret values from `lookup` (the monitor). Unset: from the config
+  // and this process's GPURUN_SECRET_* variables.
+  void set_secret_lookup(SecretLookup lookup) { secret_lookup_ = std::move(lookup); }
   // The `backend:` name this backend is registered under.
   virtual std::string_view name() const = 0;
   // True when a scheduler elsewhere owns the run's status: `refresh` asks it, and the CLI prints
@@ -99,15 +109,22 @@ class Backend {
   virtual util::Result<void> kill(StateStore& store, const Run& run) { return cancel(store, run); }
   // Where a stop of the run stands (see StopProgress); default: unknown.
   virtual StopProgress stop_progress(const StateStore& /*store*/, const Run& /*run*/) const { return {}; }
-  // The cloud's GPUs by catalog type, free and in all, now (run-time fallback); default: unknown.
-  virtual util::Result<Capacity> capacity(StateStore& /*store*/) { return Capacity{}; }
   // Brings the recorded status up to date with the backend and returns the run as now recorded.
+  // A remote backend resubmits a retry and enforces a timeout here.
   virtual util::Result<Run> refresh(StateStore& store, const Run& run) = 0;
-  // The run's output.
-  virtual LogSource log_source(const StateStore& store, const Run& run) const = 0;
+  // refresh() for many runs of this backend's cloud, with one status request to the backend where
+  // it allows; returns the runs as now recorded, in order. The default refreshes one at a time.
+  virtual util::Result<std::vector<Run>> refresh_many(StateStore& store, std::span<const Run> runs);
+  // Free and total GPUs by type where the backend knows them (used for run-time fallback).
+  virtual util::Result<Capacity> capacity(StateStore& store);
+  // The run's output, readable from any offset while it grows.
+  virtual util::Result<LogSource> open_log(const StateStore& store, const Run& run) const = 0;
   // The backend's own id of the run's current job as its users know it (a Slurm job id); empty
   // when there is none (local runs, or not submitted yet).
-  virtual std::string job_id(const Run& run) const = 0;
+  virtual std::string remote_id(const Run& run) const = 0;
+
+ protected:
+  SecretLookup secret_lookup_;
 };
 
 // Creates the directory of each of `spec`'s volumes where `backend` keeps it and records the

@@ -50,6 +50,12 @@ struct RunTimeChoice {
 RunTimeChoice choose_at_run_time(const std::vector<PlacedFunction>& candidates,
                                  const std::function<Capacity(const std::string& cloud)>& capacity_of);
 
+// Launches `spec` on `backend`. A run that a remote backend keeps is then handed, with its secret
+// values, to the state dir's monitor (started on demand; config: config.path), which keeps it
+// current while nobody watches; `warn` says when that failed (the run goes on regardless).
+util::Result<Run> launch_run(Backend& backend, StateStore& store, const Config& config, const RunSpec& spec,
+                             const SecretValues& secrets, const std::function<void(const std::string&)>& warn);
+
 // The values of secrets `names` from the config and this process's environment (never stored).
 // A GPURUN_SECRET_<NAME>_<KEY> value shorter than min_secret_bytes is an error naming the variable
 // (exit 125); the config's own values were checked when it was loaded.

@@ -17,7 +17,6 @@ SCENARIOS=(
 KNOWN_FAILURES_local=(
 )
 KNOWN_FAILURES_slurm=(
-  "one_monitor:issue 11: one watcher process per detached run (20 for 20 runs)"
 )
 
 
