@@ -1,5 +1,6 @@
 #include <doctest/doctest.h>
 
+#include "cloud/backend/registry.hpp"
 #include "cloud/flows/run_flow.hpp"
 #include "cloud/plan/placement.hpp"
 #include "util/files.hpp"
