@@ -33,6 +33,7 @@ void build(CLI::App& app, commands::Context& ctx) {
   commands::add_logs(app, ctx);
   commands::add_cancel(app, ctx);
   commands::add_wait(app, ctx);
+  commands::add_attach(app, ctx);
   commands::add_completion(app, ctx);
   commands::add_complete(app, ctx);
   commands::add_node_exec(app, ctx);

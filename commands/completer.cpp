@@ -11,6 +11,7 @@
 
 #include "cloud/backend/registry.hpp"
 #include "commands/completion_kinds.hpp"
+#include "commands/runs.hpp"
 #include "cloud/plan/config.hpp"
 #include "cloud/state/state.hpp"
 #include "gpu/catalog.hpp"
@@ -228,6 +229,11 @@ void complete_runs(const std::string& prefix, Completion& out) {
   if (!state) return;
   auto runs = state->list_runs(true);
   if (!runs) return;
+  if (!runs->empty() && starts_with(std::string(last_run_word), prefix)) {
+    const auto& newest = runs->front();
+    out.candidates.push_back({std::string(last_run_word), one_line("newest run: " + newest.id + " " + newest.app + "/" +
+                                                                   newest.function + " " + std::string(cloud::to_string(newest.status)))});
+  }
   for (const auto& run : *runs) {
     if (!starts_with(run.id, prefix)) continue;
     out.candidates.push_back({run.id, one_line(run.app + "/" + run.function + " " + std::string(cloud::to_string(run.status)))});

@@ -38,7 +38,7 @@ struct Context {
 };
 
 // Whether `args` (gpurun's arguments, without argv[0]) name a command whose exit code is a
-// workload's: run, wait, or logs with -f/--follow. Their usage errors exit 125, not 2.
+// workload's: run, wait, attach, or logs with -f/--follow. Their usage errors exit 125, not 2.
 bool returns_workload_code(const std::vector<std::string>& args);
 
 // Each command adds its subcommand to `root`; the callback stores the command's action in ctx.
@@ -56,6 +56,7 @@ void add_ps(CLI::App& root, Context& ctx);
 void add_logs(CLI::App& root, Context& ctx);
 void add_cancel(CLI::App& root, Context& ctx);
 void add_wait(CLI::App& root, Context& ctx);
+void add_attach(CLI::App& root, Context& ctx);
 void add_completion(CLI::App& root, Context& ctx);
 void add_complete(CLI::App& root, Context& ctx);  // hidden: __complete
 void add_node_exec(CLI::App& root, Context& ctx);  // hidden: run inside an image on a node

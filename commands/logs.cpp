@@ -59,7 +59,7 @@ int run_logs(Context& ctx, const LogsOptions& options) {
 void add_logs(CLI::App& root, Context& ctx) {
   auto options = std::make_shared<LogsOptions>();
   auto* cmd = root.add_subcommand("logs", "Print a run's logs (-f: follow them live until it ends)");
-  cmd->add_option("run", options->run, "Run id (or a unique prefix)")->required()->type_name("RUN");
+  cmd->add_option("run", options->run, "Run id (or a unique prefix; @last: the newest run)")->required()->type_name("RUN");
   cmd->add_flag("-f,--follow", options->follow, "Keep printing new lines until the run ends");
   cmd->add_option("--since", options->since, "Only lines newer than this (e.g. 10m)")->type_name("DURATION");
   cmd->add_option("--tail", options->tail, "Only the last N lines")->type_name("N")->check(CLI::NonNegativeNumber);

@@ -17,6 +17,20 @@ struct PlanOptions {
   bool json = false;
 };
 
+// For each function with more than one way to run: the plan shows the first; run time takes the
+// first that can start then.
+void note_run_time_choices(Context& ctx, const manifest::Manifest& manifest, const cloud::Config& config,
+                           const cloud::PlanInputs& inputs) {
+  for (const auto& function : manifest.functions) {
+    const auto candidates = cloud::placement_candidates(function, config, inputs);
+    if (candidates.size() < 2) continue;
+    std::vector<std::string> ways;
+    for (const auto& c : candidates) ways.push_back(gpu::to_string(*c.gpu, true) + " on " + c.cloud);
+    ctx.err << fmt::format("gpurun: note: {} shows its first choice; at run time it takes the first of {} that can start then\n",
+                           function.name, util::join(ways, ", "));
+  }
+}
+
 int run_plan(Context& ctx, const PlanOptions& options) {
   int exit_code = 0;
   auto loaded = load_config_and_manifest(ctx, options.args, exit_code);
@@ -59,6 +73,7 @@ int run_plan(Context& ctx, const PlanOptions& options) {
     ctx.out << plan_json(*plan).dump(2) << '\n';
   } else {
     print_plan(ctx, *plan);
+    note_run_time_choices(ctx, *manifest, *config, *inputs);
   }
   return 0;
 }

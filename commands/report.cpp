@@ -43,7 +43,7 @@ bool returns_workload_code(const std::vector<std::string>& args) {
   while (i < args.size() && args[i].rfind("-", 0) == 0) i += args[i] == "--config" ? 2 : 1;  // gpurun's own options
   if (i >= args.size()) return false;
   const std::string& command = args[i];
-  if (command == "run" || command == "wait") return true;
+  if (command == "run" || command == "wait" || command == "attach") return true;
   if (command != "logs") return false;
   for (std::size_t j = i + 1; j < args.size() && args[j] != "--"; ++j) {
     if (args[j] == "-f" || args[j] == "--follow") return true;

@@ -2,7 +2,10 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <atomic>
+#include <ctime>
+#include <thread>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -10,6 +13,7 @@
 #include "cloud/flows/run_flow.hpp"
 #include "cloud/plan/run_builder.hpp"
 #include "commands/common.hpp"
+#include "commands/dry_run.hpp"
 #include "commands/watch.hpp"
 #include "util/units.hpp"
 
@@ -51,12 +55,30 @@ struct PlannedRun {
   cloud::PlacedFunction placed;
   std::unique_ptr<cloud::Backend> backend;
   cloud::RunSpec spec;
+  std::string choice;  // why run time took this GPU and cloud (a fallback list), or empty
 };
+
+// The run-time choice among a GPU function's placements: the first that can start now on its
+// cloud (capacity from each cloud's backend; one that cannot be asked counts as unknown).
+cloud::RunTimeChoice choose_placement(Context& ctx, const cloud::Config& config, cloud::StateStore& store,
+                                      const std::vector<cloud::PlacedFunction>& candidates) {
+  return cloud::choose_at_run_time(candidates, [&](const std::string& name) {
+    const auto placed = std::find_if(candidates.begin(), candidates.end(), [&](const auto& c) { return c.cloud == name; });
+    auto backend = cloud::make_backend(placed->backend, config.find_cloud(name), &config);
+    if (!backend) return cloud::Capacity{};
+    auto capacity = (*backend)->capacity(store);
+    if (!capacity) {
+      ctx.err << fmt::format("gpurun: warning: cannot learn the free GPUs of {}: {}\n", name, capacity.error().message);
+      return cloud::Capacity{};
+    }
+    return *capacity;
+  });
+}
 
 // Plans `function` alone (with --gpu/--cloud) and builds its spec; pure but for the GPU probe.
 // A deployed function runs on the cloud its deployment placed it on (`deployed_cloud`) unless --cloud
 // or --gpu says otherwise.
-std::optional<PlannedRun> plan_run(Context& ctx, const RunOptions& options, const cloud::Config& config,
+std::optional<PlannedRun> plan_run(Context& ctx, const RunOptions& options, const cloud::Config& config, cloud::StateStore& store,
                                    const manifest::Manifest& manifest, const manifest::Function& function,
                                    const std::string& deployed_cloud, int& exit_code) {
   auto inputs = plan_inputs(ctx, config, exit_code);
@@ -82,14 +104,57 @@ std::optional<PlannedRun> plan_run(Context& ctx, const RunOptions& options, cons
   auto plan = cloud::make_plan(manifest, config, *inputs);
   if (!plan) return fail(plan.error());
   for (const auto& w : plan->warnings) ctx.err << "gpurun: warning: " << w.message << '\n';
-  const auto& placed = plan->functions.front();
+  cloud::PlacedFunction placed = plan->functions.front();
+  std::string choice;
+  // Run time may take a later alternative, on a cloud that holds the function's existing volumes.
+  cloud::PlanInputs run_time = *inputs;
+  if (auto volumes = store.list_volumes(manifest.app)) {
+    for (const auto& v : *volumes) run_time.existing_volumes[v.name] = v.cloud;
+  }
+  const auto candidates = cloud::placement_candidates(function, config, run_time);
+  if (candidates.size() > 1) {
+    const auto chosen = choose_placement(ctx, config, store, candidates);
+    placed = candidates[chosen.index];
+    choice = chosen.why;
+  }
   auto overrides = overrides_of(options);
   if (!overrides) return fail(overrides.error());
   auto backend = cloud::make_backend(placed.backend, config.find_cloud(placed.cloud), &config);
   if (!backend) return fail(backend.error());
   auto spec = cloud::build_run_spec(manifest, function, placed, request, config, *overrides);
   if (!spec) return fail(spec.error());
-  return PlannedRun{placed, std::move(backend).value(), std::move(spec).value()};
+  return PlannedRun{placed, std::move(backend).value(), std::move(spec).value(), choice};
+}
+
+// "12:03:10": a wall-clock time of today, local time.
+std::string clock_time(std::int64_t unix_ms) {
+  const std::time_t seconds = static_cast<std::time_t>(unix_ms / 1000);
+  std::tm local{};
+  ::localtime_r(&seconds, &local);
+  return fmt::format("{:02}:{:02}:{:02}", local.tm_hour, local.tm_min, local.tm_sec);
+}
+
+// What happens to a run whose cancel was asked for after `run` stops waiting (second Ctrl-C):
+// the cancel goes on; when SIGTERM was sent, SIGKILL follows at a time the backend knows.
+std::string stopped_waiting_line(cloud::StateStore& store, cloud::Backend& backend, const cloud::Run& launched) {
+  cloud::Run run = launched;
+  cloud::StopProgress progress;
+  // The supervisor sends SIGTERM within ~50 ms of the request: give it that long to say when.
+  for (int i = 0; i < 10; ++i) {
+    if (auto fresh = backend.refresh(store, run)) run = *fresh;
+    if (cloud::is_terminal(run.status)) {
+      return fmt::format("stopped waiting; run {} ended ({})", run.id, cloud::to_string(run.status));
+    }
+    progress = backend.stop_progress(store, run);
+    if (progress.kill_at_ms || run.status != cloud::RunStatus::running) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  const std::string next = progress.kill_at_ms
+                               ? fmt::format("; SIGKILL at {} if it still runs", clock_time(*progress.kill_at_ms))
+                               : std::string();
+  return fmt::format("stopped waiting; the cancel of run {} continues in the background{} ('gpurun cancel --force {}' "
+                     "kills it now, 'gpurun wait {}' waits for it)",
+                     run.id, next, run.id, run.id);
 }
 
 int run_function(Context& ctx, const RunOptions& options) {
@@ -111,7 +176,7 @@ int run_function(Context& ctx, const RunOptions& options) {
 
   // 2. Plan (pure): where it runs and its spec.
   const std::string deployed_cloud = resolved->deployment ? cloud::deployed_cloud_of(*resolved->deployment, function->name) : "";
-  auto planned = plan_run(ctx, options, *config, manifest, *function, deployed_cloud, exit_code);
+  auto planned = plan_run(ctx, options, *config, *store, manifest, *function, deployed_cloud, exit_code);
   if (!planned) return exit_code;
   auto& backend = planned->backend;
   auto& spec = planned->spec;
@@ -127,10 +192,12 @@ int run_function(Context& ctx, const RunOptions& options) {
   const cloud::SecretValues& secrets = *secret_values;
   if (auto prepared = cloud::prepare_run(prepare, *backend, placed, spec); !prepared) return report(ctx, prepared.error());
 
+  // Which GPU and cloud run time took from a fallback list, and why.
+  if (!planned->choice.empty()) ctx.err << "gpurun: GPU: " << planned->choice << '\n';
   if (options.dry_run) {
     auto text = backend->dry_run(spec, secrets);
     if (!text) return report(ctx, text.error());
-    ctx.out << *text;
+    ctx.out << dry_run_summary(spec, secrets) << '\n' << *text;
     return 0;
   }
 
@@ -159,9 +226,7 @@ int run_function(Context& ctx, const RunOptions& options) {
 
   std::atomic<bool> detach{false};
   bool cancel_sent = false;
-  std::string shown_reason;
-  const auto queued_since = std::chrono::steady_clock::now();
-  auto last_refresh = queued_since - std::chrono::seconds(10);
+  WaitingLine waiting(ctx.err, ctx.err_is_tty);
   WatchOptions watch;
   watch.follow = true;
   watch.render.terminal = options.json ? ctx.err_is_tty : ctx.out_is_tty;
@@ -170,41 +235,21 @@ int run_function(Context& ctx, const RunOptions& options) {
   watch.err_fd = 2;
   watch.stop = &detach;
   watch.backend = backend.get();
-  // The live waiting line (a terminal) is cleared before the run's first output and once it starts.
-  auto clear_waiting_line = [&] {
-    if (shown_reason.empty() || !ctx.err_is_tty) return;
-    ctx.err << "\r\033[K";
-    ctx.err.flush();
-    shown_reason.clear();
-  };
   watch.explain_end = true;
   watch.on_poll = [&](const cloud::Run& current) {
     if (g_interrupts.load() >= 1 && !cancel_sent) {
       cancel_sent = true;
+      waiting.clear();
       if (auto sent = backend->cancel(*store, current); !sent) ctx.err << "\ngpurun: error: " << sent.error().message << '\n';
-      ctx.err << fmt::format("\ngpurun: cancelling run {} (press Ctrl-C again to detach and leave it running)\n", current.id);
+      ctx.err << fmt::format("\ngpurun: cancelling run {} (Ctrl-C again stops waiting; the cancel goes on)\n", current.id);
     }
     if (g_interrupts.load() >= 2) detach.store(true);
-    if (current.status == cloud::RunStatus::queued && current.status_reason.rfind("waiting", 0) == 0) {
-      const auto now = std::chrono::steady_clock::now();
-      const auto waited = std::chrono::duration_cast<std::chrono::seconds>(now - queued_since);
-      if (ctx.err_is_tty) {
-        ctx.err << fmt::format("\r\033[Kgpurun: {}, queued {}", current.status_reason, util::format_duration(waited));
-        ctx.err.flush();
-        shown_reason = current.status_reason;
-      } else if (current.status_reason != shown_reason || now - last_refresh >= std::chrono::seconds(30)) {
-        ctx.err << fmt::format("gpurun: {}, queued {}\n", current.status_reason, util::format_duration(waited));
-        shown_reason = current.status_reason;
-        last_refresh = now;
-      }
-    } else {
-      clear_waiting_line();
-    }
+    waiting.update(current);
   };
-  watch.before_output = clear_waiting_line;
+  watch.before_output = [&] { waiting.clear(); };
   auto final_run = watch_run(*store, run->id, watch);
   if (detach.load() || (!final_run && final_run.error().code == util::ExitCode::cancelled)) {
-    ctx.err << fmt::format("gpurun: detached; run {} goes on: follow it with 'gpurun logs -f {}'\n", run->id, run->id);
+    ctx.err << "gpurun: " << stopped_waiting_line(*store, *backend, *run) << '\n';
     return util::to_int(util::ExitCode::cancelled);
   }
   if (!final_run) return report(ctx, final_run.error());

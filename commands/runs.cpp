@@ -103,13 +103,26 @@ cloud::Run refreshed_run(Context& ctx, cloud::StateStore& store, const cloud::Ru
   return *fresh;
 }
 
+util::Result<cloud::Run> find_run(cloud::StateStore& store, const std::string& name) {
+  if (name != last_run_word) return store.get_run(name);
+  cloud::RunFilter filter;
+  filter.all = true;
+  filter.limit = 1;
+  auto newest = store.list_runs(filter);
+  if (!newest) return newest.error();
+  if (newest->empty()) {
+    return util::make_error(util::ExitCode::usage, "@last: there are no runs yet; start one with 'gpurun run FUNCTION'");
+  }
+  return newest->front();
+}
+
 std::optional<OpenedRun> open_run(Context& ctx, const std::string& id, int& exit_code) {
   auto store = open_store();
   if (!store) {
     exit_code = report(ctx, store.error());
     return std::nullopt;
   }
-  auto run = store->get_run(id);
+  auto run = find_run(*store, id);
   if (!run) {
     exit_code = report(ctx, run.error());
     return std::nullopt;

@@ -46,6 +46,12 @@ std::string ended_line(const cloud::Run& run, int code);
 // The backend of a recorded run (a remote one is configured from the config's cloud).
 util::Result<std::unique_ptr<cloud::Backend>> run_backend(Context& ctx, const cloud::Run& run);
 
+// The word that names the newest run (in logs, attach, wait, cancel; completion offers it first).
+inline constexpr std::string_view last_run_word = "@last";
+
+// The run the user named: `@last` (the newest run), an id or a unique prefix of one.
+util::Result<cloud::Run> find_run(cloud::StateStore& store, const std::string& name);
+
 // A run the user named, with the state it lives in and its backend.
 struct OpenedRun {
   cloud::StateStore store;

@@ -95,7 +95,7 @@ int run_wait(Context& ctx, const WaitOptions& options) {
 void add_wait(CLI::App& root, Context& ctx) {
   auto options = std::make_shared<WaitOptions>();
   auto* cmd = root.add_subcommand("wait", "Wait for a run to end; exit with its exit code");
-  cmd->add_option("run", options->run, "Run id (or a unique prefix)")->required()->type_name("RUN");
+  cmd->add_option("run", options->run, "Run id (or a unique prefix; @last: the newest run)")->required()->type_name("RUN");
   cmd->add_flag("--json", options->json, "Print {\"id\", \"status\", \"exit_code\"} on stdout (and \"error\" when gpurun failed)");
   cmd->add_option("--timeout", options->timeout, "Stop waiting after this long (exit 124; the run goes on)")->type_name("DURATION");
   cmd->callback([&ctx, options] { ctx.action = [&ctx, options] { return run_wait(ctx, *options); }; });

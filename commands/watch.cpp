@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "cloud/backend/registry.hpp"
+#include "util/units.hpp"
 
 namespace gpurun::commands {
 
@@ -80,6 +81,28 @@ util::Result<void> replay(cloud::LogReader& reader, Sink& sink) {
 }
 
 }  // namespace
+
+void WaitingLine::update(const cloud::Run& run) {
+  if (run.status != cloud::RunStatus::queued || run.status_reason.rfind("waiting", 0) != 0) return clear();
+  const auto now = std::chrono::steady_clock::now();
+  const auto waited = util::format_duration(std::chrono::duration_cast<std::chrono::seconds>(now - since_));
+  if (tty_) {
+    err_ << fmt::format("\r\033[Kgpurun: {}, queued {}", run.status_reason, waited);
+    err_.flush();
+    shown_ = run.status_reason;
+  } else if (run.status_reason != shown_ || now - last_print_ >= std::chrono::seconds(30)) {
+    err_ << fmt::format("gpurun: {}, queued {}\n", run.status_reason, waited);
+    shown_ = run.status_reason;
+    last_print_ = now;
+  }
+}
+
+void WaitingLine::clear() {
+  if (shown_.empty() || !tty_) return;
+  err_ << "\r\033[K";
+  err_.flush();
+  shown_.clear();
+}
 
 util::Result<cloud::Run> refresh_local_run(cloud::StateStore& store, const std::string& run_id) {
   const auto reconciled = store.reconcile_lost();

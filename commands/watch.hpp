@@ -1,6 +1,8 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <ostream>
 #include <functional>
 #include <optional>
 #include <string>
@@ -28,6 +30,24 @@ struct WatchOptions {
   // When a followed local run ends without the log saying why (its supervisor died, or could not
   // write its last line), say so on err_fd: status, reason, the run id and what to do.
   bool explain_end = false;
+};
+
+// The live waiting line of a queued run on stderr ("gpurun: waiting for 1x T4 on local: all 2 in
+// use, queued 12s"): rewritten in place on a terminal, else printed when its reason changes and
+// every 30 s; cleared (on a terminal) once the run starts or prints.
+class WaitingLine {
+ public:
+  WaitingLine(std::ostream& err, bool tty) : err_(err), tty_(tty) {}
+  // Shows `run`'s waiting reason while it waits; clears the line otherwise.
+  void update(const cloud::Run& run);
+  void clear();
+
+ private:
+  std::ostream& err_;
+  bool tty_;
+  std::string shown_;
+  std::chrono::steady_clock::time_point since_ = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point last_print_ = since_ - std::chrono::seconds(60);
 };
 
 // Marks runs whose supervisor died lost, then reads the local run `run_id`. An error when its

@@ -5,6 +5,7 @@
 // its runs in the same StateStore. Nothing outside cloud/backend/<name>/ knows a backend's name.
 
 #include <functional>
+#include <cstdint>
 #include <map>
 #include <vector>
 #include <memory>
@@ -69,6 +70,13 @@ struct ImagePlacement {
   PushReport report;
 };
 
+// How a stop (cancel, timeout) of a run is going, where the backend knows it: when SIGTERM was
+// sent and when SIGKILL follows (unix ms). Empty when no SIGTERM was sent (yet) or unknown.
+struct StopProgress {
+  std::optional<std::int64_t> term_sent_ms;
+  std::optional<std::int64_t> kill_at_ms;
+};
+
 // Where a backend that resubmits a run on its own (a retry) gets the run's secret values: the
 // monitor answers from what launchers handed it; nullopt when it does not know them.
 using SecretLookup = std::function<std::optional<SecretValues>(const Run& run)>;
@@ -107,6 +115,11 @@ class Backend {
   // Stops the run; returns once the backend took the request. Called for a `lost` run only when
   // StateStore::leftover_workload has one: it ends that (at once) and frees its GPUs.
   virtual util::Result<void> cancel(StateStore& store, const Run& run) = 0;
+  // Stops the run at once (SIGKILL, no grace period) where the backend can (`cancel --force`);
+  // default: as cancel().
+  virtual util::Result<void> kill(StateStore& store, const Run& run) { return cancel(store, run); }
+  // Where a stop of the run stands (see StopProgress); default: unknown.
+  virtual StopProgress stop_progress(const StateStore& /*store*/, const Run& /*run*/) const { return {}; }
   // Brings the recorded status up to date with the backend and returns the run as now recorded.
   // A remote backend resubmits a retry and enforces a timeout here.
   virtual util::Result<Run> refresh(StateStore& store, const Run& run) = 0;

@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <fmt/format.h>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -157,6 +158,62 @@ util::Result<Run> launch_run(Backend& backend, StateStore& store, const Config& 
     warn(handed.error().message + "; the run goes on, and `gpurun wait` keeps it current");
   }
   return run;
+}
+
+namespace {
+
+// How many GPUs like `slot` (same type, ignoring case, and memory) are free and in all.
+std::pair<int, int> free_and_total(const Capacity& capacity, const gpu::GpuSlot& slot) {
+  int free = 0;
+  int total = 0;
+  for (const auto& g : capacity.gpus) {
+    if (!util::iequals(g.type, slot.type) || (slot.memory_gb != 0 && g.memory_gb != 0 && g.memory_gb != slot.memory_gb)) continue;
+    free += g.free;
+    total += g.total;
+  }
+  return {free, total};
+}
+
+// "all 2 busy on gcp", "only 1 of 4 free on gcp", "none on gcp": why `slot` cannot start there.
+std::string busy_text(int free, int total, const std::string& cloud) {
+  if (total == 0) return "none on " + cloud;
+  if (free == 0) return fmt::format("all {} busy on {}", total, cloud);
+  return fmt::format("only {} of {} free on {}", free, total, cloud);
+}
+
+}  // namespace
+
+RunTimeChoice choose_at_run_time(const std::vector<PlacedFunction>& candidates,
+                                 const std::function<Capacity(const std::string& cloud)>& capacity_of) {
+  RunTimeChoice choice;
+  std::map<std::string, Capacity> known;
+  std::vector<std::string> skipped;
+  for (std::size_t i = 0; i < candidates.size(); ++i) {
+    const auto& c = candidates[i];
+    auto it = known.find(c.cloud);
+    if (it == known.end()) it = known.emplace(c.cloud, capacity_of(c.cloud)).first;
+    const std::string slot = gpu::to_string(*c.gpu, true);
+    if (!it->second.known) {
+      choice = {i, true, ""};
+      skipped.push_back(fmt::format("took {} on {} (its free GPUs are unknown)", slot, c.cloud));
+      choice.why = util::join(skipped, "; ");
+      return choice;
+    }
+    const auto [free, total] = free_and_total(it->second, *c.gpu);
+    if (free >= c.gpu->count) {
+      choice = {i, true, ""};
+      skipped.push_back(fmt::format("took {} on {}", slot, c.cloud));
+      choice.why = util::join(skipped, "; ");
+      return choice;
+    }
+    skipped.push_back(fmt::format("{}: {}", slot, busy_text(free, total, c.cloud)));
+  }
+  if (!candidates.empty()) {
+    skipped.push_back(fmt::format("none can start now: queued for {} on {}", gpu::to_string(*candidates.front().gpu, true),
+                                  candidates.front().cloud));
+  }
+  choice.why = util::join(skipped, "; ");
+  return choice;
 }
 
 }  // namespace gpurun::cloud

@@ -43,6 +43,20 @@ util::Result<ResolvedFunction> resolve_function(const std::string& target, const
 // the scheduler's GPU request. With ctx.dry_run nothing is created, pushed or recorded.
 util::Result<void> prepare_run(PrepareContext& ctx, Backend& backend, const PlacedFunction& placed, RunSpec& spec);
 
+// The candidate run time took (an index into the candidates) and why, in words:
+// "A100-80GB:1: all 2 busy on gcp; A100-40GB:1: only 1 of 4 free on gcp; took T4:1 on aws".
+struct RunTimeChoice {
+  std::size_t index = 0;
+  bool can_start = false;  // false: none can start now; it queues on the first
+  std::string why;
+};
+
+// The first of `candidates` (placement_candidates, in order) whose cloud has its GPUs free now by
+// `capacity_of(cloud)` (a cloud whose capacity is unknown counts as able to start); when none
+// can, the first. Pure: capacity_of is asked at most once per cloud.
+RunTimeChoice choose_at_run_time(const std::vector<PlacedFunction>& candidates,
+                                 const std::function<Capacity(const std::string& cloud)>& capacity_of);
+
 // Launches `spec` on `backend`. A run that a remote backend keeps is then handed, with its secret
 // values, to the state dir's monitor (started on demand; config: config.path), which keeps it
 // current while nobody watches; `warn` says when that failed (the run goes on regardless).

@@ -143,6 +143,22 @@ std::optional<std::string> place_function(const manifest::Function& f, const Con
   return unschedulable_reason(f, placed, candidates, pin, inputs);
 }
 
+// Appends `placed` on `cloud` with `slot` unless that cloud and slot are already there.
+void add_candidate(std::vector<PlacedFunction>& out, const PlacedFunction& base, const CloudConfig& cloud, const gpu::GpuSlot& slot) {
+  PlacedFunction placed = base;
+  place_on(placed, cloud, slot);
+  const auto same = [&](const PlacedFunction& p) { return p.cloud == placed.cloud && p.gpu && *p.gpu == *placed.gpu; };
+  if (std::none_of(out.begin(), out.end(), same)) out.push_back(std::move(placed));
+}
+
+// Whether `cloud` holds every volume of `f` that already exists somewhere.
+bool reaches_volumes(const manifest::Function& f, const CloudConfig& cloud, const PlanInputs& inputs) {
+  return std::all_of(f.volumes.begin(), f.volumes.end(), [&](const auto& mount) {
+    const auto it = inputs.existing_volumes.find(mount.volume);
+    return it == inputs.existing_volumes.end() || it->second == cloud.name;
+  });
+}
+
 util::Error unschedulable_error(const std::vector<std::string>& reasons) {
   std::string message = util::join(reasons, "\n");
   message += reasons.size() == 1 ? "; " : "\n";
@@ -231,6 +247,37 @@ std::vector<PlacedImage> place_images(const manifest::Manifest& manifest, const 
 }
 
 }  // namespace
+
+std::vector<PlacedFunction> placement_candidates(const manifest::Function& f, const Config& config, const PlanInputs& inputs) {
+  const gpu::GpuRequest& request = inputs.gpu_override ? *inputs.gpu_override : f.gpu;
+  std::vector<PlacedFunction> out;
+  if (request.cpu_only()) return out;
+  const std::optional<std::string> pin = inputs.cloud_override ? inputs.cloud_override : f.cloud;
+  std::vector<CloudOffers> order;
+  for (const auto* c : config.placement_order()) {
+    if (pin ? c->name == *pin : reaches_volumes(f, *c, inputs)) order.push_back({c, cloud_offers(*c, inputs)});
+  }
+  PlacedFunction base;
+  base.name = f.name;
+  base.image = f.image;
+  for (const auto& m : f.volumes) base.volumes.push_back(m.volume);
+  base.gpu_requested = describe_request(f, inputs);
+  for (const auto& alternative : request.alternatives) {
+    for (const auto& concrete : gpu::expand(alternative, config.catalog)) {
+      for (const auto& c : order) {
+        if (auto slot = best_offer(c, concrete, config.catalog)) add_candidate(out, base, *c.cloud, *slot);
+      }
+    }
+    if (!alternative.any) continue;
+    for (const auto& c : order) {
+      if (!c.cloud->probe_gpus) continue;
+      for (const auto& offer : c.offers) {
+        if (auto slot = gpu::take_any(offer, alternative)) add_candidate(out, base, *c.cloud, *slot);
+      }
+    }
+  }
+  return out;
+}
 
 util::Result<Plan> make_plan(const manifest::Manifest& manifest, const Config& config, const PlanInputs& inputs) {
   if (auto checked = check_cloud_override(config, inputs); !checked) return checked.error();

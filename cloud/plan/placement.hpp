@@ -66,6 +66,13 @@ struct PlanInputs {
 // with what was asked and what each cloud offers.
 util::Result<Plan> make_plan(const manifest::Manifest& manifest, const Config& config, const PlanInputs& inputs);
 
+// Every way to place GPU function `function` that run time may take, in preference order: each
+// alternative of its request (or --gpu) in order, on each eligible cloud in placement order (the
+// pinned cloud only; else the clouds that hold the function's existing volumes). The first is
+// make_plan's static choice. A CPU-only function has none.
+std::vector<PlacedFunction> placement_candidates(const manifest::Function& function, const Config& config,
+                                                 const PlanInputs& inputs);
+
 // What a cloud offers: its configured GPUs, or for `local` the offers in PlanInputs.
 std::vector<gpu::GpuSlot> cloud_offers(const CloudConfig& cloud, const PlanInputs& inputs);
 

@@ -60,6 +60,15 @@ struct Run {
   std::string remote_id;    // the backend's id of the run (Slurm job id); empty for local runs
 };
 
+// Which runs `StateStore::list_runs` returns: active ones unless `all` or a `status` is given,
+// only `app`'s when set, at most `limit` (newest first).
+struct RunFilter {
+  bool all = false;
+  std::string app;
+  std::optional<RunStatus> status;
+  std::optional<std::size_t> limit;
+};
+
 struct NewRun {
   std::string app, function, cloud, backend, gpus, spec_json;
   std::string log_dir;  // empty = <state dir>/runs/<id>
@@ -160,6 +169,10 @@ class StateStore {
   util::Result<Run> get_run(std::string_view id_or_prefix);
   // Newest first: queued/running runs only, or every run when `all`.
   util::Result<std::vector<Run>> list_runs(bool all);
+  // Newest first, filtered and limited in SQL (fast on 100,000 runs).
+  util::Result<std::vector<Run>> list_runs(const RunFilter& filter);
+  // How many runs `filter` matches, its limit ignored.
+  util::Result<std::int64_t> count_runs(const RunFilter& filter);
   // Sets status and reason (and exit code when given); started_at on the first `running`,
   // ended_at on a terminal status, which also releases the run's leases. A terminal status is
   // final: returns false (changing nothing) when the run had already ended.

@@ -82,7 +82,7 @@ for mode in "${modes[@]}"; do
   if has_command cancel; then
     rm -rf "$GPURUN_STATE_DIR"
     ids=$(seed_runs)
-    check_exact "cancel <TAB>: run ids newest first, not sorted" "$(c "gpurun cancel ")" "$ids"$'\n#nosort'
+    check_exact "cancel <TAB>: @last, then run ids newest first, not sorted" "$(c "gpurun cancel ")" "@last"$'\n'"$ids"$'\n#nosort'
   else
     skip_note "no 'cancel' command yet"
   fi

@@ -40,7 +40,7 @@ else
 fi
 if has_command cancel; then
   ids=$(seed_runs)
-  check_exact "cancel <TAB>: run ids newest first (--keep-order)" "$(c "gpurun cancel ")" "$ids"
+  check_exact "cancel <TAB>: @last, then run ids newest first (--keep-order)" "$(c "gpurun cancel ")" "@last"$'\n'"$ids"
 else
   skip_note "no 'cancel' command yet"
 fi

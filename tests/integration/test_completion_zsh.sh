@@ -72,7 +72,7 @@ else
 fi
 if has_command cancel; then
   ids=$(seed_runs)
-  check_exact "cancel <TAB>: run ids newest first, unsorted" "$(c "gpurun cancel ")" "$ids"$'\n#unsorted'
+  check_exact "cancel <TAB>: @last, then run ids newest first, unsorted" "$(c "gpurun cancel ")" "@last"$'\n'"$ids"$'\n#unsorted'
 else
   skip_note "no 'cancel' command yet"
 fi

@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fmt/format.h>
@@ -43,6 +44,21 @@ extern "C" void on_stop_signal(int /*sig*/) { g_stop.store(true); }
 
 std::string cancel_path(const std::string& state_dir, const std::string& run_id) {
   return run_dir(state_dir, run_id) + "/cancel";
+}
+
+// <run dir>/term: "TERM_MS KILL_MS", written when the supervisor sends SIGTERM.
+std::string term_path(const std::string& state_dir, const std::string& run_id) {
+  return run_dir(state_dir, run_id) + "/term";
+}
+
+// The text of a small file ("" when it is missing).
+std::string read_small_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return {};
+  char buffer[128];
+  const ssize_t got = ::read(fd, buffer, sizeof buffer);
+  ::close(fd);
+  return got > 0 ? std::string(buffer, static_cast<std::size_t>(got)) : std::string();
 }
 
 bool file_exists(const std::string& path) {
@@ -172,6 +188,19 @@ class Supervisor {
 
   bool cancel_requested() const {
     return g_stop.load() || file_exists(cancel_path(store_.dir(), run_.id));
+  }
+
+  // `cancel --force`: the cancel request says "force".
+  bool kill_requested() const { return read_small_file(cancel_path(store_.dir(), run_.id)) == "force"; }
+
+  // Tells `cancel` and `run` when SIGKILL follows the SIGTERM just sent (best effort).
+  void record_term() const {
+    const auto now = util::now_unix_ms();
+    const std::string text = fmt::format("{} {}", now, now + spec_.kill_grace.count());
+    const int fd = ::open(term_path(store_.dir(), run_.id).c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) return;
+    [[maybe_unused]] const auto written = ::write(fd, text.data(), text.size());
+    ::close(fd);
   }
 
   bool sleep_unless_cancelled(std::chrono::milliseconds delay) const {
@@ -316,6 +345,7 @@ class Supervisor {
     std::optional<int> exit_code;
     bool timed_out = false;
     bool cancelled = false;
+    bool killed = false;  // SIGKILL sent
     bool broken = false;  // a state or log write failed
     std::string stderr_tail;  // bubblewrap's message when it fails before the command runs
   };
@@ -332,12 +362,13 @@ class Supervisor {
   // SIGTERM to the child's group on a cancel request, a failed state or log write or at the
   // timeout; SIGKILL once the grace period after SIGTERM has passed.
   void enforce_limits(ChildProcess& child, Watch& seen) {
-    if (seen.exit_code) return;
+    if (seen.exit_code || seen.killed) return;
     if (!seen.term_sent) {
       if (broken_) {
         seen.broken = true;
       } else if (cancel_requested()) {
         seen.cancelled = true;
+        if (kill_requested()) return kill(child, seen, "cancel --force: sending SIGKILL");
         note(log_.marker("cancel requested: sending SIGTERM"));
       } else if (spec_.timeout && Clock::now() - seen.started >= *spec_.timeout) {
         seen.timed_out = true;
@@ -346,12 +377,21 @@ class Supervisor {
       if (seen.broken || seen.cancelled || seen.timed_out) {
         child.signal_group(SIGTERM);
         seen.term_sent = Clock::now();
+        record_term();
       }
     } else if (Clock::now() - *seen.term_sent >= spec_.kill_grace) {
-      note(log_.marker(fmt::format("still running {} after SIGTERM: sending SIGKILL", util::format_duration(spec_.kill_grace))));
-      child.signal_group(SIGKILL);
-      seen.term_sent = Clock::now() + std::chrono::hours(24);
+      kill(child, seen, fmt::format("still running {} after SIGTERM: sending SIGKILL", util::format_duration(spec_.kill_grace)));
+    } else if (cancel_requested() && kill_requested()) {
+      seen.cancelled = true;
+      kill(child, seen, "cancel --force: sending SIGKILL");
     }
+  }
+
+  // SIGKILL to the child's group now, after a marker that says why.
+  void kill(ChildProcess& child, Watch& seen, const std::string& why) {
+    note(log_.marker(why));
+    child.signal_group(SIGKILL);
+    seen.killed = true;
   }
 
   // Follows the child until it exited and its pipes are drained, logging its output and
@@ -400,6 +440,7 @@ class Supervisor {
   // Runs one attempt's process to its end and records the attempt; its workload's process group
   // is recorded before the workload runs (a lost run's GPUs stay leased while it lives).
   AttemptResult execute(int attempt, const std::vector<LeaseDevice>& devices) {
+    ::unlink(term_path(store_.dir(), run_.id).c_str());  // an earlier attempt's SIGTERM is not this one's
     note(store_.add_attempt(run_.id, attempt));
     note(store_.update_status(run_.id, RunStatus::running, ""));
     if (attempt > 1) note(log_.marker(fmt::format("attempt {} started", attempt)));
@@ -587,7 +628,25 @@ util::Result<void> end_leftover(StateStore& store, const Run& run) {
 
 }  // namespace
 
-util::Result<void> request_cancel(StateStore& store, const Run& run) {
+std::string local_dry_run(const RunSpec& spec) {
+  std::vector<std::string> words;
+  for (const auto& word : spec.argv) words.push_back(util::shell_quote(word));
+  std::string out = "# local: a detached supervisor on this machine";
+  out += spec.gpu_alternatives.empty() ? " runs" : fmt::format(" leases {} (first come, first served), then runs", spec.gpu_text);
+  out += fmt::format(" as process group leader in {}:\n{}\n", spec.cwd.empty() ? std::string("the current directory") : spec.cwd,
+                     util::join(words, " "));
+  if (!spec.image.empty()) {
+    out += "# inside bubblewrap, with the image's root filesystem as / (unpacked in the local image store)\n";
+  } else if (!spec.mounts.empty()) {
+    out += "# inside bubblewrap over this machine's root, each volume bound at its path\n";
+  }
+  out += fmt::format("# SIGTERM on cancel{}, SIGKILL {} later; the log is <state dir>/runs/<run id>/log\n",
+                     spec.timeout ? " or after " + util::format_duration(*spec.timeout) : std::string(),
+                     util::format_duration(spec.kill_grace));
+  return out;
+}
+
+util::Result<void> request_cancel(StateStore& store, const Run& run, bool force) {
   if (run.status == RunStatus::lost) return end_leftover(store, run);
   const std::string path = cancel_path(store.dir(), run.id);
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
@@ -595,8 +654,26 @@ util::Result<void> request_cancel(StateStore& store, const Run& run) {
     return util::make_error(util::ExitCode::backend,
                             fmt::format("cannot cancel run {}: {}: {}", run.id, path, std::strerror(errno)));
   }
+  const bool written = !force || ::write(fd, "force", 5) == 5;
+  const int write_errno = errno;
   ::close(fd);
+  if (!written) {
+    return util::make_error(util::ExitCode::backend,
+                            fmt::format("cannot cancel run {}: {}: {}", run.id, path, std::strerror(write_errno)));
+  }
   return {};
+}
+
+StopProgress local_stop_progress(const std::string& state_dir, const std::string& run_id) {
+  const std::string text = read_small_file(term_path(state_dir, run_id));
+  StopProgress progress;
+  long long term = 0;
+  long long kill_at = 0;
+  if (std::sscanf(text.c_str(), "%lld %lld", &term, &kill_at) == 2) {
+    progress.term_sent_ms = term;
+    progress.kill_at_ms = kill_at;
+  }
+  return progress;
 }
 
 namespace {
@@ -676,9 +753,13 @@ class LocalBackend final : public Backend {
     return launch_local(store, spec, secrets, devices);
   }
   util::Result<std::string> dry_run(const RunSpec& spec, const SecretValues& /*secrets*/) override {
-    return to_json(spec) + "\n";
+    return local_dry_run(spec);
   }
   util::Result<void> cancel(StateStore& store, const Run& run) override { return request_cancel(store, run); }
+  util::Result<void> kill(StateStore& store, const Run& run) override { return request_cancel(store, run, true); }
+  StopProgress stop_progress(const StateStore& store, const Run& run) const override {
+    return local_stop_progress(store.dir(), run.id);
+  }
   util::Result<Run> refresh(StateStore& store, const Run& run) override {
     // A failed reconcile only delays marking dead supervisors' runs lost; the run is read anyway.
     (void)store.reconcile_lost();

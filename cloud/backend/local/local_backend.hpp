@@ -35,9 +35,17 @@ std::vector<LeaseDevice> lease_devices(const Config& config);
 int supervise(const std::string& state_dir, const std::string& run_id, int lock_fd, const SecretValues& secrets,
               const std::vector<LeaseDevice>& devices);
 
+// What the supervisor would run for `spec` (run --dry-run), in words and shell-quoted argv.
+std::string local_dry_run(const RunSpec& spec);
+
 // Asks the supervisor to stop the run: SIGTERM to the workload's process group, SIGKILL after the
 // grace period, GPUs freed, status `cancelled`. Returns once the request is recorded. For a lost
 // run it kills what is left of the workload (StateStore::leftover_workload) and frees its GPUs.
-util::Result<void> request_cancel(StateStore& store, const Run& run);
+// With `force` the workload gets SIGKILL at once (also when SIGTERM was already sent).
+util::Result<void> request_cancel(StateStore& store, const Run& run, bool force = false);
+
+// When the supervisor sent the run's workload SIGTERM (cancel or timeout) and when SIGKILL
+// follows, from <run dir>/term; empty before any SIGTERM.
+StopProgress local_stop_progress(const std::string& state_dir, const std::string& run_id);
 
 }  // namespace gpurun::cloud

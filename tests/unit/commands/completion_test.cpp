@@ -249,8 +249,12 @@ TEST_CASE("completion: run ids newest first, in that order, and nothing from a b
   }
   auto runs = commands::complete(tree.app, {"cancel", ""});
   CHECK(runs.keep_order);
-  CHECK(values(runs) == ids);
-  CHECK(runs.candidates[0].description == "demo/eval queued");
+  std::vector<std::string> with_last{"@last"};
+  with_last.insert(with_last.end(), ids.begin(), ids.end());
+  CHECK(values(runs) == with_last);
+  CHECK(runs.candidates[0].description == "newest run: " + ids[0] + " demo/eval queued");
+  CHECK(runs.candidates[1].description == "demo/eval queued");
+  CHECK(values(commands::complete(tree.app, {"cancel", "@"})) == std::vector<std::string>{"@last"});
   CHECK(values(commands::complete(tree.app, {"cancel", ids[1]})) == std::vector<std::string>{ids[1]});
   CHECK(commands::format_completion(commands::complete(tree.app, {"cancel", ids[2]})) == ":nosort\n" + ids[2] + "\tdemo/prep queued\n");
 

@@ -158,12 +158,12 @@ TEST_CASE("open creates a private state directory and refuses a newer schema") {
 
   sqlite3* db = nullptr;
   REQUIRE(sqlite3_open((dir + "/state.db").c_str(), &db) == SQLITE_OK);
-  REQUIRE(sqlite3_exec(db, "PRAGMA user_version=7", nullptr, nullptr, nullptr) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(db, "PRAGMA user_version=9", nullptr, nullptr, nullptr) == SQLITE_OK);
   sqlite3_close(db);
   auto newer = StateStore::open(dir);
   REQUIRE_FALSE(newer.ok());
   CHECK(newer.error().code == ExitCode::backend);
-  CHECK(newer.error().message == "state database " + dir + "/state.db has schema version 7 but this gpurun knows up to 5; upgrade gpurun");
+  CHECK(newer.error().message == "state database " + dir + "/state.db has schema version 9 but this gpurun knows up to 6; upgrade gpurun");
 }
 
 TEST_CASE("a state.db that is no database is reported as corrupt at once, with the fix") {
@@ -853,4 +853,45 @@ TEST_CASE("delete_ended_runs forgets ended runs and never an active one") {
   auto left = *store.list_runs(true);
   REQUIRE(left.size() == 1);
   CHECK(left[0].id == active->run.id);
+}
+
+TEST_CASE("list_runs filters by app and status and limits in SQL; count_runs ignores the limit") {
+  TempDir tmp;
+  StateStore store = open_store(tmp.state());
+  gpurun::util::ManualClock clock(1'714'566'896'789);
+  store.set_clock(clock);
+  std::vector<std::string> ids;
+  for (const char* app : {"a", "b", "a", "a"}) {
+    clock.advance(std::chrono::milliseconds(10));
+    auto created = store.create_run(NewRun{app, "f", "local", "local", "", "{}", "", ""});
+    REQUIRE(created.ok());
+    ids.push_back(created->run.id);
+  }
+  REQUIRE(*store.update_status(ids[0], RunStatus::failed, "failed with exit code 1", 1));
+  REQUIRE(*store.update_status(ids[3], RunStatus::running, ""));
+  auto listed = [&](const RunFilter& filter) {
+    std::vector<std::string> out;
+    auto runs = store.list_runs(filter);
+    REQUIRE(runs.ok());
+    for (const auto& run : *runs) out.push_back(run.id);
+    return out;
+  };
+  RunFilter active;
+  CHECK(listed(active) == std::vector<std::string>{ids[3], ids[2], ids[1]});
+  RunFilter app_a;
+  app_a.all = true;
+  app_a.app = "a";
+  CHECK(listed(app_a) == std::vector<std::string>{ids[3], ids[2], ids[0]});
+  RunFilter failed;
+  failed.status = RunStatus::failed;  // a status finds ended runs without `all`
+  CHECK(listed(failed) == std::vector<std::string>{ids[0]});
+  RunFilter limited = app_a;
+  limited.limit = 2;
+  CHECK(listed(limited) == std::vector<std::string>{ids[3], ids[2]});
+  CHECK(*store.count_runs(limited) == 3);
+  RunFilter running_b;
+  running_b.app = "b";
+  running_b.status = RunStatus::running;
+  CHECK(listed(running_b).empty());
+  CHECK(*store.count_runs(running_b) == 0);
 }
