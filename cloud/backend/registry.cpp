@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <map>
 
+#include "cloud/backend/kubernetes/kubernetes_backend.hpp"
 #include "cloud/backend/local/local_backend.hpp"
 #include "cloud/backend/slurm/slurm_backend.hpp"
 #include "util/strings.hpp"
@@ -16,6 +17,7 @@ using Factory = util::Result<std::unique_ptr<Backend>> (*)(const CloudConfig* cl
 // Every backend gpurun has, by its `backend:` name.
 const std::map<std::string, Factory>& factories() {
   static const std::map<std::string, Factory> map = {
+      {"kubernetes", &make_kubernetes_backend},
       {"local", &make_local_backend},
       {"slurm", &make_slurm_backend},
   };
