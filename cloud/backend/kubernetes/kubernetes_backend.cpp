@@ -163,20 +163,10 @@ class PodLogText {
     if (phase != "Pending" && !phase.empty()) {
       auto log = api_->call("GET", api_->collection("pods") + "/" + name_of(pod) + "/log?timestamps=true");
       if (!log) return log.error();
-      if (log->ok()) append_pod_log_records(mask(log->text), attempt, started, ended, out);
+      if (log->ok()) append_pod_log_records(log->text, attempt, started, ended, out, secrets_);
     }
     if (ended) finished_[attempt] = out;
     return out;
-  }
-
-  std::string mask(std::string text) const {
-    for (const auto& secret : secrets_) {
-      if (secret.empty()) continue;
-      for (auto at = text.find(secret); at != std::string::npos; at = text.find(secret, at + 3)) {
-        text.replace(at, secret.size(), "***");
-      }
-    }
-    return text;
   }
 
   std::shared_ptr<KubernetesApi> api_;

@@ -2,7 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
+#include <map>
 #include <ctime>
 #include <regex>
 
@@ -232,6 +234,54 @@ std::string pod_waiting_reason(const nlohmann::json& pod, int gpu_count) {
     }
   }
   return "";
+}
+
+namespace {
+
+int gpu_quantity(const json& resources) {
+  if (!resources.is_object() || !resources.contains("nvidia.com/gpu")) return 0;
+  const json& value = resources["nvidia.com/gpu"];
+  if (value.is_number_integer()) return value.get<int>();
+  if (value.is_string()) return static_cast<int>(util::parse_uint(value.get<std::string>()).value_or(0));
+  return 0;
+}
+
+// GPUs held on each node by the pods bound there that have not ended.
+std::map<std::string, int> gpus_in_use(const json& pods) {
+  std::map<std::string, int> used;
+  for (const auto& pod : pods) {
+    const std::string phase = pod.value("status", json::object()).value("phase", "");
+    const json& spec = pod.value("spec", json::object());
+    const std::string node = spec.value("nodeName", "");
+    if (node.empty() || phase == "Succeeded" || phase == "Failed") continue;
+    for (const auto& container : spec.value("containers", json::array())) {
+      used[node] += gpu_quantity(container.value("resources", json::object()).value("limits", json::object()));
+    }
+  }
+  return used;
+}
+
+}  // namespace
+
+std::vector<NodeGpus> node_gpus(const json& nodes, const json& pods, const KubernetesSettings& settings) {
+  std::vector<NodeGpus> out;
+  for (const auto& product : settings.gpu_products) out.push_back({product.type, product.memory_gb, 0, 0});
+  const auto used = gpus_in_use(pods);
+  for (const auto& node : nodes) {
+    const json& labels = node.value("metadata", json::object()).value("labels", json::object());
+    const std::string value = labels.value(settings.gpu_label, "");
+    const int total = gpu_quantity(node.value("status", json::object()).value("allocatable", json::object()));
+    if (value.empty() || total == 0) continue;
+    for (std::size_t i = 0; i < settings.gpu_products.size(); ++i) {
+      const auto& values = settings.gpu_products[i].values;
+      if (std::find(values.begin(), values.end(), value) == values.end()) continue;
+      auto in_use = used.find(node.value("metadata", json::object()).value("name", ""));
+      out[i].total += total;
+      out[i].free += std::max(0, total - (in_use == used.end() ? 0 : in_use->second));
+      break;
+    }
+  }
+  return out;
 }
 
 std::optional<std::int64_t> parse_rfc3339_ms(std::string_view text) {

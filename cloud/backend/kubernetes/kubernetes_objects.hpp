@@ -67,6 +67,19 @@ std::string pod_waiting_reason(const nlohmann::json& pod, int gpu_count);
 // The words for a scheduler message about `gpu_count` GPUs (see pod_waiting_reason).
 std::string scheduling_reason(std::string_view message, int gpu_count);
 
+// GPUs of one catalog type (memory_gb 0: any variant) on the cluster's nodes.
+struct NodeGpus {
+  std::string type;
+  int memory_gb = 0;
+  int free = 0;
+  int total = 0;
+};
+
+// The GPUs per `gpu_products` type from the nodes' `gpu_label` and allocatable nvidia.com/gpu,
+// minus the nvidia.com/gpu limits of the pods bound to them that have not ended (`nodes` and `pods`
+// are the API's lists' items). Nodes whose product no entry names are left out; config order.
+std::vector<NodeGpus> node_gpus(const nlohmann::json& nodes, const nlohmann::json& pods, const KubernetesSettings& settings);
+
 // Parses an RFC 3339 time ("2026-12-01T07:25:09.123456789Z") into unix ms; nullopt when malformed.
 std::optional<std::int64_t> parse_rfc3339_ms(std::string_view text);
 

@@ -19,3 +19,11 @@ TEST_CASE("pod log lines with the API's times become records") {
 TEST_CASE("marker records keep to one line") {
   CHECK(marker_record(5, 1, "attempt 2\nstarted") == "5 1 m attempt 2 started\n");
 }
+
+TEST_CASE("secret values are masked in each line, a multi-line value line by line") {
+  std::string out;
+  append_pod_log_records("1970-01-01T00:00:01Z token=abcd1234 and abcd1234\n1970-01-01T00:00:01Z -----BEGIN K-----\n"
+                         "1970-01-01T00:00:01Z MIIBOg\n1970-01-01T00:00:01Z -----END K-----\n",
+                         1, 0, false, out, {"abcd1234", "-----BEGIN K-----\nMIIBOg\n-----END K-----"});
+  CHECK(out == "1000 1 o token=*** and ***\n1000 1 o ***\n1000 1 o ***\n1000 1 o ***\n");
+}

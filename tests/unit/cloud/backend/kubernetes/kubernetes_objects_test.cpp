@@ -144,3 +144,31 @@ TEST_CASE("RFC 3339 times") {
   CHECK(!parse_rfc3339_ms("yesterday").has_value());
   CHECK(format_rfc3339(1796109909123) == "2026-12-01T07:25:09Z");
 }
+
+TEST_CASE("GPU capacity from the nodes' labels and allocatable minus the bound pods' limits") {
+  KubernetesSettings settings;
+  settings.gpu_products = {{"T4", 0, {"Tesla-T4"}}, {"A100", 40, {"NVIDIA-A100-SXM4-40GB"}}};
+  const json nodes = json::array(
+      {{{"metadata", {{"name", "gpu-t4-1"}, {"labels", {{"nvidia.com/gpu.product", "Tesla-T4"}}}}},
+        {"status", {{"allocatable", {{"nvidia.com/gpu", "4"}}}}}},
+       {{"metadata", {{"name", "gpu-a100-1"}, {"labels", {{"nvidia.com/gpu.product", "NVIDIA-A100-SXM4-40GB"}}}}},
+        {"status", {{"allocatable", {{"nvidia.com/gpu", "2"}}}}}},
+       {{"metadata", {{"name", "cpu-1"}}}, {"status", {{"allocatable", {{"cpu", "8"}}}}}}});
+  auto pod = [](const std::string& node, const std::string& phase, const std::string& gpus) {
+    return json{{"spec",
+                 {{"nodeName", node},
+                  {"containers", json::array({{{"resources", {{"limits", {{"nvidia.com/gpu", gpus}}}}}}})}}},
+                {"status", {{"phase", phase}}}};
+  };
+  const json pods = json::array({pod("gpu-t4-1", "Running", "1"), pod("gpu-t4-1", "Pending", "2"),
+                                 pod("gpu-t4-1", "Succeeded", "4"), pod("gpu-a100-1", "Failed", "2")});
+  const auto gpus = node_gpus(nodes, pods, settings);
+  REQUIRE(gpus.size() == 2);
+  CHECK(gpus[0].type == "T4");
+  CHECK(gpus[0].total == 4);
+  CHECK(gpus[0].free == 1);
+  CHECK(gpus[1].type == "A100");
+  CHECK(gpus[1].memory_gb == 40);
+  CHECK(gpus[1].total == 2);
+  CHECK(gpus[1].free == 2);
+}
