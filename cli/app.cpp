@@ -33,6 +33,7 @@ void build(CLI::App& app, commands::Context& ctx) {
   commands::add_completion(app, ctx);
   commands::add_complete(app, ctx);
   commands::add_node_exec(app, ctx);
+  commands::add_monitor(app, ctx);
 }
 
 // Whether `word` is an option that takes a value as the next word (not written as --opt=value).

@@ -9,6 +9,7 @@
 #include <set>
 #include <string_view>
 
+#include "cloud/backend/registry.hpp"
 #include "commands/completion_kinds.hpp"
 #include "cloud/plan/config.hpp"
 #include "cloud/state/state.hpp"

@@ -53,6 +53,7 @@ void add_wait(CLI::App& root, Context& ctx);
 void add_completion(CLI::App& root, Context& ctx);
 void add_complete(CLI::App& root, Context& ctx);  // hidden: __complete
 void add_node_exec(CLI::App& root, Context& ctx);  // hidden: run inside an image on a node
+void add_monitor(CLI::App& root, Context& ctx);    // hidden: the state dir's run monitor
 
 // The hidden command the completion scripts call: `gpurun __complete WORD...`.
 inline constexpr std::string_view complete_command = "__complete";

@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include "cloud/backend/registry.hpp"
 #include "commands/report.hpp"
 
 namespace gpurun::commands {

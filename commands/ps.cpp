@@ -45,7 +45,7 @@ int run_ps(Context& ctx, const PsOptions& options) {
         ctx.err << "gpurun: warning: cannot refresh run " << r.id << ": " << fresh.error().message << '\n';
       }
     }
-    job_ids.push_back((*backend)->job_id(r));
+    job_ids.push_back((*backend)->remote_id(r));
   }
   if (options.json) {
     nlohmann::json out = nlohmann::json::array();

@@ -132,7 +132,8 @@ int run_function(Context& ctx, const RunOptions& options) {
   sigemptyset(&action.sa_mask);
   ::sigaction(SIGINT, &action, nullptr);
 
-  auto run = backend->launch(*store, spec, secrets);
+  auto run = cloud::launch_run(*backend, *store, *config, spec, secrets,
+                               [&ctx](const std::string& w) { ctx.err << "gpurun: warning: " << w << '\n'; });
   if (!run) return report(ctx, run.error());
   if (options.detach) {
     if (options.json) {
@@ -143,7 +144,7 @@ int run_function(Context& ctx, const RunOptions& options) {
     return 0;
   }
   ctx.out.flush();
-  const std::string job = backend->job_id(*run);
+  const std::string job = backend->remote_id(*run);
   ctx.err << fmt::format("gpurun: run {} of {} on {}{}{}\n", run->id, function->name, placed.cloud,
                          placed.gpu ? " (" + spec.gpu_text + ")" : "", job.empty() ? "" : ", job " + job);
 

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include "cloud/backend/registry.hpp"
 #include "commands/loading.hpp"
 #include "commands/report.hpp"
 

@@ -95,17 +95,20 @@ util::Result<cloud::Run> refresh_local_run(cloud::StateStore& store, const std::
 util::Result<cloud::Run> watch_run(cloud::StateStore& store, const std::string& run_id, const WatchOptions& options) {
   auto run = store.get_run(run_id);
   if (!run) return run.error();
-  cloud::LogSource source{cloud::run_dir(store.dir(), run->id) + "/log", cloud::LogFormat::records};
-  if (options.backend != nullptr) source = options.backend->log_source(store, *run);
+  cloud::LogSource source{cloud::file_log_bytes(cloud::run_dir(store.dir(), run->id) + "/log"), cloud::LogFormat::records};
+  if (options.backend != nullptr) {
+    auto opened = options.backend->open_log(store, *run);
+    if (!opened) return opened.error();
+    source = std::move(*opened);
+  }
   const bool remote = options.backend != nullptr && options.backend->remote();
-  const std::string& path = source.path;
   std::uint64_t start = 0;
   if (options.tail) {
-    auto offset = cloud::tail_offset(path, *options.tail, source.format);
+    auto offset = cloud::tail_offset(*source.bytes, *options.tail, source.format);
     if (!offset) return offset.error();
     start = *offset;
   }
-  cloud::LogReader reader(path, start, source.format);
+  cloud::LogReader reader(std::move(source.bytes), start, source.format);
   cloud::RenderOptions render = options.render;
   if (const char* no_color = std::getenv("NO_COLOR"); no_color != nullptr && *no_color != '\0') render.color = false;
   cloud::LogRenderer renderer(render, options.out_fd, options.err_fd);

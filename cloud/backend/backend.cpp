@@ -5,6 +5,21 @@
 
 namespace gpurun::cloud {
 
+util::Result<std::vector<Run>> Backend::refresh_many(StateStore& store, std::span<const Run> runs) {
+  std::vector<Run> fresh;
+  fresh.reserve(runs.size());
+  for (const auto& run : runs) {
+    auto now = refresh(store, run);
+    if (!now) return now.error();
+    fresh.push_back(std::move(*now));
+  }
+  return fresh;
+}
+
+util::Result<Capacity> Backend::capacity(StateStore& /*store*/) {
+  return Capacity{false, {}, "this backend does not report free GPUs"};
+}
+
 util::Result<void> prepare_volumes(PrepareContext& ctx, const Backend& backend, RunSpec& spec) {
   for (auto& mount : spec.mounts) {
     auto where = backend.volume_path(ctx.store.dir(), spec.app, mount.volume);

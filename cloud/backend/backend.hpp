@@ -6,8 +6,11 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
+#include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "cloud/images/image_store.hpp"
 #include "cloud/images/push.hpp"
@@ -21,10 +24,25 @@
 
 namespace gpurun::cloud {
 
-// Where a run's output can be read while it grows.
+// Where a run's output can be read while it grows: its bytes, wherever they are, and their format.
 struct LogSource {
-  std::string path;
+  std::unique_ptr<LogBytes> bytes;
   LogFormat format = LogFormat::records;
+};
+
+// Free and total GPUs of one catalog type (memory variant included) on a cloud.
+struct GpuCapacity {
+  std::string type;
+  int memory_gb = 0;
+  int free = 0;
+  int total = 0;
+};
+
+// What a backend knows about its free GPUs now; `known` false when it cannot tell.
+struct Capacity {
+  bool known = false;
+  std::vector<GpuCapacity> gpus;
+  std::string note;  // why unknown, or where the numbers come from
 };
 
 // What the prepare step may use: the state, the config and manifest the run comes from, and how
@@ -46,9 +64,16 @@ struct ImagePlacement {
   PushReport report;
 };
 
+// Where a backend that resubmits a run on its own (a retry) gets the run's secret values: the
+// monitor answers from what launchers handed it; nullopt when it does not know them.
+using SecretLookup = std::function<std::optional<SecretValues>(const Run& run)>;
+
 class Backend {
  public:
   virtual ~Backend() = default;
+  // Makes resubmissions take secret values from `lookup` (the monitor). Unset: from the config
+  // and this process's GPURUN_SECRET_* variables.
+  void set_secret_lookup(SecretLookup lookup) { secret_lookup_ = std::move(lookup); }
   // The `backend:` name this backend is registered under.
   virtual std::string_view name() const = 0;
   // True when a scheduler elsewhere owns the run's status: `refresh` asks it, and the CLI prints
@@ -72,12 +97,21 @@ class Backend {
   // StateStore::leftover_workload has one: it ends that (at once) and frees its GPUs.
   virtual util::Result<void> cancel(StateStore& store, const Run& run) = 0;
   // Brings the recorded status up to date with the backend and returns the run as now recorded.
+  // A remote backend resubmits a retry and enforces a timeout here.
   virtual util::Result<Run> refresh(StateStore& store, const Run& run) = 0;
-  // The run's output.
-  virtual LogSource log_source(const StateStore& store, const Run& run) const = 0;
+  // refresh() for many runs of this backend's cloud, with one status request to the backend where
+  // it allows; returns the runs as now recorded, in order. The default refreshes one at a time.
+  virtual util::Result<std::vector<Run>> refresh_many(StateStore& store, std::span<const Run> runs);
+  // Free and total GPUs by type where the backend knows them (used for run-time fallback).
+  virtual util::Result<Capacity> capacity(StateStore& store);
+  // The run's output, readable from any offset while it grows.
+  virtual util::Result<LogSource> open_log(const StateStore& store, const Run& run) const = 0;
   // The backend's own id of the run's current job as its users know it (a Slurm job id); empty
   // when there is none (local runs, or not submitted yet).
-  virtual std::string job_id(const Run& run) const = 0;
+  virtual std::string remote_id(const Run& run) const = 0;
+
+ protected:
+  SecretLookup secret_lookup_;
 };
 
 // Creates the directory of each of `spec`'s volumes where `backend` keeps it and records the

@@ -14,12 +14,18 @@ namespace {
 
 using Factory = util::Result<std::unique_ptr<Backend>> (*)(const CloudConfig* cloud, const Config* config);
 
+// What the registry knows of a backend: how to make it, and its config keys.
+struct BackendEntry {
+  Factory make;
+  BackendKeyParser (*keys)();
+};
+
 // Every backend gpurun has, by its `backend:` name.
-const std::map<std::string, Factory>& factories() {
-  static const std::map<std::string, Factory> map = {
-      {"kubernetes", &make_kubernetes_backend},
-      {"local", &make_local_backend},
-      {"slurm", &make_slurm_backend},
+const std::map<std::string, BackendEntry>& entries() {
+  static const std::map<std::string, BackendEntry> map = {
+      {"kubernetes", {&make_kubernetes_backend, &kubernetes_config_keys}},
+      {"local", {&make_local_backend, &local_config_keys}},
+      {"slurm", {&make_slurm_backend, &slurm_config_keys}},
   };
   return map;
 }
@@ -28,17 +34,34 @@ const std::map<std::string, Factory>& factories() {
 
 std::vector<std::string> backend_names() {
   std::vector<std::string> names;
-  for (const auto& [name, factory] : factories()) names.push_back(name);
+  for (const auto& [name, entry] : entries()) names.push_back(name);
   return names;
 }
 
+const BackendKeyParsers& backend_key_parsers() {
+  static const BackendKeyParsers parsers = [] {
+    BackendKeyParsers map;
+    for (const auto& [name, entry] : entries()) map.emplace(name, entry.keys());
+    return map;
+  }();
+  return parsers;
+}
+
+util::Result<Config> load_config(const std::optional<std::string>& explicit_path, std::vector<util::Diagnostic>& diagnostics) {
+  return load_config(explicit_path, diagnostics, backend_key_parsers());
+}
+
+util::Result<Config> parse_config(std::string_view text, const std::string& path, std::vector<util::Diagnostic>& diagnostics) {
+  return parse_config(text, path, diagnostics, backend_key_parsers());
+}
+
 util::Result<std::unique_ptr<Backend>> make_backend(const std::string& name, const CloudConfig* cloud, const Config* config) {
-  auto it = factories().find(name);
-  if (it == factories().end()) {
+  auto it = entries().find(name);
+  if (it == entries().end()) {
     return util::make_error(util::ExitCode::usage,
                             fmt::format("unknown backend '{}'; use {}", name, util::join_list(backend_names())));
   }
-  return it->second(cloud, config);
+  return it->second.make(cloud, config);
 }
 
 util::Result<std::unique_ptr<Backend>> backend_for(const Run& run, const Config& config) {

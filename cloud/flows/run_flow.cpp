@@ -5,6 +5,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "cloud/monitor/monitor.hpp"
 #include "util/strings.hpp"
 
 namespace gpurun::cloud {
@@ -125,6 +126,19 @@ util::Result<SecretValues> secret_values_of(const Config& config, const std::vec
     secrets.emplace_back(name, std::move(values));
   }
   return secrets;
+}
+
+util::Result<Run> launch_run(Backend& backend, StateStore& store, const Config& config, const RunSpec& spec,
+                             const SecretValues& secrets, const std::function<void(const std::string&)>& warn) {
+  auto run = backend.launch(store, spec, secrets);
+  if (!run || !backend.remote() || is_terminal(run->status)) return run;
+  std::error_code ec;
+  const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  MonitorHandover handover{run->id, config.path, secrets};
+  if (auto handed = hand_over_to_monitor(store.dir(), handover, ec ? std::string("gpurun") : self.string()); !handed) {
+    warn(handed.error().message + "; the run goes on, and `gpurun wait` keeps it current");
+  }
+  return run;
 }
 
 }  // namespace gpurun::cloud

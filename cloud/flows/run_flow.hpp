@@ -3,6 +3,7 @@
 // The steps of `gpurun run`, in order: resolve the function (its manifest), plan it (pure:
 // cloud/plan), prepare (the backend gets its volumes and image ready), launch (the backend).
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -34,6 +35,12 @@ util::Result<ResolvedFunction> resolve_function(const std::string& target, const
 // Prepares a planned run on `backend`: its volumes (created and recorded), then its image and
 // the scheduler's GPU request. With ctx.dry_run nothing is created, pushed or recorded.
 util::Result<void> prepare_run(PrepareContext& ctx, Backend& backend, const PlacedFunction& placed, RunSpec& spec);
+
+// Launches `spec` on `backend`. A run that a remote backend keeps is then handed, with its secret
+// values, to the state dir's monitor (started on demand; config: config.path), which keeps it
+// current while nobody watches; `warn` says when that failed (the run goes on regardless).
+util::Result<Run> launch_run(Backend& backend, StateStore& store, const Config& config, const RunSpec& spec,
+                             const SecretValues& secrets, const std::function<void(const std::string&)>& warn);
 
 // The values of secrets `names` from the config and this process's environment (never stored).
 // A GPURUN_SECRET_<NAME>_<KEY> value shorter than min_secret_bytes is an error naming the variable

@@ -123,111 +123,34 @@ void parse_catalog(Checker& check, const YamlNode& node, gpu::Catalog& catalog) 
   }
 }
 
-// The GRES type a slurm cloud sends for an offer: its "TYPE-NNGB" entry, else its "TYPE" entry,
-// else the lower-case type (as the slurm backend does).
-std::string gres_of(const CloudConfig& cloud, const gpu::GpuSlot& offer) {
-  const std::string variant = fmt::format("{}-{}GB", offer.type, offer.memory_gb);
-  for (const auto& [key, type] : cloud.gres) {
-    if (util::iequals(key, variant)) return type;
-  }
-  for (const auto& [key, type] : cloud.gres) {
-    if (util::iequals(key, offer.type)) return type;
-  }
-  return util::to_lower(offer.type);
+// The names of the backends in `backends`, for messages ("local, slurm").
+std::vector<std::string> names_of(const BackendKeyParsers& backends) {
+  std::vector<std::string> names;
+  for (const auto& [name, parser] : backends) names.push_back(name);
+  return names;
 }
 
-// Two memory variants of one type must reach Slurm as different GRES types, else a request for
-// the larger one could land on a node with the smaller (one variant alone may use the plain type).
-void check_gres_variants(Checker& check, const YamlNode& value, const std::string& path, const CloudConfig& cloud) {
-  const YamlNode* gpus = value.find("gpus");
-  if (gpus == nullptr) return;
-  for (std::size_t i = 0; i < cloud.gpus.size(); ++i) {
-    for (std::size_t j = 0; j < i; ++j) {
-      const auto& a = cloud.gpus[j];
-      const auto& b = cloud.gpus[i];
-      if (!util::iequals(a.type, b.type) || a.memory_gb == b.memory_gb) continue;
-      const std::string gres = gres_of(cloud, a);
-      if (gres != gres_of(cloud, b)) continue;
-      const std::string first = fmt::format("{}-{}GB", a.type, a.memory_gb);
-      const std::string second = fmt::format("{}-{}GB", b.type, b.memory_gb);
-      check.error(*gpus, path + ".gpus",
-                  fmt::format("cloud '{}' offers {} and {}, which Slurm would both receive as GRES type '{}', so a request for one "
-                              "could land on the other; map each variant to its own GRES type, e.g. gres: {{{}: {}_{}g, {}: {}_{}g}}",
-                              cloud.name, first, second, gres, first, util::to_lower(a.type), a.memory_gb, second,
-                              util::to_lower(b.type), b.memory_gb));
-    }
-  }
-}
-
-// A cloud's string key `k` into `out`, when present.
-void cloud_text(Checker& check, const YamlNode& value, const std::string& path, std::string_view k, std::string& out) {
-  if (const auto* n = value.find(k)) {
-    if (auto s = check.string(*n, join_path(path, k))) out = *s;
-  }
-}
-
-// backend: required (except for the cloud named local), local or slurm.
-void parse_cloud_backend(Checker& check, const YamlNode& value, const std::string& path, CloudConfig& cloud) {
+// backend: required (except for the cloud named local), one of `backends`. Returns its key
+// parser; null when the backend is missing or unknown.
+const BackendKeyParser* parse_cloud_backend(Checker& check, const YamlNode& value, const std::string& path,
+                                            const BackendKeyParsers& backends, CloudConfig& cloud) {
+  const auto names = names_of(backends);
   const YamlNode* backend = value.find("backend");
   if (backend == nullptr) {
-    if (cloud.name != "local") check.error(value, path, "missing required key 'backend' (local or slurm)");
-    return;
+    if (cloud.name != "local") {
+      check.error(value, path, fmt::format("missing required key 'backend' ({})", util::join_list(names)));
+    }
+  } else {
+    read_text_key(check, value, path, "backend", cloud.backend);
   }
-  cloud_text(check, value, path, "backend", cloud.backend);
-  if (backend->is_scalar() && cloud.backend != "local" && cloud.backend != "slurm") {
-    const auto suggestion = util::did_you_mean(cloud.backend, {"local", "slurm"});
+  if (auto it = backends.find(cloud.backend); it != backends.end()) return &it->second;
+  if (backend != nullptr && backend->is_scalar()) {
+    const auto suggestion = util::did_you_mean(cloud.backend, names);
     check.error(*backend, path + ".backend",
                 suggestion ? fmt::format("unknown backend '{}' (did you mean '{}'?)", cloud.backend, *suggestion)
-                           : fmt::format("unknown backend '{}'; use 'local' or 'slurm'", cloud.backend));
+                           : fmt::format("unknown backend '{}'; use {}", cloud.backend, util::join_list(names)));
   }
-}
-
-// The plain string keys, and sbatch_options.
-void parse_cloud_texts(Checker& check, const YamlNode& value, const std::string& path, CloudConfig& cloud) {
-  const std::pair<std::string_view, std::string*> texts[] = {
-      {"endpoint", &cloud.endpoint},       {"partition", &cloud.partition},
-      {"registry", &cloud.registry},       {"log_dir", &cloud.log_dir},
-      {"token_env", &cloud.token_env},     {"user", &cloud.user},
-      {"api_version", &cloud.api_version}, {"account", &cloud.account},
-      {"qos", &cloud.qos},                 {"constraint", &cloud.constraint},
-      {"container_runtime", &cloud.container_runtime}, {"image_cache", &cloud.image_cache},
-      {"node_gpurun", &cloud.node_gpurun}, {"volume_dir", &cloud.volume_dir},
-  };
-  for (const auto& [k, out] : texts) cloud_text(check, value, path, k, *out);
-}
-
-void check_container_runtime(Checker& check, const YamlNode& value, const std::string& path, const CloudConfig& cloud) {
-  const auto* runtime = value.find("container_runtime");
-  if (runtime == nullptr || !runtime->is_scalar()) return;
-  static const std::vector<std::string> runtimes = {"bubblewrap", "pyxis", "apptainer"};
-  if (std::find(runtimes.begin(), runtimes.end(), cloud.container_runtime) != runtimes.end()) return;
-  const auto suggestion = util::did_you_mean(cloud.container_runtime, runtimes);
-  check.error(*runtime, path + ".container_runtime",
-              suggestion ? fmt::format("unknown container runtime '{}' (did you mean '{}'?)", cloud.container_runtime, *suggestion)
-                         : fmt::format("unknown container runtime '{}'; use bubblewrap, pyxis or apptainer",
-                                       cloud.container_runtime));
-}
-
-// Paths on the cluster's nodes must be absolute.
-void check_node_paths(Checker& check, const YamlNode& value, const std::string& path) {
-  for (const char* name : {"image_cache", "node_gpurun", "volume_dir"}) {
-    const auto* node = value.find(name);
-    if (node != nullptr && node->is_scalar() && (node->value.empty() || node->value[0] != '/')) {
-      check.error(*node, join_path(path, name), fmt::format("{} '{}' must be an absolute path on the cluster's nodes", name, node->value));
-    }
-  }
-}
-
-// A slurm cloud needs an endpoint (unix://, http:// or https://) and a partition.
-void check_slurm_keys(Checker& check, const YamlNode& value, const std::string& path) {
-  if (value.find("endpoint") == nullptr) check.error(value, path, "missing required key 'endpoint' (unix:///path.sock or http://host:port)");
-  if (const auto* ep = value.find("endpoint"); ep != nullptr && ep->is_scalar()) {
-    const auto& e = ep->value;
-    if (e.rfind("unix://", 0) != 0 && e.rfind("http://", 0) != 0 && e.rfind("https://", 0) != 0) {
-      check.error(*ep, path + ".endpoint", fmt::format("endpoint '{}' must start with unix://, http:// or https://", e));
-    }
-  }
-  if (value.find("partition") == nullptr) check.error(value, path, "missing required key 'partition'");
+  return nullptr;
 }
 
 void check_registry_url(Checker& check, const YamlNode& value, const std::string& path) {
@@ -260,50 +183,32 @@ void parse_cloud_gpus(Checker& check, const YamlNode& value, const std::string& 
   }
 }
 
-// gres: GPU type (catalog name, optionally "-<memory>") -> the cluster's GRES type.
-void parse_cloud_gres(Checker& check, const YamlNode& value, const std::string& path, const gpu::Catalog& catalog,
-                      CloudConfig& cloud) {
-  const auto* gres = value.find("gres");
-  if (gres == nullptr) return;
-  auto map = check.string_map(*gres, path + ".gres");
-  if (!map) return;
-  for (const auto& [k, v] : *map) {
-    const std::string base = catalog.find(k) != nullptr ? k : k.substr(0, k.rfind('-'));
-    if (catalog.find(base) == nullptr) {
-      for (const auto& [gk, gv] : gres->entries) {
-        if (gk.value == k) check.error(gk, join_path(path + ".gres", k), gpu::unknown_type_message(k, catalog));
-      }
-    }
-    cloud.gres.emplace_back(k, v);
-  }
-}
-
 void parse_cloud(Checker& check, const YamlNode& key, const YamlNode& value, const gpu::Catalog& catalog,
-                 CloudConfig& cloud) {
+                 const BackendKeyParsers& backends, CloudConfig& cloud) {
   const std::string path = join_path("clouds", key.value);
   cloud.name = key.value;
   cloud.line = key.line;
   if (!valid_cloud_name(key.value)) {
     check.error(key, path, fmt::format("invalid cloud name '{}'; use lower-case letters, digits, '-' and '_'", key.value));
   }
-  if (value.is_null()) return;
-  if (!check.expect_map(value, path)) return;
-  check.check_keys(value, path,
-                   {"backend", "endpoint", "partition", "registry", "gpus", "log_dir", "token_env", "user", "api_version",
-                    "gres", "account", "qos", "constraint", "sbatch_options", "container_runtime", "image_cache",
-                    "node_gpurun", "volume_dir"});
-  parse_cloud_backend(check, value, path, cloud);
-  parse_cloud_texts(check, value, path, cloud);
-  check_container_runtime(check, value, path, cloud);
-  check_node_paths(check, value, path);
-  if (const auto* opts = value.find("sbatch_options")) {
-    if (auto list = check.string_list(*opts, path + ".sbatch_options")) cloud.sbatch_options = *list;
+  if (value.is_null()) {
+    if (auto it = backends.find(cloud.backend); it != backends.end()) it->second.parse(check, value, path, catalog, cloud);
+    return;
   }
-  if (cloud.backend == "slurm") check_slurm_keys(check, value, path);
+  if (!check.expect_map(value, path)) return;
+  const BackendKeyParser* parser = parse_cloud_backend(check, value, path, backends, cloud);
+  // The keys every cloud may have, and its backend's (any backend's while that is unknown).
+  std::vector<std::string> keys = {"backend", "registry", "gpus"};
+  for (const auto& [name, candidate] : backends) {
+    if (parser == nullptr || parser == &candidate) keys.insert(keys.end(), candidate.keys.begin(), candidate.keys.end());
+  }
+  std::sort(keys.begin() + 3, keys.end());
+  keys.erase(std::unique(keys.begin() + 3, keys.end()), keys.end());
+  check.check_keys(value, path, keys);
+  read_text_key(check, value, path, "registry", cloud.registry);
   check_registry_url(check, value, path);
   parse_cloud_gpus(check, value, path, catalog, cloud);
-  parse_cloud_gres(check, value, path, catalog, cloud);
-  if (cloud.backend == "slurm") check_gres_variants(check, value, path, cloud);
+  if (parser != nullptr) parser->parse(check, value, path, catalog, cloud);
 }
 
 }  // namespace
@@ -331,7 +236,14 @@ util::Result<std::optional<std::string>> resolve_config_path(const std::optional
   return std::optional<std::string>();
 }
 
-util::Result<Config> parse_config(std::string_view text, const std::string& path, std::vector<util::Diagnostic>& diagnostics) {
+void read_text_key(Checker& check, const YamlNode& map, const std::string& path, std::string_view key, std::string& out) {
+  if (const auto* n = map.find(key)) {
+    if (auto s = check.string(*n, join_path(path, key))) out = *s;
+  }
+}
+
+util::Result<Config> parse_config(std::string_view text, const std::string& path, std::vector<util::Diagnostic>& diagnostics,
+                                  const BackendKeyParsers& backends) {
   const std::size_t before = diagnostics.size();
   Config config;
   config.path = path;
@@ -361,7 +273,7 @@ util::Result<Config> parse_config(std::string_view text, const std::string& path
       if (check.expect_map(*clouds, "clouds")) {
         for (const auto& [key, value] : clouds->entries) {
           CloudConfig cloud;
-          parse_cloud(check, key, value, config.catalog, cloud);
+          parse_cloud(check, key, value, config.catalog, backends, cloud);
           if (cloud.name == "local" && cloud.backend != "local") {
             check.error(key, "clouds.local", "the cloud named 'local' always uses backend 'local'");
           }
@@ -415,11 +327,7 @@ util::Result<Config> parse_config(std::string_view text, const std::string& path
       }
     }
   }
-  if (config.find_cloud("local") == nullptr) {
-    CloudConfig local;
-    local.name = "local";
-    config.clouds.push_back(local);
-  }
+  if (config.find_cloud("local") == nullptr) config.clouds.push_back(builtin_local_cloud());
   if (diagnostics.size() != before) {
     return util::make_error(util::ExitCode::usage,
                             fmt::format("{}: {} error{} in the config", path, diagnostics.size() - before,
@@ -428,14 +336,20 @@ util::Result<Config> parse_config(std::string_view text, const std::string& path
   return config;
 }
 
-util::Result<Config> load_config(const std::optional<std::string>& explicit_path, std::vector<util::Diagnostic>& diagnostics) {
+CloudConfig builtin_local_cloud() {
+  CloudConfig local;
+  local.name = "local";
+  local.probe_gpus = true;
+  return local;
+}
+
+util::Result<Config> load_config(const std::optional<std::string>& explicit_path, std::vector<util::Diagnostic>& diagnostics,
+                                 const BackendKeyParsers& backends) {
   auto resolved = resolve_config_path(explicit_path);
   if (!resolved) return resolved.error();
   if (!resolved->has_value()) {
     Config config;
-    CloudConfig local;
-    local.name = "local";
-    config.clouds.push_back(local);
+    config.clouds.push_back(builtin_local_cloud());
     return config;
   }
   const std::string& path = **resolved;
@@ -444,7 +358,7 @@ util::Result<Config> load_config(const std::optional<std::string>& explicit_path
     return util::make_error(util::ExitCode::usage,
                             fmt::format("cannot read config file '{}': {}; check its permissions", path, std::strerror(error)));
   }
-  auto config = parse_config(text, path, diagnostics);
+  auto config = parse_config(text, path, diagnostics, backends);
   if (!config) return config;
   bool holds_secrets = false;
   for (const auto& s : config->secrets) {

@@ -1,6 +1,9 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
+#include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -8,38 +11,43 @@
 
 #include "gpu/catalog.hpp"
 #include "gpu/spec.hpp"
+#include "manifest/checker.hpp"
+#include "manifest/yaml_tree.hpp"
 #include "util/diagnostic.hpp"
 #include "util/result.hpp"
 
 namespace gpurun::cloud {
 
+// A backend's own settings of one cloud (e.g. SlurmSettings), parsed by its BackendKeyParser.
+struct BackendSettings {
+  virtual ~BackendSettings() = default;
+};
+
 // One cloud: where functions can run (a backend plus its settings) and what GPUs it offers.
 struct CloudConfig {
   std::string name;
-  std::string backend = "local";  // "local" or "slurm"
-  std::string endpoint;           // slurm: unix:///path.sock or http(s)://host:port
-  std::string partition;          // slurm partition
+  std::string backend = "local";  // a name in the backend registry (cloud/backend/registry.cpp)
   std::string registry;           // where this cloud's images live
   std::vector<gpu::GpuSlot> gpus;     // what it offers (type, memory variant, most per function)
   std::vector<std::string> gpus_as_written;
-  bool gpus_declared = false;     // local: `gpus:` given (else the devices are probed)
-  std::string log_dir;            // slurm: shared by login and compute nodes
-  std::string token_env = "SLURM_JWT";
-  std::string user;               // slurm user; default $USER
-  std::string api_version = "v0.0.38";
-  std::vector<std::pair<std::string, std::string>> gres;  // catalog type[-memory] -> GRES type
-  std::string account;
-  std::string qos;
-  std::string constraint;
-  std::vector<std::string> sbatch_options;
-  // slurm, functions with `image:`: how the node runs the image (bubblewrap via `gpurun node-exec`,
-  // pyxis or apptainer), the node-local cache it pulls into, and gpurun's path on the nodes.
-  std::string container_runtime = "bubblewrap";
-  std::string image_cache;  // empty: /tmp/gpurun-<uid>/images on the node
-  std::string node_gpurun;  // empty: the path of the gpurun that submits (a shared install)
-  std::string volume_dir;   // slurm: where volumes live on the shared filesystem; empty: <log_dir>/volumes
+  bool gpus_declared = false;     // `gpus:` given
+  bool probe_gpus = false;        // its offers are this machine's probed devices (set by its backend)
+  std::shared_ptr<const BackendSettings> settings;  // the backend's own keys; may be null
   int line = 0;
 };
+
+// A backend's config keys: `keys` are allowed besides backend/registry/gpus; `parse` checks them
+// (diagnostics at their positions) and stores the backend's settings in cloud.settings. It runs
+// after the common keys, also for a cloud given without keys (`value` null then).
+struct BackendKeyParser {
+  std::vector<std::string> keys;
+  std::function<void(manifest::Checker& check, const manifest::YamlNode& value, const std::string& path,
+                     const gpu::Catalog& catalog, CloudConfig& cloud)>
+      parse;
+};
+
+// The key parser of each backend, by `backend:` name (the registry has the one map of them).
+using BackendKeyParsers = std::map<std::string, BackendKeyParser>;
 
 // A named set of environment variables given to the functions that list it. Values are
 // secret: never printed, logged or stored.
@@ -70,11 +78,20 @@ util::Result<std::optional<std::string>> resolve_config_path(const std::optional
 // Parses config text; problems go to `diagnostics` (file:line:col) and make the result an
 // Error (exit 2); a secret value shorter than min_secret_bytes is one (named, never shown). Secret
 // values may also come from GPURUN_SECRET_<NAME>_<KEY> variables.
-util::Result<Config> parse_config(std::string_view text, const std::string& path, std::vector<util::Diagnostic>& diagnostics);
+util::Result<Config> parse_config(std::string_view text, const std::string& path, std::vector<util::Diagnostic>& diagnostics,
+                                  const BackendKeyParsers& backends);
 
 // Resolves and reads the config (no file: the built-in defaults with only `local`). A file
 // holding secrets that group/others can read is refused with the chmod 600 fix.
-util::Result<Config> load_config(const std::optional<std::string>& explicit_path, std::vector<util::Diagnostic>& diagnostics);
+util::Result<Config> load_config(const std::optional<std::string>& explicit_path, std::vector<util::Diagnostic>& diagnostics,
+                                 const BackendKeyParsers& backends);
+
+// The cloud `local` every config has (added when the file names none): this machine.
+CloudConfig builtin_local_cloud();
+
+// Reads the string key `key` of `map` into `out` when present (a non-string is an error at `path`.key).
+void read_text_key(manifest::Checker& check, const manifest::YamlNode& map, const std::string& path, std::string_view key,
+                   std::string& out);
 
 // The shortest secret value accepted (in bytes): masking a shorter one would hide ordinary output.
 inline constexpr std::size_t min_secret_bytes = 4;

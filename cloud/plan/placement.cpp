@@ -9,7 +9,7 @@
 namespace gpurun::cloud {
 
 std::vector<gpu::GpuSlot> cloud_offers(const CloudConfig& cloud, const PlanInputs& inputs) {
-  if (cloud.backend == "local" && cloud.name == "local") return inputs.local_offers;
+  if (cloud.probe_gpus) return inputs.local_offers;
   return cloud.gpus;
 }
 
@@ -75,7 +75,7 @@ void place_on(PlacedFunction& placed, const CloudConfig& cloud, const gpu::GpuSl
 bool place_any_local(PlacedFunction& placed, const gpu::GpuChoice& alternative,
                      const std::vector<const CloudOffers*>& candidates) {
   for (const auto* c : candidates) {
-    if (c->cloud->name != "local") continue;
+    if (!c->cloud->probe_gpus) continue;
     for (const auto& offer : c->offers) {
       if (auto slot = gpu::take_any(offer, alternative)) {
         place_on(placed, *c->cloud, *slot);
@@ -111,7 +111,7 @@ std::string unschedulable_reason(const manifest::Function& f, const PlacedFuncti
   std::vector<std::string> offered;
   for (const auto* c : candidates) {
     std::string what = describe_offers(c->offers);
-    if (c->cloud->name == "local" && !inputs.local_offers_note.empty()) what += " (" + inputs.local_offers_note + ")";
+    if (c->cloud->probe_gpus && !inputs.local_offers_note.empty()) what += " (" + inputs.local_offers_note + ")";
     offered.push_back(fmt::format("{} offers {}", c->cloud->name, what));
   }
   const std::string where = pin ? fmt::format("cloud '{}' cannot run it", *pin) : "no cloud can run it";
@@ -131,7 +131,7 @@ std::optional<std::string> place_function(const manifest::Function& f, const Con
     const std::string target = pin ? *pin : config.default_cloud;
     const auto* cloud = config.find_cloud(target);
     placed.cloud = target;
-    placed.backend = cloud != nullptr ? cloud->backend : "local";
+    placed.backend = cloud != nullptr ? cloud->backend : CloudConfig{}.backend;
     return std::nullopt;
   }
   std::vector<const CloudOffers*> candidates;

@@ -80,6 +80,77 @@ std::int64_t complete_end(int fd, std::uint64_t size) {
   return 0;
 }
 
+// A local log file, opened on first read.
+class FileLogBytes final : public LogBytes {
+ public:
+  explicit FileLogBytes(std::string path) : path_(std::move(path)) {}
+  FileLogBytes(const FileLogBytes&) = delete;
+  FileLogBytes& operator=(const FileLogBytes&) = delete;
+  ~FileLogBytes() override {
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+  util::Result<std::size_t> read(std::uint64_t offset, char* out, std::size_t max) override {
+    if (auto opened = open(); !opened) return opened.error();
+    if (fd_ < 0) return std::size_t{0};
+    const ssize_t got = pread_full(fd_, out, max, offset);
+    if (got < 0) return io_error(ExitCode::backend, "cannot read the log " + path_, errno);
+    return static_cast<std::size_t>(got);
+  }
+
+  util::Result<std::uint64_t> size() override {
+    if (auto opened = open(); !opened) return opened.error();
+    if (fd_ < 0) return std::uint64_t{0};
+    struct stat info {};
+    if (::fstat(fd_, &info) != 0) return io_error(ExitCode::backend, "cannot read the log " + path_, errno);
+    return static_cast<std::uint64_t>(info.st_size);
+  }
+
+  std::string describe() const override { return path_; }
+
+ private:
+  // Opens the file once it exists (a missing file leaves fd_ at -1).
+  util::Result<void> open() {
+    if (fd_ >= 0) return {};
+    fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd_ < 0 && errno != ENOENT) return io_error(ExitCode::backend, "cannot open the log " + path_, errno);
+    return {};
+  }
+
+  std::string path_;
+  int fd_ = -1;
+};
+
+// Reads exactly `n` bytes at `offset` (fewer only at the end of the log).
+util::Result<std::size_t> read_full(LogBytes& bytes, char* data, std::size_t n, std::uint64_t offset) {
+  std::size_t total = 0;
+  while (total < n) {
+    auto got = bytes.read(offset + total, data + total, n - total);
+    if (!got) return got.error();
+    if (*got == 0) break;
+    total += *got;
+  }
+  return total;
+}
+
+// The offset just after the last '\n' in the first `size` bytes of `bytes` (0 when there is none).
+util::Result<std::uint64_t> complete_end(LogBytes& bytes, std::uint64_t size) {
+  std::vector<char> block(tail_block);
+  std::uint64_t end = size;
+  while (end > 0) {
+    const std::uint64_t start = end > tail_block ? end - tail_block : 0;
+    const std::size_t length = static_cast<std::size_t>(end - start);
+    auto got = read_full(bytes, block.data(), length, start);
+    if (!got) return got.error();
+    if (*got != length) return make_error(ExitCode::backend, "cannot read the log " + bytes.describe() + ": it shrank");
+    if (const void* newline = ::memrchr(block.data(), '\n', length)) {
+      return start + static_cast<std::size_t>(static_cast<const char*>(newline) - block.data()) + 1;
+    }
+    end = start;
+  }
+  return std::uint64_t{0};
+}
+
 // Parses the decimal digits at text[i...] (at least one, at most `max_digits`), then one space.
 bool parse_field(std::string_view text, std::size_t& i, std::int64_t& value, std::size_t max_digits) {
   const std::size_t start = i;
@@ -407,14 +478,18 @@ util::Result<void> LogWriter::write_buffer() {
 // ---------------------------------------------------------------------------------------------
 // LogReader
 
+std::unique_ptr<LogBytes> file_log_bytes(std::string path) { return std::make_unique<FileLogBytes>(std::move(path)); }
+
+LogReader::LogReader(std::unique_ptr<LogBytes> bytes, std::uint64_t offset, LogFormat format, int plain_attempt)
+    : bytes_(std::move(bytes)), format_(format), plain_attempt_(plain_attempt), file_offset_(offset) {}
+
 LogReader::LogReader(std::string path, std::uint64_t offset, LogFormat format, int plain_attempt)
-    : path_(std::move(path)), format_(format), plain_attempt_(plain_attempt), file_offset_(offset) {}
+    : LogReader(file_log_bytes(std::move(path)), offset, format, plain_attempt) {}
 
 LogReader::LogReader(LogReader&& other) noexcept
-    : path_(std::move(other.path_)),
+    : bytes_(std::move(other.bytes_)),
       format_(other.format_),
       plain_attempt_(other.plain_attempt_),
-      fd_(std::exchange(other.fd_, -1)),
       buffer_(std::move(other.buffer_)),
       begin_(other.begin_),
       end_(other.end_),
@@ -422,9 +497,7 @@ LogReader::LogReader(LogReader&& other) noexcept
       skipped_(other.skipped_),
       discarding_(other.discarding_) {}
 
-LogReader::~LogReader() {
-  if (fd_ >= 0) ::close(fd_);
-}
+LogReader::~LogReader() = default;
 
 bool LogReader::parse_line(std::string_view line, LogRecord& record) {
   std::size_t text_start = 0;
@@ -442,14 +515,7 @@ bool LogReader::parse_line(std::string_view line, LogRecord& record) {
 
 util::Result<std::size_t> LogReader::read(std::vector<LogRecord>& records, bool final) {
   records.clear();
-  if (fd_ < 0) {
-    fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd_ < 0) {
-      if (errno == ENOENT) return std::size_t{0};
-      return io_error(ExitCode::backend, "cannot open the log " + path_, errno);
-    }
-    buffer_.resize(read_block);
-  }
+  if (buffer_.empty()) buffer_.resize(read_block);
   const std::int64_t now = format_ == LogFormat::plain ? util::now_unix_ms() : 0;
   std::size_t pos = 0;
   while (true) {
@@ -468,10 +534,11 @@ util::Result<std::size_t> LogReader::read(std::vector<LogRecord>& records, bool 
       }
     }
     const std::size_t space = buffer_.size() - end_;
-    const ssize_t got = pread_full(fd_, buffer_.data() + end_, space, file_offset_);
-    if (got < 0) return io_error(ExitCode::backend, "cannot read the log " + path_, errno);
-    end_ += static_cast<std::size_t>(got);
-    file_offset_ += static_cast<std::uint64_t>(got);
+    auto read = read_full(*bytes_, buffer_.data() + end_, space, file_offset_);
+    if (!read) return read.error();
+    const std::size_t got = *read;
+    end_ += got;
+    file_offset_ += got;
 
     const char* const data = buffer_.data();
     pos = begin_;
@@ -495,7 +562,7 @@ util::Result<std::size_t> LogReader::read(std::vector<LogRecord>& records, bool 
       records.push_back(record);
     }
     // Nothing yet from a full buffer (one long record, or malformed lines): read on.
-    if (!records.empty() || static_cast<std::size_t>(got) < space) break;
+    if (!records.empty() || got < space) break;
     if (format_ == LogFormat::plain && end_ - pos >= max_record_text) break;
     begin_ = pos;
   }
@@ -511,40 +578,27 @@ util::Result<std::size_t> LogReader::read(std::vector<LogRecord>& records, bool 
   return records.size();
 }
 
+util::Result<std::uint64_t> end_offset(LogBytes& bytes) {
+  auto size = bytes.size();
+  if (!size) return size.error();
+  return complete_end(bytes, *size);
+}
+
 util::Result<std::uint64_t> end_offset(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    if (errno == ENOENT) return std::uint64_t{0};
-    return io_error(ExitCode::backend, "cannot open the log " + path, errno);
-  }
-  struct stat info {};
-  std::int64_t end = -1;
-  if (::fstat(fd, &info) == 0) end = complete_end(fd, static_cast<std::uint64_t>(info.st_size));
-  const int error_number = errno;
-  ::close(fd);
-  if (end < 0) return io_error(ExitCode::backend, "cannot read the log " + path, error_number);
-  return static_cast<std::uint64_t>(end);
+  FileLogBytes bytes(path);
+  return end_offset(bytes);
 }
 
 util::Result<std::uint64_t> tail_offset(const std::string& path, std::size_t lines, LogFormat format) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    if (errno == ENOENT) return std::uint64_t{0};
-    return io_error(ExitCode::backend, "cannot open the log " + path, errno);
-  }
-  struct stat info {};
-  std::int64_t complete = -1;
-  if (::fstat(fd, &info) == 0) complete = complete_end(fd, static_cast<std::uint64_t>(info.st_size));
-  if (complete < 0) {
-    const int error_number = errno;
-    ::close(fd);
-    return io_error(ExitCode::backend, "cannot read the log " + path, error_number);
-  }
-  const std::uint64_t end = static_cast<std::uint64_t>(complete);
-  if (end == 0 || lines == 0) {
-    ::close(fd);
-    return end;
-  }
+  FileLogBytes bytes(path);
+  return tail_offset(bytes, lines, format);
+}
+
+util::Result<std::uint64_t> tail_offset(LogBytes& bytes, std::size_t lines, LogFormat format) {
+  auto complete = end_offset(bytes);
+  if (!complete) return complete.error();
+  const std::uint64_t end = *complete;
+  if (end == 0 || lines == 0) return end;
   // A window [window_start, window_start + window.size()) of the file, moved backwards block by
   // block; it overlaps the previous window by header_reach bytes so that the header of a record
   // starting just after a newline near its end is in it.
@@ -554,7 +608,8 @@ util::Result<std::uint64_t> tail_offset(const std::string& path, std::size_t lin
     const std::uint64_t start = before > tail_block ? before - tail_block : 0;
     const std::uint64_t stop = std::min(end, before + header_reach);
     window.resize(static_cast<std::size_t>(stop - start));
-    if (pread_full(fd, window.data(), window.size(), start) != static_cast<ssize_t>(window.size())) return false;
+    auto got = read_full(bytes, window.data(), window.size(), start);
+    if (!got || *got != window.size()) return false;
     window_start = start;
     return true;
   };
@@ -580,11 +635,7 @@ util::Result<std::uint64_t> tail_offset(const std::string& path, std::size_t lin
       }
       if (window_start == 0) break;
       const std::uint64_t old_start = window_start;
-      if (!load_before(old_start)) {
-        const int error_number = errno;
-        ::close(fd);
-        return io_error(ExitCode::backend, "cannot read the log " + path, error_number);
-      }
+      if (!load_before(old_start)) return make_error(ExitCode::backend, "cannot read the log " + bytes.describe());
       search_to = std::min(search_to, old_start);
     }
     const std::uint64_t record_start = static_cast<std::uint64_t>(previous + 1);
@@ -612,7 +663,6 @@ util::Result<std::uint64_t> tail_offset(const std::string& path, std::size_t lin
     record_end = static_cast<std::uint64_t>(previous);
     search_to = record_end;
   }
-  ::close(fd);
   return result;
 }
 
@@ -623,7 +673,7 @@ util::Result<void> follow(LogReader& reader, const std::function<bool()>& ended,
   batch.reserve(4096);
   while (true) {
     if (cancelled != nullptr && cancelled->load()) {
-      return make_error(ExitCode::cancelled, "following the log " + reader.path() + ": cancelled");
+      return make_error(ExitCode::cancelled, "following the log " + reader.describe() + ": cancelled");
     }
     // Checked before reading: a read that finds nothing after the end has seen all there is.
     const bool was_ended = ended();

@@ -21,6 +21,7 @@
 #include <functional>
 #include <optional>
 #include <span>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -124,11 +125,31 @@ enum class LogFormat {
   plain,    // a backend's raw output file (e.g. Slurm's): every line is a stdout record
 };
 
-// Reads the complete records of a log file from an offset on; the file may not exist yet.
+// The bytes of a run's log wherever they are (a local file, a file on a cluster read over SSH, a
+// pod's log): what LogReader, tail_offset and end_offset read.
+class LogBytes {
+ public:
+  virtual ~LogBytes() = default;
+  // Copies up to `max` bytes from `offset` on into `out`; returns how many (0: nothing more yet; a
+  // log that does not exist yet reads as empty, not as an error).
+  virtual util::Result<std::size_t> read(std::uint64_t offset, char* out, std::size_t max) = 0;
+  // Bytes written so far (0 while the log does not exist).
+  virtual util::Result<std::uint64_t> size() = 0;
+  // Where the bytes are, for error messages ("/path/log", "gpu1:/scratch/x.log").
+  virtual std::string describe() const = 0;
+};
+
+// The bytes of the local file at `path` (opened on first read; it may not exist yet).
+std::unique_ptr<LogBytes> file_log_bytes(std::string path);
+
+// Reads the complete records of a log from an offset on; the log may not exist yet.
 class LogReader {
  public:
   // Starts at byte `offset` (0: the beginning; see end_offset() to follow new records only). For
   // LogFormat::plain, records get `plain_attempt` and the time they were read.
+  explicit LogReader(std::unique_ptr<LogBytes> bytes, std::uint64_t offset = 0, LogFormat format = LogFormat::records,
+                     int plain_attempt = 1);
+  // The same over the local file at `path`.
   explicit LogReader(std::string path, std::uint64_t offset = 0, LogFormat format = LogFormat::records,
                      int plain_attempt = 1);
   LogReader(LogReader&& other) noexcept;
@@ -144,17 +165,17 @@ class LogReader {
   util::Result<std::size_t> read(std::vector<LogRecord>& records, bool final = false);
   // Byte offset of the first record not returned yet.
   std::uint64_t offset() const { return file_offset_ - (end_ - begin_); }
-  const std::string& path() const { return path_; }
+  // Where the log is (LogBytes::describe).
+  std::string describe() const { return bytes_->describe(); }
   // Lines skipped as malformed so far.
   std::size_t skipped() const { return skipped_; }
 
  private:
   bool parse_line(std::string_view line, LogRecord& record);
 
-  std::string path_;
+  std::unique_ptr<LogBytes> bytes_;
   LogFormat format_;
   int plain_attempt_;
-  int fd_ = -1;
   std::vector<char> buffer_;
   std::size_t begin_ = 0, end_ = 0;
   std::uint64_t file_offset_ = 0;  // file offset of buffer_[end_]
@@ -164,9 +185,11 @@ class LogReader {
 
 // Size of the file at `path` after its last complete record (0 when missing): where to start a
 // reader that follows new records only.
+util::Result<std::uint64_t> end_offset(LogBytes& bytes);
 util::Result<std::uint64_t> end_offset(const std::string& path);
 // Offset of the first of the last `lines` lines of the log (0 when it has fewer), found by reading
 // the file backwards in 64 KiB blocks. Markers count as lines; a fragmented line counts once.
+util::Result<std::uint64_t> tail_offset(LogBytes& bytes, std::size_t lines, LogFormat format = LogFormat::records);
 util::Result<std::uint64_t> tail_offset(const std::string& path, std::size_t lines,
                                         LogFormat format = LogFormat::records);
 

@@ -616,7 +616,7 @@ util::Result<std::vector<std::string>> StateStore::reconcile_lost() {
     std::vector<std::string> candidates;
     {
       // Only local runs have a supervisor holding their lock; remote runs are refreshed from their backend.
-      Statement active = db_->prepare(std::string("SELECT id FROM runs WHERE backend<>'slurm' AND status IN ") + active_sql);
+      Statement active = db_->prepare(std::string("SELECT id FROM runs WHERE backend IN ('local', '') AND status IN ") + active_sql);
       while (active.step()) {
         std::string id = active.text(0);
         if (!run_lock_held(dir_, id)) candidates.push_back(std::move(id));

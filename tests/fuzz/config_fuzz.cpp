@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "cloud/backend/registry.hpp"
 #include "cloud/plan/config.hpp"
 #include "manifest/yaml_tree.hpp"
 #include "yaml_print.hpp"

@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstring>
 #include <map>
 #include <span>
 #include <nlohmann/json.hpp>
@@ -24,8 +26,10 @@ using json = nlohmann::json;
 using util::ExitCode;
 
 // The settings the registry's key parser stored in the cloud (defaults without).
-// Until issue 11's BackendSettings lands on main, a CloudConfig carries none: the defaults.
-KubernetesSettings settings_of(const CloudConfig& /*cloud*/) { return KubernetesSettings{}; }
+KubernetesSettings settings_of(const CloudConfig& cloud) {
+  if (const auto* settings = dynamic_cast<const KubernetesSettings*>(cloud.settings.get())) return *settings;
+  return KubernetesSettings{};
+}
 
 std::string registry_host(const std::string& url) {
   std::string host = url;
@@ -74,9 +78,12 @@ std::string name_of(const json& object) { return object.value("metadata", json::
 
 // A Job's condition of `type` ("Complete", "Failed") with status True, or null.
 const json* job_condition(const json& job, const std::string& type) {
-  const json& status = job.value("status", json::object());
-  if (!status.contains("conditions")) return nullptr;
-  for (const auto& condition : status["conditions"]) {
+  // Pointers into `job` itself (json::value() would return a copy).
+  auto status = job.find("status");
+  if (status == job.end() || !status->is_object()) return nullptr;
+  auto conditions = status->find("conditions");
+  if (conditions == status->end() || !conditions->is_array()) return nullptr;
+  for (const auto& condition : *conditions) {
     if (condition.value("type", "") == type && condition.value("status", "") == "True") return &condition;
   }
   return nullptr;
@@ -98,7 +105,9 @@ std::optional<int> exit_code_of_pod(const json* pod) {
   if (pod == nullptr) return std::nullopt;
   for (const auto& container : pod->value("status", json::object()).value("containerStatuses", json::array())) {
     const json& terminated = container.value("state", json::object()).value("terminated", json::object());
-    if (terminated.contains("exitCode")) return terminated["exitCode"].get<int>();
+    if (!terminated.contains("exitCode")) continue;
+    return start_error_code(terminated.value("reason", ""), terminated.value("message", ""))
+        .value_or(terminated["exitCode"].get<int>());
   }
   return std::nullopt;
 }
@@ -109,25 +118,49 @@ std::vector<std::pair<std::string, std::string>> secret_variables(const SecretVa
   return out;
 }
 
-// A run's log: each attempt's pod log (timestamps=true) as records, "attempt N started" markers
-// between them, secret values masked; attempts whose pod ended are fetched once.
-class PodLogText {
- public:
-  PodLogText(std::shared_ptr<KubernetesApi> api, Run run, std::vector<std::string> secrets)
-      : api_(std::move(api)), run_(std::move(run)), secrets_(std::move(secrets)) {}
+std::shared_ptr<std::atomic<std::uint64_t>> process_refreshes() {
+  static const auto counter = std::make_shared<std::atomic<std::uint64_t>>(0);
+  return counter;
+}
 
-  // Up to `max` bytes from `offset` on (empty: nothing more yet).
-  util::Result<std::string> read(std::uint64_t offset, std::size_t max) {
-    auto text = build();
-    if (!text) return text.error();
-    if (offset >= text->size()) return std::string();
-    return text->substr(offset, max);
+// A run's log: each attempt's pod log (timestamps=true) as records, "attempt N started" markers
+// between them, secret values masked; attempts whose pod ended are fetched once. The rest is
+// fetched again when a reader has read all of it and the backend refreshed a run since (so the
+// read after a refresh that saw the end is complete), or 1 s has passed.
+class PodLogBytes final : public LogBytes {
+ public:
+  PodLogBytes(std::shared_ptr<KubernetesApi> api, Run run, std::vector<std::string> secrets,
+              std::shared_ptr<std::atomic<std::uint64_t>> refreshes)
+      : api_(std::move(api)), run_(std::move(run)), secrets_(std::move(secrets)), refreshes_(std::move(refreshes)) {}
+
+  util::Result<std::size_t> read(std::uint64_t offset, char* out, std::size_t max) override {
+    if (offset >= text_.size()) {
+      if (auto fresh = update(); !fresh) return fresh.error();
+    }
+    if (offset >= text_.size()) return std::size_t{0};
+    const std::size_t n = std::min<std::size_t>(max, text_.size() - offset);
+    std::memcpy(out, text_.data() + offset, n);
+    return n;
   }
-  // Bytes so far.
-  util::Result<std::uint64_t> size() {
+  util::Result<std::uint64_t> size() override {
+    if (auto fresh = update(); !fresh) return fresh.error();
+    return static_cast<std::uint64_t>(text_.size());
+  }
+  std::string describe() const override {
+    return fmt::format("the pod logs of run {} in namespace {}", run_.id, api_->namespace_name());
+  }
+
+ private:
+  util::Result<void> update() {
+    const std::int64_t now = util::now_unix_ms();
+    const std::uint64_t refreshes = refreshes_->load();
+    if (refreshes == seen_refreshes_ && now - built_ms_ < 1000) return {};
+    built_ms_ = now;
+    seen_refreshes_ = refreshes;
     auto text = build();
     if (!text) return text.error();
-    return static_cast<std::uint64_t>(text->size());
+    if (text->size() >= text_.size()) text_ = std::move(*text);  // the log only grows
+    return {};
   }
 
  private:
@@ -143,11 +176,18 @@ class PodLogText {
         slot = pod;
       }
     }
+    // An attempt's pod may be gone (the Job controller deletes a pod past activeDeadlineSeconds):
+    // its text as last seen stays, so that the log only ever grows.
+    for (const auto& [attempt, text] : last_text_) by_attempt.try_emplace(attempt, nullptr);
     std::string out;
     for (const auto& [attempt, pod] : by_attempt) {
-      auto chunk = attempt_text(attempt, pod);
-      if (!chunk) return chunk.error();
-      out += *chunk;
+      std::string& last = last_text_[attempt];
+      if (!pod.is_null()) {
+        auto chunk = attempt_text(attempt, pod);
+        if (!chunk) return chunk.error();
+        if (chunk->size() >= last.size()) last = std::move(*chunk);
+      }
+      out += last;
     }
     return out;
   }
@@ -173,6 +213,11 @@ class PodLogText {
   Run run_;
   std::vector<std::string> secrets_;
   std::map<int, std::string> finished_;
+  std::map<int, std::string> last_text_;
+  std::shared_ptr<std::atomic<std::uint64_t>> refreshes_;
+  std::uint64_t seen_refreshes_ = 0;
+  std::string text_;
+  std::int64_t built_ms_ = -1'000'000;
 };
 
 class KubernetesBackend final : public Backend {
@@ -304,12 +349,13 @@ class KubernetesBackend final : public Backend {
   }
 
   // One LIST of Jobs and one of Pods (by the runs' labels) bring every run of `runs` up to date.
-  util::Result<std::vector<Run>> refresh_many(StateStore& store, std::span<const Run> runs) {
+  util::Result<std::vector<Run>> refresh_many(StateStore& store, std::span<const Run> runs) override {
     std::vector<std::string> ids;
     for (const auto& run : runs) {
       if (!is_terminal(run.status) && !run.remote_id.empty()) ids.push_back(label_value(run.id));
     }
     std::vector<Run> out(runs.begin(), runs.end());
+    ++*refreshes_;
     if (ids.empty()) return out;
     auto api = connect();
     if (!api) return api.error();
@@ -330,9 +376,49 @@ class KubernetesBackend final : public Backend {
     return out;
   }
 
-  std::string job_id(const Run& run) const override { return current_job(run); }
+  std::string remote_id(const Run& run) const override { return current_job(run); }
 
-  LogSource log_source(const StateStore& /*store*/, const Run& run) const override { return {run.log_dir + "/log", LogFormat::records}; }
+  util::Result<LogSource> open_log(const StateStore& /*store*/, const Run& run) const override {
+    auto api = connect();
+    if (!api) return api.error();
+    std::vector<std::string> secrets;
+    if (auto spec = run_spec_from_json(run.spec_json); spec && config_ != nullptr) {
+      const auto environ_entries = process_environment();
+      for (const auto& name : spec->secrets) {
+        for (const auto& [key, value] : secret_values(*config_, name, environ_entries)) secrets.push_back(value);
+      }
+    }
+    LogSource source;
+    source.bytes = std::make_unique<PodLogBytes>(*api, run, std::move(secrets), refreshes_);
+    source.format = LogFormat::records;
+    return source;
+  }
+
+  // Free and total GPUs per gpu_products type: the nodes' allocatable minus the pods bound there.
+  util::Result<Capacity> capacity(StateStore& /*store*/) override {
+    auto api = connect();
+    if (!api) return api.error();
+    auto nodes = (*api)->call("GET", "/api/v1/nodes");
+    if (!nodes) return nodes.error();
+    Capacity capacity;
+    if (!nodes->ok()) {
+      capacity.note = fmt::format("cannot list the nodes of cloud '{}' (HTTP {}); grant list on nodes", cloud_.name, nodes->status);
+      return capacity;
+    }
+    auto pods = (*api)->call("GET", "/api/v1/pods?fieldSelector=" + http::url_encode("status.phase!=Succeeded,status.phase!=Failed"));
+    if (!pods) return pods.error();
+    if (!pods->ok()) {
+      capacity.note = fmt::format("cannot list the pods of cloud '{}' (HTTP {}); grant list on pods in all namespaces",
+                                  cloud_.name, pods->status);
+      return capacity;
+    }
+    capacity.known = true;
+    capacity.note = "nodes' allocatable nvidia.com/gpu minus the pods bound to them";
+    for (const auto& g : node_gpus(nodes->body.value("items", json::array()), pods->body.value("items", json::array()), settings_)) {
+      capacity.gpus.push_back({g.type, g.memory_gb, g.free, g.total});
+    }
+    return capacity;
+  }
 
  private:
   util::Result<std::shared_ptr<KubernetesApi>> connect() const {
@@ -436,11 +522,26 @@ class KubernetesBackend final : public Backend {
     } else if (const json* failed = job_condition(*job, "Failed")) {
       failed_attempt(api, store, run, *spec, *failed, pod);
     } else {
-      active(store, run, *spec, pod);
+      active(api, store, run, *spec, pod);
     }
   }
 
-  void active(StateStore& store, const Run& run, const RunSpec& spec, const json* pod) {
+  // The asked type's GPUs on the nodes (nullopt when the nodes or pods cannot be listed).
+  std::optional<NodeGpus> gpus_of_type(KubernetesApi& api, const RunSpec& spec) const {
+    if (spec.gpu_alternatives.empty()) return std::nullopt;
+    const auto& asked = spec.gpu_alternatives.front();
+    auto nodes = api.call("GET", "/api/v1/nodes");
+    auto pods = api.call("GET", "/api/v1/pods?fieldSelector=" + http::url_encode("status.phase!=Succeeded,status.phase!=Failed"));
+    if (!nodes || !pods || !nodes->ok() || !pods->ok()) return std::nullopt;
+    for (const auto& g : node_gpus(nodes->body.value("items", json::array()), pods->body.value("items", json::array()), settings_)) {
+      if (util::iequals(g.type, asked.type) && (g.memory_gb == 0 || asked.min_memory_gb == 0 || g.memory_gb >= asked.min_memory_gb)) {
+        return g;
+      }
+    }
+    return std::nullopt;
+  }
+
+  void active(KubernetesApi& api, StateStore& store, const Run& run, const RunSpec& spec, const json* pod) {
     const std::string phase = pod != nullptr ? pod->value("status", json::object()).value("phase", "") : "";
     if (phase == "Running" || phase == "Succeeded" || phase == "Failed") {
       if (run.status != RunStatus::running) {
@@ -452,6 +553,7 @@ class KubernetesBackend final : public Backend {
     }
     const int gpus = spec.gpu_alternatives.empty() ? 0 : spec.gpu_alternatives.front().count;
     std::string words = pod != nullptr ? pod_waiting_reason(*pod, gpus) : std::string();
+    if (words == gpu_shortage_words(gpus, std::nullopt)) words = gpu_shortage_words(gpus, gpus_of_type(api, spec));
     if (words.empty()) words = pod != nullptr ? "starting" : "creating the pod";
     const std::string reason = fmt::format("waiting for {} on {}: {}", wanted(spec), cloud_.name, words);
     if (reason != run.status_reason || run.status != RunStatus::queued) (void)store.update_status(run.id, RunStatus::queued, reason);
@@ -470,16 +572,15 @@ class KubernetesBackend final : public Backend {
       cause = fmt::format("exit code {}", code);
     }
     const int retry = run.attempt;  // retry number that follows attempt `run.attempt`
-    if (config_ != nullptr && retry <= spec.max_retries) {
-      const std::int64_t failed_at = time_ms(failed, "lastTransitionTime", util::now_unix_ms());
+    if (retry <= spec.max_retries) {
+      // The API's times are whole seconds: the end of that second keeps the retry no earlier
+      // than the manifest's backoff (and at most 1 s after it).
+      const std::int64_t failed_at = time_ms(failed, "lastTransitionTime", util::now_unix_ms()) + 999;
       const auto delay = retry_delay(spec, retry);
-      const std::int64_t due = failed_at + delay.count();
-      const std::int64_t now = util::now_unix_ms();
-      if (now < due) {
-        (void)store.update_status(run.id, RunStatus::queued,
-                                  fmt::format("waiting for {} on {}: retry {} of {} in {} (after {})", wanted(spec),
-                                              cloud_.name, retry, spec.max_retries,
-                                              util::format_duration(std::chrono::milliseconds(due - now)), cause));
+      if (util::now_unix_ms() < failed_at + delay.count()) {
+        const std::string waiting = fmt::format("waiting for {} on {}: retry {} of {} in {} (after {})", wanted(spec),
+                                                cloud_.name, retry, spec.max_retries, util::format_duration(delay), cause);
+        if (waiting != run.status_reason) (void)store.update_status(run.id, RunStatus::queued, waiting);
         return;
       }
       next_attempt(api, store, run, spec, reason);
@@ -497,12 +598,13 @@ class KubernetesBackend final : public Backend {
     const std::string claim = "claim:" + run.remote_id;
     auto claimed = store.replace_remote_id(run.id, run.remote_id, claim);
     if (!claimed || !*claimed) return;
-    SecretValues secrets;
-    const auto environ_entries = process_environment();
-    for (const auto& name : spec.secrets) secrets.emplace_back(name, secret_values(*config_, name, environ_entries));
+    // The run's Secret stays until the run ends: the new Job reads it as the first did, so a retry
+    // needs no secret values here.
+    auto secret = api.call("GET", api.collection("secrets") + "/" + secret_name(run.id));
+    const bool has_secrets = secret && secret->ok();
     Run claimed_run = run;
     claimed_run.remote_id = claim;
-    auto submitted = submit(api, store, claimed_run, spec, run.attempt + 1, !secret_variables(secrets).empty());
+    auto submitted = submit(api, store, claimed_run, spec, run.attempt + 1, has_secrets);
     if (!submitted) finish(api, store, run, RunStatus::failed, why + "; starting the retry failed: " + submitted.error().message,
                            util::to_int(submitted.error().code));
   }
@@ -511,6 +613,9 @@ class KubernetesBackend final : public Backend {
   KubernetesSettings settings_;
   const Config* config_ = nullptr;
   mutable std::shared_ptr<KubernetesApi> api_;
+  // Counts the refreshes of every kubernetes backend of this process (a command may refresh through
+  // another instance than the one it opened the log with): logs fetch again after each.
+  std::shared_ptr<std::atomic<std::uint64_t>> refreshes_ = process_refreshes();
 };
 
 }  // namespace
@@ -531,6 +636,18 @@ util::Result<std::string> pod_image(const RunSpec& spec, const KubernetesSetting
                                                          spec.function, cloud));
   }
   return settings.default_image;
+}
+
+BackendKeyParser kubernetes_config_keys() {
+  BackendKeyParser parser;
+  parser.keys = kubernetes_setting_keys();
+  parser.parse = [](manifest::Checker& check, const manifest::YamlNode& value, const std::string& path,
+                    const gpu::Catalog& catalog, CloudConfig& cloud) {
+    auto settings = std::make_shared<KubernetesSettings>();
+    if (value.is_map()) parse_kubernetes_settings(check, value, path, catalog, *settings);
+    cloud.settings = settings;
+  };
+  return parser;
 }
 
 util::Result<std::unique_ptr<Backend>> make_kubernetes_backend(const CloudConfig* cloud, const Config* config) {

@@ -12,9 +12,12 @@
 
 namespace gpurun::cloud {
 
-// A kubernetes backend for `cloud` (its settings parsed by the registry's key parser). With
-// `config`, failed attempts with retries left get a new Job (secret values from `config`).
+// A kubernetes backend for `cloud` (its settings parsed by the registry's key parser). `config`
+// (may be null) gives the secret values that `logs` masks.
 util::Result<std::unique_ptr<Backend>> make_kubernetes_backend(const CloudConfig* cloud, const Config* config = nullptr);
+
+// The keys a kubernetes cloud may have and their parser (registered in cloud/backend/registry.cpp).
+BackendKeyParser kubernetes_config_keys();
 
 // The image reference the nodes pull for `spec`: HOST/REPO@sha256:... for gpurun-built images,
 // else `settings.default_image` as given; an error when there is neither.

@@ -53,17 +53,35 @@ json toleration_json(const Toleration& t) {
   return out;
 }
 
+// Kubernetes expands $(VAR) in a container's command, args and env values and turns $$ into $:
+// every '$' doubled keeps the text verbatim.
+std::string verbatim(std::string_view text) {
+  std::string out;
+  for (char c : text) {
+    out += c;
+    if (c == '$') out += '$';
+  }
+  return out;
+}
+
 json container_json(const RunSpec& spec, const JobRequest& request) {
   json env = json::array();
-  for (const auto& [name, value] : spec.env) env.push_back({{"name", name}, {"value", value}});
+  for (const auto& [name, value] : spec.env) env.push_back({{"name", name}, {"value", verbatim(value)}});
   const std::pair<const char*, std::string> gpurun_vars[] = {{"GPURUN_RUN_ID", request.run_id},
                                                              {"GPURUN_APP", spec.app},
                                                              {"GPURUN_FUNCTION", spec.function},
                                                              {"GPURUN_ATTEMPT", std::to_string(request.attempt)}};
   for (const auto& [name, value] : gpurun_vars) env.push_back({{"name", name}, {"value", value}});
-  json container = {{"name", "main"}, {"image", request.image}, {"command", spec.argv}, {"env", env}};
+  json command = json::array();
+  for (const auto& arg : spec.argv) command.push_back(verbatim(arg));
+  json container = {{"name", "main"}, {"image", request.image}, {"command", command}, {"env", env}};
   if (!request.secret.empty()) container["envFrom"] = json::array({{{"secretRef", {{"name", request.secret}}}}});
-  if (!spec.image_workdir.empty()) container["workingDir"] = spec.image_workdir;
+  // An image's WorkingDir; a host function starts in the manifest's directory, as on other backends.
+  if (!spec.image_workdir.empty()) {
+    container["workingDir"] = spec.image_workdir;
+  } else if (spec.image.empty() && !spec.cwd.empty()) {
+    container["workingDir"] = spec.cwd;
+  }
   json resources = json::object();
   if (request.gpu_count > 0) resources["limits"] = {{"nvidia.com/gpu", std::to_string(request.gpu_count)}};
   json requests = json::object();
@@ -282,6 +300,19 @@ std::vector<NodeGpus> node_gpus(const json& nodes, const json& pods, const Kuber
     }
   }
   return out;
+}
+
+std::string gpu_shortage_words(int count, const std::optional<NodeGpus>& gpus) {
+  if (gpus && gpus->total > 0 && gpus->free == 0) return fmt::format("all {} in use", gpus->total);
+  return fmt::format("no node has {} free", count);
+}
+
+std::optional<int> start_error_code(std::string_view reason, std::string_view message) {
+  if (reason != "StartError" && reason != "ContainerCannotRun") return std::nullopt;
+  const std::string text = util::to_lower(message);
+  if (text.find("permission denied") != std::string::npos) return 126;
+  if (text.find("not found") != std::string::npos || text.find("no such file") != std::string::npos) return 127;
+  return std::nullopt;
 }
 
 std::optional<std::int64_t> parse_rfc3339_ms(std::string_view text) {

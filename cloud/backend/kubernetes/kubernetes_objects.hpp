@@ -80,6 +80,15 @@ struct NodeGpus {
 // are the API's lists' items). Nodes whose product no entry names are left out; config order.
 std::vector<NodeGpus> node_gpus(const nlohmann::json& nodes, const nlohmann::json& pods, const KubernetesSettings& settings);
 
+// Why `count` GPUs do not fit, given the asked type's GPUs on the nodes (when known): "all N in
+// use" when none is free, else "no node has COUNT free".
+std::string gpu_shortage_words(int count, const std::optional<NodeGpus>& gpus);
+
+// The shell's exit code for a container the runtime could not start (reason StartError or
+// ContainerCannotRun, which report 128): 127 when its command was not found, 126 when it is not
+// executable; nullopt otherwise.
+std::optional<int> start_error_code(std::string_view reason, std::string_view message);
+
 // Parses an RFC 3339 time ("2026-12-01T07:25:09.123456789Z") into unix ms; nullopt when malformed.
 std::optional<std::int64_t> parse_rfc3339_ms(std::string_view text);
 

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "cloud/plan/config.hpp"
 #include "gpu/catalog.hpp"
 #include "manifest/checker.hpp"
 #include "manifest/yaml_tree.hpp"
@@ -29,7 +30,7 @@ struct Toleration {
   std::optional<long long> toleration_seconds;
 };
 
-struct KubernetesSettings {
+struct KubernetesSettings final : BackendSettings {
   std::string kubeconfig;      // empty: $KUBECONFIG, then ~/.kube/config
   std::string context;         // empty: the kubeconfig's current context
   std::string namespace_name;  // empty: the context's namespace, else "default"

@@ -127,8 +127,13 @@ class SpaceReserve {
 // recorded the run is marked lost once the supervisor exits (StateStore::reconcile_lost).
 class Supervisor {
  public:
-  Supervisor(StateStore& store, Run run, RunSpec spec, SecretValues secrets, LogWriter& log)
-      : store_(store), run_(std::move(run)), spec_(std::move(spec)), secrets_(std::move(secrets)), log_(log) {}
+  Supervisor(StateStore& store, Run run, RunSpec spec, SecretValues secrets, std::vector<LeaseDevice> devices, LogWriter& log)
+      : store_(store),
+        run_(std::move(run)),
+        spec_(std::move(spec)),
+        secrets_(std::move(secrets)),
+        devices_(std::move(devices)),
+        log_(log) {}
 
   // Runs every attempt; returns the final status and exit code.
   AttemptResult run() {
@@ -222,25 +227,12 @@ class Supervisor {
     return environ_entries(std::move(vars), image && !devices.empty());
   }
 
-  std::vector<LeaseDevice> inventory() const {
-    std::vector<LeaseDevice> devices;
-    std::vector<util::Diagnostic> diagnostics;
-    auto config = load_config(std::nullopt, diagnostics);
-    if (!config) return devices;
-    auto local = local_inventory(*config);
-    if (!local) return devices;
-    for (const auto& d : local->devices) {
-      if (d.type) devices.push_back({d.index, d.uuid, *d.type, d.memory_gb});
-    }
-    return devices;
-  }
-
   // Waits for the run's GPUs; nullopt when granted (devices filled), else the attempt's end.
   std::optional<AttemptResult> lease(LeaseTicket& ticket, std::vector<LeaseDevice>& devices) {
     auto enqueued = store_.enqueue_lease(run_.id, spec_.cloud, spec_.gpu_alternatives);
     if (!enqueued) return AttemptResult{RunStatus::failed, util::to_int(enqueued.error().code), enqueued.error().message};
     ticket = *enqueued;
-    const auto inv = inventory();
+    const auto& inv = devices_;
     std::string last_reason;
     std::atomic<bool> cancelled{false};
     std::thread watcher;
@@ -441,13 +433,25 @@ class Supervisor {
   Run run_;
   RunSpec spec_;
   SecretValues secrets_;
+  std::vector<LeaseDevice> devices_;  // this machine's GPUs
   LogWriter& log_;
   std::optional<std::string> broken_;  // the first failed state or log write
 };
 
 }  // namespace
 
-util::Result<Run> launch_local(StateStore& store, const RunSpec& spec, const SecretValues& secrets) {
+std::vector<LeaseDevice> lease_devices(const Config& config) {
+  std::vector<LeaseDevice> devices;
+  auto local = local_inventory(config);
+  if (!local) return devices;
+  for (const auto& d : local->devices) {
+    if (d.type) devices.push_back({d.index, d.uuid, *d.type, d.memory_gb});
+  }
+  return devices;
+}
+
+util::Result<Run> launch_local(StateStore& store, const RunSpec& spec, const SecretValues& secrets,
+                               const std::vector<LeaseDevice>& devices) {
   NewRun fresh;
   fresh.app = spec.app;
   fresh.function = spec.function;
@@ -494,7 +498,7 @@ util::Result<Run> launch_local(StateStore& store, const RunSpec& spec, const Sec
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    ::_exit(supervise(state_dir, run.id, created->lock.fd(), secrets));
+    ::_exit(supervise(state_dir, run.id, created->lock.fd(), secrets, devices));
   }
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
@@ -506,7 +510,8 @@ util::Result<Run> launch_local(StateStore& store, const RunSpec& spec, const Sec
   return run;
 }
 
-int supervise(const std::string& state_dir, const std::string& run_id, int lock_fd, const SecretValues& secrets) {
+int supervise(const std::string& state_dir, const std::string& run_id, int lock_fd, const SecretValues& secrets,
+              const std::vector<LeaseDevice>& devices) {
   RunLock lock = RunLock::adopt(lock_fd);
   lock.set_inheritable(false);
   struct sigaction action {};
@@ -542,7 +547,7 @@ int supervise(const std::string& state_dir, const std::string& run_id, int lock_
     return util::to_int(util::ExitCode::backend);
   }
   SpaceReserve reserve(run_dir(state_dir, run_id) + "/reserve");
-  Supervisor supervisor(*store, *run, *spec, secrets, *log);
+  Supervisor supervisor(*store, *run, *spec, secrets, devices, *log);
   const auto result = supervisor.run();
   reserve.release();  // room for the last log line and the result on a full disk
   // Best effort: a failed marker still leaves the result; a result that cannot be written leaves
@@ -598,6 +603,8 @@ namespace {
 // run from root filesystems unpacked in the local image store.
 class LocalBackend final : public Backend {
  public:
+  explicit LocalBackend(Config config) : config_(std::move(config)) {}
+
   std::string_view name() const override { return "local"; }
   bool remote() const override { return false; }
 
@@ -643,7 +650,9 @@ class LocalBackend final : public Backend {
   }
 
   util::Result<Run> launch(StateStore& store, const RunSpec& spec, const SecretValues& secrets) override {
-    return launch_local(store, spec, secrets);
+    std::vector<LeaseDevice> devices;
+    if (!spec.gpu_alternatives.empty()) devices = lease_devices(config_);
+    return launch_local(store, spec, secrets, devices);
   }
   util::Result<std::string> dry_run(const RunSpec& spec, const SecretValues& /*secrets*/) override {
     return to_json(spec) + "\n";
@@ -654,16 +663,31 @@ class LocalBackend final : public Backend {
     (void)store.reconcile_lost();
     return store.get_run(run.id);
   }
-  LogSource log_source(const StateStore& store, const Run& run) const override {
-    return {run_dir(store.dir(), run.id) + "/log", LogFormat::records};
+  util::Result<LogSource> open_log(const StateStore& store, const Run& run) const override {
+    return LogSource{file_log_bytes(run_dir(store.dir(), run.id) + "/log"), LogFormat::records};
   }
-  std::string job_id(const Run& /*run*/) const override { return ""; }
+  std::string remote_id(const Run& /*run*/) const override { return ""; }
+
+ private:
+  Config config_;
 };
 
 }  // namespace
 
-util::Result<std::unique_ptr<Backend>> make_local_backend(const CloudConfig* /*cloud*/, const Config* /*config*/) {
-  return std::unique_ptr<Backend>(new LocalBackend());
+BackendKeyParser local_config_keys() {
+  return {{}, [](manifest::Checker&, const manifest::YamlNode&, const std::string&, const gpu::Catalog&, CloudConfig& cloud) {
+            cloud.probe_gpus = !cloud.gpus_declared;
+          }};
+}
+
+util::Result<std::unique_ptr<Backend>> make_local_backend(const CloudConfig* /*cloud*/, const Config* config) {
+  Config known;
+  if (config != nullptr) {
+    known = *config;
+  } else {
+    known.clouds.push_back(builtin_local_cloud());
+  }
+  return std::unique_ptr<Backend>(new LocalBackend(std::move(known)));
 }
 
 }  // namespace gpurun::cloud

@@ -7,6 +7,7 @@
 
 #include "cloud/backend/backend.hpp"
 #include "cloud/plan/run_spec.hpp"
+#include "cloud/state/leases.hpp"
 #include "cloud/state/state.hpp"
 #include "util/result.hpp"
 
@@ -16,13 +17,23 @@ namespace gpurun::cloud {
 // no cloud settings (`cloud` and `config` may be null).
 util::Result<std::unique_ptr<Backend>> make_local_backend(const CloudConfig* cloud, const Config* config);
 
+// A local cloud's config keys: none of its own; without `gpus:` its offers are this machine's
+// probed devices.
+BackendKeyParser local_config_keys();
+
 // Records a queued run and starts its supervisor, a detached process that outlives the caller,
 // holds the run's lock, leases its GPUs, runs every attempt and records the result.
-util::Result<Run> launch_local(StateStore& store, const RunSpec& spec, const SecretValues& secrets);
+util::Result<Run> launch_local(StateStore& store, const RunSpec& spec, const SecretValues& secrets,
+                               const std::vector<LeaseDevice>& devices);
+
+// This machine's GPUs as the lease store hands them out (GPURUN_LOCAL_GPUS, the local cloud's
+// declared `gpus:`, else the probed devices).
+std::vector<LeaseDevice> lease_devices(const Config& config);
 
 // The supervisor's body, in the detached process: runs `run_id` to its end and returns its exit
 // code. `lock_fd` holds the run's lock; `secrets` are the values of the run's secrets.
-int supervise(const std::string& state_dir, const std::string& run_id, int lock_fd, const SecretValues& secrets);
+int supervise(const std::string& state_dir, const std::string& run_id, int lock_fd, const SecretValues& secrets,
+              const std::vector<LeaseDevice>& devices);
 
 // Asks the supervisor to stop the run: SIGTERM to the workload's process group, SIGKILL after the
 // grace period, GPUs freed, status `cancelled`. Returns once the request is recorded. For a lost

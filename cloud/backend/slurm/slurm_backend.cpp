@@ -140,8 +140,8 @@ class SlurmBackend final : public Backend {
   // <log_dir>/volumes).
   util::Result<std::string> volume_path(const std::string& /*state_dir*/, const std::string& app,
                                         const std::string& volume) const override {
-    std::string dir = cloud_.volume_dir;
-    if (dir.empty() && !cloud_.log_dir.empty()) dir = cloud_.log_dir + "/volumes";
+    std::string dir = slurm().volume_dir;
+    if (dir.empty() && !slurm().log_dir.empty()) dir = slurm().log_dir + "/volumes";
     if (dir.empty() || dir[0] != '/') {
       return util::make_error(ExitCode::usage, fmt::format("volume '{}' lives on cloud '{}', which has no volume_dir (or "
                                                            "log_dir); set volume_dir to a directory that this machine and "
@@ -206,7 +206,7 @@ class SlurmBackend final : public Backend {
   }
 
   util::Result<Run> launch(StateStore& store, const RunSpec& spec, const SecretValues& secrets) override {
-    if (cloud_.log_dir.empty() || cloud_.log_dir[0] != '/') {
+    if (slurm().log_dir.empty() || slurm().log_dir[0] != '/') {
       return util::make_error(ExitCode::usage,
                               fmt::format("cloud '{}' has no absolute log_dir; set log_dir to a directory that this "
                                           "machine and the cluster's nodes share",
@@ -215,11 +215,11 @@ class SlurmBackend final : public Backend {
     auto client = open_client();
     if (!client) return client.error();
     std::error_code ec;
-    std::filesystem::create_directories(cloud_.log_dir, ec);
+    std::filesystem::create_directories(slurm().log_dir, ec);
     if (ec) {
       return util::make_error(ExitCode::backend, fmt::format("cannot create the log directory {} of cloud '{}': {}; check "
                                                              "log_dir in the config",
-                                                             cloud_.log_dir, cloud_.name, ec.message()));
+                                                             slurm().log_dir, cloud_.name, ec.message()));
     }
     NewRun fresh;
     fresh.app = spec.app;
@@ -228,7 +228,7 @@ class SlurmBackend final : public Backend {
     fresh.backend = "slurm";
     fresh.gpus = spec.gpu_text;
     fresh.spec_json = with_records_marker(to_json(spec));
-    fresh.log_dir = cloud_.log_dir;
+    fresh.log_dir = slurm().log_dir;
     fresh.status_reason = fmt::format("submitting to {}", cloud_.name);
     auto created = store.create_run(fresh);
     if (!created) return created.error();
@@ -239,9 +239,6 @@ class SlurmBackend final : public Backend {
       // Best effort: the submit error returned is what the user needs to see.
       (void)store.update_status(run.id, RunStatus::failed, submitted.error().message, util::to_int(submitted.error().code));
       return submitted.error();
-    }
-    if (spec.max_retries > 0 || spec.timeout) {
-      if (auto watching = start_watcher(store, run.id); !watching) return watching.error();
     }
     auto fresh_run = store.get_run(run.id);
     if (!fresh_run) return fresh_run.error();
@@ -257,10 +254,10 @@ class SlurmBackend final : public Backend {
     for (const char* login : {"GPURUN_REGISTRY_PASSWORD", "APPTAINER_DOCKER_PASSWORD"}) {
       if (job->environment.count(login) != 0) job->environment[login] = "***";
     }
-    auto dialect = slurm::dialect_for(cloud_.api_version);
+    auto dialect = slurm::dialect_for(slurm().api_version);
     if (!dialect) return dialect.error();
     const auto body = nlohmann::json::parse((*dialect)->submit_body(*job));
-    std::string out = fmt::format("# POST {}{} (cloud {})\n", cloud_.endpoint, (*dialect)->path("/job/submit"), cloud_.name);
+    std::string out = fmt::format("# POST {}{} (cloud {})\n", slurm().endpoint, (*dialect)->path("/job/submit"), cloud_.name);
     out += "# --- batch script ---\n" + job->script;
     nlohmann::json request = body;
     request["script"] = "<the batch script above>";
@@ -380,25 +377,25 @@ class SlurmBackend final : public Backend {
   }
 
   // The job id part of the recorded remote id ("JOBID+OFFSET+RETRIES"); none while submitting.
-  std::string job_id(const Run& run) const override {
+  std::string remote_id(const Run& run) const override {
     const auto remote = parse_remote_id(run.remote_id);
     return remote ? std::to_string(remote->job_id) : std::string();
   }
 
   // The run's log under log_dir: records written by node-exec, or Slurm's plain output for a run
   // launched before every run went through node-exec (no records marker in its spec).
-  LogSource log_source(const StateStore& /*store*/, const Run& run) const override {
-    return {slurm::run_log_path(run.log_dir.empty() ? cloud_.log_dir : run.log_dir, run.id),
-            has_records_marker(run.spec_json) ? LogFormat::records : LogFormat::plain};
+  util::Result<LogSource> open_log(const StateStore& /*store*/, const Run& run) const override {
+    return LogSource{file_log_bytes(slurm::run_log_path(run.log_dir.empty() ? slurm().log_dir : run.log_dir, run.id)),
+                     has_records_marker(run.spec_json) ? LogFormat::records : LogFormat::plain};
   }
 
  private:
   util::Result<slurm::Client> open_client() const {
     slurm::ClientOptions options;
-    options.endpoint = cloud_.endpoint;
-    options.api_version = cloud_.api_version;
-    options.user = cloud_.user;
-    options.token_env = cloud_.token_env;
+    options.endpoint = slurm().endpoint;
+    options.api_version = slurm().api_version;
+    options.user = slurm().user;
+    options.token_env = slurm().token_env;
     return slurm::Client::open(options);
   }
 
@@ -424,7 +421,7 @@ class SlurmBackend final : public Backend {
       if (raw == "Resources" || raw == "Priority") {
         // Best effort: without the node list the reason is said without capacity.
         if (auto nodes = client.nodes()) {
-          capacity = slurm::gpu_capacity(*nodes, info.partition.empty() ? cloud_.partition : info.partition,
+          capacity = slurm::gpu_capacity(*nodes, info.partition.empty() ? slurm().partition : info.partition,
                                          slurm_gres_type(cloud_, a.type, a.min_memory_gb));
         }
       }
@@ -477,12 +474,14 @@ class SlurmBackend final : public Backend {
     const std::string claim = "claim:" + run.remote_id;
     auto claimed = store.replace_remote_id(run.id, run.remote_id, claim);
     if (!claimed || !*claimed) return true;  // another process is resubmitting it
-    SecretValues secrets;
-    const auto environ_entries = process_environment();
-    for (const auto& name : spec.secrets) secrets.emplace_back(name, secret_values(*config_, name, environ_entries));
+    auto secrets = retry_secrets(run, spec);
+    if (!secrets) {
+      (void)store.update_status(run.id, RunStatus::lost, why + "; " + secrets.error().message, util::to_int(ExitCode::backend));
+      return true;
+    }
     const int retries = remote.retries + 1;
     const auto delay = retry_delay(spec, retries);
-    auto job = slurm_job_for(cloud_, spec, run.id, secrets, failed_attempt);
+    auto job = slurm_job_for(cloud_, spec, run.id, *secrets, failed_attempt);
     if (!job) {
       (void)store.update_status(run.id, RunStatus::failed, job.error().message, util::to_int(job.error().code));
       return true;
@@ -505,79 +504,24 @@ class SlurmBackend final : public Backend {
     return true;
   }
 
-  // Keeps a run current while nobody looks at it (a detached run): a process of its own that
-  // refreshes it until it ends, so failures are resubmitted with the manifest's backoff and the
-  // timeout is enforced to the second. `store` is closed across fork() and reopened.
-  util::Result<void> start_watcher(StateStore& store, const std::string& run_id) {
-    const std::string state_dir = store.dir();
-    {
-      StateStore closing = std::move(store);
+  // The secret values a resubmission gets: the monitor's (secret_lookup_), else the config's
+  // and this process's GPURUN_SECRET_* variables. An error names the secrets nobody has.
+  util::Result<SecretValues> retry_secrets(const Run& run, const RunSpec& spec) const {
+    if (secret_lookup_) {
+      if (auto known = secret_lookup_(run)) return *known;
+      if (spec.secrets.empty()) return SecretValues{};
+      return util::make_error(ExitCode::backend,
+                              fmt::format("the retry needs the values of secret{} {}, which the run monitor no longer has "
+                                          "(it was restarted); run it again",
+                                          spec.secrets.size() == 1 ? "" : "s", util::join_list(spec.secrets)));
     }
-    const pid_t pid = ::fork();
-    if (pid == 0) {
-      ::setsid();
-      if (::fork() != 0) ::_exit(0);
-      const int null_fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
-      if (null_fd >= 0) {
-        for (int fd : {0, 1, 2}) ::dup2(null_fd, fd);
-      }
-      for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGQUIT}) ::signal(sig, SIG_DFL);
-      sigset_t none;
-      sigemptyset(&none);
-      ::sigprocmask(SIG_SETMASK, &none, nullptr);
-      ::_exit(watch(state_dir, run_id));
-    }
-    if (pid > 0) {
-      int status = 0;
-      while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-      }
-    }
-    auto reopened = StateStore::open(state_dir);
-    if (!reopened) return reopened.error();
-    store = std::move(*reopened);
-    return {};
+    SecretValues secrets;
+    const auto environ_entries = process_environment();
+    for (const auto& name : spec.secrets) secrets.emplace_back(name, secret_values(*config_, name, environ_entries));
+    return secrets;
   }
 
-  // The watcher's loop: refresh, then sleep (1 s growing to 5 s, or 15 s without a timeout; never
-  // past the timeout's deadline), until the run ends.
-  int watch(const std::string& state_dir, const std::string& run_id) {
-    auto store = StateStore::open(state_dir);
-    if (!store) return 1;
-    auto run = store->get_run(run_id);
-    if (!run) return 1;
-    const auto spec = run_spec_from_json(run->spec_json);
-    const std::chrono::milliseconds most(spec && spec->timeout ? 5'000 : 15'000);
-    std::chrono::milliseconds delay(1'000);
-    RunStatus last = run->status;
-    int last_attempt = run->attempt;
-    std::int64_t running_since = 0;  // when this attempt was first seen running (unix ms); 0 = not
-    for (int errors = 0; errors < 1000;) {
-      auto current = store->get_run(run_id);
-      if (!current) return 1;
-      if (is_terminal(current->status)) return 0;
-      auto fresh = refresh(*store, *current);
-      errors = fresh ? 0 : errors + 1;
-      if (fresh && is_terminal(fresh->status)) return 0;
-      if (fresh && (fresh->status != last || fresh->attempt != last_attempt)) {
-        last = fresh->status;
-        last_attempt = fresh->attempt;
-        delay = std::chrono::milliseconds(1'000);
-        // The run's started_at is its first attempt's start; a retried attempt starts when seen.
-        running_since = 0;
-        if (last == RunStatus::running) {
-          running_since = fresh->attempt <= 1 && fresh->started_at ? *fresh->started_at : util::now_unix_ms();
-        }
-      }
-      auto sleep_for = delay;
-      if (fresh && fresh->status == RunStatus::running && spec && spec->timeout && running_since > 0) {
-        const auto left = std::chrono::milliseconds(running_since + spec->timeout->count() + 1'000 - util::now_unix_ms());
-        sleep_for = std::clamp(left, std::chrono::milliseconds(200), delay);
-      }
-      std::this_thread::sleep_for(sleep_for);
-      delay = std::min(most, delay * 3 / 2);
-    }
-    return 1;
-  }
+  const SlurmSettings& slurm() const { return slurm_settings(cloud_); }
 
   CloudConfig cloud_;
   std::optional<Config> config_;
@@ -585,22 +529,12 @@ class SlurmBackend final : public Backend {
 
 }  // namespace
 
-std::string slurm_gres_type(const CloudConfig& cloud, const std::string& type, int memory_gb) {
-  const std::string variant = fmt::format("{}-{}GB", type, memory_gb);
-  for (const auto& [key, value] : cloud.gres) {
-    if (memory_gb > 0 && util::iequals(key, variant)) return value;
-  }
-  for (const auto& [key, value] : cloud.gres) {
-    if (util::iequals(key, type)) return value;
-  }
-  return util::to_lower(type);
-}
-
 util::Result<slurm::JobSubmit> slurm_job_for(const CloudConfig& cloud, const RunSpec& spec, const std::string& run_id,
                                              const SecretValues& secrets, int attempt_offset) {
+  const SlurmSettings& settings = slurm_settings(cloud);
   slurm::JobSubmit job;
   job.name = fmt::format("gpurun-{}-{}", spec.app, spec.function);
-  job.partition = cloud.partition;
+  job.partition = settings.partition;
   if (!spec.gpu_alternatives.empty()) {
     const auto& a = spec.gpu_alternatives.front();
     if (a.type.empty()) {
@@ -616,10 +550,10 @@ util::Result<slurm::JobSubmit> slurm_job_for(const CloudConfig& cloud, const Run
     job.signal = fmt::format("TERM@{}", grace);
   }
   job.current_working_directory = spec.cwd;
-  job.account = cloud.account;
-  job.qos = cloud.qos;
-  job.constraint = cloud.constraint;
-  job.extra = extra_fields(cloud.sbatch_options);
+  job.account = settings.account;
+  job.qos = settings.qos;
+  job.constraint = settings.constraint;
+  job.extra = extra_fields(settings.sbatch_options);
 
   std::map<std::string, std::string> environment;
   for (const char* name : {"PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ"}) {
@@ -647,12 +581,12 @@ util::Result<slurm::JobSubmit> slurm_job_for(const CloudConfig& cloud, const Run
                                                            spec.function, spec.image, cloud.name));
     }
     slurm::ImageRun image;
-    image.runtime = cloud.container_runtime;
+    image.runtime = settings.container_runtime;
     image.registry = spec.image_registry;
     image.repository = spec.image_repository;
     image.digest = spec.image_digest;
     image.tag = registry::default_tags(spec.image_digest, "").front();
-    image.cache_dir = cloud.image_cache;
+    image.cache_dir = settings.image_cache;
     image.workdir = spec.image_workdir;
     image.gpus = !spec.gpu_alternatives.empty();
     script.image = image;
@@ -669,9 +603,9 @@ util::Result<slurm::JobSubmit> slurm_job_for(const CloudConfig& cloud, const Run
     }
   }
   if (!masked.empty()) environment[mask_env_variable] = util::join(masked, ",");
-  script.gpurun = cloud.node_gpurun.empty() ? self_executable() : cloud.node_gpurun;
+  script.gpurun = settings.node_gpurun.empty() ? self_executable() : settings.node_gpurun;
   for (const auto& m : spec.mounts) script.binds.emplace_back(m.host_path, m.path);
-  script.log_dir = cloud.log_dir;
+  script.log_dir = settings.log_dir;
   script.run_id = run_id;
   script.attempt_offset = attempt_offset;
   if (auto prepared = slurm::prepare_job(job, script, environment); !prepared) return prepared.error();

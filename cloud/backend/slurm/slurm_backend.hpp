@@ -10,6 +10,7 @@
 
 #include "cloud/backend/backend.hpp"
 #include "cloud/backend/slurm/slurm_api.hpp"
+#include "cloud/backend/slurm/slurm_settings.hpp"
 
 namespace gpurun::cloud {
 
@@ -17,10 +18,6 @@ namespace gpurun::cloud {
 // a failed job with retries left is resubmitted by whichever process refreshes it (secret values
 // from `config` and GPURUN_SECRET_* variables); without, it fails.
 util::Result<std::unique_ptr<Backend>> make_slurm_backend(const CloudConfig* cloud, const Config* config = nullptr);
-
-// The GRES type for catalog type `type` with `memory_gb` on `cloud`: the cloud's `gres` entry for
-// "TYPE-<mem>GB", else for "TYPE" (case-insensitive), else the type in lower case.
-std::string slurm_gres_type(const CloudConfig& cloud, const std::string& type, int memory_gb);
 
 // The job fields for `spec` on `cloud` (script, gres, limits, environment with secret values).
 util::Result<slurm::JobSubmit> slurm_job_for(const CloudConfig& cloud, const RunSpec& spec, const std::string& run_id,

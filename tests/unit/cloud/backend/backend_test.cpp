@@ -12,18 +12,25 @@ using gpurun::util::ExitCode;
 
 namespace {
 
+// The slurm settings of `cloud`, made its own to edit.
+SlurmSettings& slurm_of(CloudConfig& cloud) {
+  auto copy = std::make_shared<SlurmSettings>(slurm_settings(cloud));
+  cloud.settings = copy;
+  return *copy;
+}
+
 CloudConfig gcp() {
   CloudConfig cloud;
   cloud.name = "gcp";
   cloud.backend = "slurm";
-  cloud.endpoint = "unix:///nonexistent/slurmrestd.sock";
-  cloud.partition = "gcp";
-  cloud.log_dir = "/scratch/logs";
-  cloud.gres = {{"A100-20GB", "a100_20g"}, {"a100", "a100"}};
-  cloud.account = "ml";
-  cloud.qos = "high";
-  cloud.constraint = "ib";
-  cloud.sbatch_options = {"--exclusive", "--nice=10", "--comment=hi"};
+  slurm_of(cloud).endpoint = "unix:///nonexistent/slurmrestd.sock";
+  slurm_of(cloud).partition = "gcp";
+  slurm_of(cloud).log_dir = "/scratch/logs";
+  slurm_of(cloud).gres = {{"A100-20GB", "a100_20g"}, {"a100", "a100"}};
+  slurm_of(cloud).account = "ml";
+  slurm_of(cloud).qos = "high";
+  slurm_of(cloud).constraint = "ib";
+  slurm_of(cloud).sbatch_options = {"--exclusive", "--nice=10", "--comment=hi"};
   return cloud;
 }
 
@@ -55,7 +62,7 @@ TEST_CASE("backend: registry makes local and slurm backends and names the known 
   auto unknown = make_backend("slurn", nullptr);
   REQUIRE_FALSE(unknown.ok());
   CHECK(unknown.error().code == ExitCode::usage);
-  CHECK(unknown.error().message == "unknown backend 'slurn'; use local or slurm");
+  CHECK(unknown.error().message == "unknown backend 'slurn'; use kubernetes, local or slurm");
   auto no_cloud = make_backend("slurm", nullptr);
   REQUIRE_FALSE(no_cloud.ok());
   CHECK(no_cloud.error().message == "the slurm backend needs a cloud with 'backend: slurm' in the config");
@@ -106,7 +113,7 @@ TEST_CASE("backend: slurm dry run redacts secret values") {
 TEST_CASE("backend: slurm launch against an unreachable endpoint records a failed run and exits 125") {
   gpurun::test::TempDir dir;
   CloudConfig cloud = gcp();
-  cloud.log_dir = dir.path() + "/logs";
+  slurm_of(cloud).log_dir = dir.path() + "/logs";
   auto store = StateStore::open(dir.path() + "/state");
   REQUIRE(store.ok());
   auto backend = make_backend("slurm", &cloud);
@@ -126,23 +133,24 @@ TEST_CASE("backend: slurm launch against an unreachable endpoint records a faile
   // A run launched now is logged by node-exec as records; one launched before (no marker in its
   // spec) has Slurm's plain output at the same path.
   Run run_now = runs->front();
-  const auto source = (*backend)->log_source(*store, run_now);
-  CHECK(source.path == cloud.log_dir + "/" + run_now.id + ".log");
-  CHECK(source.format == LogFormat::records);
+  const auto source = (*backend)->open_log(*store, run_now);
+  REQUIRE(source.ok());
+  CHECK(source->bytes->describe() == slurm_settings(cloud).log_dir + "/" + run_now.id + ".log");
+  CHECK(source->format == LogFormat::records);
   Run before = run_now;
   auto old_spec = nlohmann::json::parse(before.spec_json);
   CHECK(old_spec.at("slurm_log_records") == true);
   old_spec.erase("slurm_log_records");
   before.spec_json = old_spec.dump();
-  CHECK((*backend)->log_source(*store, before).format == LogFormat::plain);
+  CHECK((*backend)->open_log(*store, before)->format == LogFormat::plain);
   CHECK(run_spec_from_json(run_now.spec_json).ok());
 }
 
 TEST_CASE("backend: a slurm job in an image runs node-exec; names, not values, pass into the image") {
   CloudConfig cloud = gcp();
   cloud.registry = "http://reg.example:5000";
-  cloud.node_gpurun = "/opt/gpurun/bin/gpurun";
-  cloud.image_cache = "/local/cache";
+  slurm_of(cloud).node_gpurun = "/opt/gpurun/bin/gpurun";
+  slurm_of(cloud).image_cache = "/local/cache";
   RunSpec s = spec();
   s.image = "trainer";
   s.image_digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -168,7 +176,7 @@ TEST_CASE("backend: a slurm job in an image runs node-exec; names, not values, p
   CHECK(text->find("pull-secret") == std::string::npos);
   CHECK(text->find("\"GPURUN_REGISTRY_PASSWORD\": \"***\"") != std::string::npos);
 
-  cloud.container_runtime = "apptainer";
+  slurm_of(cloud).container_runtime = "apptainer";
   job = slurm_job_for(cloud, s, "rabc", {}, 0);
   REQUIRE(job.ok());
   CHECK(job->script.find("\n/opt/gpurun/bin/gpurun node-exec --log /scratch/logs/rabc.log -- apptainer exec --nohttps --nv --pwd /app "
@@ -177,7 +185,7 @@ TEST_CASE("backend: a slurm job in an image runs node-exec; names, not values, p
   CHECK(job->environment.at("APPTAINER_DOCKER_PASSWORD") == "pull-secret");
   CHECK(job->environment.count("GPURUN_REGISTRY_PASSWORD") == 0);
 
-  cloud.container_runtime = "pyxis";
+  slurm_of(cloud).container_runtime = "pyxis";
   job = slurm_job_for(cloud, s, "rabc", {}, 0);
   REQUIRE(job.ok());
   CHECK(job->script.find("\n/opt/gpurun/bin/gpurun node-exec --log /scratch/logs/rabc.log -- srun --ntasks=1 '--container-image=reg.example:5000#mnist/trainer:0123456789ab' "
@@ -194,7 +202,7 @@ TEST_CASE("backend: a slurm job in an image runs node-exec; names, not values, p
 
 TEST_CASE("backend: slurm volumes are bound at their paths by node-exec, on hosts and in images") {
   CloudConfig cloud = gcp();
-  cloud.node_gpurun = "/opt/gpurun";
+  slurm_of(cloud).node_gpurun = "/opt/gpurun";
   RunSpec s = spec();
   s.mounts = {{"/scratch/logs/volumes/mnist/data", "/data", "data"}};
   auto job = slurm_job_for(cloud, s, "rabc", {}, 0);
@@ -205,7 +213,7 @@ TEST_CASE("backend: slurm volumes are bound at their paths by node-exec, on host
   s.image_digest = "sha256:abc";
   s.image_registry = "https://reg.example";
   s.image_repository = "mnist/trainer";
-  cloud.container_runtime = "pyxis";
+  slurm_of(cloud).container_runtime = "pyxis";
   job = slurm_job_for(cloud, s, "rabc", {}, 0);
   REQUIRE(job.ok());
   CHECK(job->script.find(" --container-mounts=/scratch/logs/volumes/mnist/data:/data python") != std::string::npos);
@@ -215,11 +223,11 @@ TEST_CASE("backend: where volumes live per cloud") {
   CloudConfig cloud = gcp();
   auto slurm = [&] { return make_backend("slurm", &cloud).value(); };
   CHECK(slurm()->volume_path("/state", "mnist", "data").value() == "/scratch/logs/volumes/mnist/data");
-  cloud.volume_dir = "/shared/vols/";
+  slurm_of(cloud).volume_dir = "/shared/vols/";
   CHECK(slurm()->volume_path("/state", "mnist", "data").value() == "/shared/vols/mnist/data");
   CHECK(make_backend("local", nullptr).value()->volume_path("/state", "mnist", "data").value() == "/state/volumes/mnist/data");
-  cloud.volume_dir.clear();
-  cloud.log_dir.clear();
+  slurm_of(cloud).volume_dir.clear();
+  slurm_of(cloud).log_dir.clear();
   auto missing = slurm()->volume_path("/state", "mnist", "data");
   REQUIRE_FALSE(missing.ok());
   CHECK(missing.error().message ==

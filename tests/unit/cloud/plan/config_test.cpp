@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include "cloud/backend/registry.hpp"
+#include "cloud/backend/slurm/slurm_settings.hpp"
 #include "cloud/plan/config.hpp"
 #include "tests/unit/temp_dir.hpp"
 #include "util/files.hpp"
@@ -33,11 +35,11 @@ TEST_CASE("config: the example config parses with clouds in order and local appe
   const auto* gcp = config->find_cloud("gcp");
   REQUIRE(gcp != nullptr);
   CHECK(gcp->backend == "slurm");
-  CHECK(gcp->partition == "gcp");
+  CHECK(slurm_settings(*gcp).partition == "gcp");
   REQUIRE(gcp->gpus.size() == 2);
   CHECK(gcp->gpus[0] == gpu::GpuSlot{"A100", 20, 2});
   CHECK(gcp->gpus[1] == gpu::GpuSlot{"A100", 40, 2});
-  CHECK(gcp->gres == std::vector<std::pair<std::string, std::string>>{{"A100-20GB", "a100_20g"}, {"A100-40GB", "a100"}});
+  CHECK(slurm_settings(*gcp).gres == std::vector<std::pair<std::string, std::string>>{{"A100-20GB", "a100_20g"}, {"A100-40GB", "a100"}});
   CHECK(config->find_cloud("local")->backend == "local");
 }
 

@@ -1,6 +1,7 @@
 #include <doctest/doctest.h>
 
 
+#include "cloud/backend/registry.hpp"
 #include "cloud/plan/placement.hpp"
 #include "util/files.hpp"
 

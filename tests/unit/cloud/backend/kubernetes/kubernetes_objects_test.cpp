@@ -13,7 +13,7 @@ RunSpec spec_for_job() {
   spec.app = "demo";
   spec.function = "train_Big";
   spec.argv = {"/bin/sh", "-c", "echo \"$X\" 'quoted $HOME'"};
-  spec.env = {{"X", "1 2"}, {"EMPTY", ""}};
+  spec.env = {{"X", "1 2"}, {"EMPTY", ""}, {"DOLLAR", "$(HOME) $$"}};
   spec.timeout = std::chrono::milliseconds(90'500);
   spec.kill_grace = std::chrono::milliseconds(10'000);
   return spec;
@@ -70,9 +70,11 @@ TEST_CASE("the Job of an attempt") {
         json::array({{{"key", "nvidia.com/gpu"}, {"operator", "Exists"}, {"effect", "NoSchedule"}}}));
   const json& container = pod["containers"][0];
   CHECK(container["image"] == "127.0.0.1:5000/demo@sha256:00ff");
-  CHECK(container["command"] == json{"/bin/sh", "-c", "echo \"$X\" 'quoted $HOME'"});
+  // Kubernetes turns $$ into $ (and expands $(VAR)): doubled, the argv arrives verbatim.
+  CHECK(container["command"] == json{"/bin/sh", "-c", "echo \"$$X\" 'quoted $$HOME'"});
   CHECK(container["env"] == json::array({{{"name", "X"}, {"value", "1 2"}},
                                          {{"name", "EMPTY"}, {"value", ""}},
+                                         {{"name", "DOLLAR"}, {"value", "$$(HOME) $$$$"}},
                                          {{"name", "GPURUN_RUN_ID"}, {"value", "rabc"}},
                                          {{"name", "GPURUN_APP"}, {"value", "demo"}},
                                          {{"name", "GPURUN_FUNCTION"}, {"value", "train_Big"}},
@@ -89,6 +91,7 @@ TEST_CASE("the Job of an attempt") {
 TEST_CASE("a CPU-only Job has no GPU limit, affinity or tolerations; no timeout, no deadline") {
   RunSpec spec = spec_for_job();
   spec.timeout.reset();
+  spec.cwd = "/home/me/app";
   JobRequest request;
   request.run_id = "rabc";
   request.image = "ubuntu:22.04";
@@ -99,6 +102,7 @@ TEST_CASE("a CPU-only Job has no GPU limit, affinity or tolerations; no timeout,
   CHECK(!pod.contains("tolerations"));
   CHECK(!pod["containers"][0].contains("envFrom"));
   CHECK(pod["containers"][0]["resources"] == json::object());
+  CHECK(pod["containers"][0]["workingDir"] == "/home/me/app");
 }
 
 TEST_CASE("the Secret holds the values; the claim its size and class") {
@@ -171,4 +175,18 @@ TEST_CASE("GPU capacity from the nodes' labels and allocatable minus the bound p
   CHECK(gpus[1].memory_gb == 40);
   CHECK(gpus[1].total == 2);
   CHECK(gpus[1].free == 2);
+}
+
+TEST_CASE("a container that could not start exits as a shell would") {
+  CHECK(start_error_code("StartError", "exec: \"no-such\": executable file not found in $PATH") == 127);
+  CHECK(start_error_code("StartError", "exec: \"./x.sh\": No such file or directory") == 127);
+  CHECK(start_error_code("ContainerCannotRun", "exec: \"./x.sh\": permission denied") == 126);
+  CHECK(!start_error_code("Error", "not found").has_value());
+  CHECK(!start_error_code("StartError", "cgroup trouble").has_value());
+}
+
+TEST_CASE("GPU shortage in words: all in use, or no node with enough free") {
+  CHECK(gpu_shortage_words(1, NodeGpus{"T4", 0, 0, 4}) == "all 4 in use");
+  CHECK(gpu_shortage_words(2, NodeGpus{"A100", 40, 1, 2}) == "no node has 2 free");
+  CHECK(gpu_shortage_words(2, std::nullopt) == "no node has 2 free");
 }

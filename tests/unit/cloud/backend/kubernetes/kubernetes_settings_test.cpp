@@ -1,6 +1,7 @@
 #include <doctest/doctest.h>
 
 #include "cloud/backend/kubernetes/kubernetes_settings.hpp"
+#include "cloud/backend/registry.hpp"
 #include "gpu/spec.hpp"
 #include "manifest/checker.hpp"
 #include "manifest/yaml_tree.hpp"
@@ -94,4 +95,25 @@ TEST_CASE("kubernetes settings: positioned errors") {
             "config.yaml:10:14: error: clouds.k8s.volume_size: 'lots' is not a storage quantity; write e.g. 10Gi or 500Mi\n"
             "config.yaml:11:21: error: clouds.k8s.volume_access_mode: unknown access mode 'RWX'; use ReadWriteMany, "
             "ReadWriteOnce or ReadOnlyMany");
+}
+
+TEST_CASE("a kubernetes cloud in the config: its keys reach KubernetesSettings, a typo is positioned") {
+  std::vector<util::Diagnostic> diagnostics;
+  auto config = parse_config(
+      "clouds:\n  k8s:\n    backend: kubernetes\n    namespace: ml\n    default_image: 'busybox:1.36'\n"
+      "    gpus: ['T4:4']\n    gpu_products: {T4: Tesla-T4}\n",
+      "config.yaml", diagnostics);
+  REQUIRE(config.ok());
+  const auto* cloud = config->find_cloud("k8s");
+  REQUIRE(cloud != nullptr);
+  const auto* settings = dynamic_cast<const KubernetesSettings*>(cloud->settings.get());
+  REQUIRE(settings != nullptr);
+  CHECK(settings->namespace_name == "ml");
+  CHECK(settings->gpu_products.size() == 1);
+  diagnostics.clear();
+  auto typo = parse_config("clouds:\n  k8s:\n    backend: kubernetes\n    gpu_prodcts: {T4: Tesla-T4}\n", "config.yaml",
+                           diagnostics);
+  CHECK(!typo.ok());
+  CHECK(util::format_diagnostics(diagnostics) ==
+        "config.yaml:4:5: error: clouds.k8s.gpu_prodcts: unknown key 'gpu_prodcts' (did you mean 'gpu_products'?)");
 }
