@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <map>
 
+#include "cloud/backend/kubernetes/kubernetes_backend.hpp"
 #include "cloud/backend/local/local_backend.hpp"
 #include "cloud/backend/slurm/slurm_backend.hpp"
 #include "cloud/backend/ssh/ssh_backend.hpp"
@@ -24,6 +25,7 @@ struct BackendEntry {
 // Every backend gpurun has, by its `backend:` name.
 const std::map<std::string, BackendEntry>& entries() {
   static const std::map<std::string, BackendEntry> map = {
+      {"kubernetes", {&make_kubernetes_backend, &kubernetes_config_keys}},
       {"local", {&make_local_backend, &local_config_keys}},
       {"slurm", {&make_slurm_backend, &slurm_config_keys}},
       {"ssh", {&make_ssh_backend, &ssh_config_keys}},

@@ -175,6 +175,24 @@ int on_progress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t uploa
   return 0;
 }
 
+// In-memory TLS material (libcurl copies each blob); nothing reaches the disk.
+void set_tls_blobs(CURL* handle, const Request& request) {
+  auto blob = [&](CURLoption option, const std::string& pem) {
+    if (pem.empty()) return;
+    curl_blob value{const_cast<char*>(pem.data()), pem.size(), CURL_BLOB_COPY};
+    curl().easy_setopt(handle, option, &value);
+  };
+  blob(CURLOPT_CAINFO_BLOB, request.ca_pem);
+  blob(CURLOPT_SSLCERT_BLOB, request.client_cert_pem);
+  blob(CURLOPT_SSLKEY_BLOB, request.client_key_pem);
+  if (!request.client_cert_pem.empty()) curl().easy_setopt(handle, CURLOPT_SSLCERTTYPE, "PEM");
+  if (!request.client_key_pem.empty()) curl().easy_setopt(handle, CURLOPT_SSLKEYTYPE, "PEM");
+  if (request.insecure_skip_tls_verify) {
+    curl().easy_setopt(handle, CURLOPT_SSL_VERIFYPEER, 0L);
+    curl().easy_setopt(handle, CURLOPT_SSL_VERIFYHOST, 0L);
+  }
+}
+
 }  // namespace
 
 std::string Response::header(std::string_view name) const {
@@ -238,6 +256,7 @@ util::Result<Response> Client::perform(const Request& request) {
   http::curl().easy_setopt(curl, CURLOPT_FOLLOWLOCATION, request.follow_redirects ? 1L : 0L);
   if (!request.unix_socket.empty()) http::curl().easy_setopt(curl, CURLOPT_UNIX_SOCKET_PATH, request.unix_socket.c_str());
   if (!request.ca_file.empty()) http::curl().easy_setopt(curl, CURLOPT_CAINFO, request.ca_file.c_str());
+  set_tls_blobs(curl, request);
   http::curl().easy_setopt(curl, CURLOPT_HTTPHEADER, headers.get());
   http::curl().easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_write);
   http::curl().easy_setopt(curl, CURLOPT_WRITEDATA, &transfer);

@@ -32,6 +32,11 @@ struct Request {
   long timeout_ms = 0;            // whole request; 0 = none (streams can be long)
   long low_speed_timeout_s = 60;  // abort when under 1 byte/s for this long (a stalled peer)
   std::string ca_file;            // extra CA bundle for https
+  std::string ca_pem;             // CA certificates (PEM) in memory, trusted instead of the system's
+  // A TLS client certificate and its key (PEM), handed to libcurl in memory: never written to disk.
+  std::string client_cert_pem;
+  std::string client_key_pem;
+  bool insecure_skip_tls_verify = false;  // a kubeconfig's insecure-skip-tls-verify: true
   bool follow_redirects = false;
 };
 

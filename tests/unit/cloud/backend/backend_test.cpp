@@ -64,7 +64,7 @@ TEST_CASE("backend: registry makes local and slurm backends and names the known 
   auto unknown = make_backend("slurn", nullptr);
   REQUIRE_FALSE(unknown.ok());
   CHECK(unknown.error().code == ExitCode::usage);
-  CHECK(unknown.error().message == "unknown backend 'slurn'; use local, slurm or ssh");
+  CHECK(unknown.error().message == "unknown backend 'slurn'; use kubernetes, local, slurm or ssh");
   auto no_cloud = make_backend("slurm", nullptr);
   REQUIRE_FALSE(no_cloud.ok());
   CHECK(no_cloud.error().message == "the slurm backend needs a cloud with 'backend: slurm' in the config");
