@@ -81,6 +81,8 @@ class Scanner {
       entries.push_back(SyncEntry{relative, SyncEntry::Kind::directory, true, "", "", 0});
       return scan(relative);
     }
+    // A unix socket (a running program's, e.g. gpurun's own monitor.sock) holds no content: skipped.
+    if (fs::is_socket(status)) return {};
     if (!fs::is_regular_file(status)) {
       return usage_error(fmt::format("sync: '{}' in {} is not a regular file, directory or symlink; remove it or list it in "
                                      ".gpurunignore",

@@ -12,7 +12,7 @@ fixture_start() {
   export FIXTURE_CLOUD=k8s FIXTURE_GPU=T4 FIXTURE_GPU_COUNT=4
   # No node has an H100 and the config offers none: placement refuses it, naming the offers.
   export FIXTURE_UNSCHEDULABLE_GPU=H100 FIXTURE_OFFERS="T4:4, A100-40GB:2"
-  export FIXTURE_LOG_DIR="" FIXTURE_REMOTE=1
+  export FIXTURE_LOG_DIR="" FIXTURE_REMOTE=1 FIXTURE_QUEUED_SUFFIX=""
 }
 fixture_stop() { k8s_cluster_stop "$K8S_STATE"; rm -rf "$K8S_STATE"; }
 fixture_config() {

@@ -28,6 +28,8 @@ KNOWN_FAILURES_slurm_ssh=(
 )
 KNOWN_FAILURES_kubernetes=(
   "secrets_masked:the pod log API merges stdout and stderr: the workload's stderr arrives as stdout (masked)"
+  "secrets_multiline:the pod log API gives lines: a multi-line value is masked line by line (one *** per line), and after the run ends its log is read with the values the reader knows"
+  "timeout:a pod deleted at activeDeadlineSeconds takes its log with it, so a later logs of a run whose attempts all timed out is empty"
 )
 
 

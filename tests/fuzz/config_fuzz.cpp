@@ -9,7 +9,10 @@
 #include <utility>
 #include <vector>
 
-#include "cloud/backend/registry.hpp"
+#include "cloud/backend/kubernetes/kubernetes_settings.hpp"
+#include "cloud/backend/local/local_settings.hpp"
+#include "cloud/backend/slurm/slurm_settings.hpp"
+#include "cloud/backend/ssh/ssh_settings.hpp"
 #include "cloud/plan/config.hpp"
 #include "manifest/yaml_tree.hpp"
 #include "yaml_print.hpp"
@@ -56,13 +59,25 @@ std::vector<std::pair<std::string, std::string>> messages(const std::vector<gpur
   return out;
 }
 
+// Every backend's config keys, as cloud/backend/registry.cpp maps them (without the backends
+// themselves, which the fuzz build does not compile).
+const gpurun::cloud::BackendKeyParsers& key_parsers() {
+  static const gpurun::cloud::BackendKeyParsers parsers = {
+      {"kubernetes", gpurun::cloud::kubernetes_config_keys()},
+      {"local", gpurun::cloud::local_config_keys()},
+      {"slurm", gpurun::cloud::slurm_config_keys()},
+      {"ssh", gpurun::cloud::ssh_config_keys()},
+  };
+  return parsers;
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   using gpurun::fuzz::fail;
   const std::string_view text(reinterpret_cast<const char*>(data), size);
   std::vector<gpurun::util::Diagnostic> diagnostics;
-  const auto config = gpurun::cloud::parse_config(text, "config.yaml", diagnostics);
+  const auto config = gpurun::cloud::parse_config(text, "config.yaml", diagnostics, key_parsers());
   if (config.ok() != diagnostics.empty()) fail("config: ok <=> no diagnostics");
   for (const auto& d : diagnostics) {
     if (d.line < 1 || d.column < 1) fail("config: a position before 1:1");
@@ -81,7 +96,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const auto again = gpurun::fuzz::printed(doc.root);
   if (!again) return 0;
   std::vector<gpurun::util::Diagnostic> reread;
-  const auto config2 = gpurun::cloud::parse_config(*again, "config.yaml", reread);
+  const auto config2 = gpurun::cloud::parse_config(*again, "config.yaml", reread, key_parsers());
   if (config2.ok() != config.ok() || messages(reread) != messages(diagnostics)) {
     fail("config: the printed tree gives other diagnostics");
   }

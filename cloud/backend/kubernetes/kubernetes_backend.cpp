@@ -638,17 +638,6 @@ util::Result<std::string> pod_image(const RunSpec& spec, const KubernetesSetting
   return settings.default_image;
 }
 
-BackendKeyParser kubernetes_config_keys() {
-  BackendKeyParser parser;
-  parser.keys = kubernetes_setting_keys();
-  parser.parse = [](manifest::Checker& check, const manifest::YamlNode& value, const std::string& path,
-                    const gpu::Catalog& catalog, CloudConfig& cloud) {
-    auto settings = std::make_shared<KubernetesSettings>();
-    if (value.is_map()) parse_kubernetes_settings(check, value, path, catalog, *settings);
-    cloud.settings = settings;
-  };
-  return parser;
-}
 
 util::Result<std::unique_ptr<Backend>> make_kubernetes_backend(const CloudConfig* cloud, const Config* config) {
   if (cloud == nullptr || cloud->backend != "kubernetes") {

@@ -16,9 +16,6 @@ namespace gpurun::cloud {
 // (may be null) gives the secret values that `logs` masks.
 util::Result<std::unique_ptr<Backend>> make_kubernetes_backend(const CloudConfig* cloud, const Config* config = nullptr);
 
-// The keys a kubernetes cloud may have and their parser (registered in cloud/backend/registry.cpp).
-BackendKeyParser kubernetes_config_keys();
-
 // The image reference the nodes pull for `spec`: HOST/REPO@sha256:... for gpurun-built images,
 // else `settings.default_image` as given; an error when there is neither.
 util::Result<std::string> pod_image(const RunSpec& spec, const KubernetesSettings& settings, const std::string& cloud);

@@ -186,4 +186,16 @@ void parse_kubernetes_settings(Checker& check, const YamlNode& map, const std::s
   parse_tolerations(check, map, path, out);
 }
 
+BackendKeyParser kubernetes_config_keys() {
+  BackendKeyParser parser;
+  parser.keys = kubernetes_setting_keys();
+  parser.parse = [](manifest::Checker& check, const manifest::YamlNode& value, const std::string& path,
+                    const gpu::Catalog& catalog, CloudConfig& cloud) {
+    auto settings = std::make_shared<KubernetesSettings>();
+    if (value.is_map()) parse_kubernetes_settings(check, value, path, catalog, *settings);
+    cloud.settings = settings;
+  };
+  return parser;
+}
+
 }  // namespace gpurun::cloud

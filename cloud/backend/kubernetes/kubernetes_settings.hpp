@@ -47,6 +47,9 @@ struct KubernetesSettings final : BackendSettings {
 // The kubernetes keys, for a caller's Checker::check_keys list (besides backend, registry, gpus).
 const std::vector<std::string>& kubernetes_setting_keys();
 
+// The keys a kubernetes cloud may have and their parser (registered in cloud/backend/registry.cpp).
+BackendKeyParser kubernetes_config_keys();
+
 // Reads the kubernetes keys of the cloud mapping `map` (at key path `path`) into `out`, reporting
 // bad values through `check` at their positions. Other keys are left to the caller.
 void parse_kubernetes_settings(manifest::Checker& check, const manifest::YamlNode& map, const std::string& path,

@@ -777,12 +777,6 @@ class LocalBackend final : public Backend {
 
 }  // namespace
 
-BackendKeyParser local_config_keys() {
-  return {{}, [](manifest::Checker&, const manifest::YamlNode&, const std::string&, const gpu::Catalog&, CloudConfig& cloud) {
-            cloud.probe_gpus = !cloud.gpus_declared;
-          }};
-}
-
 util::Result<std::unique_ptr<Backend>> make_local_backend(const CloudConfig* cloud, const Config* config) {
   Config known;
   if (config != nullptr) {

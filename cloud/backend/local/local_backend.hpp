@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "cloud/backend/backend.hpp"
+#include "cloud/backend/local/local_settings.hpp"
 #include "cloud/plan/run_spec.hpp"
 #include "cloud/state/leases.hpp"
 #include "cloud/state/state.hpp"
@@ -17,9 +18,6 @@ namespace gpurun::cloud {
 // no cloud settings (`cloud` and `config` may be null).
 util::Result<std::unique_ptr<Backend>> make_local_backend(const CloudConfig* cloud, const Config* config);
 
-// A local cloud's config keys: none of its own; without `gpus:` its offers are this machine's
-// probed devices.
-BackendKeyParser local_config_keys();
 
 // Records a queued run and starts its supervisor, a detached process that outlives the caller,
 // holds the run's lock, leases its GPUs, runs every attempt and records the result.

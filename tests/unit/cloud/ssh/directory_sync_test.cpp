@@ -1,4 +1,7 @@
 #include <doctest/doctest.h>
+#include <cstring>
+#include <sys/un.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -114,6 +117,22 @@ TEST_CASE("scanning refuses symlinks that leave the directory, special files and
         "sync: 'pipe' in " + dir.path.string() +
             " is not a regular file, directory or symlink; remove it or list it in .gpurunignore");
   fs::remove(dir.path / "pipe");
+  {
+    // A unix socket is skipped: it has no content to send.
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    const std::string socket_path = (dir.path / "live.sock").string();
+    REQUIRE(socket_path.size() < sizeof(address.sun_path));
+    std::strncpy(address.sun_path, socket_path.c_str(), sizeof(address.sun_path) - 1);
+    REQUIRE(::bind(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) == 0);  // NOLINT
+    auto with_socket = scan_sync_tree(dir.path.string());
+    ::close(fd);
+    REQUIRE(with_socket.ok());
+    for (const auto& entry : with_socket->entries) CHECK(entry.path != "live.sock");
+    fs::remove(dir.path / "live.sock");
+  }
   dir.write("tab\tname", "x");
   CHECK(scan_sync_tree(dir.path.string()).error().message ==
         "sync: the name of 'tab\tname' in " + dir.path.string() +
