@@ -50,7 +50,8 @@ bool plain_name(std::string_view text) { return text.find_first_of("\t\n") == st
 // Walks the directory in path order, applying the ignore rules.
 class Scanner {
  public:
-  Scanner(fs::path root, IgnoreRules rules) : root_(std::move(root)), rules_(std::move(rules)) {}
+  Scanner(fs::path root, IgnoreRules rules, std::vector<fs::path> skip)
+      : root_(std::move(root)), rules_(std::move(rules)), skip_(std::move(skip)) {}
   std::vector<SyncEntry> entries;
 
   util::Result<void> scan(const std::string& relative) {
@@ -72,6 +73,11 @@ class Scanner {
     const auto status = fs::symlink_status(source, ec);
     if (ec) return usage_error(fmt::format("sync: cannot read {}: {}", source.string(), ec.message()));
     if (rules_.ignored(relative, fs::is_directory(status))) return {};
+    if (fs::is_directory(status)) {
+      for (const auto& skipped : skip_) {
+        if (fs::equivalent(source, skipped, ec)) return {};
+      }
+    }
     if (!plain_name(relative)) {
       return usage_error(fmt::format("sync: the name of '{}' in {} holds a tab or newline; rename it or list it in .gpurunignore",
                                      relative, root_.string()));
@@ -109,6 +115,7 @@ class Scanner {
 
   fs::path root_;
   IgnoreRules rules_;
+  std::vector<fs::path> skip_;  // directories left out
 };
 
 }  // namespace
@@ -128,7 +135,7 @@ SyncTree make_sync_tree(std::vector<SyncEntry> entries) {
   return tree;
 }
 
-util::Result<SyncTree> scan_sync_tree(const std::string& local_dir) {
+util::Result<SyncTree> scan_sync_tree(const std::string& local_dir, const std::vector<std::string>& skip) {
   std::error_code ec;
   if (!fs::is_directory(local_dir, ec)) {
     return usage_error(fmt::format("sync: {} is not a directory; give the directory to copy to the remote host", local_dir));
@@ -140,7 +147,7 @@ util::Result<SyncTree> scan_sync_tree(const std::string& local_dir) {
     if (!text) return text.error();
     rules = IgnoreRules::parse(*text);
   }
-  Scanner scanner(local_dir, std::move(rules));
+  Scanner scanner(local_dir, std::move(rules), std::vector<fs::path>(skip.begin(), skip.end()));
   if (auto r = scanner.scan(""); !r) return r.error();
   return make_sync_tree(std::move(scanner.entries));
 }
@@ -286,8 +293,9 @@ std::string build_tree_body(const std::string& root, const std::string& hash) {
 
 }  // namespace
 
-util::Result<SyncResult> sync_directory(const SshClient& client, const std::string& local_dir, const std::string& remote_root) {
-  auto tree = scan_sync_tree(local_dir);
+util::Result<SyncResult> sync_directory(const SshClient& client, const std::string& local_dir, const std::string& remote_root,
+                                        const std::vector<std::string>& skip) {
+  auto tree = scan_sync_tree(local_dir, skip);
   if (!tree) return tree.error();
   std::string root = remote_root;
   while (root.size() > 1 && root.back() == '/') root.pop_back();

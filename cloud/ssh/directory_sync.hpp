@@ -32,8 +32,9 @@ struct SyncTree {
 
 // Reads `local_dir` honouring its `.gpurunignore` (the rules of image `add:`) and hashes every
 // file. Symlinks are kept when they point inside the directory; others, special files and names
-// with a tab or newline are usage errors naming the path and the fix.
-util::Result<SyncTree> scan_sync_tree(const std::string& local_dir);
+// with a tab or newline are usage errors naming the path and the fix. Directories in `skip`
+// (absolute paths, e.g. gpurun's own state directory when it lies inside) are left out.
+util::Result<SyncTree> scan_sync_tree(const std::string& local_dir, const std::vector<std::string>& skip = {});
 
 // The listing and tree hash of `entries` (sorted by path).
 SyncTree make_sync_tree(std::vector<SyncEntry> entries);
@@ -51,6 +52,8 @@ struct SyncResult {
 // Makes a copy of `local_dir` on the host at <remote_root>/trees/<tree hash>/: one round trip asks
 // which objects (<remote_root>/objects/<sha256>) are missing, one sends them with the listing as a
 // tar stream; the tree is built from copies of the objects and renamed into place atomically.
-util::Result<SyncResult> sync_directory(const SshClient& client, const std::string& local_dir, const std::string& remote_root);
+// `skip` as for scan_sync_tree.
+util::Result<SyncResult> sync_directory(const SshClient& client, const std::string& local_dir, const std::string& remote_root,
+                                        const std::vector<std::string>& skip = {});
 
 }  // namespace gpurun::cloud

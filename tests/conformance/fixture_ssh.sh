@@ -19,7 +19,7 @@ fixture_start() {
   export FIXTURE_CLOUD=lab FIXTURE_GPU=T4 FIXTURE_GPU_COUNT=2
   export FIXTURE_UNSCHEDULABLE_GPU=T4:4 FIXTURE_OFFERS="offers T4:2"
   # The host's state (its runs and logs) must hold no secret either.
-  export FIXTURE_LOG_DIR="$SSH_LEASE_DIR" FIXTURE_REMOTE=1
+  export FIXTURE_LOG_DIR="$SSH_LEASE_DIR" FIXTURE_REMOTE=1 FIXTURE_QUEUED_SUFFIX=""
 }
 fixture_stop() {
   [ -n "${SSH_DIR:-}" ] || return 0

@@ -18,7 +18,6 @@ KNOWN_FAILURES_local=(
 )
 KNOWN_FAILURES_ssh=(
   "volume:issue 18: volumes on ssh hosts are not built yet (the backend refuses them)"
-  "one_monitor:issue 11: no monitor yet; a detached ssh run's local record is updated when a command refreshes it"
 )
 KNOWN_FAILURES_slurm=(
 )

@@ -204,7 +204,8 @@ class SshBackend final : public Backend {
     HostConnection& host = *chosen_->host;
     RunSpec remote_spec = spec;
     if (spec.image.empty() && !spec.cwd.empty()) {  // an image brings its own files
-      auto synced = sync_directory(host.client(), spec.cwd, "~/.cache/gpurun/sync");
+      // gpurun's own state directory, when it lies inside the project, is live and not the project's.
+      auto synced = sync_directory(host.client(), spec.cwd, "~/.cache/gpurun/sync", {store.dir()});
       if (!synced) return synced.error();
       remote_spec.cwd = synced->remote_path;
     }

@@ -133,6 +133,18 @@ TEST_CASE("scanning refuses symlinks that leave the directory, special files and
     for (const auto& entry : with_socket->entries) CHECK(entry.path != "live.sock");
     fs::remove(dir.path / "live.sock");
   }
+  {
+    // A directory named in `skip` (gpurun's state dir inside the project) is left out.
+    fs::create_directories(dir.path / "state" / "runs");
+    dir.write("state/state.db", "live");
+    auto skipped = scan_sync_tree(dir.path.string(), {(dir.path / "state").string()});
+    REQUIRE(skipped.ok());
+    for (const auto& entry : skipped->entries) CHECK(entry.path.rfind("state", 0) != 0);
+    auto kept = scan_sync_tree(dir.path.string());
+    REQUIRE(kept.ok());
+    CHECK(std::any_of(kept->entries.begin(), kept->entries.end(), [](const auto& e) { return e.path == "state/state.db"; }));
+    fs::remove_all(dir.path / "state");
+  }
   dir.write("tab\tname", "x");
   CHECK(scan_sync_tree(dir.path.string()).error().message ==
         "sync: the name of 'tab\tname' in " + dir.path.string() +
