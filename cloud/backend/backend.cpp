@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <fmt/format.h>
 
+#include "cloud/images/registry.hpp"
 #include "cloud/images/stored_image.hpp"
 
 namespace gpurun::cloud {
@@ -97,6 +98,44 @@ util::Error missing_registry_error(const Config& config, const CloudConfig& clou
                      fmt::format("image '{}' is used on cloud '{}', which has no registry to push it to; add "
                                  "'registry: http(s)://HOST[:PORT]' to cloud '{}' in {}",
                                  image, cloud.name, cloud.name, config.path.empty() ? std::string("the config") : config.path)};
+}
+
+util::Result<void> prepare_registry_image(PrepareContext& ctx, const Backend& backend, const CloudConfig& cloud, RunSpec& spec) {
+  const auto* image = ctx.manifest.find_image(spec.image);
+  if (image == nullptr) {
+    return util::make_error(util::ExitCode::usage,
+                            fmt::format("function '{}': image '{}' is not defined", spec.function, spec.image));
+  }
+  if (auto target = backend.check_image_target(ctx.config, image->name); !target) return target.error();
+  auto built = image_for_run(ctx, *image);
+  if (!built) return built.error();
+  spec.image_digest = built->digest;
+  spec.image_env = built->env;
+  spec.image_workdir = built->workdir;
+  spec.image_registry = cloud.registry;
+  spec.image_repository = image_repository(ctx.manifest.app, image->name);
+  if (ctx.dry_run) return {};
+  auto locations = ctx.store.list_image_locations(ctx.manifest.app);
+  if (!locations) return locations.error();
+  for (const auto& l : *locations) {
+    if (l.image == image->name && l.digest == built->digest && l.cloud == cloud.name && l.registry == cloud.registry) return {};
+  }
+  auto pushed = push_image({cloud.name, cloud.registry, spec.image_repository}, *built,
+                           registry::default_tags(built->digest, ""), ctx.progress);
+  if (!pushed) return pushed.error();
+  return ctx.store.record_image_locations(
+      {{ctx.manifest.app, image->name, built->digest, cloud.name, cloud.registry, spec.image_repository, 0}});
+}
+
+util::Result<ImagePlacement> place_registry_image(PrepareContext& ctx, const CloudConfig& cloud, BuiltImage& image, int version) {
+  ImagePlacement placement;
+  const std::string repository = image_repository(ctx.manifest.app, image.name);
+  placement.tags = registry::default_tags(image.digest, "v" + std::to_string(version));
+  auto pushed = push_image({cloud.name, cloud.registry, repository}, image, placement.tags, ctx.progress);
+  if (!pushed) return pushed.error();
+  placement.report = *pushed;
+  placement.location = {ctx.manifest.app, image.name, image.digest, cloud.name, cloud.registry, repository, 0};
+  return placement;
 }
 
 }  // namespace gpurun::cloud

@@ -146,6 +146,15 @@ util::Result<void> prepare_volumes(PrepareContext& ctx, const Backend& backend, 
 // else `image` built now from the manifest. Image warnings go to ctx.warn.
 util::Result<BuiltImage> image_for_run(PrepareContext& ctx, const manifest::Image& image);
 
+// For a backend whose nodes pull images from `cloud.registry` (Slurm, Kubernetes): `spec`'s image
+// built (or the deployment's frozen one), spec's image fields filled, and the image pushed there
+// unless the state records that digest there already (with ctx.dry_run: nothing pushed).
+// `backend` says whether the cloud can hold images (check_image_target).
+util::Result<void> prepare_registry_image(PrepareContext& ctx, const Backend& backend, const CloudConfig& cloud, RunSpec& spec);
+
+// deploy, for the same backends: pushes `image` to `cloud.registry`, tagged for `version`.
+util::Result<ImagePlacement> place_registry_image(PrepareContext& ctx, const CloudConfig& cloud, BuiltImage& image, int version);
+
 // The error for a function on `cloud` that mounts `volume`, which lives where it cannot reach.
 util::Error unreachable_volume_error(const Volume& volume, const std::string& function, const std::string& cloud);
 

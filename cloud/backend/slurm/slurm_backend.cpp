@@ -189,31 +189,7 @@ class SlurmBackend final : public Backend {
   util::Result<void> prepare_image(PrepareContext& ctx, const PlacedFunction& placed, RunSpec& spec) override {
     if (placed.gpu) spec.gpu_alternatives = {{placed.gpu->type, placed.gpu->memory_gb, placed.gpu->count}};
     if (spec.image.empty()) return {};
-    const auto* image = ctx.manifest.find_image(spec.image);
-    if (image == nullptr) {
-      return util::make_error(ExitCode::usage, fmt::format("function '{}': image '{}' is not defined", spec.function, spec.image));
-    }
-    if (auto target = check_image_target(ctx.config, image->name); !target) return target.error();
-    auto built = image_for_run(ctx, *image);
-    if (!built) return built.error();
-    spec.image_digest = built->digest;
-    spec.image_env = built->env;
-    spec.image_workdir = built->workdir;
-    spec.image_registry = cloud_.registry;
-    spec.image_repository = image_repository(ctx.manifest.app, image->name);
-    if (ctx.dry_run) return {};
-    auto locations = ctx.store.list_image_locations(ctx.manifest.app);
-    if (!locations) return locations.error();
-    for (const auto& l : *locations) {
-      if (l.image == image->name && l.digest == built->digest && l.cloud == cloud_.name && l.registry == cloud_.registry) {
-        return {};
-      }
-    }
-    auto pushed = push_image({cloud_.name, cloud_.registry, spec.image_repository}, *built,
-                             registry::default_tags(built->digest, ""), ctx.progress);
-    if (!pushed) return pushed.error();
-    return ctx.store.record_image_locations(
-        {{ctx.manifest.app, image->name, built->digest, cloud_.name, cloud_.registry, spec.image_repository, 0}});
+    return prepare_registry_image(ctx, *this, cloud_, spec);
   }
 
   util::Result<void> check_image_target(const Config& config, const std::string& image) const override {
@@ -223,14 +199,7 @@ class SlurmBackend final : public Backend {
 
   util::Result<ImagePlacement> place_image(PrepareContext& ctx, BuiltImage& image, int version) override {
     if (auto target = check_image_target(ctx.config, image.name); !target) return target.error();
-    ImagePlacement placement;
-    const std::string repository = image_repository(ctx.manifest.app, image.name);
-    placement.tags = registry::default_tags(image.digest, "v" + std::to_string(version));
-    auto pushed = push_image({cloud_.name, cloud_.registry, repository}, image, placement.tags, ctx.progress);
-    if (!pushed) return pushed.error();
-    placement.report = *pushed;
-    placement.location = {ctx.manifest.app, image.name, image.digest, cloud_.name, cloud_.registry, repository, 0};
-    return placement;
+    return place_registry_image(ctx, cloud_, image, version);
   }
 
   util::Result<Run> launch(StateStore& store, const RunSpec& spec, const SecretValues& secrets) override {

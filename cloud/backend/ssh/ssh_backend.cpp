@@ -166,16 +166,7 @@ class SshBackend final : public Backend {
 
   // deploy: the image's blobs go to every reachable host (a blob a host has is never sent again).
   util::Result<ImagePlacement> place_image(PrepareContext& ctx, BuiltImage& image, int version) override {
-    if (!cloud_.registry.empty()) {
-      ImagePlacement placement;
-      const std::string repository = image_repository(ctx.manifest.app, image.name);
-      placement.tags = registry::default_tags(image.digest, "v" + std::to_string(version));
-      auto pushed = push_image({cloud_.name, cloud_.registry, repository}, image, placement.tags, ctx.progress);
-      if (!pushed) return pushed.error();
-      placement.report = *pushed;
-      placement.location = {ctx.manifest.app, image.name, image.digest, cloud_.name, cloud_.registry, repository, 0};
-      return placement;
-    }
+    if (!cloud_.registry.empty()) return place_registry_image(ctx, cloud_, image, version);
     const std::string store_dir = image_store_dir(ctx.store.dir());
     if (auto fetched = fetch_base_layers(image, store_dir); !fetched) return fetched.error();
     ImagePlacement placement;
