@@ -11,9 +11,9 @@ cat > gpurun.yaml <<'YAML'
 app: crash
 functions:
   ticker:
-    # Ticks "<run> <devices> <time>" every 0.1 s for about a second: the interval a workload
-    # holds its GPU is [first tick, last tick].
-    command: ["sh", "-c", "i=0; while [ $i -lt 8 ]; do echo \"$GPURUN_RUN_ID $CUDA_VISIBLE_DEVICES $(date +%s.%N)\" >> $EVENTS; sleep 0.1; i=$((i+1)); done"]
+    # Ticks "<run> <devices> <time>" every 0.1 s for about 1.6 s: the interval a workload holds its
+    # GPU is [first tick, last tick].
+    command: ["sh", "-c", "i=0; while [ $i -lt 16 ]; do echo \"$GPURUN_RUN_ID $CUDA_VISIBLE_DEVICES $(date +%s.%N)\" >> $EVENTS; sleep 0.1; i=$((i+1)); done"]
     gpu: T4
   leftover:
     # Its shell dies with the supervisor; the background sleep lives on in the workload's group.
@@ -44,8 +44,10 @@ end=$((SECONDS + 40))
 while [ "$killed" -lt 8 ] && [ $SECONDS -lt $end ]; do
   for id in "${ids[@]}"; do
     [ "$killed" -ge 8 ] && break
-    # A run that ticked at least twice is running: kill its supervisor now and then.
-    if [ "$(grep -c "^$id " "$EVENTS" 2>/dev/null)" -ge 2 ] && [ $((RANDOM % 3)) -eq 0 ]; then
+    # A run that ticked 2 to 5 times is running and has about a second left (the kill must land
+    # before its workload ends, also on a busy machine): kill its supervisor now and then.
+    ticks=$(grep -c "^$id " "$EVENTS" 2>/dev/null)
+    if [ "${ticks:-0}" -ge 2 ] && [ "${ticks:-0}" -le 5 ] && [ $((RANDOM % 3)) -eq 0 ]; then
       pid=$(supervisor_of "$id") && [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null && killed=$((killed + 1))
     fi
   done
