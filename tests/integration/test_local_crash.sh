@@ -45,9 +45,9 @@ while [ "$killed" -lt 8 ] && [ $SECONDS -lt $end ]; do
   for id in "${ids[@]}"; do
     [ "$killed" -ge 8 ] && break
     # A run that ticked 2 to 5 times is running and has about a second left (the kill must land
-    # before its workload ends, also on a busy machine): kill its supervisor now and then.
+    # before its workload ends, also on a busy machine): kill its supervisor.
     ticks=$(grep -c "^$id " "$EVENTS" 2>/dev/null)
-    if [ "${ticks:-0}" -ge 2 ] && [ "${ticks:-0}" -le 5 ] && [ $((RANDOM % 3)) -eq 0 ]; then
+    if [ "${ticks:-0}" -ge 2 ] && [ "${ticks:-0}" -le 5 ]; then
       pid=$(supervisor_of "$id") && [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null && killed=$((killed + 1))
     fi
   done
