@@ -218,6 +218,13 @@ class PodLogBytes final : public LogBytes {
     if (auto since = attempt.log.since_ms()) path += "&sinceTime=" + http::url_encode(format_rfc3339(*since));
     auto log = api_->call("GET", path);
     if (!log) return log.error();
+    // 400: the container never started; 404: the pod is gone. Other failures are asked again
+    // later; a snapshot must not leave a part out.
+    if (!log->ok() && log->status != 400 && log->status != 404) {
+      if (!complete_) return {};
+      return util::make_error(ExitCode::backend, fmt::format("cannot read the log of pod {} (HTTP {}): {}", name_of(pod),
+                                                             log->status, log->text.substr(0, 200)));
+    }
     const std::int64_t started = time_ms(status, "startTime", created_ms(pod));
     attempt.log.take(log->ok() ? std::string_view(log->text) : std::string_view(), started, ended);
     attempt.ready += attempt.log.take_records();
