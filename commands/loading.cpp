@@ -74,6 +74,14 @@ std::optional<cloud::PlanInputs> plan_inputs(Context& ctx, const cloud::Config& 
   } else {
     inputs.local_offers_note = fmt::format("from {}", inventory->source);
   }
+  for (const auto& c : config.clouds) {  // GPUs found on a cloud's machines (e.g. ssh hosts)
+    if (c.probe_gpus) continue;
+    auto backend = cloud::make_backend(c.backend, &c, &config);
+    if (!backend) continue;
+    auto found = (*backend)->found_gpus();
+    for (const auto& note : found.notes) ctx.err << "gpurun: note: " << note << '\n';
+    if (!found.offers.empty()) inputs.found_offers[c.name] = std::move(found.offers);
+  }
   return inputs;
 }
 

@@ -17,7 +17,6 @@ SCENARIOS=(
 KNOWN_FAILURES_local=(
 )
 KNOWN_FAILURES_ssh=(
-  "volume:issue 18: volumes on ssh hosts are not built yet (the backend refuses them)"
 )
 KNOWN_FAILURES_slurm=(
 )
