@@ -270,6 +270,8 @@ calls=$(wc -l < "$home1/fakebin/calls")
 run_as 1 --config "$TEST_DIR/found.yaml" plan
 expect_eq "found: the second plan asks no host" "$calls" "$(wc -l < "$home1/fakebin/calls")"
 expect_eq "found: the second plan has no note" "" "$ERR"
+run_as 1 --config "$TEST_DIR/found.yaml" gpus
+expect_contains "found: gpus lists the found A100" "found (A100-80GB:1)" "$(printf '%s\n' "$OUT" | grep '^A100 ')"
 run_as 1 --config "$TEST_DIR/found.yaml" run two
 expect_eq "found: two runs on the found T4s ($ERR)" "two on 0,1" "$OUT"
 run_as 1 --config "$TEST_DIR/found.yaml" run big
