@@ -172,7 +172,8 @@ class SshBackend final : public Backend {
   std::string volume_note(const std::string& /*name*/, const std::optional<Volume>& existing) const override {
     if (!existing) return "made on the host that first runs a function that mounts it";
     auto host = volume_host(*existing);
-    return host ? fmt::format("on host {}", (*host)->label()) : fmt::format("at {}, on no host of cloud '{}' now", existing->path, cloud_.name);
+    if (!host) return fmt::format("at {}, on no host of cloud '{}' now", existing->path, cloud_.name);
+    return fmt::format("on host {}", (*host)->label());
   }
 
   // The run goes to the host that holds the volume (or, for a new one, to the host chosen for the

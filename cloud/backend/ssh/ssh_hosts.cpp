@@ -141,7 +141,8 @@ util::Result<HostStatus> HostConnection::statuses(const std::vector<std::string>
 }
 
 util::Result<std::string> HostConnection::make_volume(const std::string& app, const std::string& volume) {
-  auto result = gpurun(fmt::format("host-volume --state-dir \"$GPURUN_STATE_DIR\" {} {}", util::shell_quote(app), util::shell_quote(volume)));
+  auto result = gpurun(
+      fmt::format("host-volume --state-dir \"$GPURUN_STATE_DIR\" {} {}", util::shell_quote(app), util::shell_quote(volume)));
   if (!result) return result.error();
   auto json = nlohmann::json::parse(result->out, nullptr, false);
   if (result->exit_code != 0 || json.is_discarded() || !json.is_object() || !json.contains("path") || !json["path"].is_string()) {

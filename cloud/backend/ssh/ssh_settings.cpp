@@ -107,8 +107,9 @@ void parse_ssh_cloud(Checker& check, const YamlNode& value, const std::string& p
   std::string lease_dir = default_lease_dir;
   parse_lease_dir(check, value, path, lease_dir);
   if (value.find("gpus") != nullptr) {
-    check.error(*value.find("gpus"), join_path(path, "gpus"), "an ssh cloud's GPUs are its hosts' GPUs; give 'gpus' on each host (or leave them out there to "
-                "have them found on the host)");
+    check.error(*value.find("gpus"), join_path(path, "gpus"),
+                "an ssh cloud's GPUs are its hosts' GPUs; give 'gpus' on each host (or leave them out there to have them "
+                "found on the host)");
   }
   cloud.gpus.clear();
   cloud.gpus_as_written.clear();
