@@ -40,6 +40,8 @@ void build(CLI::App& app, commands::Context& ctx) {
   commands::add_monitor(app, ctx);
   commands::add_host_run(app, ctx);
   commands::add_host_status(app, ctx);
+  commands::add_host_volume(app, ctx);
+  commands::add_host_gpus(app, ctx);
 }
 
 // Whether `word` is an option that takes a value as the next word (not written as --opt=value).

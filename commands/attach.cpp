@@ -56,9 +56,6 @@ int run_attach(Context& ctx, const AttachOptions& options) {
   }
   if (!watched) return report(ctx, watched.error());
   const int code = cloud::exit_code_of(*watched);
-  if (opened->backend->remote() && watched->status != cloud::RunStatus::succeeded) {
-    ctx.err << "gpurun: " << ended_line(*watched, code) << '\n';
-  }
   return code;
 }
 

@@ -63,6 +63,8 @@ void add_node_exec(CLI::App& root, Context& ctx);  // hidden: run inside an imag
 void add_monitor(CLI::App& root, Context& ctx);    // hidden: the state dir's run monitor
 void add_host_run(CLI::App& root, Context& ctx);     // hidden: start an ssh backend's run on its host
 void add_host_status(CLI::App& root, Context& ctx);  // hidden: runs of a host's state dir as JSON
+void add_host_volume(CLI::App& root, Context& ctx);  // hidden: make a volume in a host's state dir
+void add_host_gpus(CLI::App& root, Context& ctx);    // hidden: a host's GPUs as JSON
 
 // The hidden command the completion scripts call: `gpurun __complete WORD...`.
 inline constexpr std::string_view complete_command = "__complete";

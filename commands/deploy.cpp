@@ -149,11 +149,16 @@ util::Result<std::map<std::string, cloud::Volume>> locate_volumes(cloud::StateSt
   return located;
 }
 
-// Creates each located volume and records it (once created, a volume stays in its cloud).
-// Returns the volumes as `deploy --json` shows them.
+// Creates each located volume and records it (once created, a volume stays in its cloud); one
+// without a path is made where a run first mounts it (its backend's choice). Returns the volumes
+// as `deploy --json` shows them.
 util::Result<nlohmann::json> create_volumes(cloud::StateStore& store, const std::map<std::string, cloud::Volume>& located) {
   nlohmann::json volume_json = nlohmann::json::array();
   for (const auto& [name, v] : located) {
+    if (v.path.empty()) {
+      volume_json.push_back({{"name", name}, {"cloud", v.cloud}, {"path", nullptr}});
+      continue;
+    }
     const std::string* where = &v.path;
     std::error_code ec;
     std::filesystem::create_directories(*where, ec);

@@ -74,7 +74,19 @@ std::optional<cloud::PlanInputs> plan_inputs(Context& ctx, const cloud::Config& 
   } else {
     inputs.local_offers_note = fmt::format("from {}", inventory->source);
   }
+  add_found_offers(ctx, config, inputs);
   return inputs;
+}
+
+void add_found_offers(Context& ctx, const cloud::Config& config, cloud::PlanInputs& inputs) {
+  for (const auto& c : config.clouds) {
+    if (c.probe_gpus) continue;
+    auto backend = cloud::make_backend(c.backend, &c, &config);
+    if (!backend) continue;
+    auto found = (*backend)->found_gpus();
+    for (const auto& note : found.notes) ctx.err << "gpurun: note: " << note << '\n';
+    if (!found.offers.empty()) inputs.found_offers[c.name] = std::move(found.offers);
+  }
 }
 
 util::Result<cloud::StateStore> open_store() {

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands/table.hpp"
+#include "cloud/backend/registry.hpp"
 #include "cloud/images/image_store.hpp"
 #include "commands/common.hpp"
 #include "util/strings.hpp"
@@ -31,6 +32,36 @@ void note_run_time_choices(Context& ctx, const manifest::Manifest& manifest, con
   }
 }
 
+// Adds what each cloud's backend says to the plan: where within the cloud each function can run
+// (e.g. which hosts) and where its volumes live. A backend that cannot be made adds nothing.
+void add_backend_notes(const cloud::Config& config, cloud::Plan& plan, const std::vector<cloud::Volume>& volumes) {
+  std::map<std::string, std::unique_ptr<cloud::Backend>> backends;
+  auto backend_of = [&](const std::string& name) -> const cloud::Backend* {
+    auto it = backends.find(name);
+    if (it == backends.end()) {
+      std::unique_ptr<cloud::Backend> made;
+      if (const auto* c = config.find_cloud(name); c != nullptr) {
+        if (auto backend = cloud::make_backend(c->backend, c, &config)) made = std::move(*backend);
+      }
+      it = backends.emplace(name, std::move(made)).first;
+    }
+    return it->second.get();
+  };
+  for (auto& f : plan.functions) {
+    if (const auto* backend = backend_of(f.cloud)) f.note = backend->plan_note(f, volumes);
+  }
+  for (auto& v : plan.volumes) {
+    const auto* backend = backend_of(v.cloud);
+    if (backend == nullptr) continue;
+    std::optional<cloud::Volume> existing;
+    for (const auto& recorded : volumes) {
+      if (recorded.name == v.name) existing = recorded;
+    }
+    const std::string note = backend->volume_note(v.name, existing);
+    if (!note.empty()) v.reason += (v.reason.empty() ? "" : "; ") + note;
+  }
+}
+
 int run_plan(Context& ctx, const PlanOptions& options) {
   int exit_code = 0;
   auto loaded = load_config_and_manifest(ctx, options.args, exit_code);
@@ -46,11 +77,13 @@ int run_plan(Context& ctx, const PlanOptions& options) {
     if (!opened) return report(ctx, opened.error());
     store.emplace(std::move(opened).value());
   }
+  std::vector<cloud::Volume> volumes;
   if (!manifest->volumes.empty()) {
     // A volume created earlier (by deploy or a run) stays where it is: the plan says so.
-    auto volumes = store->list_volumes(manifest->app);
-    if (!volumes) return report(ctx, volumes.error());
-    for (const auto& v : *volumes) inputs->existing_volumes[v.name] = v.cloud;
+    auto listed = store->list_volumes(manifest->app);
+    if (!listed) return report(ctx, listed.error());
+    volumes = std::move(*listed);
+    for (const auto& v : volumes) inputs->existing_volumes[v.name] = v.cloud;
   }
   if (!manifest->images.empty()) {
     // Which clouds already hold each image as it is now: build it (cached) to learn its digest.
@@ -69,6 +102,7 @@ int run_plan(Context& ctx, const PlanOptions& options) {
   }
   auto plan = cloud::make_plan(*manifest, *config, *inputs);
   if (!plan) return report(ctx, plan.error());
+  add_backend_notes(*config, *plan, volumes);
   if (options.json) {
     ctx.out << plan_json(*plan).dump(2) << '\n';
   } else {

@@ -20,6 +20,7 @@ nlohmann::json plan_json(const cloud::Plan& plan) {
                      : nlohmann::json(nullptr);
     j["image"] = f.image ? nlohmann::json(*f.image) : nlohmann::json(nullptr);
     j["volumes"] = f.volumes;
+    if (!f.note.empty()) j["note"] = f.note;
     out["functions"].push_back(std::move(j));
   }
   out["volumes"] = nlohmann::json::array();
@@ -36,7 +37,8 @@ nlohmann::json plan_json(const cloud::Plan& plan) {
 void print_plan(Context& ctx, const cloud::Plan& plan) {
   Table table({"FUNCTION", "GPU ASKED", "CLOUD", "BACKEND", "GPU", "IMAGE", "VOLUMES"});
   for (const auto& f : plan.functions) {
-    table.add({f.name, f.gpu_requested.value_or("-"), f.cloud, f.backend, f.gpu ? gpu::to_string(*f.gpu, true) : "-",
+    const std::string where = f.note.empty() ? f.cloud : f.cloud + " (" + f.note + ")";  // e.g. lab (hosts: gpu2)
+    table.add({f.name, f.gpu_requested.value_or("-"), where, f.backend, f.gpu ? gpu::to_string(*f.gpu, true) : "-",
                f.image.value_or("-"), f.volumes.empty() ? "-" : util::join(f.volumes, ",")});
   }
   ctx.out << table.render();

@@ -254,9 +254,6 @@ int run_function(Context& ctx, const RunOptions& options) {
   }
   if (!final_run) return report(ctx, final_run.error());
   const int code = cloud::exit_code_of(*final_run);
-  if (backend->remote() && final_run->status != cloud::RunStatus::succeeded) {
-    ctx.err << "gpurun: " << ended_line(*final_run, code) << '\n';
-  }
   if (options.json) {
     ctx.out << result_json(*final_run, code).dump() << '\n';
   }

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "cloud/backend/registry.hpp"
+#include "commands/runs.hpp"
 #include "util/units.hpp"
 
 namespace gpurun::commands {
@@ -64,6 +65,14 @@ void explain_end(const cloud::Run& run, const std::string& state_dir, const std:
                         "start it again with 'gpurun run {}'\n",
                         cloud::run_dir(state_dir, run.id), run.id, run.function);
   }
+  [[maybe_unused]] const auto written = ::write(fd, text.data(), text.size());
+}
+
+// Says how a followed remote run ended unless it succeeded or its log's last gpurun line said it
+// already (a host's supervisor writes it, e.g. on ssh hosts): the end is told once.
+void tell_remote_end(const cloud::Run& run, const std::string& last_marker, int fd) {
+  if (run.status == cloud::RunStatus::succeeded || last_marker == "run " + run.status_reason) return;
+  const std::string text = "gpurun: " + ended_line(run, cloud::exit_code_of(run)) + "\n";
   [[maybe_unused]] const auto written = ::write(fd, text.data(), text.size());
 }
 
@@ -192,8 +201,12 @@ util::Result<cloud::Run> watch_run(cloud::StateStore& store, const std::string& 
   (void)renderer.finish();
   if (!followed) return followed.error();
   if (refresh_error) return *refresh_error;
-  if (options.explain_end && !remote && cloud::is_terminal(last.status)) {
-    explain_end(last, store.dir(), last_marker, options.err_fd);
+  if (options.explain_end && cloud::is_terminal(last.status)) {
+    if (remote) {
+      tell_remote_end(last, last_marker, options.err_fd);
+    } else {
+      explain_end(last, store.dir(), last_marker, options.err_fd);
+    }
   }
   return last;
 }

@@ -27,8 +27,9 @@ struct WatchOptions {
   const std::atomic<bool>* stop = nullptr;  // stop following (detach) when it turns true
   // The run's backend: where its log is and how its status is refreshed (null: local).
   cloud::Backend* backend = nullptr;
-  // When a followed local run ends without the log saying why (its supervisor died, or could not
-  // write its last line), say so on err_fd: status, reason, the run id and what to do.
+  // When a followed run ends without the log saying why (a local run's supervisor died, or could
+  // not write its last line; a remote run that did not succeed), say so on err_fd, once: status,
+  // reason, the run id (and for a lost local run what to do).
   bool explain_end = false;
 };
 

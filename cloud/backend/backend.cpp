@@ -55,23 +55,29 @@ util::Result<Capacity> Backend::capacity(StateStore& /*store*/) {
   return Capacity{false, {}, "this backend does not report free GPUs"};
 }
 
-util::Result<void> prepare_volumes(PrepareContext& ctx, const Backend& backend, RunSpec& spec) {
+util::Result<std::string> Backend::prepare_volume(PrepareContext& ctx, const RunSpec& spec, const std::string& volume,
+                                                  const std::optional<Volume>& /*existing*/) {
+  auto where = volume_path(ctx.store.dir(), spec.app, volume);
+  if (!where || ctx.dry_run) return where;
+  std::error_code ec;
+  std::filesystem::create_directories(*where, ec);
+  if (ec) {
+    return util::make_error(util::ExitCode::backend, fmt::format("cannot create volume '{}' at {}: {}", volume, *where, ec.message()));
+  }
+  return where;
+}
+
+util::Result<void> prepare_volumes(PrepareContext& ctx, Backend& backend, RunSpec& spec) {
   for (auto& mount : spec.mounts) {
     auto existing = ctx.store.get_volume(spec.app, mount.volume);
     if (!existing) return existing.error();
     if (*existing && !backend.reaches_volume(ctx.store.dir(), **existing)) {
       return unreachable_volume_error(**existing, spec.function, spec.cloud);
     }
-    auto where = backend.volume_path(ctx.store.dir(), spec.app, mount.volume);
+    auto where = backend.prepare_volume(ctx, spec, mount.volume, *existing);
     if (!where) return where.error();
     mount.host_path = *existing ? (*existing)->path : *where;
     if (ctx.dry_run) continue;
-    std::error_code ec;
-    std::filesystem::create_directories(*where, ec);
-    if (ec) {
-      return util::make_error(util::ExitCode::backend,
-                              fmt::format("cannot create volume '{}' at {}: {}", mount.volume, *where, ec.message()));
-    }
     auto recorded = ctx.store.ensure_volume(spec.app, mount.volume, spec.cloud, *where);
     if (!recorded) return recorded.error();
     mount.host_path = recorded->path;

@@ -48,6 +48,13 @@ struct Capacity {
   std::string note;  // why unknown, or where the numbers come from
 };
 
+// GPUs a backend found on its cloud's machines beyond the cloud's configured `gpus`, and notes on
+// them for the user (a machine with none, one that did not answer).
+struct FoundGpus {
+  std::vector<gpu::GpuSlot> offers;
+  std::vector<std::string> notes;
+};
+
 // What the prepare step may use: the state, the config and manifest the run comes from, and how
 // to tell the user about progress (image pushes) and warnings. With `dry_run` a backend creates,
 // pushes and records nothing.
@@ -93,11 +100,26 @@ class Backend {
   // the run's final status itself (a local supervisor writes it into the log).
   virtual bool remote() const = 0;
   // Where volume `volume` of `app` lives for runs of this backend; an error says what to set.
+  // Empty when the backend makes a volume only where a run first mounts it (deploy makes none).
   virtual util::Result<std::string> volume_path(const std::string& state_dir, const std::string& app,
                                                 const std::string& volume) const = 0;
+  // Makes volume `volume` of spec.app where this backend keeps it for a run of `spec` and returns
+  // the path to record (`existing`: its record when made before). With ctx.dry_run only the path
+  // (may be empty). Default: volume_path() on this machine, created with its parents.
+  virtual util::Result<std::string> prepare_volume(PrepareContext& ctx, const RunSpec& spec, const std::string& volume,
+                                                   const std::optional<Volume>& existing);
   // True when runs of this backend can mount `volume` where it was created. Default: this
   // backend keeps volumes of that name at the same path (same cloud, or clouds sharing a directory).
   virtual bool reaches_volume(const std::string& state_dir, const Volume& volume) const;
+  // GPUs found on the cloud's machines for placement (e.g. ssh hosts without `gpus:`: asked over
+  // SSH, cached); default: none (the config's `gpus` say it all).
+  virtual FoundGpus found_gpus() { return {}; }
+  // What `plan` adds to where `placed` runs within this cloud (e.g. "hosts: gpu2"), given the app's
+  // volumes as recorded; empty: nothing to add. Asks nothing remote.
+  virtual std::string plan_note(const PlacedFunction& /*placed*/, const std::vector<Volume>& /*volumes*/) const { return {}; }
+  // What `plan` adds to where volume `name` lives on this cloud (`existing`: its record, when made
+  // before; e.g. the host that holds it); empty: nothing to add.
+  virtual std::string volume_note(const std::string& /*name*/, const std::optional<Volume>& /*existing*/) const { return {}; }
   // The files and directories a run of this backend leaves on this machine (its run dir, logs);
   // prune removes them once the run is forgotten.
   virtual std::vector<std::string> run_files(const StateStore& store, const Run& run) const;
@@ -138,9 +160,9 @@ class Backend {
   SecretLookup secret_lookup_;
 };
 
-// Creates the directory of each of `spec`'s volumes where `backend` keeps it and records the
-// volume (it stays on that cloud); fills the mounts' host paths. With ctx.dry_run only the paths.
-util::Result<void> prepare_volumes(PrepareContext& ctx, const Backend& backend, RunSpec& spec);
+// Makes each of `spec`'s volumes where `backend` keeps it (Backend::prepare_volume) and records
+// the volume (it stays on that cloud); fills the mounts' host paths. With ctx.dry_run only the paths.
+util::Result<void> prepare_volumes(PrepareContext& ctx, Backend& backend, RunSpec& spec);
 
 // The image a run of `ctx` uses: the digest its deployment froze (from the local image store),
 // else `image` built now from the manifest. Image warnings go to ctx.warn.

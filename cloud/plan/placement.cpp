@@ -10,7 +10,19 @@ namespace gpurun::cloud {
 
 std::vector<gpu::GpuSlot> cloud_offers(const CloudConfig& cloud, const PlanInputs& inputs) {
   if (cloud.probe_gpus) return inputs.local_offers;
-  return cloud.gpus;
+  const auto found = inputs.found_offers.find(cloud.name);
+  if (found == inputs.found_offers.end()) return cloud.gpus;
+  std::vector<gpu::GpuSlot> offers = cloud.gpus;
+  for (const auto& slot : found->second) {
+    auto same = std::find_if(offers.begin(), offers.end(),
+                             [&](const gpu::GpuSlot& o) { return o.type == slot.type && o.memory_gb == slot.memory_gb; });
+    if (same == offers.end()) {
+      offers.push_back(slot);
+    } else {
+      same->count = std::max(same->count, slot.count);
+    }
+  }
+  return offers;
 }
 
 std::string describe_offers(const std::vector<gpu::GpuSlot>& offers) {

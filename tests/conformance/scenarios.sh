@@ -17,7 +17,6 @@ SCENARIOS=(
 KNOWN_FAILURES_local=(
 )
 KNOWN_FAILURES_ssh=(
-  "volume:issue 18: volumes on ssh hosts are not built yet (the backend refuses them)"
 )
 KNOWN_FAILURES_slurm=(
 )
@@ -57,6 +56,7 @@ YAML
   expect_code "exit 2 (the workload's, not a usage error)" 2 run two
   expect_code "exit 3 (the workload's, not unschedulable)" 3 run three
   expect_code "exit 7" 7 run seven
+  expect_eq "an attached run that failed tells its end once" 1 "$(printf '%s\n' "$ERR" | grep -c 'exit code 7')"
   expect_code "killed by SIGKILL: 128+9" 137 run killed
   run_cmd run seven --json
   expect_eq "--json says the workload failed" "failed 7" \

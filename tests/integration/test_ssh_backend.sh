@@ -4,7 +4,9 @@
 # two clients logged in as two non-root users: the host chosen and why, an unreachable host skipped
 # with a warning, six one-GPU runs from both users on the 2-GPU host two at a time, a killed client
 # leaving its run going for `logs -f`, an image run and deploy on a cloud without a registry
-# (blobs streamed over SSH into the host's cache, never twice).
+# (blobs streamed over SSH into the host's cache, never twice), a failed run's end told once,
+# `plan` naming the hosts per request, volumes on the host that first ran them, and GPUs found on
+# hosts that declare none.
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
 . "$HERE/require_tools.sh"
@@ -22,6 +24,9 @@ stop_hosts() {
     bash "$FIXTURE" stop "$TEST_DIR/sshd-$h"
   done
   stop_registries
+  local home1
+  home1=$(getent passwd "$USER1" | cut -d: -f6)
+  rm -rf "$home1/fakebin" && sed -i '/fakebin/d' "$home1/.config/fish/config.fish" 2>/dev/null
   cleanup
 }
 trap stop_hosts EXIT
@@ -94,6 +99,12 @@ functions:
   streamer: {command: [sh, -c, "echo first-line; sleep 4; echo second-line; exit 3"], gpu: T4}
   secretive: {command: [sh, -c, "echo token=$API_TOKEN; sleep 3"], secrets: [svc]}
   boxed: {command: [sh, -c, "cat data.txt; ls /usr/bin/apt 2>&1 | head -c 0; echo in-image $(id -un 2>/dev/null || id -u)"], image: tools}
+  failing: {command: [sh, -c, "echo bye; exit 4"]}
+  vwrite: {command: [sh, -c, "echo written-by-$(id -un) >> /mnt/v/file"], gpu: A100, volumes: {/mnt/v: data}}
+  vread: {command: [sh, -c, "cat /mnt/v/file"], volumes: {/mnt/v: data}}
+  vt4: {command: ["true"], gpu: T4, volumes: {/mnt/v: data}}
+volumes:
+  data: {}
 YAML
 echo "synced-manifest-dir" > data.txt
 python3 "$HERE/make_busybox_layout.py" base "$(command -v busybox)"
@@ -182,7 +193,98 @@ expect_eq "secret run: exit" 0 "$RC"
 check; grep -rqF -- "$secret" "$TEST_DIR" "$(getent passwd "$USER1" | cut -d: -f6)" 2>/dev/null &&
   fail "the secret is stored in $(grep -rlF -- "$secret" "$TEST_DIR" "$(getent passwd "$USER1" | cut -d: -f6)")"
 
-# 6. The lease dir is shared: both users' runs are recorded in host a's one state database.
+# 6. An attached run that fails tells its end once (the host's supervisor wrote it into the log).
+run_as 1 run failing
+expect_eq "failing: exit" 4 "$RC"
+expect_eq "failing: the end is told once" 1 "$(printf '%s\n' "$ERR" | grep -c 'exit code 4')"
+
+# 7. plan names the hosts that can serve each request; a volume lives on the host that first ran a
+#    function mounting it (made there by the host's gpurun under its lease dir), and plan says so.
+run_as 1 plan
+expect_eq "plan: exit" 0 "$RC"
+expect_contains "plan: T4 hosts" "lab (hosts: 127.0.0.1:1, 127.0.0.1:$PORT_A)" "$(printf '%s\n' "$OUT" | grep '^hello ')"
+expect_contains "plan: A100 host" "lab (hosts: 127.0.0.1:$PORT_B)" "$(printf '%s\n' "$OUT" | grep '^big ')"
+expect_contains "plan: a new volume" "made on the host that first runs a function that mounts it" "$(printf '%s\n' "$OUT" | grep '^data ')"
+run_as 1 run vwrite
+expect_eq "vwrite: exit ($ERR)" 0 "$RC"
+check; [ -f "$TEST_DIR/lease-b/volumes/lab/data/file" ] || fail "the volume is not on host b: $(ls -R "$TEST_DIR/lease-b/volumes" 2>&1)"
+run_as 1 run vread
+expect_eq "vread: exit ($ERR)" 0 "$RC"
+expect_eq "vread reads what vwrite wrote, on the volume's host" "written-by-$USER1" "$OUT"
+expect_contains "vread goes to the volume's host" "gpurun: host 127.0.0.1:$PORT_B chosen: it holds volume 'data'" "$ERR"
+run_as 1 volume ls
+expect_contains "volume ls: where" "127.0.0.1:$PORT_B:$TEST_DIR/lease-b/volumes/lab/data" "$OUT"
+run_as 1 plan
+expect_contains "plan: the volume's host" "on host 127.0.0.1:$PORT_B" "$(printf '%s\n' "$OUT" | grep '^data ')"
+expect_contains "plan: vread's host" "lab (host: 127.0.0.1:$PORT_B, which holds volume 'data')" "$(printf '%s\n' "$OUT" | grep '^vread ')"
+run_as 1 run vt4
+expect_eq "vt4: exit (run: gpurun's own failure)" 125 "$RC"
+expect_contains "vt4: the volume's host lacks the GPU" "function 'vt4' mounts volume 'data', which lives on host 127.0.0.1:$PORT_B of cloud 'lab', and that host has no" "$ERR"
+
+# 8. A host without declared GPUs: its gpurun probes them there (a fake nvidia-smi on the login
+#    user's PATH stands in for the driver: fault injection of hardware these machines lack), the
+#    client caches them per host and places on them; a host with none offers none and says so.
+home1=$(getent passwd "$USER1" | cut -d: -f6)
+mkdir -p "$home1/fakebin"
+cat > "$home1/fakebin/nvidia-smi" <<SH
+#!/bin/sh
+echo call >> "\$HOME/fakebin/calls"
+case "\$SSH_CONNECTION" in
+  *" $PORT_A") ;;
+  *) echo "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver." >&2; exit 9 ;;
+esac
+echo "0, GPU-fake-0, Tesla T4, 15360 MiB, 00000000:3B:00.0"
+echo "1, GPU-fake-1, Tesla T4, 15360 MiB, 00000000:3C:00.0"
+echo "2, GPU-fake-2, NVIDIA A100-SXM4-80GB, 81920 MiB, 00000000:3D:00.0"
+SH
+chmod 755 "$home1/fakebin/nvidia-smi"; rm -f "$home1/fakebin/calls"; chown -R "$USER1:" "$home1/fakebin"
+echo 'set -gx PATH $HOME/fakebin $PATH' >> "$home1/.config/fish/config.fish"
+cat > "$TEST_DIR/found.yaml" <<YAML
+default_cloud: found
+clouds:
+  found:
+    backend: ssh
+    user: $USER1
+    identity_file: $TEST_DIR/sshd-a/id_ed25519
+    ssh_options: [UserKnownHostsFile=$TEST_DIR/known_hosts, GlobalKnownHostsFile=/dev/null]
+    hosts:
+      - {host: 127.0.0.1, port: $PORT_A, lease_dir: $TEST_DIR/lease-a}
+      - {host: 127.0.0.1, port: $PORT_B, lease_dir: $TEST_DIR/lease-b}
+YAML
+mkdir -p "$TEST_DIR/found" && cd "$TEST_DIR/found"
+cat > gpurun.yaml <<'YAML'
+app: found
+functions:
+  two: {command: [sh, -c, "echo two on $CUDA_VISIBLE_DEVICES"], gpu: "T4:2"}
+  big: {command: [sh, -c, "echo big on $CUDA_VISIBLE_DEVICES"], gpu: A100-80GB}
+  cpu: {command: [echo, cpu]}
+YAML
+run_as 1 --config "$TEST_DIR/found.yaml" plan
+expect_eq "found: plan exit ($ERR)" 0 "$RC"
+expect_contains "found: T4:2 on the host that has them" "found (hosts: 127.0.0.1:$PORT_A)" "$(printf '%s\n' "$OUT" | grep '^two ')"
+expect_contains "found: A100-80GB too" "A100-80GB" "$(printf '%s\n' "$OUT" | grep '^big ')"
+expect_contains "found: the host without GPUs says so" "gpurun: note: host 127.0.0.1:$PORT_B of cloud 'found' has no GPU (" "$ERR"
+expect_contains "found: and why" "nvidia-smi" "$ERR"
+expect_contains "found: cached per host" '"offers":["T4:2","A100-80GB:1"]' "$(cat "$TEST_DIR/client1/state/ssh-hosts/127.0.0.1:$PORT_A/gpus.json" 2>&1)"
+calls=$(wc -l < "$home1/fakebin/calls")
+run_as 1 --config "$TEST_DIR/found.yaml" plan
+expect_eq "found: the second plan asks no host" "$calls" "$(wc -l < "$home1/fakebin/calls")"
+expect_eq "found: the second plan has no note" "" "$ERR"
+run_as 1 --config "$TEST_DIR/found.yaml" gpus
+expect_contains "found: gpus lists the found A100" "found (A100-80GB:1)" "$(printf '%s\n' "$OUT" | grep '^A100 ')"
+run_as 1 --config "$TEST_DIR/found.yaml" run two
+expect_eq "found: two runs on the found T4s ($ERR)" "two on 0,1" "$OUT"
+run_as 1 --config "$TEST_DIR/found.yaml" run big
+expect_eq "found: big runs on the found A100 ($ERR)" "big on 2" "$OUT"
+run_as 1 --config "$TEST_DIR/found.yaml" plan --json
+expect_eq "found: plan --json names the hosts" "hosts: 127.0.0.1:$PORT_A" \
+  "$(python3 -c 'import json,sys; print([f for f in json.loads(sys.argv[1])["functions"] if f["name"]=="two"][0]["note"])' "$OUT")"
+run_as 1 --config "$TEST_DIR/found.yaml" run two --gpu A100:2
+expect_eq "found: no host has two A100s (run: 125)" 125 "$RC"
+expect_contains "found: what the cloud offers" "A100-80GB" "$ERR"
+cd "$TEST_DIR/proj"
+
+# 9. The lease dir is shared: both users' runs are recorded in host a's one state database.
 check; [ "$(stat -c %G "$TEST_DIR/lease-a/state.db")" = gpurun-lease ] || fail "state.db is not the lease group's"
 check; [ "$(stat -c %a "$TEST_DIR/lease-a/state.db")" = 660 ] || fail "state.db is not group-writable: $(stat -c %a "$TEST_DIR/lease-a/state.db")"
 finish

@@ -114,27 +114,86 @@ class SshLogBytes final : public LogBytes {
 
 class SshBackend final : public Backend {
  public:
-  SshBackend(CloudConfig cloud, const SshCloudSettings& settings) : cloud_(std::move(cloud)), hosts_(cloud_.name, settings) {}
+  SshBackend(CloudConfig cloud, const SshCloudSettings& settings, gpu::Catalog catalog)
+      : cloud_(std::move(cloud)), catalog_(std::move(catalog)), hosts_(cloud_.name, settings, catalog_) {}
 
   std::string_view name() const override { return "ssh"; }
   bool remote() const override { return true; }
 
+  // A volume lives on the host that first ran a function that mounts it, recorded as
+  // "HOST[:PORT]:PATH" (PATH under that host's lease dir): made at that run, not at deploy.
   util::Result<std::string> volume_path(const std::string& /*state_dir*/, const std::string& /*app*/,
-                                        const std::string& volume) const override {
-    return util::make_error(ExitCode::usage, fmt::format("volume '{}': cloud '{}' (backend ssh) cannot hold volumes yet; run "
-                                                         "functions with volumes on another cloud (--cloud)",
-                                                         volume, cloud_.name));
+                                        const std::string& /*volume*/) const override {
+    return std::string();
   }
 
-  // Picks the host (said on stderr with the reason); an image is built here and its blobs the
-  // host lacks are sent into its image cache (host-run unpacks it there).
-  // With ctx.dry_run no host is asked (asking may copy gpurun there).
+  bool reaches_volume(const std::string& /*state_dir*/, const Volume& volume) const override {
+    return volume.cloud == cloud_.name && volume_host(volume).has_value();
+  }
+
+  // The GPUs of hosts without declared ones: as cached when found within the hour, else asked
+  // from the host's gpurun now (and cached). A host with none, or that cannot be asked, says so.
+  FoundGpus found_gpus() override {
+    FoundGpus found;
+    for (auto* host : hosts_.all()) {
+      if (!host->host().discover) continue;
+      if (!host->load_found_gpus(catalog_)) {
+        auto notes = host->find_gpus(catalog_);
+        if (!notes) {
+          found.notes.push_back(fmt::format("host {} of cloud '{}': its GPUs are unknown ({}); it offers {} until it answers",
+                                            host->label(), cloud_.name, notes.error().message,
+                                            host->host().gpus.empty() ? std::string("none") : "what it had last"));
+        } else if (host->host().gpus.empty()) {
+          found.notes.push_back(fmt::format("host {} of cloud '{}' has no GPU{}; it runs only functions without one", host->label(),
+                                            cloud_.name, notes->empty() ? "" : " (" + util::join(*notes, "; ") + ")"));
+        }
+      }
+      for (const auto& slot : host->host().gpus) add_offer(found.offers, slot);
+    }
+    return found;
+  }
+
+  // "hosts: A, B": the hosts that can serve `placed` (all for CPU only), or the one that holds a
+  // volume it mounts.
+  std::string plan_note(const PlacedFunction& placed, const std::vector<Volume>& volumes) const override {
+    for (const auto& v : volumes) {
+      if (std::find(placed.volumes.begin(), placed.volumes.end(), v.name) == placed.volumes.end()) continue;
+      if (auto host = volume_host(v)) return fmt::format("host: {}, which holds volume '{}'", (*host)->label(), v.name);
+    }
+    std::vector<LeaseAlternative> wanted;
+    if (placed.gpu) wanted.push_back({placed.gpu->type, placed.gpu->memory_gb, placed.gpu->count, placed.gpu->memory_gb});
+    std::vector<std::string> labels;
+    for (auto* host : hosts_.all()) {
+      if (host->can_serve(wanted)) labels.push_back(host->label());
+    }
+    return labels.empty() ? std::string("no host has it") : "hosts: " + util::join(labels, ", ");
+  }
+
+  std::string volume_note(const std::string& /*name*/, const std::optional<Volume>& existing) const override {
+    if (!existing) return "made on the host that first runs a function that mounts it";
+    auto host = volume_host(*existing);
+    if (!host) return fmt::format("at {}, on no host of cloud '{}' now", existing->path, cloud_.name);
+    return fmt::format("on host {}", (*host)->label());
+  }
+
+  // The run goes to the host that holds the volume (or, for a new one, to the host chosen for the
+  // run), where the host's gpurun makes it; with ctx.dry_run no host is asked.
+  util::Result<std::string> prepare_volume(PrepareContext& ctx, const RunSpec& spec, const std::string& volume,
+                                           const std::optional<Volume>& existing) override {
+    if (ctx.dry_run) return existing ? existing->path : std::string();
+    if (auto pinned = pin_to_volumes(ctx, spec); !pinned) return pinned.error();
+    if (auto chosen = choose_host(ctx, spec); !chosen) return chosen.error();
+    auto made = chosen_->host->make_volume(spec.app, volume);
+    if (!made) return made.error();
+    return fmt::format("{}:{}", chosen_->host->label(), *made);
+  }
+
+  // Picks the host (said on stderr with the reason), unless a volume pinned it already; an image
+  // is built here and its blobs the host lacks are sent into its image cache (host-run unpacks it
+  // there). With ctx.dry_run no host is asked (asking may copy gpurun there).
   util::Result<void> prepare_image(PrepareContext& ctx, const PlacedFunction& /*placed*/, RunSpec& spec) override {
     if (!ctx.dry_run) {
-      auto chosen = hosts_.choose(spec.gpu_alternatives, ctx.warn);
-      if (!chosen) return chosen.error();
-      chosen_ = std::move(*chosen);
-      if (ctx.progress.on_done) ctx.progress.on_done(fmt::format("host {} chosen: {}", chosen_->host->label(), chosen_->why));
+      if (auto chosen = choose_host(ctx, spec); !chosen) return chosen.error();
     }
     if (spec.image.empty()) return {};
     const auto* image = ctx.manifest.find_image(spec.image);
@@ -194,6 +253,7 @@ class SshBackend final : public Backend {
     }
     HostConnection& host = *chosen_->host;
     RunSpec remote_spec = spec;
+    for (auto& mount : remote_spec.mounts) mount.host_path = path_on_host(mount.host_path);
     if (spec.image.empty() && !spec.cwd.empty()) {  // an image brings its own files
       // gpurun's own state directory, when it lies inside the project, is live and not the project's.
       auto synced = sync_directory(host.client(), spec.cwd, "~/.cache/gpurun/sync", {store.dir()});
@@ -320,6 +380,58 @@ class SshBackend final : public Backend {
     return ctx.store.record_image_locations({{ctx.manifest.app, built.name, built.digest, cloud_.name, cloud_.registry, repository, 0}});
   }
 
+  // Chooses the run's host among those that can serve it, once (said on stderr with the reason).
+  util::Result<void> choose_host(PrepareContext& ctx, const RunSpec& spec) {
+    if (chosen_) return {};
+    auto chosen = hosts_.choose(spec.gpu_alternatives, ctx.warn);
+    if (!chosen) return chosen.error();
+    chosen_ = std::move(*chosen);
+    if (ctx.progress.on_done) ctx.progress.on_done(fmt::format("host {} chosen: {}", chosen_->host->label(), chosen_->why));
+    return {};
+  }
+
+  // Pins the run to the host that holds its volumes made before (said on stderr); an error when
+  // they lie on different hosts, or that host lacks the GPUs asked for.
+  util::Result<void> pin_to_volumes(PrepareContext& ctx, const RunSpec& spec) {
+    for (const auto& mount : spec.mounts) {
+      auto existing = ctx.store.get_volume(spec.app, mount.volume);
+      if (!existing) return existing.error();
+      if (!*existing) continue;
+      auto host = volume_host(**existing);
+      if (!host) return unreachable_volume_error(**existing, spec.function, spec.cloud);
+      if (chosen_ && chosen_->host == *host) continue;
+      if (chosen_) {
+        return util::make_error(ExitCode::usage, fmt::format("function '{}' mounts volumes that live on two hosts of cloud '{}' ({} "
+                                                             "and {}); a run has one host: keep its volumes on one",
+                                                             spec.function, cloud_.name, chosen_->host->label(), (*host)->label()));
+      }
+      if (!(*host)->can_serve(spec.gpu_alternatives)) {
+        return util::make_error(ExitCode::unschedulable, fmt::format("function '{}' mounts volume '{}', which lives on host {} of "
+                                                                     "cloud '{}', and that host has no {}; ask for a GPU it has",
+                                                                     spec.function, mount.volume, (*host)->label(), cloud_.name,
+                                                                     spec.gpu_text));
+      }
+      chosen_ = HostChoice{*host, fmt::format("it holds volume '{}'", mount.volume)};
+      if (ctx.progress.on_done) ctx.progress.on_done(fmt::format("host {} chosen: {}", chosen_->host->label(), chosen_->why));
+    }
+    return {};
+  }
+
+  // The host that holds `volume` (recorded as "LABEL:PATH"), or nullopt.
+  std::optional<HostConnection*> volume_host(const Volume& volume) const {
+    const auto at = volume.path.find(":/");
+    if (at == std::string::npos) return std::nullopt;
+    HostConnection* host = hosts_.find(volume.path.substr(0, at));
+    if (host == nullptr) return std::nullopt;
+    return host;
+  }
+
+  // PATH of a recorded "LABEL:PATH".
+  static std::string path_on_host(const std::string& recorded) {
+    const auto at = recorded.find(":/");
+    return at == std::string::npos ? recorded : recorded.substr(at + 1);
+  }
+
   // The host and remote run id of `run` (remote_id "LABEL:RUN_ID"); nullopt before it started.
   std::optional<std::pair<HostConnection*, std::string>> locate(const Run& run) const {
     const auto colon = run.remote_id.rfind(':');
@@ -332,6 +444,17 @@ class SshBackend final : public Backend {
   // Appends what the host's log of `run` has beyond the local copy.
   void pull_log(const StateStore& store, const Run& run) const {
     if (auto where = locate(run)) pull_log_copy(*where->first, where->second, run_dir(store.dir(), run.id) + "/log");
+  }
+
+  // Adds `slot` to `offers` unless its type and memory are there (then the larger count wins).
+  static void add_offer(std::vector<gpu::GpuSlot>& offers, const gpu::GpuSlot& slot) {
+    for (auto& o : offers) {
+      if (o.type == slot.type && o.memory_gb == slot.memory_gb) {
+        o.count = std::max(o.count, slot.count);
+        return;
+      }
+    }
+    offers.push_back(slot);
   }
 
   // Adds `free` of `slot`'s GPUs (and slot.count in all) to the capacity's entry for its type.
@@ -360,18 +483,19 @@ class SshBackend final : public Backend {
   }
 
   CloudConfig cloud_;
+  gpu::Catalog catalog_;
   mutable SshHosts hosts_;  // connections open lazily, also from const reads of the log
   std::optional<HostChoice> chosen_;
 };
 
 }  // namespace
 
-util::Result<std::unique_ptr<Backend>> make_ssh_backend(const CloudConfig* cloud, const Config* /*config*/) {
+util::Result<std::unique_ptr<Backend>> make_ssh_backend(const CloudConfig* cloud, const Config* config) {
   const SshCloudSettings* settings = cloud != nullptr ? ssh_settings_of(*cloud) : nullptr;
   if (settings == nullptr) {
     return util::make_error(ExitCode::usage, "backend ssh needs a cloud with 'hosts:' in the config (README \"GPU servers over SSH\")");
   }
-  return std::unique_ptr<Backend>(new SshBackend(*cloud, *settings));
+  return std::unique_ptr<Backend>(new SshBackend(*cloud, *settings, config != nullptr ? config->catalog : gpu::Catalog::builtin()));
 }
 
 }  // namespace gpurun::cloud

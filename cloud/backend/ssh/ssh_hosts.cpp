@@ -4,11 +4,14 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "cloud/ssh/remote_gpurun.hpp"
+#include "util/files.hpp"
 #include "util/strings.hpp"
 
 namespace gpurun::cloud {
@@ -36,6 +39,22 @@ std::optional<int> need_on(const SshHost& host, const std::vector<LeaseAlternati
     if (const int n = fits(host, a); n > 0 && (!need || n < *need)) need = n;
   }
   return need;
+}
+
+// How long GPUs found on a host are trusted before plan asks the host again.
+constexpr std::chrono::hours found_gpus_ttl{1};
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// <state dir>/ssh-hosts/<label>/gpus.json: the GPUs last found on a host (this client's cache).
+std::string found_gpus_path(const std::string& label) {
+  std::string name = label;
+  for (char& c : name) {
+    if (c == '/') c = '_';
+  }
+  return fmt::format("{}/ssh-hosts/{}/gpus.json", default_state_dir(), name);
 }
 
 util::Error remote_failure(const HostConnection& host, const std::string& what, const RemoteResult& result) {
@@ -78,7 +97,9 @@ util::Result<RemoteResult> HostConnection::gpurun(const std::string& args, std::
   RemoteScript script;
   // Group-writable files in the shared lease dir; the declared GPUs are the host's inventory.
   script.body = fmt::format("umask 007\nexec {} {}\n", remote_path_word(gpurun_path_), args);
-  script.env = {{"GPURUN_LOCAL_GPUS", util::join(host_.gpus_as_written, ",")}, {"GPURUN_STATE_DIR", host_.lease_dir}};
+  // Declared GPUs are the host's inventory; without them its gpurun probes its devices itself.
+  script.env = {{"GPURUN_STATE_DIR", host_.lease_dir}};
+  if (!host_.discover) script.env.emplace_back("GPURUN_LOCAL_GPUS", util::join(host_.gpus_as_written, ","));
   script.input = std::move(input);
   return client_->run(script);
 }
@@ -117,6 +138,72 @@ util::Result<HostStatus> HostConnection::statuses(const std::vector<std::string>
     status.runs[id] = r;
   }
   return status;
+}
+
+util::Result<std::string> HostConnection::make_volume(const std::string& app, const std::string& volume) {
+  auto result = gpurun(
+      fmt::format("host-volume --state-dir \"$GPURUN_STATE_DIR\" {} {}", util::shell_quote(app), util::shell_quote(volume)));
+  if (!result) return result.error();
+  auto json = nlohmann::json::parse(result->out, nullptr, false);
+  if (result->exit_code != 0 || json.is_discarded() || !json.is_object() || !json.contains("path") || !json["path"].is_string()) {
+    return remote_failure(*this, fmt::format("making volume '{}'", volume), *result);
+  }
+  return json["path"].get<std::string>();
+}
+
+void HostConnection::set_gpus(const std::vector<std::string>& written, const gpu::Catalog& catalog) {
+  host_.gpus.clear();
+  host_.gpus_as_written.clear();
+  for (const auto& text : written) {
+    auto offer = gpu::parse_offer(text, catalog);
+    if (!offer) continue;
+    host_.gpus.push_back(*offer);
+    host_.gpus_as_written.push_back(text);
+  }
+}
+
+bool HostConnection::load_found_gpus(const gpu::Catalog& catalog) {
+  int error_number = 0;
+  auto text = util::read_file(found_gpus_path(label()), error_number);
+  if (!text) return false;
+  auto json = nlohmann::json::parse(*text, nullptr, false);
+  if (json.is_discarded() || !json.is_object() || !json.contains("offers") || !json["offers"].is_array()) return false;
+  std::vector<std::string> written;
+  for (const auto& offer : json["offers"]) {
+    if (offer.is_string()) written.push_back(offer.get<std::string>());
+  }
+  set_gpus(written, catalog);
+  const auto age = std::chrono::milliseconds(now_ms() - json.value("found_at_ms", std::int64_t{0}));
+  return age >= std::chrono::milliseconds(0) && age < found_gpus_ttl;
+}
+
+util::Result<std::vector<std::string>> HostConnection::find_gpus(const gpu::Catalog& catalog) {
+  auto result = gpurun("host-gpus");
+  if (!result) return result.error();
+  auto json = nlohmann::json::parse(result->out, nullptr, false);
+  if (result->exit_code != 0 || json.is_discarded() || !json.is_object() || !json.contains("offers") || !json["offers"].is_array()) {
+    return remote_failure(*this, "asking for its GPUs", *result);
+  }
+  std::vector<std::string> written, notes;
+  for (const auto& offer : json["offers"]) {
+    if (offer.is_string()) written.push_back(offer.get<std::string>());
+  }
+  if (json.contains("notes") && json["notes"].is_array()) {
+    for (const auto& note : json["notes"]) {
+      if (note.is_string()) notes.push_back(note.get<std::string>());
+    }
+  }
+  set_gpus(written, catalog);
+  const std::string path = found_gpus_path(label());
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
+  nlohmann::json cache{{"offers", written}, {"source", json.value("source", "")}, {"found_at_ms", now_ms()}};
+  (void)util::write_file_atomically(path, cache.dump() + "\n");  // best effort: the next plan asks again
+  return notes;
+}
+
+bool HostConnection::can_serve(const std::vector<LeaseAlternative>& alternatives) const {
+  return need_on(host_, alternatives).has_value();
 }
 
 util::Result<void> HostConnection::cancel_run(const std::string& id) {
@@ -170,8 +257,11 @@ util::Result<PushReport> HostConnection::send_image(const std::string& store_dir
   return report;
 }
 
-SshHosts::SshHosts(std::string cloud, const SshCloudSettings& settings) : cloud_(std::move(cloud)) {
-  for (const auto& host : settings.hosts) hosts_.push_back(std::make_unique<HostConnection>(host));
+SshHosts::SshHosts(std::string cloud, const SshCloudSettings& settings, const gpu::Catalog& catalog) : cloud_(std::move(cloud)) {
+  for (const auto& host : settings.hosts) {
+    hosts_.push_back(std::make_unique<HostConnection>(host));
+    if (host.discover) (void)hosts_.back()->load_found_gpus(catalog);
+  }
 }
 
 std::vector<HostConnection*> SshHosts::all() {

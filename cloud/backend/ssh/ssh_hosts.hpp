@@ -60,11 +60,24 @@ class HostConnection {
   // that the host's image cache lacks into it, content-addressed: one round trip asks which are
   // missing, one write per missing blob. The report counts what was sent and skipped.
   util::Result<PushReport> send_image(const std::string& store_dir, const BuiltImage& image);
+  // Makes volume `volume` of `app` on the host (under its lease dir, through its gpurun) and
+  // returns its path there; it is there already when made before.
+  util::Result<std::string> make_volume(const std::string& app, const std::string& volume);
+  // For a host without declared GPUs: its GPUs as last found (cached under this client's state
+  // dir, read once); true when found within the last hour.
+  bool load_found_gpus(const gpu::Catalog& catalog);
+  // Asks the host's gpurun which GPUs it has (NVML or nvidia-smi there, names mapped to the
+  // catalog), keeps and caches them; returns its notes (e.g. why a probe found none).
+  util::Result<std::vector<std::string>> find_gpus(const gpu::Catalog& catalog);
   // The GPUs the host has in all.
   int total_gpus() const;
+  // True when the host has GPUs for one of `alternatives` (empty: CPU only, always).
+  bool can_serve(const std::vector<LeaseAlternative>& alternatives) const;
 
  private:
   util::Result<RemoteResult> gpurun(const std::string& args, std::optional<std::string> input = std::nullopt);
+  // Takes offers as written ("T4:2") as the host's GPUs; malformed ones are left out.
+  void set_gpus(const std::vector<std::string>& written, const gpu::Catalog& catalog);
   SshHost host_;
   std::optional<SshClient> client_;
   std::string gpurun_path_;
@@ -81,7 +94,8 @@ struct HostChoice {
 
 class SshHosts {
  public:
-  SshHosts(std::string cloud, const SshCloudSettings& settings);
+  // Hosts without declared GPUs start with the GPUs last found there (cached), if any.
+  SshHosts(std::string cloud, const SshCloudSettings& settings, const gpu::Catalog& catalog);
   // Every host, in config order.
   std::vector<HostConnection*> all();
   // The host whose label() is `label`, or null.

@@ -28,11 +28,11 @@ void parse_lease_dir(Checker& check, const YamlNode& map, const std::string& pat
   out = *text;
 }
 
-// A host's GPUs: offers such as "T4:2" (the most a run there can get).
+// A host's GPUs: offers such as "T4:2" (the most a run there can get); none given: discovered.
 void parse_host_gpus(Checker& check, const YamlNode& map, const std::string& path, const gpu::Catalog& catalog, SshHost& host) {
   const auto* gpus = map.find("gpus");
-  if (gpus == nullptr) {
-    check.error(map, path, fmt::format("host '{}' needs 'gpus' (what it has, e.g. gpus: [\"T4:2\"])", host.name));
+  if (gpus == nullptr) {  // found on the host at plan time
+    host.discover = true;
     return;
   }
   auto list = check.string_list(*gpus, join_path(path, "gpus"));
@@ -107,7 +107,9 @@ void parse_ssh_cloud(Checker& check, const YamlNode& value, const std::string& p
   std::string lease_dir = default_lease_dir;
   parse_lease_dir(check, value, path, lease_dir);
   if (value.find("gpus") != nullptr) {
-    check.error(*value.find("gpus"), join_path(path, "gpus"), "an ssh cloud's GPUs are its hosts' GPUs; give 'gpus' on each host");
+    check.error(*value.find("gpus"), join_path(path, "gpus"),
+                "an ssh cloud's GPUs are its hosts' GPUs; give 'gpus' on each host (or leave them out there to have them "
+                "found on the host)");
   }
   cloud.gpus.clear();
   cloud.gpus_as_written.clear();

@@ -19,8 +19,9 @@ inline constexpr const char* default_lease_dir = "/var/lib/gpurun/leases";
 struct SshHost {
   std::string name;                     // as written under `host:` (how messages name it)
   SshSettings ssh;                      // the cloud-wide settings merged with the host's
-  std::vector<gpu::GpuSlot> gpus;       // declared GPUs
+  std::vector<gpu::GpuSlot> gpus;       // declared GPUs (found ones, when `discover`)
   std::vector<std::string> gpus_as_written;
+  bool discover = false;                // no `gpus:`: found on the host (ssh_backend caches them)
   std::string lease_dir = default_lease_dir;  // the host-wide state of every user's runs there
   int line = 0;
 };
@@ -30,7 +31,8 @@ struct SshCloudSettings : BackendSettings {
 };
 
 // The config keys of `backend: ssh` (SSH keys, hosts, lease_dir) and their parser: each host
-// needs `host` and `gpus`; the cloud offers the union of its hosts' GPUs.
+// needs `host`; its `gpus` are declared, or found on the host when left out. The cloud offers the
+// union of its hosts' declared GPUs (found ones join at plan time).
 BackendKeyParser ssh_config_keys();
 
 // The ssh settings of `cloud`, or null when it is no ssh cloud.

@@ -177,6 +177,26 @@ TEST_CASE("placement: local offers come from the inventory") {
   CHECK(placed(*plan, "f").backend == "local");
 }
 
+TEST_CASE("placement: GPUs a backend found on a cloud's machines join its configured ones") {
+  std::vector<util::Diagnostic> diagnostics;
+  auto config = cloud::parse_config(
+      "default_cloud: lab\nclouds:\n  lab:\n    backend: ssh\n    hosts:\n      - {host: gpu1, gpus: [\"T4:1\"]}\n"
+      "      - {host: gpu2}\n",
+      "c.yaml", diagnostics);
+  REQUIRE(config.ok());
+  manifest::Manifest m;
+  m.app = "a";
+  m.functions = {fn("two", "T4:2", *config), fn("big", "A100", *config)};
+  cloud::PlanInputs inputs;
+  CHECK_FALSE(cloud::make_plan(m, *config, inputs).ok());  // only the declared T4:1
+  inputs.found_offers["lab"] = {gpu::GpuSlot{"T4", 16, 2}, gpu::GpuSlot{"A100", 80, 1}};
+  CHECK(cloud::describe_offers(cloud::cloud_offers(*config->find_cloud("lab"), inputs)) == "T4:2, A100-80GB:1");
+  auto plan = cloud::make_plan(m, *config, inputs);
+  REQUIRE_MESSAGE(plan.ok(), plan.error().message);
+  CHECK(placed(*plan, "two").cloud == "lab");
+  CHECK(placed(*plan, "big").cloud == "lab");
+}
+
 TEST_CASE("placement: volumes live with the GPU functions that mount them; others get a warning") {
   auto config = modal_config();
   manifest::Manifest m;

@@ -55,17 +55,33 @@ TEST_CASE("ssh cloud: bad hosts, lease dirs and GPUs get positions and fixes") {
   CHECK(errors_of("clouds:\n  lab:\n    backend: ssh\n") ==
         "config.yaml:3:5: error: clouds.lab: missing required key 'hosts' (the GPU servers, e.g. hosts: [{host: gpu1, gpus: "
         "[\"T4:2\"]}])");
-  CHECK(errors_of("clouds:\n  lab:\n    backend: ssh\n    hosts:\n      - {host: gpu1}\n") ==
-        "config.yaml:5:9: error: clouds.lab.hosts[0]: host 'gpu1' needs 'gpus' (what it has, e.g. gpus: [\"T4:2\"])");
   CHECK(errors_of("clouds:\n  lab:\n    backend: ssh\n    lease_dir: leases\n    hosts:\n      - {host: gpu1, gpus: [T4]}\n") ==
         "config.yaml:4:16: error: clouds.lab.lease_dir: lease_dir 'leases' must be an absolute path on the host, e.g. "
         "/var/lib/gpurun/leases");
   CHECK(errors_of("clouds:\n  lab:\n    backend: ssh\n    gpus: [T4]\n    hosts:\n      - {host: gpu1, gpus: [T4]}\n") ==
-        "config.yaml:4:11: error: clouds.lab.gpus: an ssh cloud's GPUs are its hosts' GPUs; give 'gpus' on each host");
+        "config.yaml:4:11: error: clouds.lab.gpus: an ssh cloud's GPUs are its hosts' GPUs; give 'gpus' on each host (or "
+        "leave them out there to have them found on the host)");
   CHECK(errors_of("clouds:\n  lab:\n    backend: ssh\n    hosts:\n      - {host: gpu1, gpus: [T4], partition: p}\n") ==
         "config.yaml:5:34: error: clouds.lab.hosts[0].partition: unknown key 'partition'; allowed keys here: host, port, user, "
         "identity_file, ssh_options, remote_setup, gpurun_path, gpurun_dir, gpus, lease_dir");
   CHECK(errors_of("clouds:\n  lab:\n    backend: ssh\n    endpoint: x\n    hosts:\n      - {host: gpu1, gpus: [T4]}\n") ==
         "config.yaml:4:5: error: clouds.lab.endpoint: unknown key 'endpoint'; allowed keys here: backend, registry, gpus, "
         "gpurun_dir, gpurun_path, hosts, identity_file, lease_dir, port, remote_setup, ssh_options, user");
+}
+
+TEST_CASE("ssh cloud: a host without gpus has them found on the host; the cloud offers only the declared ones") {
+  std::vector<util::Diagnostic> diagnostics;
+  auto config = cloud::parse_config(
+      "clouds:\n  lab:\n    backend: ssh\n    hosts:\n      - {host: gpu1}\n      - {host: gpu2, gpus: [\"T4:2\"]}\n",
+      "config.yaml", diagnostics);
+  REQUIRE(config.ok());
+  const auto* lab = config->find_cloud("lab");
+  REQUIRE(lab != nullptr);
+  const auto* settings = cloud::ssh_settings_of(*lab);
+  REQUIRE(settings != nullptr);
+  CHECK(settings->hosts[0].discover);
+  CHECK(settings->hosts[0].gpus.empty());
+  CHECK_FALSE(settings->hosts[1].discover);
+  REQUIRE(lab->gpus.size() == 1);
+  CHECK(lab->gpus[0].type == "T4");
 }
