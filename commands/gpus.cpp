@@ -22,6 +22,7 @@ int run_gpus(Context& ctx, const GpusOptions& options) {
   if (!inventory) return report(ctx, inventory.error());
   cloud::PlanInputs inputs;
   inputs.local_offers = inventory->offers;
+  discover_offers(ctx, *config, inputs);
 
   nlohmann::json types = nlohmann::json::array();
   Table table({"GPU", "MEMORY (GB)", "MAX", "OFFERED BY"});

@@ -74,7 +74,24 @@ std::optional<cloud::PlanInputs> plan_inputs(Context& ctx, const cloud::Config& 
   } else {
     inputs.local_offers_note = fmt::format("from {}", inventory->source);
   }
+  discover_offers(ctx, config, inputs);
   return inputs;
+}
+
+void discover_offers(Context& ctx, const cloud::Config& config, cloud::PlanInputs& inputs) {
+  for (const auto& c : config.clouds) {
+    if (!c.discover_gpus) continue;
+    auto backend = cloud::make_backend(c.backend, &c, &config);
+    auto found = backend ? (*backend)->discover_offers() : util::Result<cloud::DiscoveredOffers>(backend.error());
+    if (!found) {
+      inputs.discovered_notes[c.name] = found.error().message;
+      ctx.err << "gpurun: warning: " << found.error().message << '\n';
+      continue;
+    }
+    inputs.discovered_offers[c.name] = found->offers;
+    inputs.discovered_notes[c.name] = found->note;
+    for (const auto& skipped : found->skipped) ctx.err << fmt::format("gpurun: note: cloud '{}': {}\n", c.name, skipped);
+  }
 }
 
 util::Result<cloud::StateStore> open_store() {

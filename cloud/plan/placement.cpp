@@ -10,6 +10,10 @@ namespace gpurun::cloud {
 
 std::vector<gpu::GpuSlot> cloud_offers(const CloudConfig& cloud, const PlanInputs& inputs) {
   if (cloud.probe_gpus) return inputs.local_offers;
+  if (cloud.discover_gpus) {
+    auto found = inputs.discovered_offers.find(cloud.name);
+    return found == inputs.discovered_offers.end() ? std::vector<gpu::GpuSlot>{} : found->second;
+  }
   return cloud.gpus;
 }
 
@@ -112,6 +116,9 @@ std::string unschedulable_reason(const manifest::Function& f, const PlacedFuncti
   for (const auto* c : candidates) {
     std::string what = describe_offers(c->offers);
     if (c->cloud->probe_gpus && !inputs.local_offers_note.empty()) what += " (" + inputs.local_offers_note + ")";
+    if (auto note = inputs.discovered_notes.find(c->cloud->name); c->cloud->discover_gpus && note != inputs.discovered_notes.end()) {
+      what += " (" + note->second + ")";
+    }
     offered.push_back(fmt::format("{} offers {}", c->cloud->name, what));
   }
   const std::string where = pin ? fmt::format("cloud '{}' cannot run it", *pin) : "no cloud can run it";
