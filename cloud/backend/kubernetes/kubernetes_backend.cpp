@@ -398,7 +398,7 @@ class KubernetesBackend final : public Backend {
     }
     capacity.known = true;
     capacity.note = "nodes' allocatable nvidia.com/gpu minus the pods bound to them";
-    for (const auto& g : node_gpus(nodes->body.value("items", json::array()), pods->body.value("items", json::array()), settings_)) {
+    for (const auto& g : node_gpus(nodes->body.value("items", json::array()), pods->body.value("items", json::array()), settings_, &catalog())) {
       capacity.gpus.push_back({g.type, g.memory_gb, g.free, g.total});
     }
     return capacity;
@@ -586,7 +586,7 @@ class KubernetesBackend final : public Backend {
     auto nodes = api.call("GET", "/api/v1/nodes");
     auto pods = api.call("GET", "/api/v1/pods?fieldSelector=" + http::url_encode("status.phase!=Succeeded,status.phase!=Failed"));
     if (!nodes || !pods || !nodes->ok() || !pods->ok()) return std::nullopt;
-    for (const auto& g : node_gpus(nodes->body.value("items", json::array()), pods->body.value("items", json::array()), settings_)) {
+    for (const auto& g : node_gpus(nodes->body.value("items", json::array()), pods->body.value("items", json::array()), settings_, &catalog())) {
       if (util::iequals(g.type, asked.type) && (g.memory_gb == 0 || asked.min_memory_gb == 0 || g.memory_gb >= asked.min_memory_gb)) {
         return g;
       }

@@ -289,7 +289,8 @@ std::map<std::string, int> gpus_in_use(const json& pods) {
 
 }  // namespace
 
-std::vector<NodeGpus> node_gpus(const json& nodes, const json& pods, const KubernetesSettings& settings) {
+std::vector<NodeGpus> node_gpus(const json& nodes, const json& pods, const KubernetesSettings& settings,
+                                const gpu::Catalog* catalog) {
   std::vector<NodeGpus> out;
   for (const auto& product : settings.gpu_products) out.push_back({product.type, product.memory_gb, 0, 0});
   const auto used = gpus_in_use(pods);
@@ -298,14 +299,25 @@ std::vector<NodeGpus> node_gpus(const json& nodes, const json& pods, const Kuber
     const std::string value = labels.value(settings.gpu_label, "");
     const int total = gpu_quantity(node.value("status", json::object()).value("allocatable", json::object()));
     if (value.empty() || total == 0) continue;
-    for (std::size_t i = 0; i < settings.gpu_products.size(); ++i) {
-      const auto& values = settings.gpu_products[i].values;
-      if (std::find(values.begin(), values.end(), value) == values.end()) continue;
-      auto in_use = used.find(node.value("metadata", json::object()).value("name", ""));
-      out[i].total += total;
-      out[i].free += std::max(0, total - (in_use == used.end() ? 0 : in_use->second));
-      break;
+    auto in_use = used.find(node.value("metadata", json::object()).value("name", ""));
+    const int free = std::max(0, total - (in_use == used.end() ? 0 : in_use->second));
+    auto named = std::find_if(settings.gpu_products.begin(), settings.gpu_products.end(), [&](const GpuProduct& p) {
+      return std::find(p.values.begin(), p.values.end(), value) != p.values.end();
+    });
+    std::optional<std::size_t> slot;
+    if (named != settings.gpu_products.end()) {
+      slot = static_cast<std::size_t>(named - settings.gpu_products.begin());
+    } else if (catalog != nullptr) {  // a type only the node's label names (offers without gpus:)
+      auto type = node_gpu_type(node, settings, *catalog);
+      if (!type) continue;
+      auto same = std::find_if(out.begin() + static_cast<std::ptrdiff_t>(settings.gpu_products.size()), out.end(),
+                               [&](const NodeGpus& g) { return g.type == type->type && g.memory_gb == type->memory_gb; });
+      slot = static_cast<std::size_t>(same - out.begin());
+      if (same == out.end()) out.push_back({type->type, type->memory_gb, 0, 0});
     }
+    if (!slot) continue;
+    out[*slot].total += total;
+    out[*slot].free += free;
   }
   return out;
 }

@@ -79,8 +79,10 @@ struct NodeGpus {
 
 // The GPUs per `gpu_products` type from the nodes' `gpu_label` and allocatable nvidia.com/gpu,
 // minus the nvidia.com/gpu limits of the pods bound to them that have not ended (`nodes` and `pods`
-// are the API's lists' items). Nodes whose product no entry names are left out; config order.
-std::vector<NodeGpus> node_gpus(const nlohmann::json& nodes, const nlohmann::json& pods, const KubernetesSettings& settings);
+// are the API's lists' items), in config order; with `catalog`, then the types of nodes no entry
+// names (node_gpu_type), else those nodes are left out.
+std::vector<NodeGpus> node_gpus(const nlohmann::json& nodes, const nlohmann::json& pods, const KubernetesSettings& settings,
+                                const gpu::Catalog* catalog = nullptr);
 
 // The catalog type and memory variant of a node's GPUs (count: its allocatable nvidia.com/gpu),
 // from its `gpu_label` value: a `gpu_products` value means that entry's type; another value is

@@ -175,6 +175,18 @@ TEST_CASE("GPU capacity from the nodes' labels and allocatable minus the bound p
   CHECK(gpus[1].memory_gb == 40);
   CHECK(gpus[1].total == 2);
   CHECK(gpus[1].free == 2);
+
+  // Without gpu_products (offers from the nodes), with the catalog: each node's own type.
+  const auto catalog = gpu::Catalog::builtin();
+  const auto found = node_gpus(nodes, pods, KubernetesSettings{}, &catalog);
+  REQUIRE(found.size() == 2);
+  CHECK(found[0].type == "T4");
+  CHECK(found[0].memory_gb == 16);
+  CHECK(found[0].free == 1);
+  CHECK(found[1].type == "A100");
+  CHECK(found[1].memory_gb == 40);
+  CHECK(found[1].total == 2);
+  CHECK(node_gpus(nodes, pods, KubernetesSettings{}).empty());
 }
 
 TEST_CASE("a container that could not start exits as a shell would") {
