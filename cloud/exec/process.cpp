@@ -281,4 +281,29 @@ int ChildProcess::wait() {
   return *exit_code_;
 }
 
+util::Result<void> start_detached(const std::string& log_path, const std::function<int()>& body) {
+  const pid_t pid = ::fork();
+  if (pid < 0) return util::make_error(util::ExitCode::backend, fmt::format("fork: {}", std::strerror(errno)));
+  if (pid == 0) {
+    ::setsid();
+    if (::fork() != 0) ::_exit(0);
+    const int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (null_fd >= 0) ::dup2(null_fd, 0);
+    const int log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (log_fd >= 0) {
+      ::dup2(log_fd, 1);
+      ::dup2(log_fd, 2);
+    }
+    for (int s : {SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGQUIT}) ::signal(s, SIG_DFL);
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    ::_exit(body());
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return {};
+}
+
 }  // namespace gpurun::cloud

@@ -68,4 +68,9 @@ class ChildProcess {
 // Converts a waitpid status into gpurun's exit code convention (128+N for signal N).
 int exit_code_from_status(int status);
 
+// Runs `body` in a process detached from this one and its session (setsid, forked twice, so it is
+// nobody's child): stdin /dev/null, stdout and stderr appended to `log_path` (0600), default signals
+// and mask; it exits with body's result. Returns once it is started; an error carries fork's errno text.
+util::Result<void> start_detached(const std::string& log_path, const std::function<int()>& body);
+
 }  // namespace gpurun::cloud

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "cloud/backend/registry.hpp"
+#include "cloud/exec/process.hpp"
 #include "cloud/state/state.hpp"
 
 namespace gpurun::cloud {
@@ -115,30 +116,12 @@ util::Result<void> start_monitor(const std::string& state_dir, const std::string
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
-  const std::string log_path = state_dir + "/monitor.log";
-  const pid_t pid = ::fork();
-  if (pid < 0) return monitor_error(fmt::format("cannot start it: fork: {}", std::strerror(errno)));
-  if (pid == 0) {
-    ::setsid();
-    if (::fork() != 0) ::_exit(0);
-    const int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (null_fd >= 0) ::dup2(null_fd, 0);
-    const int log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    if (log_fd >= 0) {
-      ::dup2(log_fd, 1);
-      ::dup2(log_fd, 2);
-    }
-    for (int s : {SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGQUIT}) ::signal(s, SIG_DFL);
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  auto started = start_detached(state_dir + "/monitor.log", [&] {
     ::setenv("GPURUN_STATE_DIR", state_dir.c_str(), 1);
     ::execv(gpurun_binary.c_str(), argv.data());
-    ::_exit(127);
-  }
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
+    return 127;
+  });
+  if (!started) return monitor_error("cannot start it: " + started.error().message);
   return {};
 }
 

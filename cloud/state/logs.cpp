@@ -178,67 +178,20 @@ char record_kind(std::string_view line, std::size_t& text_start, std::int64_t& u
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
-// LogWriter
+// LogEncoder
 
-util::Result<LogWriter> LogWriter::open(const std::string& path, int attempt, std::vector<std::string> secrets,
-                                        const util::Clock& clock) {
-  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-  if (fd < 0) return io_error(ExitCode::backend, "cannot open the log " + path, errno, "check the state directory");
-  struct stat info {};
-  std::int64_t end = 0;
-  if (::fstat(fd, &info) != 0 || (end = complete_end(fd, static_cast<std::uint64_t>(info.st_size))) < 0 ||
-      (end != info.st_size && ::ftruncate(fd, end) != 0)) {
-    const int error_number = errno;
-    ::close(fd);
-    return io_error(ExitCode::backend, "cannot prepare the log " + path, error_number, "check the state directory");
-  }
-  LogWriter writer;
-  writer.fd_ = fd;
-  writer.clock_ = &clock;
-  writer.path_ = path;
-  writer.attempt_ = attempt;
-  writer.size_ = static_cast<std::uint64_t>(end);
+LogEncoder::LogEncoder(int attempt, std::vector<std::string> secrets) : attempt_(attempt) {
   for (std::string& secret : secrets) {
     // Newlines around a value are not part of it: the lines around a masked value keep their own.
     const std::size_t first = secret.find_first_not_of("\r\n");
     if (first == std::string::npos) continue;
     secret = secret.substr(first, secret.find_last_not_of("\r\n") - first + 1);
-    writer.longest_secret_ = std::max(writer.longest_secret_, secret.size());
-    writer.secrets_.push_back(std::move(secret));
+    longest_secret_ = std::max(longest_secret_, secret.size());
+    secrets_.push_back(std::move(secret));
   }
-  writer.buffer_.reserve(2 * write_threshold);
-  return writer;
 }
 
-LogWriter::LogWriter(LogWriter&& other) noexcept { *this = std::move(other); }
-
-LogWriter& LogWriter::operator=(LogWriter&& other) noexcept {
-  if (this != &other) {
-    if (fd_ >= 0) (void)close();
-    fd_ = std::exchange(other.fd_, -1);
-    clock_ = other.clock_;
-    path_ = std::move(other.path_);
-    attempt_ = other.attempt_;
-    secrets_ = std::move(other.secrets_);
-    longest_secret_ = other.longest_secret_;
-    for (int i = 0; i < 2; ++i) streams_[i] = std::move(other.streams_[i]);
-    buffer_ = std::move(other.buffer_);
-    masked_ = std::move(other.masked_);
-    header_ = std::move(other.header_);
-    spans_ = std::move(other.spans_);
-    header_ms_ = other.header_ms_;
-    now_ms_ = other.now_ms_;
-    oldest_buffered_ms_ = other.oldest_buffered_ms_;
-    size_ = other.size_;
-  }
-  return *this;
-}
-
-LogWriter::~LogWriter() {
-  if (fd_ >= 0) (void)close();
-}
-
-void LogWriter::refresh_header(std::int64_t unix_ms) {
+void LogEncoder::refresh_header(std::int64_t unix_ms) {
   if (unix_ms == header_ms_) return;
   header_ms_ = unix_ms;
   char text[48];
@@ -251,7 +204,7 @@ void LogWriter::refresh_header(std::int64_t unix_ms) {
 
 // Fills spans_ with the occurrences of every secret in `text`, sorted, overlapping or adjacent
 // ones joined.
-void LogWriter::find_spans(std::string_view text) {
+void LogEncoder::find_spans(std::string_view text) {
   spans_.clear();
   for (const std::string& secret : secrets_) {
     std::size_t from = 0;
@@ -278,7 +231,7 @@ void LogWriter::find_spans(std::string_view text) {
 
 // `text` with each (joined) secret occurrence as "***"; one at its start continues the "***" the
 // text before ended with when `masked_end` is set, which is updated to whether this one ends so.
-std::string_view LogWriter::mask(std::string_view text, bool& masked_end) {
+std::string_view LogEncoder::mask(std::string_view text, bool& masked_end) {
   if (secrets_.empty() || text.empty()) return text;
   find_spans(text);
   if (spans_.empty()) {
@@ -299,7 +252,7 @@ std::string_view LogWriter::mask(std::string_view text, bool& masked_end) {
 
 // The first position of `raw` from which the rest is a proper prefix of a secret (more bytes may
 // complete it), or raw.size().
-std::size_t LogWriter::first_undecided(std::string_view raw) const {
+std::size_t LogEncoder::first_undecided(std::string_view raw) const {
   const std::size_t n = raw.size();
   for (std::size_t p = n >= longest_secret_ ? n - longest_secret_ + 1 : 0; p < n; ++p) {
     for (const std::string& secret : secrets_) {
@@ -314,7 +267,7 @@ std::size_t LogWriter::first_undecided(std::string_view raw) const {
 // How much of `raw` can be masked and passed on now: all of it when `everything`, else up to the
 // first undecided byte, moved back to the start of the (joined) secret occurrence it would cut, or
 // forward to its end when that would hold over max_record_text bytes (an endless run of secrets).
-std::size_t LogWriter::safe_cut(std::string_view raw, bool everything) {
+std::size_t LogEncoder::safe_cut(std::string_view raw, bool everything) {
   if (everything) return raw.size();
   std::size_t cut = first_undecided(raw);
   find_spans(raw);
@@ -324,7 +277,7 @@ std::size_t LogWriter::safe_cut(std::string_view raw, bool everything) {
   return cut;
 }
 
-void LogWriter::emit(LogStream stream, std::string_view text, bool line_end) {
+void LogEncoder::emit(LogStream stream, std::string_view text, bool line_end) {
   if (buffer_.empty()) oldest_buffered_ms_ = now_ms_;
   refresh_header(now_ms_);
   char kind = static_cast<char>(stream);
@@ -337,7 +290,7 @@ void LogWriter::emit(LogStream stream, std::string_view text, bool line_end) {
 }
 
 // Emits the (masked) text as a record, as fragments of max_record_text when it is longer.
-void LogWriter::emit_line(LogStream stream, std::string_view text, bool line_end) {
+void LogEncoder::emit_line(LogStream stream, std::string_view text, bool line_end) {
   while (text.size() > max_record_text) {
     emit(stream, text.substr(0, max_record_text), false);
     text.remove_prefix(max_record_text);
@@ -347,7 +300,7 @@ void LogWriter::emit_line(LogStream stream, std::string_view text, bool line_end
 
 // Splits masked text of `stream` at newlines into records; a partial line waits in the stream's
 // `line` (fragments of max_record_text leave it when it grows longer).
-void LogWriter::take(LogStream stream, std::string_view masked) {
+void LogEncoder::take(LogStream stream, std::string_view masked) {
   Stream& state = streams_[stream_index(stream)];
   while (!masked.empty()) {
     const void* found = std::memchr(masked.data(), '\n', masked.size());
@@ -375,7 +328,7 @@ void LogWriter::take(LogStream stream, std::string_view masked) {
 
 // Masks and passes on the raw bytes of `stream` that cannot start a secret any more (all of them
 // when `everything`: no more bytes follow).
-void LogWriter::release(LogStream stream, bool everything) {
+void LogEncoder::release(LogStream stream, bool everything) {
   Stream& state = streams_[stream_index(stream)];
   if (state.raw.empty()) return;
   const std::size_t cut = safe_cut(state.raw, everything);
@@ -385,7 +338,7 @@ void LogWriter::release(LogStream stream, bool everything) {
 }
 
 // Passes on everything `stream` holds; a partial line becomes a fragment.
-void LogWriter::end_stream(LogStream stream) {
+void LogEncoder::end_stream(LogStream stream) {
   release(stream, true);
   Stream& state = streams_[stream_index(stream)];
   if (!state.line.empty()) emit_line(stream, state.line, false);
@@ -393,45 +346,33 @@ void LogWriter::end_stream(LogStream stream) {
   state.masked_end = false;
 }
 
-util::Result<void> LogWriter::write(LogStream stream, const char* data, std::size_t n) {
-  if (fd_ < 0) return make_error(ExitCode::backend, "cannot write the log " + path_ + ": it is closed");
-  if (stream == LogStream::marker) return marker(std::string_view(data, n));
-  now_ms_ = clock_->now_unix_ms();
+void LogEncoder::write(LogStream stream, std::string_view data, std::int64_t unix_ms) {
+  if (stream == LogStream::marker) return marker(data, unix_ms);
+  now_ms_ = unix_ms;
   if (secrets_.empty()) {
-    take(stream, std::string_view(data, n));
+    take(stream, data);
   } else {
-    streams_[stream_index(stream)].raw.append(data, n);
+    streams_[stream_index(stream)].raw.append(data);
     release(stream, false);
   }
-  if (buffer_.size() >= write_threshold || (!buffer_.empty() && now_ms_ - oldest_buffered_ms_ >= max_buffer_age_ms)) {
-    return write_buffer();
-  }
-  return {};
 }
 
-util::Result<void> LogWriter::marker(std::string_view text) {
-  if (fd_ < 0) return make_error(ExitCode::backend, "cannot write the log " + path_ + ": it is closed");
-  now_ms_ = clock_->now_unix_ms();
+void LogEncoder::marker(std::string_view text, std::int64_t unix_ms) {
+  now_ms_ = unix_ms;
   bool masked_end = false;
   std::string line(mask(text, masked_end));
   std::replace(line.begin(), line.end(), '\n', ' ');
   emit_line(LogStream::marker, line, true);
-  return write_buffer();
 }
 
-util::Result<void> LogWriter::set_attempt(int attempt) {
-  if (fd_ < 0) return make_error(ExitCode::backend, "cannot write the log " + path_ + ": it is closed");
-  now_ms_ = clock_->now_unix_ms();
-  end_stream(LogStream::out);
-  end_stream(LogStream::err);
+void LogEncoder::set_attempt(int attempt, std::int64_t unix_ms) {
+  end(unix_ms);
   attempt_ = attempt;
   header_ms_ = -1;
-  return write_buffer();
 }
 
-util::Result<void> LogWriter::flush() {
-  if (fd_ < 0) return {};
-  now_ms_ = clock_->now_unix_ms();
+void LogEncoder::flush_partial_lines(std::int64_t unix_ms) {
+  now_ms_ = unix_ms;
   for (LogStream stream : {LogStream::out, LogStream::err}) {
     Stream& state = streams_[stream_index(stream)];
     if (!state.line.empty() && now_ms_ - state.since_ms >= partial_line_delay.count()) {
@@ -439,14 +380,89 @@ util::Result<void> LogWriter::flush() {
       state.line.clear();
     }
   }
+}
+
+void LogEncoder::end(std::int64_t unix_ms) {
+  now_ms_ = unix_ms;
+  end_stream(LogStream::out);
+  end_stream(LogStream::err);
+}
+
+// ---------------------------------------------------------------------------------------------
+// LogWriter
+
+util::Result<LogWriter> LogWriter::open(const std::string& path, int attempt, std::vector<std::string> secrets,
+                                        const util::Clock& clock) {
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (fd < 0) return io_error(ExitCode::backend, "cannot open the log " + path, errno, "check the state directory");
+  struct stat info {};
+  std::int64_t end = 0;
+  if (::fstat(fd, &info) != 0 || (end = complete_end(fd, static_cast<std::uint64_t>(info.st_size))) < 0 ||
+      (end != info.st_size && ::ftruncate(fd, end) != 0)) {
+    const int error_number = errno;
+    ::close(fd);
+    return io_error(ExitCode::backend, "cannot prepare the log " + path, error_number, "check the state directory");
+  }
+  LogWriter writer;
+  writer.fd_ = fd;
+  writer.clock_ = &clock;
+  writer.path_ = path;
+  writer.size_ = static_cast<std::uint64_t>(end);
+  writer.encoder_ = LogEncoder(attempt, std::move(secrets));
+  return writer;
+}
+
+LogWriter::LogWriter(LogWriter&& other) noexcept { *this = std::move(other); }
+
+LogWriter& LogWriter::operator=(LogWriter&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) (void)close();
+    fd_ = std::exchange(other.fd_, -1);
+    clock_ = other.clock_;
+    path_ = std::move(other.path_);
+    encoder_ = std::move(other.encoder_);
+    size_ = other.size_;
+  }
+  return *this;
+}
+
+LogWriter::~LogWriter() {
+  if (fd_ >= 0) (void)close();
+}
+
+util::Result<void> LogWriter::write(LogStream stream, const char* data, std::size_t n) {
+  if (fd_ < 0) return make_error(ExitCode::backend, "cannot write the log " + path_ + ": it is closed");
+  if (stream == LogStream::marker) return marker(std::string_view(data, n));
+  const std::int64_t now = clock_->now_unix_ms();
+  encoder_.write(stream, std::string_view(data, n), now);
+  const std::string& buffered = encoder_.records();
+  if (buffered.size() >= write_threshold || (!buffered.empty() && now - encoder_.oldest_record_ms() >= max_buffer_age_ms)) {
+    return write_buffer();
+  }
+  return {};
+}
+
+util::Result<void> LogWriter::marker(std::string_view text) {
+  if (fd_ < 0) return make_error(ExitCode::backend, "cannot write the log " + path_ + ": it is closed");
+  encoder_.marker(text, clock_->now_unix_ms());
+  return write_buffer();
+}
+
+util::Result<void> LogWriter::set_attempt(int attempt) {
+  if (fd_ < 0) return make_error(ExitCode::backend, "cannot write the log " + path_ + ": it is closed");
+  encoder_.set_attempt(attempt, clock_->now_unix_ms());
+  return write_buffer();
+}
+
+util::Result<void> LogWriter::flush() {
+  if (fd_ < 0) return {};
+  encoder_.flush_partial_lines(clock_->now_unix_ms());
   return write_buffer();
 }
 
 util::Result<void> LogWriter::close() {
   if (fd_ < 0) return {};
-  now_ms_ = clock_->now_unix_ms();
-  end_stream(LogStream::out);
-  end_stream(LogStream::err);
+  encoder_.end(clock_->now_unix_ms());
   util::Result<void> result = write_buffer();
   ::close(fd_);
   fd_ = -1;
@@ -454,15 +470,16 @@ util::Result<void> LogWriter::close() {
 }
 
 util::Result<void> LogWriter::write_buffer() {
-  if (buffer_.empty()) return {};
-  const bool written = write_all(fd_, buffer_.data(), buffer_.size());
+  const std::string& buffer = encoder_.records();
+  if (buffer.empty()) return {};
+  const bool written = write_all(fd_, buffer.data(), buffer.size());
   const int error_number = errno;
   if (written) {
-    size_ += buffer_.size();
+    size_ += buffer.size();
   } else if (::ftruncate(fd_, static_cast<off_t>(size_)) != 0) {
     // Leaves a torn record, which readers ignore and the next LogWriter::open removes.
   }
-  buffer_.clear();
+  encoder_.clear_records();
   if (!written) {
     // "no space left on device writing the run log at PATH; ...": the reason a run ends with.
     std::string why = std::strerror(error_number);

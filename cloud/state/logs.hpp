@@ -49,44 +49,39 @@ struct LogRecord {
   std::string_view text;
 };
 
-// Appends records to a log file. Single-threaded; one writer per file at a time.
-class LogWriter {
+// Turns a workload's output into records, masking secrets in the byte stream: the part of
+// LogWriter that does not touch the file, for backends that build a run's records in memory (from
+// a pod's log) with the times their source gives. Single-threaded.
+class LogEncoder {
  public:
-  // Opens or creates `path` (0600, O_APPEND, O_CLOEXEC), truncating a torn trailing record left by
-  // a crashed writer. Every occurrence of a non-empty value of `secrets` (without leading and
-  // trailing newlines) is written as "***" (see write()). Records are stamped from `clock`, which
-  // must outlive the writer.
-  static util::Result<LogWriter> open(const std::string& path, int attempt = 1, std::vector<std::string> secrets = {},
-                                      const util::Clock& clock = util::system_clock());
+  // Every occurrence of a non-empty value of `secrets` (without leading and trailing newlines)
+  // becomes "***" (see write()).
+  explicit LogEncoder(int attempt = 1, std::vector<std::string> secrets = {});
 
-  LogWriter(LogWriter&& other) noexcept;
-  LogWriter& operator=(LogWriter&& other) noexcept;
-  LogWriter(const LogWriter&) = delete;
-  LogWriter& operator=(const LogWriter&) = delete;
-  // Closes (best effort) when still open.
-  ~LogWriter();
-
-  // Takes `n` bytes the workload wrote on `stream` (out or err). Secrets are masked in the byte
-  // stream, across lines and writes: each occurrence (overlapping or adjacent ones joined) becomes
-  // "***", so a multi-line value leaves one line. Bytes that may start a secret (at most the longest
-  // one minus a byte) wait for the next write; the rest are split at newlines: complete lines become
-  // records stamped with now and the attempt, a partial line waits for its end (max_record_text
-  // bounds it). Writes the buffer when it holds 64 KiB or its oldest record is 50 ms old.
-  util::Result<void> write(LogStream stream, const char* data, std::size_t n);
+  // Takes `data` the workload wrote on `stream` (out or err) at `unix_ms`. Secrets are masked in the
+  // byte stream, across lines and writes: each occurrence (overlapping or adjacent ones joined)
+  // becomes "***", so a multi-line value leaves one line. Bytes that may start a secret (at most the
+  // longest one minus a byte) wait for the next write; the rest are split at newlines: complete
+  // lines become records stamped with `unix_ms` and the attempt, a partial line waits for its end
+  // (max_record_text bounds it).
+  void write(LogStream stream, std::string_view data, std::int64_t unix_ms);
   // Records a gpurun marker line (masked as well; newlines become spaces).
-  util::Result<void> marker(std::string_view text);
+  void marker(std::string_view text, std::int64_t unix_ms);
   // Ends the current attempt's partial lines (as fragments) and stamps later records with `attempt`.
-  util::Result<void> set_attempt(int attempt);
+  void set_attempt(int attempt, std::int64_t unix_ms);
   int attempt() const { return attempt_; }
-  // Writes everything buffered, and partial lines pending for partial_line_delay as fragments. The
-  // owner calls it whenever its poll loop is about to wait (and at least every 50 ms while busy),
-  // so that followers see a line within ~100 ms.
-  util::Result<void> flush();
-  // Writes partial lines as fragments, flushes and closes the file. Later calls do nothing.
-  util::Result<void> close();
+  // Partial lines pending for partial_line_delay at `unix_ms` become fragments.
+  void flush_partial_lines(std::int64_t unix_ms);
+  // Passes on everything held (bytes that may start a secret, partial lines as fragments).
+  void end(std::int64_t unix_ms);
+
+  // The records built and not cleared yet (complete lines of the record format).
+  const std::string& records() const { return buffer_; }
+  // When the oldest of records() was built (meaningless while it is empty).
+  std::int64_t oldest_record_ms() const { return oldest_buffered_ms_; }
+  void clear_records() { buffer_.clear(); }
 
  private:
-  LogWriter() = default;
   // One output stream's bytes on their way to records.
   struct Stream {
     std::string raw;            // received, not masked yet: they may start a secret
@@ -94,7 +89,6 @@ class LogWriter {
     std::int64_t since_ms = 0;  // when `line` got its first byte
     bool masked_end = false;    // the text masked so far ends with "***" (an adjacent secret joins it)
   };
-  util::Result<void> write_buffer();
   void refresh_header(std::int64_t unix_ms);
   void emit(LogStream stream, std::string_view text, bool line_end);
   void emit_line(LogStream stream, std::string_view text, bool line_end);
@@ -106,9 +100,6 @@ class LogWriter {
   void find_spans(std::string_view text);
   std::string_view mask(std::string_view text, bool& masked_end);
 
-  int fd_ = -1;
-  const util::Clock* clock_ = &util::system_clock();
-  std::string path_;
   int attempt_ = 1;
   std::vector<std::string> secrets_;
   std::size_t longest_secret_ = 0;
@@ -116,6 +107,50 @@ class LogWriter {
   std::string buffer_, masked_, header_;
   std::vector<std::pair<std::size_t, std::size_t>> spans_;  // secret occurrences (joined), scratch
   std::int64_t header_ms_ = -1, now_ms_ = 0, oldest_buffered_ms_ = 0;
+};
+
+// Appends records to a log file (a LogEncoder's, stamped from a clock). Single-threaded; one
+// writer per file at a time.
+class LogWriter {
+ public:
+  // Opens or creates `path` (0600, O_APPEND, O_CLOEXEC), truncating a torn trailing record left by
+  // a crashed writer. Every occurrence of a non-empty value of `secrets` (without leading and
+  // trailing newlines) is written as "***" (see LogEncoder::write()). Records are stamped from
+  // `clock`, which must outlive the writer.
+  static util::Result<LogWriter> open(const std::string& path, int attempt = 1, std::vector<std::string> secrets = {},
+                                      const util::Clock& clock = util::system_clock());
+
+  LogWriter(LogWriter&& other) noexcept;
+  LogWriter& operator=(LogWriter&& other) noexcept;
+  LogWriter(const LogWriter&) = delete;
+  LogWriter& operator=(const LogWriter&) = delete;
+  // Closes (best effort) when still open.
+  ~LogWriter();
+
+  // Takes `n` bytes the workload wrote on `stream` (out or err), stamped with now; masked and
+  // split as LogEncoder::write() says. Writes the buffer when it holds 64 KiB or its oldest record
+  // is 50 ms old.
+  util::Result<void> write(LogStream stream, const char* data, std::size_t n);
+  // Records a gpurun marker line (masked as well; newlines become spaces).
+  util::Result<void> marker(std::string_view text);
+  // Ends the current attempt's partial lines (as fragments) and stamps later records with `attempt`.
+  util::Result<void> set_attempt(int attempt);
+  int attempt() const { return encoder_.attempt(); }
+  // Writes everything buffered, and partial lines pending for partial_line_delay as fragments. The
+  // owner calls it whenever its poll loop is about to wait (and at least every 50 ms while busy),
+  // so that followers see a line within ~100 ms.
+  util::Result<void> flush();
+  // Writes partial lines as fragments, flushes and closes the file. Later calls do nothing.
+  util::Result<void> close();
+
+ private:
+  LogWriter() = default;
+  util::Result<void> write_buffer();
+
+  int fd_ = -1;
+  const util::Clock* clock_ = &util::system_clock();
+  std::string path_;
+  LogEncoder encoder_;
   std::uint64_t size_ = 0;  // file size after the last complete write
 };
 

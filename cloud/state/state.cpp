@@ -33,7 +33,7 @@ using util::make_error;
 
 namespace {
 
-constexpr int schema_version = 6;
+constexpr int schema_version = 7;
 constexpr const char* active_sql = "('queued','running')";
 constexpr const char* lost_reason = "its supervisor exited without recording a result (killed?)";
 
@@ -136,6 +136,12 @@ ALTER TABLE deployments ADD COLUMN note TEXT NOT NULL DEFAULT '';
 )sql";
 // Version 6: runs newest first without sorting them all (ps --all, @last on 100,000 runs).
 constexpr const char* schema_v6_sql = "CREATE INDEX IF NOT EXISTS runs_by_created ON runs(created_at)";
+// Version 7: whether a process holding the run's lock supervises it (NewRun::supervised). Older
+// rows: only supervised runs were stored without a backend id (remote ones got theirs at launch).
+constexpr const char* schema_v7_sql = R"sql(
+ALTER TABLE runs ADD COLUMN supervised INTEGER NOT NULL DEFAULT 0;
+UPDATE runs SET supervised = 1 WHERE remote_id = '';
+)sql";
 
 constexpr const char* run_columns =
     "id, app, function, cloud, backend, status, status_reason, exit_code, gpus, attempt, created_at, started_at, "
@@ -451,6 +457,7 @@ util::Result<StateStore> StateStore::open(const std::string& dir) {
       if (version < 4) db->exec(schema_v4_sql);
       if (version < 5) db->exec(schema_v5_sql);
       if (version < 6) db->exec(schema_v6_sql);
+      if (version < 7) db->exec(schema_v7_sql);
       db->exec(("PRAGMA user_version=" + std::to_string(schema_version)).c_str());
       tx.commit();
     }
@@ -481,10 +488,10 @@ util::Result<CreatedRun> StateStore::create_run(const NewRun& spec, bool inherit
       run.created_at = clock_->now_unix_ms();
       Statement insert = db_->prepare(
           "INSERT OR IGNORE INTO runs(id, app, function, cloud, backend, status, status_reason, gpus, attempt, "
-          "created_at, spec_json, log_dir) VALUES(?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, 1, ?8, ?9, ?10)");
+          "created_at, spec_json, log_dir, supervised) VALUES(?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, 1, ?8, ?9, ?10, ?11)");
       insert.bind(1, run.id).bind(2, run.app).bind(3, run.function).bind(4, run.cloud).bind(5, run.backend);
       insert.bind(6, run.status_reason).bind(7, run.gpus).bind(8, run.created_at).bind(9, run.spec_json);
-      insert.bind(10, run.log_dir);
+      insert.bind(10, run.log_dir).bind(11, spec.supervised ? 1 : 0);
       insert.run();
       if (db_->changes() == 1) return CreatedRun{std::move(run), std::move(*lock)};
       if (tries > 10) throw SqliteError("cannot find a free run id");
@@ -710,8 +717,8 @@ util::Result<std::vector<std::string>> StateStore::reconcile_lost() {
   return guarded(dir_, [&]() -> util::Result<std::vector<std::string>> {
     std::vector<std::string> candidates;
     {
-      // Only local runs have a supervisor holding their lock; remote runs are refreshed from their backend.
-      Statement active = db_->prepare(std::string("SELECT id FROM runs WHERE backend IN ('local', '') AND status IN ") + active_sql);
+      // Only supervised runs have a process holding their lock; remote runs are refreshed from their backend.
+      Statement active = db_->prepare(std::string("SELECT id FROM runs WHERE supervised = 1 AND status IN ") + active_sql);
       while (active.step()) {
         std::string id = active.text(0);
         if (!run_lock_held(dir_, id)) candidates.push_back(std::move(id));

@@ -73,6 +73,9 @@ struct NewRun {
   std::string app, function, cloud, backend, gpus, spec_json;
   std::string log_dir;  // empty = <state dir>/runs/<id>
   std::string status_reason;
+  // A process (the local supervisor) holds the run's lock while the run is active, so that
+  // reconcile_lost marks it lost when none does. Remote runs are refreshed from their backend.
+  bool supervised = false;
 };
 
 struct Attempt {

@@ -13,6 +13,8 @@ fixture_start() {
   # No node has an H100 and the config offers none: placement refuses it, naming the offers.
   export FIXTURE_UNSCHEDULABLE_GPU=H100 FIXTURE_OFFERS="T4:4, A100-40GB:2"
   export FIXTURE_LOG_DIR="" FIXTURE_REMOTE=1 FIXTURE_QUEUED_SUFFIX=""
+  # The pod log API has one stream per container: stderr arrives in stdout (README, Kubernetes).
+  export FIXTURE_STDERR_MERGED=1
 }
 fixture_stop() { k8s_cluster_stop "$K8S_STATE"; rm -rf "$K8S_STATE"; }
 fixture_config() {

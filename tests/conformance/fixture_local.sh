@@ -9,6 +9,8 @@
 # stores run logs besides the state dir; empty if nowhere), FIXTURE_REMOTE (1 when runs are
 # kept current by a monitor rather than by a local supervisor) and FIXTURE_QUEUED_SUFFIX (what the
 # backend adds to the queued reason "all N in use", e.g. the scheduler's own reason; may be empty).
+# A backend whose logs carry stderr merged into stdout (documented in README) also exports
+# FIXTURE_STDERR_MERGED=1 (unset elsewhere).
 source "$(dirname "${BASH_SOURCE[0]}")/../integration/require_tools.sh"
 fixture_start() {
   require_tools "apt-get install python3 sqlite3 psmisc procps bubblewrap" python3 sqlite3 fuser pgrep bwrap

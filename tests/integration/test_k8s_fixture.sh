@@ -108,7 +108,7 @@ last=$(date -d "$(tail -1 <<<"$stamps")" +%s.%N)
 python3 -c "import sys; sys.exit(not 0.9 < $last - $first < 5)" ||
   fail "timestamps are not the times the lines were written: $stamps"
 
-# --- missing Secret, invalid image, Job deadline, log follow (started together) ------------------
+# --- missing Secret, invalid image, Job and pod deadlines, log follow (started together) ----------
 pod_json() { # NAME EXTRA-SPEC-JSON CONTAINER-EXTRA-JSON
   echo "{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"metadata\":{\"name\":\"$1\"},\"spec\":{\"restartPolicy\":\"Never\"$2,
    \"containers\":[{\"name\":\"main\",\"image\":\"busybox\"$3}]}}"
@@ -120,6 +120,10 @@ post /api/v1/namespaces/ml/pods "$(pod_json follow '' ',"command":["sh","-c","fo
 post /apis/batch/v1/namespaces/ml/jobs '{"apiVersion":"batch/v1","kind":"Job","metadata":{"name":"deadline"},
  "spec":{"activeDeadlineSeconds":3,"backoffLimit":0,"template":{"spec":{"restartPolicy":"Never",
   "containers":[{"name":"main","image":"busybox","command":["sleep","60"]}]}}}}' >/dev/null
+# A pod's own deadline (the kubelet's): SIGTERM (ignored here), SIGKILL after the 1 s grace period;
+# the pod stays, Failed with reason DeadlineExceeded, and its log stays readable.
+post /api/v1/namespaces/ml/pods "$(pod_json pod-deadline ',"activeDeadlineSeconds":2,"terminationGracePeriodSeconds":1' \
+  ',"command":["sh","-c","exec 2>/dev/null; trap \"echo got-term\" TERM; echo before-deadline; while :; do sleep 0.2; done"]')" >/dev/null
 waiting_reason() { get "/api/v1/namespaces/ml/pods/$1" | jq -r '.status.containerStatuses[0].state.waiting.reason'; }
 is_waiting() { [ "$(waiting_reason "$1")" = "$2" ]; }
 is_running() { [ "$(get "/api/v1/namespaces/ml/pods/$1" | jq -r '.status.containerStatuses[0].state | has("running")')" = true ]; }
@@ -151,6 +155,13 @@ job_deadline() {
 }
 wait_for 30 "job deadline: Failed DeadlineExceeded" job_deadline
 wait_for 15 "the deadline job's process $deadline_pid to end" gone "$deadline_pid"
+pod_deadline() { [ "$(get /api/v1/namespaces/ml/pods/pod-deadline | jq -r .status.phase)" = Failed ]; }
+wait_for 30 "pod pod-deadline to fail at its deadline" pod_deadline
+got=$(get /api/v1/namespaces/ml/pods/pod-deadline | jq -r '"\(.status.reason)|\(.status.message)|\(.status.containerStatuses[0].state.terminated.exitCode)"')
+[ "$got" = "DeadlineExceeded|Pod was active on the node longer than the specified deadline|137" ] ||
+  fail "pod past its deadline: [$got], expected DeadlineExceeded, the kubelet's message, exit 137 (SIGKILL after the grace)"
+[ "$(get /api/v1/namespaces/ml/pods/pod-deadline/log)" = "$(printf 'before-deadline\ngot-term')" ] ||
+  fail "pod-deadline's log after its deadline: [$(get /api/v1/namespaces/ml/pods/pod-deadline/log)]"
 
 # --- a failing pod's exit code -------------------------------------------------------------------
 post /api/v1/namespaces/ml/pods '{"apiVersion":"v1","kind":"Pod","metadata":{"name":"fails"},

@@ -5,16 +5,19 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <unistd.h>
 #include <map>
 #include <span>
 #include <nlohmann/json.hpp>
 
 #include "cloud/backend/kubernetes/kubernetes_api.hpp"
+#include "cloud/backend/kubernetes/kubernetes_kubeconfig.hpp"
 #include "cloud/backend/kubernetes/kubernetes_logs.hpp"
 #include "cloud/backend/kubernetes/kubernetes_objects.hpp"
 #include "cloud/images/registry.hpp"
 #include "gpu/spec.hpp"
 #include "util/clock.hpp"
+#include "util/files.hpp"
 #include "util/strings.hpp"
 #include "util/units.hpp"
 
@@ -128,14 +131,18 @@ std::shared_ptr<std::atomic<std::uint64_t>> process_refreshes() {
 }
 
 // A run's log: each attempt's pod log (timestamps=true) as records, "attempt N started" markers
-// between them, secret values masked; attempts whose pod ended are fetched once. The rest is
-// fetched again when a reader has read all of it and the backend refreshed a run since (so the
-// read after a refresh that saw the end is complete), or 1 s has passed.
+// between them, secret values masked (PodLogRecords). A pod's log is fetched whole once, then from
+// the second of its last line on (sinceTime), until its pod ended or is gone. The log only grows:
+// an attempt's records follow once every earlier attempt's log is complete. It is fetched again
+// when a reader has read all of it and the backend refreshed a run since (so the read after a
+// refresh that saw the end is complete), or 1 s has passed. With `complete`, every pod counts as
+// ended (a snapshot of what the pods hold now).
 class PodLogBytes final : public LogBytes {
  public:
   PodLogBytes(std::shared_ptr<KubernetesApi> api, Run run, std::vector<std::string> secrets,
-              std::shared_ptr<std::atomic<std::uint64_t>> refreshes)
-      : api_(std::move(api)), run_(std::move(run)), secrets_(std::move(secrets)), refreshes_(std::move(refreshes)) {}
+              std::shared_ptr<std::atomic<std::uint64_t>> refreshes, bool complete = false)
+      : api_(std::move(api)), run_(std::move(run)), secrets_(std::move(secrets)), refreshes_(std::move(refreshes)),
+        complete_(complete) {}
 
   util::Result<std::size_t> read(std::uint64_t offset, char* out, std::size_t max) override {
     if (offset >= text_.size()) {
@@ -155,20 +162,24 @@ class PodLogBytes final : public LogBytes {
   }
 
  private:
+  // One attempt's records on their way to text_.
+  struct Attempt {
+    Attempt(int attempt, std::vector<std::string> secrets) : log(attempt, std::move(secrets)) {}
+    PodLogRecords log;
+    std::string ready;  // records not in text_ yet (an earlier attempt's log is not complete)
+    bool done = false;  // its pod ended and its log was read to the end, or the pod is gone
+  };
+
   util::Result<void> update() {
     const std::int64_t now = util::now_unix_ms();
     const std::uint64_t refreshes = refreshes_->load();
     if (refreshes == seen_refreshes_ && now - built_ms_ < 1000) return {};
     built_ms_ = now;
     seen_refreshes_ = refreshes;
-    auto text = build();
-    if (!text) return text.error();
-    if (text->size() >= text_.size()) text_ = std::move(*text);  // the log only grows
-    return {};
+    return build();
   }
 
- private:
-  util::Result<std::string> build() {
+  util::Result<void> build() {
     auto pods = api_->expect("GET", api_->collection("pods") + "?labelSelector=" + http::url_encode(run_selector(run_.id)));
     if (!pods) return pods.error();
     std::map<int, json> by_attempt;
@@ -176,53 +187,68 @@ class PodLogBytes final : public LogBytes {
       auto attempt = util::parse_uint(label_of(pod, "gpurun.dev/attempt"));
       if (!attempt) continue;
       auto& slot = by_attempt[static_cast<int>(*attempt)];
-      if (slot.is_null() || created_ms(pod) >= created_ms(slot)) {
-        slot = pod;
-      }
+      if (slot.is_null() || created_ms(pod) >= created_ms(slot)) slot = pod;
     }
-    // An attempt's pod may be gone (the Job controller deletes a pod past activeDeadlineSeconds):
-    // its text as last seen stays, so that the log only ever grows.
-    for (const auto& [attempt, text] : last_text_) by_attempt.try_emplace(attempt, nullptr);
-    std::string out;
-    for (const auto& [attempt, pod] : by_attempt) {
-      std::string& last = last_text_[attempt];
-      if (!pod.is_null()) {
-        auto chunk = attempt_text(attempt, pod);
-        if (!chunk) return chunk.error();
-        if (chunk->size() >= last.size()) last = std::move(*chunk);
-      }
-      out += last;
+    for (const auto& [number, pod] : by_attempt) {
+      if (attempts_.count(number) != 0) continue;
+      auto& attempt = attempts_.try_emplace(number, number, secrets_).first->second;
+      const json& status = pod.value("status", json::object());
+      if (number > 1) attempt.ready = marker_record(time_ms(status, "startTime", created_ms(pod)), number,
+                                                    fmt::format("attempt {} started", number));
     }
-    return out;
+    for (auto& [number, attempt] : attempts_) {
+      if (!attempt.done) {
+        auto pod = by_attempt.find(number);
+        if (pod == by_attempt.end()) {
+          attempt.done = true;  // the pod is gone: its log as last seen stays
+        } else if (auto fetched = fetch(attempt, pod->second); !fetched) {
+          return fetched.error();
+        }
+      }
+      text_ += attempt.ready;
+      attempt.ready.clear();
+      if (!attempt.done) break;
+    }
+    return {};
   }
 
-  util::Result<std::string> attempt_text(int attempt, const json& pod) {
-    if (auto done = finished_.find(attempt); done != finished_.end()) return done->second;
+  // The part of the pod's log not fetched yet (all of it the first time).
+  util::Result<void> fetch(Attempt& attempt, const json& pod) {
     const json& status = pod.value("status", json::object());
     const std::string phase = status.value("phase", "");
-    const bool ended = phase == "Succeeded" || phase == "Failed";
-    std::string out;
-    const std::int64_t started = time_ms(status, "startTime", created_ms(pod));
-    if (attempt > 1) out += marker_record(started, attempt, fmt::format("attempt {} started", attempt));
-    if (phase != "Pending" && !phase.empty()) {
-      auto log = api_->call("GET", api_->collection("pods") + "/" + name_of(pod) + "/log?timestamps=true");
-      if (!log) return log.error();
-      if (log->ok()) append_pod_log_records(log->text, attempt, started, ended, out, secrets_);
+    const bool ended = complete_ || phase == "Succeeded" || phase == "Failed";
+    if ((phase == "Pending" || phase.empty()) && !ended) return {};
+    std::string path = api_->collection("pods") + "/" + name_of(pod) + "/log?timestamps=true";
+    if (auto since = attempt.log.since_ms()) path += "&sinceTime=" + http::url_encode(format_rfc3339(*since));
+    auto log = api_->call("GET", path);
+    if (!log) return log.error();
+    // 400: the container never started; 404: the pod is gone. Other failures are asked again
+    // later; a snapshot must not leave a part out.
+    if (!log->ok() && log->status != 400 && log->status != 404) {
+      if (!complete_) return {};
+      return util::make_error(ExitCode::backend, fmt::format("cannot read the log of pod {} (HTTP {}): {}", name_of(pod),
+                                                             log->status, log->text.substr(0, 200)));
     }
-    if (ended) finished_[attempt] = out;
-    return out;
+    const std::int64_t started = time_ms(status, "startTime", created_ms(pod));
+    attempt.log.take(log->ok() ? std::string_view(log->text) : std::string_view(), started, ended);
+    attempt.ready += attempt.log.take_records();
+    attempt.done = ended;
+    return {};
   }
 
   std::shared_ptr<KubernetesApi> api_;
   Run run_;
   std::vector<std::string> secrets_;
-  std::map<int, std::string> finished_;
-  std::map<int, std::string> last_text_;
   std::shared_ptr<std::atomic<std::uint64_t>> refreshes_;
+  bool complete_ = false;
+  std::map<int, Attempt> attempts_;
   std::uint64_t seen_refreshes_ = 0;
   std::string text_;
   std::int64_t built_ms_ = -1'000'000;
 };
+
+// The path of the masked copy of an ended run's log (written when it ends, read by later `logs`).
+std::string saved_log_path(const StateStore& store, const Run& run) { return run_dir(store.dir(), run.id) + "/log"; }
 
 class KubernetesBackend final : public Backend {
  public:
@@ -316,6 +342,7 @@ class KubernetesBackend final : public Backend {
     if (!run.remote_id.empty()) {
       auto api = connect();
       if (!api) return api.error();
+      save_log(store, run);  // deleting the Job deletes its pods and their logs
       const json options = {{"kind", "DeleteOptions"}, {"apiVersion", "v1"}, {"propagationPolicy", "Foreground"}};
       auto deleted = (*api)->expect("DELETE", (*api)->collection("jobs") + "/" + current_job(run), options, 404);
       if (!deleted) return deleted.error();
@@ -362,19 +389,18 @@ class KubernetesBackend final : public Backend {
 
   std::string remote_id(const Run& run) const override { return current_job(run); }
 
-  util::Result<LogSource> open_log(const StateStore& /*store*/, const Run& run) const override {
+  // An ended run's log as saved when it ended (masked with the run's secret values); else the pod
+  // logs, masked with the values of the run's Secret and those this process knows.
+  util::Result<LogSource> open_log(const StateStore& store, const Run& run) const override {
+    LogSource source;
+    source.format = LogFormat::records;
+    if (const std::string saved = saved_log_path(store, run); ::access(saved.c_str(), F_OK) == 0) {
+      source.bytes = file_log_bytes(saved);
+      return source;
+    }
     auto api = connect();
     if (!api) return api.error();
-    std::vector<std::string> secrets;
-    if (auto spec = run_spec_from_json(run.spec_json); spec && config_) {
-      const auto environ_entries = process_environment();
-      for (const auto& name : spec->secrets) {
-        for (const auto& [key, value] : secret_values(*config_, name, environ_entries)) secrets.push_back(value);
-      }
-    }
-    LogSource source;
-    source.bytes = std::make_unique<PodLogBytes>(*api, run, std::move(secrets), refreshes_);
-    source.format = LogFormat::records;
+    source.bytes = std::make_unique<PodLogBytes>(*api, run, mask_values(**api, run), refreshes_);
     return source;
   }
 
@@ -547,10 +573,52 @@ class KubernetesBackend final : public Backend {
     return {};
   }
 
-  // Ends the run as `status` and deletes its Secret (best effort: a later cancel deletes it too).
+  // Ends the run as `status` and deletes its Secret (best effort: a later cancel deletes it too),
+  // its log saved first (save_log).
   void finish(KubernetesApi& api, StateStore& store, const Run& run, RunStatus status, const std::string& reason, int code) {
+    save_log(store, run);
     (void)store.update_status(run.id, status, reason, code);
     (void)delete_secret(api, run);
+  }
+
+  // The values that mask a run's log: its Kubernetes Secret's (while the run has one) and those of
+  // its secrets this process knows (the config, GPURUN_SECRET_* variables).
+  std::vector<std::string> mask_values(KubernetesApi& api, const Run& run) const {
+    std::vector<std::string> values;
+    auto spec = run_spec_from_json(run.spec_json);
+    if (spec && spec->secrets.empty()) return values;
+    if (spec && config_) {
+      const auto environ_entries = process_environment();
+      for (const auto& name : spec->secrets) {
+        for (const auto& [key, value] : secret_values(*config_, name, environ_entries)) values.push_back(value);
+      }
+    }
+    auto secret = api.call("GET", api.collection("secrets") + "/" + secret_name(run.id));
+    if (!secret || !secret->ok() || !secret->body.is_object()) return values;
+    auto data = secret->body.find("data");
+    if (data == secret->body.end() || !data->is_object()) return values;
+    for (auto value = data->begin(); value != data->end(); ++value) {
+      if (!value->is_string()) continue;
+      if (auto decoded = decode_base64(value->get<std::string>())) values.push_back(std::move(*decoded));
+    }
+    return values;
+  }
+
+  // Saves the run's log (what its pods hold now) masked with the run's secret values, while its
+  // Secret still has them, into the run's directory, where open_log finds it: the values are gone
+  // once the run ended, and a reader may not know them. Best effort; an existing copy stays.
+  void save_log(const StateStore& store, const Run& run) const {
+    const std::string path = saved_log_path(store, run);
+    if (run.remote_id.empty() || ::access(path.c_str(), F_OK) == 0) return;
+    auto api = connect();
+    if (!api) return;
+    PodLogBytes bytes(*api, run, mask_values(**api, run), refreshes_, true);
+    auto size = bytes.size();
+    if (!size) return;
+    std::string text(*size, '\0');
+    auto got = bytes.read(0, text.data(), text.size());
+    if (!got || *got != text.size()) return;
+    (void)util::write_file_atomically(path, text);
   }
 
   void update(KubernetesApi& api, StateStore& store, const Run& run, const std::vector<json>& jobs, const std::vector<json>& pods) {
@@ -614,12 +682,16 @@ class KubernetesBackend final : public Backend {
 
   void failed_attempt(KubernetesApi& api, StateStore& store, const Run& run, const RunSpec& spec, const json& failed,
                       const json* pod) {
-    const bool deadline = failed.value("reason", "") == "DeadlineExceeded";
+    // The kubelet ends a pod past its activeDeadlineSeconds as Failed, reason DeadlineExceeded (the
+    // Job then fails with BackoffLimitExceeded); a Job's own deadline says so on the Job.
+    const bool deadline = failed.value("reason", "") == "DeadlineExceeded" ||
+                          (pod != nullptr && pod->value("status", json::object()).value("reason", "") == "DeadlineExceeded");
     const int code = exit_code_of_pod(pod).value_or(1);
     std::string reason, cause;
-    if (deadline && spec.timeout) {
-      reason = fmt::format("timed out after {}", util::format_duration(*spec.timeout));
-      cause = "timing out after " + util::format_duration(*spec.timeout);
+    if (deadline) {
+      const std::string limit = spec.timeout ? util::format_duration(*spec.timeout) : "its activeDeadlineSeconds";
+      reason = "timed out after " + limit;
+      cause = "timing out after " + limit;
     } else {
       reason = fmt::format("failed with exit code {}", code);
       cause = fmt::format("exit code {}", code);
@@ -639,7 +711,7 @@ class KubernetesBackend final : public Backend {
       next_attempt(api, store, run, spec, reason);
       return;
     }
-    if (deadline && spec.timeout) {
+    if (deadline) {
       finish(api, store, run, RunStatus::timeout, reason, util::to_int(ExitCode::timeout));
     } else {
       finish(api, store, run, RunStatus::failed, reason, code);

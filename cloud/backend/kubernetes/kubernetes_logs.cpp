@@ -2,83 +2,77 @@
 
 #include <fmt/format.h>
 
-#include <algorithm>
-
 #include "cloud/backend/kubernetes/kubernetes_objects.hpp"
-#include "cloud/state/logs.hpp"
 
 namespace gpurun::cloud {
 
 namespace {
 
-// The pieces of the secret values to hide in one line: each line of each value.
-std::vector<std::string> secret_lines(const std::vector<std::string>& secrets) {
-  std::vector<std::string> pieces;
-  for (const auto& secret : secrets) {
-    std::string_view rest = secret;
-    while (!rest.empty()) {
-      auto newline = rest.find('\n');
-      std::string_view piece = rest.substr(0, newline);
-      if (!piece.empty() && piece.back() == '\r') piece.remove_suffix(1);
-      if (!piece.empty()) pieces.emplace_back(piece);
-      if (newline == std::string_view::npos) break;
-      rest.remove_prefix(newline + 1);
-    }
-  }
-  // Longer pieces first, so that a short one inside a long one does not split it.
-  std::sort(pieces.begin(), pieces.end(), [](const auto& a, const auto& b) { return a.size() > b.size(); });
-  return pieces;
+// The time of an API log line ("<RFC 3339 time> <text>") and where its text starts.
+std::optional<std::int64_t> line_time(std::string_view raw, std::size_t& text_start) {
+  text_start = 0;
+  const auto space = raw.find(' ');
+  if (space == std::string_view::npos) return std::nullopt;
+  auto parsed = parse_rfc3339_ms(raw.substr(0, space));
+  if (parsed) text_start = space + 1;
+  return parsed;
 }
 
-std::string masked(std::string_view text, const std::vector<std::string>& pieces) {
-  std::string line(text);
-  for (const auto& piece : pieces) {
-    for (auto at = line.find(piece); at != std::string::npos; at = line.find(piece, at + 3)) line.replace(at, piece.size(), "***");
-  }
-  return line;
-}
-
-// One line of the API's text (without its newline) -> a record of `kind`.
-void append_line(std::string_view raw, int attempt, std::int64_t fallback_ms, char kind, std::string& out,
-                 const std::vector<std::string>& pieces) {
-  std::int64_t ms = fallback_ms;
-  if (auto space = raw.find(' '); space != std::string_view::npos) {
-    if (auto parsed = parse_rfc3339_ms(raw.substr(0, space))) {
-      ms = *parsed;
-      raw.remove_prefix(space + 1);
-    }
-  }
-  const std::string text = masked(raw, pieces);
-  std::string_view line = text;
-  // Lines longer than a record holds are split into fragments, as LogWriter does.
-  while (line.size() > max_record_text) {
-    out += fmt::format("{} {} {} ", ms, attempt, static_cast<char>(kind - 'a' + 'A'));
-    out.append(line.substr(0, max_record_text));
-    out += '\n';
-    line.remove_prefix(max_record_text);
-  }
-  out += fmt::format("{} {} {} ", ms, attempt, kind);
-  out.append(line);
-  out += '\n';
-}
+std::int64_t whole_second(std::int64_t unix_ms) { return unix_ms - ((unix_ms % 1000) + 1000) % 1000; }
 
 }  // namespace
 
-std::size_t append_pod_log_records(std::string_view text, int attempt, std::int64_t fallback_ms, bool final,
-                                   std::string& out, const std::vector<std::string>& secrets) {
-  const auto pieces = secret_lines(secrets);
-  std::size_t used = 0;
-  while (used < text.size()) {
-    auto newline = text.find('\n', used);
-    if (newline == std::string_view::npos) {
-      if (!final) break;
-      append_line(text.substr(used), attempt, fallback_ms, 'O', out, pieces);
-      return text.size();
+void PodLogRecords::take_line(std::string_view raw, bool line_end, std::int64_t fallback_ms) {
+  std::size_t text_start = 0;
+  const auto time = line_time(raw, text_start);
+  const std::int64_t ms = time.value_or(fallback_ms);
+  last_ms_ = ms;
+  encoder_.write(LogStream::out, raw.substr(text_start), ms);
+  if (!line_end) return;
+  encoder_.write(LogStream::out, "\n", ms);
+  if (!time) return;
+  const std::int64_t second = whole_second(*time);
+  if (since_ms_ && second < *since_ms_) return;  // an older line (streams interleaved): never repeated
+  if (!since_ms_ || second > *since_ms_) {
+    since_ms_ = second;
+    for (auto it = boundary_.begin(); it != boundary_.end();) {
+      std::size_t unused = 0;
+      const auto at = line_time(*it, unused);
+      it = at && whole_second(*at) < second ? boundary_.erase(it) : std::next(it);
     }
-    append_line(text.substr(used, newline - used), attempt, fallback_ms, 'o', out, pieces);
-    used = newline + 1;
   }
-  return used;
+  boundary_.emplace(raw);
+}
+
+void PodLogRecords::take(std::string_view reply, std::int64_t fallback_ms, bool final) {
+  if (ended_) return;
+  // The reply starts with the lines from since_ms_ on that were taken already: each skipped once.
+  std::multiset<std::string> repeated = boundary_;
+  std::size_t used = 0;
+  while (used < reply.size()) {
+    const auto newline = reply.find('\n', used);
+    if (newline == std::string_view::npos) {
+      if (final) take_line(reply.substr(used), false, fallback_ms);
+      break;
+    }
+    const std::string_view raw = reply.substr(used, newline - used);
+    used = newline + 1;
+    if (auto seen = repeated.find(std::string(raw)); seen != repeated.end()) {
+      repeated.erase(seen);
+      continue;
+    }
+    take_line(raw, true, fallback_ms);
+  }
+  if (final) {
+    encoder_.end(last_ms_ != 0 ? last_ms_ : fallback_ms);
+    ended_ = true;
+  }
+}
+
+std::string PodLogRecords::take_records() {
+  std::string records = encoder_.records();
+  encoder_.clear_records();
+  return records;
 }
 
 std::string marker_record(std::int64_t unix_ms, int attempt, std::string_view text) {

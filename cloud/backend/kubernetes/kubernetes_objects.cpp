@@ -179,11 +179,14 @@ std::string claim_name(const std::string& app, const std::string& volume) {
 std::string run_selector(const std::string& run_id) { return "gpurun.dev/run=" + label_value(run_id); }
 
 nlohmann::json job_json(const RunSpec& spec, const KubernetesSettings& settings, const JobRequest& request) {
+  json pod_spec = pod_spec_json(spec, settings, request);
+  // The timeout is the POD's deadline: the kubelet kills the containers and the pod stays (Failed,
+  // reason DeadlineExceeded) with its log. A Job's own deadline would make the Job controller
+  // delete the pod, and its log with it.
+  if (spec.timeout) pod_spec["activeDeadlineSeconds"] = std::max<long long>(1, (spec.timeout->count() + 999) / 1000);
   json job_spec = {{"backoffLimit", 0},
                    {"template",
-                    {{"metadata", {{"labels", labels(spec, request.run_id, request.attempt)}}},
-                     {"spec", pod_spec_json(spec, settings, request)}}}};
-  if (spec.timeout) job_spec["activeDeadlineSeconds"] = std::max<long long>(1, (spec.timeout->count() + 999) / 1000);
+                    {{"metadata", {{"labels", labels(spec, request.run_id, request.attempt)}}}, {"spec", pod_spec}}}};
   return json{{"apiVersion", "batch/v1"},
               {"kind", "Job"},
               {"metadata",

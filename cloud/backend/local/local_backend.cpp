@@ -502,6 +502,7 @@ util::Result<Run> launch_local(StateStore& store, const RunSpec& spec, const Sec
   fresh.backend = spec.backend;
   fresh.gpus = spec.gpu_text;
   fresh.spec_json = to_json(spec);
+  fresh.supervised = true;  // the supervisor holds the run's lock until it records the end
   auto created = store.create_run(fresh, /*inheritable_lock=*/true);
   if (!created) return created.error();
   const Run run = created->run;
@@ -515,36 +516,15 @@ util::Result<Run> launch_local(StateStore& store, const RunSpec& spec, const Sec
     // An SQLite connection must not cross fork(): close it here and reopen it after.
     StateStore closing = std::move(store);
   }
-  const pid_t pid = ::fork();
-  if (pid < 0) {
-    const int fork_errno = errno;
+  // The supervisor runs in this (single-threaded) process image, without an exec: starting fast matters.
+  auto started = start_detached(log_path, [&] { return supervise(state_dir, run.id, created->lock.fd(), secrets, devices); });
+  if (!started) {
     if (auto reopened = StateStore::open(state_dir)) {
       store = std::move(*reopened);
       // Best effort: the error below tells the user; a run left queued is marked lost (its lock is free).
       (void)store.update_status(run.id, RunStatus::failed, "could not start the supervisor", 125);
     }
-    return util::make_error(util::ExitCode::backend, fmt::format("cannot start run {}: fork: {}", run.id, std::strerror(fork_errno)));
-  }
-  if (pid == 0) {
-    // Detach twice so the supervisor is nobody's child and outlives this process and its session.
-    // It runs in this (single-threaded) process image, without an exec: starting fast matters.
-    ::setsid();
-    if (::fork() != 0) ::_exit(0);
-    const int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (null_fd >= 0) ::dup2(null_fd, 0);
-    const int log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    if (log_fd >= 0) {
-      ::dup2(log_fd, 1);
-      ::dup2(log_fd, 2);
-    }
-    for (int s : {SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGQUIT}) ::signal(s, SIG_DFL);
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    ::_exit(supervise(state_dir, run.id, created->lock.fd(), secrets, devices));
-  }
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    return util::make_error(util::ExitCode::backend, fmt::format("cannot start run {}: {}", run.id, started.error().message));
   }
   created->lock.release();  // the supervisor holds its own copy of the lock now
   auto reopened = StateStore::open(state_dir);

@@ -153,15 +153,9 @@ class DialectV0038 final : public ApiDialect {
   }
 
   util::Result<std::vector<JobInfo>> parse_jobs(long status, std::string_view body) const override {
-    constexpr std::string_view what = "slurm: reading the jobs' status failed";
-    auto parsed = parse_json(body);
-    if (!parsed) {
-      return not_json(what, status, body);
-    }
-    auto errors = errors_of(*parsed);
-    auto jobs = parsed->find("jobs");
-    if (status / 100 != 2 || !errors.empty() || jobs == parsed->end() || !jobs->is_array()) {
-      return rejected(what, status, errors);
+    auto jobs = answer_array("slurm: reading the jobs' status failed", status, body, "jobs");
+    if (!jobs) {
+      return jobs.error();
     }
     std::vector<JobInfo> out;
     for (const auto& job : *jobs) {
@@ -173,15 +167,9 @@ class DialectV0038 final : public ApiDialect {
   }
 
   util::Result<std::vector<NodeInfo>> parse_nodes(long status, std::string_view body) const override {
-    constexpr std::string_view what = "slurm: listing the cluster's nodes failed";
-    auto parsed = parse_json(body);
-    if (!parsed) {
-      return not_json(what, status, body);
-    }
-    auto errors = errors_of(*parsed);
-    auto nodes = parsed->find("nodes");
-    if (status / 100 != 2 || !errors.empty() || nodes == parsed->end() || !nodes->is_array()) {
-      return rejected(what, status, errors);
+    auto nodes = answer_array("slurm: listing the cluster's nodes failed", status, body, "nodes");
+    if (!nodes) {
+      return nodes.error();
     }
     std::vector<NodeInfo> out;
     for (const auto& node : *nodes) {
@@ -255,6 +243,20 @@ class DialectV0038 final : public ApiDialect {
   }
 
  private:
+  // The array `key` of a successful answer with no errors, else the error saying `what` failed.
+  static util::Result<json> answer_array(std::string_view what, long status, std::string_view body, const char* key) {
+    auto parsed = parse_json(body);
+    if (!parsed) {
+      return not_json(what, status, body);
+    }
+    auto errors = errors_of(*parsed);
+    auto array = parsed->find(key);
+    if (status / 100 != 2 || !errors.empty() || array == parsed->end() || !array->is_array()) {
+      return rejected(what, status, errors);
+    }
+    return std::move(*array);
+  }
+
   static std::vector<ApiError> errors_of(const json& body) {
     std::vector<ApiError> out;
     auto errors = body.find("errors");

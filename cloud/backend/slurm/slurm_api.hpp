@@ -39,6 +39,8 @@ struct JobSubmit {
   bool append_output = true;                   // open_mode append: requeued attempts add to the log
   nlohmann::json extra = nlohmann::json::object();  // more job fields, verbatim (they win)
   std::vector<std::string> directories;        // on the cluster before the job (volumes); not sent to Slurm
+  std::string runner;  // gpurun's copy the job runs on the cluster ("~/" = $HOME), if any: transports
+                       // that reach the cluster remotely refuse the submit when it is gone (is_runner_missing)
 };
 
 // One entry of a response's `errors`.

@@ -508,6 +508,14 @@ class SlurmBackend final : public Backend {
     return cloud;
   }
 
+  // Forgets where gpurun's copy on the cluster is (it was deleted there): the next node_cloud
+  // checks and uploads it again.
+  void forget_remote_gpurun(const std::string& state_dir) {
+    remote_gpurun_.clear();
+    std::error_code ec;
+    std::filesystem::remove(fmt::format("{}/slurm-ssh/{}.gpurun", state_dir, cloud_.name), ec);
+  }
+
   // This binary's identity for the cache above: path, size and mtime.
   static std::string binary_key() {
     const std::string self = self_executable();
@@ -613,11 +621,7 @@ class SlurmBackend final : public Backend {
 
   util::Result<void> submit(slurm::Transport& client, StateStore& store, const Run& run, const RunSpec& spec,
                             const SecretValues& secrets, int offset) {
-    auto cloud = node_cloud(store.dir());
-    if (!cloud) return cloud.error();
-    auto job = slurm_job_for(*cloud, spec, run.id, secrets, offset);
-    if (!job) return job.error();
-    auto id = client.submit(*job);
+    auto id = submit_attempt(client, store.dir(), spec, run.id, secrets, offset, std::chrono::milliseconds(0));
     if (!id) return id.error();
     if (auto set = store.set_remote_id(run.id, format_remote_id(*id, offset, 0)); !set) return set.error();
     const std::string what = wanted(spec);
@@ -643,17 +647,7 @@ class SlurmBackend final : public Backend {
     }
     const int retries = remote.retries + 1;
     const auto delay = retry_delay(spec, retries);
-    auto cloud = node_cloud(store.dir());
-    auto job = cloud ? slurm_job_for(*cloud, spec, run.id, *secrets, failed_attempt) : util::Result<slurm::JobSubmit>(cloud.error());
-    if (!job) {
-      (void)store.update_status(run.id, RunStatus::failed, job.error().message, util::to_int(job.error().code));
-      return true;
-    }
-    // Slurm counts "now+N" from its clock's whole second, up to 1 s before the real now: one second
-    // more makes the retry start no earlier than the manifest's backoff (and at most 1 s after it).
-    const auto delay_s = (delay.count() + 999) / 1000;
-    if (delay_s > 0) job->extra["begin_time"] = fmt::format("now+{}", delay_s + 1);
-    auto id = client.submit(*job);
+    auto id = submit_attempt(client, store.dir(), spec, run.id, *secrets, failed_attempt, delay);
     if (!id) {
       (void)store.update_status(run.id, RunStatus::failed, why + "; resubmitting failed: " + id.error().message,
                                 util::to_int(id.error().code));
@@ -665,6 +659,27 @@ class SlurmBackend final : public Backend {
                               fmt::format("waiting for {} on {}: retry {} of {} in {} (after {})", wanted(spec), cloud_.name,
                                           retries, spec.max_retries, util::format_duration(delay), cause));
     return true;
+  }
+
+  // Builds and submits one attempt's job, to start no earlier than `delay` from now. Over ssh, a
+  // submit refused because gpurun's cached copy on the cluster is gone installs it again once.
+  util::Result<long long> submit_attempt(slurm::Transport& client, const std::string& state_dir, const RunSpec& spec,
+                                         const std::string& run_id, const SecretValues& secrets, int offset,
+                                         std::chrono::milliseconds delay) {
+    for (int tries = 0;; ++tries) {
+      auto cloud = node_cloud(state_dir);
+      if (!cloud) return cloud.error();
+      auto job = slurm_job_for(*cloud, spec, run_id, secrets, offset);
+      if (!job) return job.error();
+      job->runner = remote_gpurun_;  // only gpurun's own copy: a configured node_gpurun may live on the nodes only
+      // Slurm counts "now+N" from its clock's whole second, up to 1 s before the real now: one second
+      // more makes the attempt start no earlier than the manifest's backoff (and at most 1 s after it).
+      const auto delay_s = (delay.count() + 999) / 1000;
+      if (delay_s > 0) job->extra["begin_time"] = fmt::format("now+{}", delay_s + 1);
+      auto id = client.submit(*job);
+      if (id || tries > 0 || !slurm::is_runner_missing(id.error()) || remote_gpurun_.empty()) return id;
+      forget_remote_gpurun(state_dir);
+    }
   }
 
   // The secret values a resubmission gets: the monitor's (secret_lookup_), else the config's

@@ -21,6 +21,16 @@ namespace gpurun::cloud::slurm {
 
 namespace {
 
+// A submit whose runner is gone exits with this (sbatch itself exits 1) and is said with this text.
+constexpr int runner_missing_exit = 97;
+constexpr std::string_view runner_missing_text = "gpurun's copy for the jobs is missing:";
+
+// A cluster path as one shell word; a leading "~/" stays the remote $HOME.
+std::string remote_path_word(const std::string& path) {
+  if (path.rfind("~/", 0) == 0) return "\"$HOME\"/" + util::shell_quote(path.substr(2));
+  return util::shell_quote(path);
+}
+
 using util::ExitCode;
 
 util::Error backend_error(std::string message) { return util::make_error(ExitCode::backend, std::move(message)); }
@@ -202,6 +212,9 @@ class CommandTransport final : public Transport {
         if (!dir.empty()) body += fmt::format("mkdir -p {} || exit 1\n", util::shell_quote(dir));
       }
     }
+    if (!local_files() && !job.runner.empty()) {
+      body += fmt::format("[ -x {} ] || exit {}\n", remote_path_word(job.runner), runner_missing_exit);
+    }
     body += "exec sbatch " + util::join(words, " ") + "\n";
     std::vector<std::pair<std::string, std::string>> env;
     for (const auto& [k, v] : job.environment) {
@@ -210,6 +223,9 @@ class CommandTransport final : public Transport {
     }
     auto result = shell_->run(body, env, job.script);
     if (!result) return result.error();
+    if (result->exit_code == runner_missing_exit && !local_files() && !job.runner.empty()) {
+      return backend_error(fmt::format("{} {} on {} is not there any more (deleted?)", runner_missing_text, job.runner, shell_->where()));
+    }
     if (result->exit_code != 0) {
       auto error = sbatch_failure(result->err, cloud_);
       if (error.code != ExitCode::unschedulable) return error;
@@ -302,6 +318,10 @@ std::optional<std::string> extra_option(const std::string& key, const nlohmann::
 }
 
 }  // namespace
+
+bool is_runner_missing(const util::Error& error) {
+  return error.code == ExitCode::backend && error.message.rfind(runner_missing_text, 0) == 0;
+}
 
 std::vector<std::string> sbatch_arguments(const JobSubmit& job) {
   std::vector<std::string> args = {"--parsable", "--export=ALL"};

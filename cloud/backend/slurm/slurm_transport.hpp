@@ -57,6 +57,9 @@ class Transport {
   virtual util::Result<std::uint64_t> file_size(const std::string& path) = 0;
 };
 
+// Whether a submit failed because the job's runner (JobSubmit::runner) is missing on the cluster.
+bool is_runner_missing(const util::Error& error);
+
 // The transport for `options` (usage error for an unknown name or bad settings).
 util::Result<std::unique_ptr<Transport>> open_transport(const TransportOptions& options);
 

@@ -242,7 +242,7 @@ TEST_CASE("completion: run ids newest first, in that order, and nothing from a b
     auto store = cloud::StateStore::open();
     REQUIRE(store.ok());
     for (const char* function : {"prep", "train", "eval"}) {
-      auto run = store->create_run(cloud::NewRun{"demo", function, "local", "local", "", "{}", "", ""});
+      auto run = store->create_run(cloud::NewRun{"demo", function, "local", "local", "", "{}", "", "", true});
       REQUIRE(run.ok());
       ids.insert(ids.begin(), run->run.id);
     }

@@ -44,7 +44,7 @@ StateStore open_store(const std::string& dir) {
 }
 
 CreatedRun make_run(StateStore& store, const std::string& function = "train") {
-  auto run = store.create_run(NewRun{"demo", function, "local", "local", "T4:1", R"({"argv":["python"]})", "", ""});
+  auto run = store.create_run(NewRun{"demo", function, "local", "local", "T4:1", R"({"argv":["python"]})", "", "", true});
   REQUIRE_MESSAGE(run.ok(), run.error().message);
   return std::move(*run);
 }
@@ -163,7 +163,7 @@ TEST_CASE("open creates a private state directory and refuses a newer schema") {
   auto newer = StateStore::open(dir);
   REQUIRE_FALSE(newer.ok());
   CHECK(newer.error().code == ExitCode::backend);
-  CHECK(newer.error().message == "state database " + dir + "/state.db has schema version 9 but this gpurun knows up to 6; upgrade gpurun");
+  CHECK(newer.error().message == "state database " + dir + "/state.db has schema version 9 but this gpurun knows up to 7; upgrade gpurun");
 }
 
 TEST_CASE("a state.db that is no database is reported as corrupt at once, with the fix") {
@@ -426,7 +426,7 @@ TEST_CASE("a run whose supervisor died is marked lost and its lease freed") {
     ::close(ids[0]);
     auto store = StateStore::open(tmp.state());
     if (!store) return 2;
-    auto run = store->create_run(NewRun{"demo", "train", "local", "local", "T4:1", "{}", "", ""});
+    auto run = store->create_run(NewRun{"demo", "train", "local", "local", "T4:1", "{}", "", "", true});
     if (!run) return 3;
     if (!store->add_attempt(run->run.id, 1) || !store->update_status(run->run.id, RunStatus::running, "")) return 4;
     auto ticket = store->enqueue_lease(run->run.id, "local", {{"T4", 0, 1}});
@@ -480,7 +480,7 @@ TEST_CASE("a lost run's GPUs stay leased while its workload's process group live
     ::close(ids[0]);
     auto store = StateStore::open(tmp.state());
     if (!store) return 2;
-    auto run = store->create_run(NewRun{"demo", "train", "local", "local", "T4:1", "{}", "", ""});
+    auto run = store->create_run(NewRun{"demo", "train", "local", "local", "T4:1", "{}", "", "", true});
     if (!run || !store->add_attempt(run->run.id, 1) || !store->update_status(run->run.id, RunStatus::running, "")) return 3;
     auto ticket = store->enqueue_lease(run->run.id, "local", {{"T4", 0, 1}});
     if (!ticket || !store->try_grant(*ticket, t4s(1))) return 4;
@@ -554,7 +554,7 @@ TEST_CASE("a run whose supervisor is alive is not lost") {
     ::close(go[1]);
     auto store = StateStore::open(tmp.state());
     if (!store) return 2;
-    auto run = store->create_run(NewRun{"demo", "train", "local", "local", "", "{}", "", ""});
+    auto run = store->create_run(NewRun{"demo", "train", "local", "local", "", "{}", "", "", true});
     if (!run) return 3;
     if (::write(ready[1], run->run.id.data(), run->run.id.size()) < 0) return 4;
     char c;
@@ -603,7 +603,7 @@ TEST_CASE("GPU leases are exclusive across processes") {
     pids.push_back(fork_child([&]() -> int {
       auto store = StateStore::open(tmp.state());
       if (!store) return child_failure(2, store);
-      auto run = store->create_run(NewRun{"demo", "train", "local", "local", "T4:1", "{}", "", ""});
+      auto run = store->create_run(NewRun{"demo", "train", "local", "local", "T4:1", "{}", "", "", true});
       if (!run) return child_failure(3, run);
       auto ticket = store->enqueue_lease(run->run.id, "local", {{"T4", 0, 1}});
       if (!ticket) return child_failure(4, ticket);
@@ -789,7 +789,7 @@ TEST_CASE("image locations: recorded per digest and cloud, a v1 database is migr
   REQUIRE(sqlite3_open((dir + "/state.db").c_str(), &db) == SQLITE_OK);
   REQUIRE(sqlite3_exec(db, "DROP TABLE image_locations; ALTER TABLE runs DROP COLUMN remote_id; ALTER TABLE attempts DROP COLUMN workload_pgid; "
                            "ALTER TABLE attempts DROP COLUMN workload_start; ALTER TABLE deployments DROP COLUMN images_json; "
-                           "ALTER TABLE deployments DROP COLUMN note; PRAGMA user_version=1", nullptr, nullptr, nullptr) == SQLITE_OK);
+                           "ALTER TABLE deployments DROP COLUMN note; ALTER TABLE runs DROP COLUMN supervised; PRAGMA user_version=1", nullptr, nullptr, nullptr) == SQLITE_OK);
   sqlite3_close(db);
   auto store = StateStore::open(dir);
   REQUIRE(store.ok());
@@ -807,6 +807,30 @@ TEST_CASE("image locations: recorded per digest and cloud, a v1 database is migr
   CHECK(list->at(0).pushed_at == 7);
   CHECK(list->at(1).cloud == "local");
   CHECK(store->list_image_locations("other")->empty());
+}
+
+TEST_CASE("a version-6 database: runs without a backend id become supervised, remote ones do not") {
+  TempDir temp;
+  const std::string dir = temp.state();
+  std::string local_id, remote_id;
+  {
+    StateStore store = open_store(dir);
+    CreatedRun local = make_run(store, "here");
+    NewRun remote{"demo", "there", "hpc", "slurm", "", "{}", "", ""};
+    auto far = store.create_run(remote);
+    REQUIRE(far.ok());
+    REQUIRE(store.set_remote_id(far->run.id, "4242").ok());
+    local_id = local.run.id;
+    remote_id = far->run.id;
+  }  // both run locks are released here: nobody supervises either run now
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open((dir + "/state.db").c_str(), &db) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(db, "ALTER TABLE runs DROP COLUMN supervised; PRAGMA user_version=6", nullptr, nullptr, nullptr) ==
+          SQLITE_OK);
+  sqlite3_close(db);
+  StateStore store = open_store(dir);
+  CHECK(*store.reconcile_lost() == std::vector<std::string>{local_id});
+  CHECK(store.get_run(remote_id)->status == RunStatus::queued);
 }
 
 TEST_CASE("a deployment keeps its frozen images and note; an app's history is deleted whole") {
@@ -863,7 +887,7 @@ TEST_CASE("list_runs filters by app and status and limits in SQL; count_runs ign
   std::vector<std::string> ids;
   for (const char* app : {"a", "b", "a", "a"}) {
     clock.advance(std::chrono::milliseconds(10));
-    auto created = store.create_run(NewRun{app, "f", "local", "local", "", "{}", "", ""});
+    auto created = store.create_run(NewRun{app, "f", "local", "local", "", "{}", "", "", true});
     REQUIRE(created.ok());
     ids.push_back(created->run.id);
   }

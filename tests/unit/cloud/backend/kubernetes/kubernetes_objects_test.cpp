@@ -55,7 +55,9 @@ TEST_CASE("the Job of an attempt") {
   CHECK(job["metadata"]["name"] == "gpurun-demo-train-big-rabc-2");
   CHECK(job["metadata"]["namespace"] == "ml");
   CHECK(job["spec"]["backoffLimit"] == 0);
-  CHECK(job["spec"]["activeDeadlineSeconds"] == 91);
+  // The deadline is the pod's (the kubelet kills it and keeps its log), not the Job's.
+  CHECK(job["spec"]["template"]["spec"]["activeDeadlineSeconds"] == 91);
+  CHECK(!job["spec"].contains("activeDeadlineSeconds"));
   const json& labels = job["spec"]["template"]["metadata"]["labels"];
   CHECK(labels["gpurun.dev/run"] == "rabc");
   CHECK(labels["gpurun.dev/app"] == "demo");
@@ -97,6 +99,7 @@ TEST_CASE("a CPU-only Job has no GPU limit, affinity or tolerations; no timeout,
   request.image = "ubuntu:22.04";
   const json job = job_json(spec, KubernetesSettings{}, request);
   CHECK(!job["spec"].contains("activeDeadlineSeconds"));
+  CHECK(!job["spec"]["template"]["spec"].contains("activeDeadlineSeconds"));
   const json& pod = job["spec"]["template"]["spec"];
   CHECK(!pod.contains("affinity"));
   CHECK(!pod.contains("tolerations"));
