@@ -22,7 +22,7 @@ int run_gpus(Context& ctx, const GpusOptions& options) {
   if (!inventory) return report(ctx, inventory.error());
   cloud::PlanInputs inputs;
   inputs.local_offers = inventory->offers;
-  add_found_offers(ctx, *config, inputs);
+  discover_offers(ctx, *config, inputs);
 
   nlohmann::json types = nlohmann::json::array();
   Table table({"GPU", "MEMORY (GB)", "MAX", "OFFERED BY"});

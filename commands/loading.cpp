@@ -74,18 +74,23 @@ std::optional<cloud::PlanInputs> plan_inputs(Context& ctx, const cloud::Config& 
   } else {
     inputs.local_offers_note = fmt::format("from {}", inventory->source);
   }
-  add_found_offers(ctx, config, inputs);
+  discover_offers(ctx, config, inputs);
   return inputs;
 }
 
-void add_found_offers(Context& ctx, const cloud::Config& config, cloud::PlanInputs& inputs) {
+void discover_offers(Context& ctx, const cloud::Config& config, cloud::PlanInputs& inputs) {
   for (const auto& c : config.clouds) {
-    if (c.probe_gpus) continue;
+    if (!c.discover_gpus) continue;
     auto backend = cloud::make_backend(c.backend, &c, &config);
-    if (!backend) continue;
-    auto found = (*backend)->found_gpus();
-    for (const auto& note : found.notes) ctx.err << "gpurun: note: " << note << '\n';
-    if (!found.offers.empty()) inputs.found_offers[c.name] = std::move(found.offers);
+    auto found = backend ? (*backend)->discover_offers() : util::Result<cloud::DiscoveredOffers>(backend.error());
+    if (!found) {
+      inputs.discovered_notes[c.name] = found.error().message;
+      ctx.err << "gpurun: warning: " << found.error().message << '\n';
+      continue;
+    }
+    inputs.discovered_offers[c.name] = found->offers;
+    inputs.discovered_notes[c.name] = found->note;
+    for (const auto& skipped : found->skipped) ctx.err << fmt::format("gpurun: note: cloud '{}': {}\n", c.name, skipped);
   }
 }
 

@@ -51,12 +51,14 @@ std::optional<Loaded> load_config_and_manifest(Context& ctx, const ManifestArgs&
 std::optional<manifest::Manifest> load_manifest(Context& ctx, const cloud::Config& config, const std::string& path,
                                                 int& exit_code);
 
-// PlanInputs with the local inventory and found GPUs filled in; on failure reports and sets `exit_code`.
+// PlanInputs with the local inventory and the offers of clouds with discover_gpus filled in; on
+// failure reports and sets `exit_code`.
 std::optional<cloud::PlanInputs> plan_inputs(Context& ctx, const cloud::Config& config, int& exit_code);
 
-// Adds the GPUs each cloud's backend found on its machines (Backend::found_gpus, e.g. ssh hosts
-// without `gpus:`) to `inputs`; their notes go to ctx.err.
-void add_found_offers(Context& ctx, const cloud::Config& config, cloud::PlanInputs& inputs);
+// Asks the backend of each cloud with discover_gpus for its offers. A backend that cannot answer
+// (e.g. an unreachable API) leaves the cloud with no offers, the reason in discovered_notes and
+// as a warning on ctx.err; what a backend left out is printed as notes.
+void discover_offers(Context& ctx, const cloud::Config& config, cloud::PlanInputs& inputs);
 
 // The clouds holding each image's digest in `digests` (image name -> manifest digest), from
 // the state's image locations of `app`.

@@ -63,14 +63,22 @@ std::vector<cloud::Run> old_runs(const std::vector<cloud::Run>& runs, std::int64
   return old;
 }
 
-// Removes the files of `runs` (each backend says which) and forgets them; returns the bytes freed.
+// Removes what `runs` left with their backends and their files (each backend says which) and
+// forgets them; returns the bytes freed, `removed` how many. A run whose backend cannot remove its
+// remote objects now is kept (with a warning) for a later prune.
 util::Result<std::uint64_t> remove_runs(Context& ctx, const cloud::Config& config, cloud::StateStore& store,
-                                        const std::vector<cloud::Run>& runs, bool dry_run) {
+                                        const std::vector<cloud::Run>& runs, bool dry_run, std::size_t& removed) {
   RunBackends backends(config);
   std::uint64_t bytes = 0;
   std::vector<std::string> ids;
   for (const auto& run : runs) {
     auto backend = backends.of(run);
+    if (backend && !dry_run) {
+      if (auto forgotten = (*backend)->forget_remote(run); !forgotten) {
+        ctx.err << fmt::format("gpurun: warning: run {} is kept: {}\n", run.id, forgotten.error().message);
+        continue;
+      }
+    }
     std::vector<std::string> files = backend ? (*backend)->run_files(store, run)
                                              : std::vector<std::string>{cloud::run_dir(store.dir(), run.id)};
     for (const auto& file : files) {
@@ -82,8 +90,9 @@ util::Result<std::uint64_t> remove_runs(Context& ctx, const cloud::Config& confi
     ids.push_back(run.id);
   }
   if (!dry_run) {
-    if (auto removed = store.delete_ended_runs(ids); !removed) return removed.error();
+    if (auto deleted = store.delete_ended_runs(ids); !deleted) return deleted.error();
   }
+  removed = ids.size();
   return bytes;
 }
 
@@ -118,7 +127,8 @@ int run_prune(Context& ctx, const PruneOptions& options) {
       return 1;
     }
   }
-  auto run_bytes = remove_runs(ctx, *config, *store, old, options.dry_run);
+  std::size_t pruned_runs = 0;
+  auto run_bytes = remove_runs(ctx, *config, *store, old, options.dry_run, pruned_runs);
   if (!run_bytes) return report(ctx, run_bytes.error());
   auto images = cloud::prune_image_store(cloud::image_store_dir(store->dir()), *keep, options.dry_run);
   if (!images) return report(ctx, images.error());
@@ -132,7 +142,7 @@ int run_prune(Context& ctx, const PruneOptions& options) {
   if (!registry) return report(ctx, registry.error());
   for (const auto& note : registry->notes) ctx.err << "gpurun: warning: " << note << '\n';
   ctx.out << fmt::format("{} {} ({} of logs), {}, {} ({}), {}\n", options.dry_run ? "would prune" : "pruned",
-                         plural(old.size(), "run"), util::format_size(*run_bytes), plural(images->rootfs_removed, "root filesystem"),
+                         plural(pruned_runs, "run"), util::format_size(*run_bytes), plural(images->rootfs_removed, "root filesystem"),
                          plural(images->blobs_removed, "blob"), util::format_size(images->bytes),
                          plural(registry->deleted, "registry manifest"));
   if (registry->deleted > 0 && !options.dry_run) {

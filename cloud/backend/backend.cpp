@@ -67,6 +67,13 @@ util::Result<std::string> Backend::prepare_volume(PrepareContext& ctx, const Run
   return where;
 }
 
+util::Result<DiscoveredOffers> Backend::discover_offers() {
+  return util::make_error(util::ExitCode::usage,
+                          fmt::format("the {} backend cannot list its GPUs; declare them with 'gpus:' in the cloud", name()));
+}
+
+util::Result<void> Backend::forget_remote(const Run& /*run*/) { return {}; }
+
 util::Result<void> prepare_volumes(PrepareContext& ctx, Backend& backend, RunSpec& spec) {
   for (auto& mount : spec.mounts) {
     auto existing = ctx.store.get_volume(spec.app, mount.volume);
@@ -112,25 +119,30 @@ util::Result<void> prepare_registry_image(PrepareContext& ctx, const Backend& ba
     return util::make_error(util::ExitCode::usage,
                             fmt::format("function '{}': image '{}' is not defined", spec.function, spec.image));
   }
-  if (auto target = backend.check_image_target(ctx.config, image->name); !target) return target.error();
-  auto built = image_for_run(ctx, *image);
+  return prepare_registry_image(ctx, backend, cloud, spec, *image);
+}
+
+util::Result<void> prepare_registry_image(PrepareContext& ctx, const Backend& backend, const CloudConfig& cloud, RunSpec& spec,
+                                          const manifest::Image& image) {
+  if (auto target = backend.check_image_target(ctx.config, image.name); !target) return target.error();
+  auto built = image_for_run(ctx, image);
   if (!built) return built.error();
   spec.image_digest = built->digest;
   spec.image_env = built->env;
   spec.image_workdir = built->workdir;
   spec.image_registry = cloud.registry;
-  spec.image_repository = image_repository(ctx.manifest.app, image->name);
+  spec.image_repository = image_repository(ctx.manifest.app, image.name);
   if (ctx.dry_run) return {};
   auto locations = ctx.store.list_image_locations(ctx.manifest.app);
   if (!locations) return locations.error();
   for (const auto& l : *locations) {
-    if (l.image == image->name && l.digest == built->digest && l.cloud == cloud.name && l.registry == cloud.registry) return {};
+    if (l.image == image.name && l.digest == built->digest && l.cloud == cloud.name && l.registry == cloud.registry) return {};
   }
   auto pushed = push_image({cloud.name, cloud.registry, spec.image_repository}, *built,
                            registry::default_tags(built->digest, ""), ctx.progress);
   if (!pushed) return pushed.error();
   return ctx.store.record_image_locations(
-      {{ctx.manifest.app, image->name, built->digest, cloud.name, cloud.registry, spec.image_repository, 0}});
+      {{ctx.manifest.app, image.name, built->digest, cloud.name, cloud.registry, spec.image_repository, 0}});
 }
 
 util::Result<ImagePlacement> place_registry_image(PrepareContext& ctx, const CloudConfig& cloud, BuiltImage& image, int version) {

@@ -48,11 +48,12 @@ struct Capacity {
   std::string note;  // why unknown, or where the numbers come from
 };
 
-// GPUs a backend found on its cloud's machines beyond the cloud's configured `gpus`, and notes on
-// them for the user (a machine with none, one that did not answer).
-struct FoundGpus {
+// The GPUs a backend found on its cloud when asked (a cloud without `gpus:` whose backend set
+// discover_gpus): type, memory variant and the most one function can get (the most on one node).
+struct DiscoveredOffers {
   std::vector<gpu::GpuSlot> offers;
-  std::vector<std::string> notes;
+  std::string note;                 // where they come from, for messages ("from the nodes' labels")
+  std::vector<std::string> skipped;  // what was left out and why, for the user
 };
 
 // What the prepare step may use: the state, the config and manifest the run comes from, and how
@@ -111,9 +112,6 @@ class Backend {
   // True when runs of this backend can mount `volume` where it was created. Default: this
   // backend keeps volumes of that name at the same path (same cloud, or clouds sharing a directory).
   virtual bool reaches_volume(const std::string& state_dir, const Volume& volume) const;
-  // GPUs found on the cloud's machines for placement (e.g. ssh hosts without `gpus:`: asked over
-  // SSH, cached); default: none (the config's `gpus` say it all).
-  virtual FoundGpus found_gpus() { return {}; }
   // What `plan` adds to where `placed` runs within this cloud (e.g. "hosts: gpu2"), given the app's
   // volumes as recorded; empty: nothing to add. Asks nothing remote.
   virtual std::string plan_note(const PlacedFunction& /*placed*/, const std::vector<Volume>& /*volumes*/) const { return {}; }
@@ -150,6 +148,12 @@ class Backend {
   virtual util::Result<std::vector<Run>> refresh_many(StateStore& store, std::span<const Run> runs);
   // Free and total GPUs by type where the backend knows them (used for run-time fallback).
   virtual util::Result<Capacity> capacity(StateStore& store);
+  // What this cloud offers, asked of the backend itself (clouds with discover_gpus, at plan time).
+  // Default: an error (this backend cannot tell; declare `gpus:`).
+  virtual util::Result<DiscoveredOffers> discover_offers();
+  // Removes what an ended run left with the backend (e.g. Kubernetes Jobs kept for `logs`) when
+  // prune forgets the run. Default: nothing to remove.
+  virtual util::Result<void> forget_remote(const Run& run);
   // The run's output, readable from any offset while it grows.
   virtual util::Result<LogSource> open_log(const StateStore& store, const Run& run) const = 0;
   // The backend's own id of the run's current job as its users know it (a Slurm job id); empty
@@ -173,6 +177,10 @@ util::Result<BuiltImage> image_for_run(PrepareContext& ctx, const manifest::Imag
 // unless the state records that digest there already (with ctx.dry_run: nothing pushed).
 // `backend` says whether the cloud can hold images (check_image_target).
 util::Result<void> prepare_registry_image(PrepareContext& ctx, const Backend& backend, const CloudConfig& cloud, RunSpec& spec);
+// The same for `image` (not necessarily one of the manifest's: e.g. a host function's directory
+// on a cloud's default image).
+util::Result<void> prepare_registry_image(PrepareContext& ctx, const Backend& backend, const CloudConfig& cloud, RunSpec& spec,
+                                          const manifest::Image& image);
 
 // deploy, for the same backends: pushes `image` to `cloud.registry`, tagged for `version`.
 util::Result<ImagePlacement> place_registry_image(PrepareContext& ctx, const CloudConfig& cloud, BuiltImage& image, int version);

@@ -32,6 +32,7 @@ struct CloudConfig {
   std::vector<std::string> gpus_as_written;
   bool gpus_declared = false;     // `gpus:` given
   bool probe_gpus = false;        // its offers are this machine's probed devices (set by its backend)
+  bool discover_gpus = false;     // its offers come from its backend at plan time (Backend::discover_offers)
   std::shared_ptr<const BackendSettings> settings;  // the backend's own keys; may be null
   int line = 0;
 };

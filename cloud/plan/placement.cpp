@@ -10,9 +10,11 @@ namespace gpurun::cloud {
 
 std::vector<gpu::GpuSlot> cloud_offers(const CloudConfig& cloud, const PlanInputs& inputs) {
   if (cloud.probe_gpus) return inputs.local_offers;
-  const auto found = inputs.found_offers.find(cloud.name);
-  if (found == inputs.found_offers.end()) return cloud.gpus;
+  if (!cloud.discover_gpus) return cloud.gpus;
+  // Declared GPUs (e.g. ssh hosts with `gpus:`) and those the backend found (PlanInputs).
   std::vector<gpu::GpuSlot> offers = cloud.gpus;
+  const auto found = inputs.discovered_offers.find(cloud.name);
+  if (found == inputs.discovered_offers.end()) return offers;
   for (const auto& slot : found->second) {
     auto same = std::find_if(offers.begin(), offers.end(),
                              [&](const gpu::GpuSlot& o) { return o.type == slot.type && o.memory_gb == slot.memory_gb; });
@@ -124,6 +126,9 @@ std::string unschedulable_reason(const manifest::Function& f, const PlacedFuncti
   for (const auto* c : candidates) {
     std::string what = describe_offers(c->offers);
     if (c->cloud->probe_gpus && !inputs.local_offers_note.empty()) what += " (" + inputs.local_offers_note + ")";
+    if (auto note = inputs.discovered_notes.find(c->cloud->name); c->cloud->discover_gpus && note != inputs.discovered_notes.end()) {
+      what += " (" + note->second + ")";
+    }
     offered.push_back(fmt::format("{} offers {}", c->cloud->name, what));
   }
   const std::string where = pin ? fmt::format("cloud '{}' cannot run it", *pin) : "no cloud can run it";

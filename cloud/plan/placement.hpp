@@ -57,7 +57,9 @@ struct PlanInputs {
   std::optional<std::string> gpu_override_text;
   std::vector<gpu::GpuSlot> local_offers;                  // what the local cloud offers (declared or probed)
   std::string local_offers_note;                            // how local_offers were found, for messages
-  std::map<std::string, std::vector<gpu::GpuSlot>> found_offers;  // cloud -> GPUs its backend found (beyond its gpus)
+  // Clouds with discover_gpus: cloud name -> the offers its backend found, and how (or why none).
+  std::map<std::string, std::vector<gpu::GpuSlot>> discovered_offers;
+  std::map<std::string, std::string> discovered_notes;
   std::map<std::string, std::string> existing_volumes;     // volume -> cloud, from earlier deploys
   std::map<std::string, std::set<std::string>> images_present;  // image -> clouds that hold its current digest
   std::vector<std::string> only_functions;                 // empty = all
@@ -75,8 +77,7 @@ util::Result<Plan> make_plan(const manifest::Manifest& manifest, const Config& c
 std::vector<PlacedFunction> placement_candidates(const manifest::Function& function, const Config& config,
                                                  const PlanInputs& inputs);
 
-// What a cloud offers: its configured GPUs and those its backend found (PlanInputs), or for
-// `local` the offers in PlanInputs.
+// What a cloud offers: its configured GPUs, or the probed (local) or discovered offers in PlanInputs.
 std::vector<gpu::GpuSlot> cloud_offers(const CloudConfig& cloud, const PlanInputs& inputs);
 
 // "T4:4, A10G:4" or "no GPUs".

@@ -70,6 +70,8 @@ util::Result<RunSpec> build_run_spec(const manifest::Manifest& manifest, const m
   spec.backoff = function.retries.backoff;
   spec.initial_delay = function.retries.initial_delay;
   spec.max_delay = function.retries.max_delay;
+  spec.cpu = function.cpu;
+  spec.memory_bytes = function.memory_bytes;
   if (function.image) {
     const auto* image = manifest.find_image(*function.image);
     if (image == nullptr) {

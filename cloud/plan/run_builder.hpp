@@ -21,7 +21,7 @@ struct RunOverrides {
 
 // Builds the run spec of one placed function, purely (no files, state or network): command
 // (+ args), working directory, env, secret names, volume mounts (host paths are the backend's,
-// filled by the prepare step), GPU alternatives for the lease, timeout, retries, image name.
+// filled by the prepare step), GPU alternatives for the lease, timeout, retries, cpu/memory, image name.
 util::Result<RunSpec> build_run_spec(const manifest::Manifest& manifest, const manifest::Function& function,
                                      const PlacedFunction& placed, const gpu::GpuRequest& request, const Config& config,
                                      const RunOverrides& overrides);

@@ -31,6 +31,8 @@ std::string to_json(const RunSpec& spec) {
   j["initial_delay_ms"] = spec.initial_delay.count();
   j["max_delay_ms"] = spec.max_delay.count();
   j["kill_grace_ms"] = spec.kill_grace.count();
+  if (spec.cpu) j["cpu"] = *spec.cpu;
+  if (spec.memory_bytes) j["memory_bytes"] = *spec.memory_bytes;
   if (!spec.image.empty()) {
     nlohmann::json env = nlohmann::json::array();
     for (const auto& [k, v] : spec.image_env) env.push_back({k, v});
@@ -67,6 +69,8 @@ util::Result<RunSpec> run_spec_from_json(const std::string& text) {
     spec.initial_delay = std::chrono::milliseconds(j.at("initial_delay_ms").get<long long>());
     spec.max_delay = std::chrono::milliseconds(j.at("max_delay_ms").get<long long>());
     spec.kill_grace = std::chrono::milliseconds(j.at("kill_grace_ms").get<long long>());
+    if (j.contains("cpu")) spec.cpu = j.at("cpu").get<double>();  // absent in specs stored before
+    if (j.contains("memory_bytes")) spec.memory_bytes = j.at("memory_bytes").get<std::uint64_t>();
     if (j.contains("image")) {
       const auto& image = j.at("image");
       spec.image = image.at("name").get<std::string>();

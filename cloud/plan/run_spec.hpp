@@ -1,6 +1,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <utility>
@@ -51,6 +52,9 @@ struct RunSpec {
   std::chrono::milliseconds initial_delay{1000};
   std::chrono::milliseconds max_delay{60'000};
   std::chrono::milliseconds kill_grace{10'000};
+  // The function's `cpu` (cores) and `memory` (bytes); backends that schedule by them request them.
+  std::optional<double> cpu;
+  std::optional<std::uint64_t> memory_bytes;
   // Functions with `image:`: the image's name and manifest digest; for the local backend also
   // its unpacked root filesystem (the run's `/`), its config Env and WorkingDir (then `cwd`).
   std::string image;

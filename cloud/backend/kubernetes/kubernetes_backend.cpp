@@ -28,6 +28,10 @@ namespace {
 using json = nlohmann::json;
 using util::ExitCode;
 
+// The image name of a host function's directory on default_image (its repository APP/host.files;
+// '.' keeps it apart from the manifest's image names).
+constexpr const char* host_image_name = "host.files";
+
 // The settings the registry's key parser stored in the cloud (defaults without).
 KubernetesSettings settings_of(const CloudConfig& cloud) {
   if (const auto* settings = dynamic_cast<const KubernetesSettings*>(cloud.settings.get())) return *settings;
@@ -249,7 +253,9 @@ std::string saved_log_path(const StateStore& store, const Run& run) { return run
 class KubernetesBackend final : public Backend {
  public:
   KubernetesBackend(CloudConfig cloud, KubernetesSettings settings, const Config* config)
-      : cloud_(std::move(cloud)), settings_(std::move(settings)), config_(config) {}
+      : cloud_(std::move(cloud)), settings_(std::move(settings)) {
+    if (config != nullptr) config_ = *config;  // a copy: callers' configs may not outlive the backend
+  }
 
   std::string_view name() const override { return "kubernetes"; }
   bool remote() const override { return true; }
@@ -262,8 +268,20 @@ class KubernetesBackend final : public Backend {
 
   util::Result<void> prepare_image(PrepareContext& ctx, const PlacedFunction& placed, RunSpec& spec) override {
     if (placed.gpu) spec.gpu_alternatives = {{placed.gpu->type, placed.gpu->memory_gb, placed.gpu->count}};
-    if (spec.image.empty()) return {};
-    return prepare_registry_image(ctx, *this, cloud_, spec);
+    if (!spec.image.empty()) return prepare_registry_image(ctx, *this, cloud_, spec);
+    // A host function: default_image with the manifest's directory as a layer at the same path
+    // (its working directory), pushed to the cloud's registry. Without a registry, default_image
+    // runs as given in that directory (the files must reach the nodes some other way).
+    if (cloud_.registry.empty()) return {};
+    if (auto image = pod_image(spec, settings_, cloud_.name); !image) return image.error();
+    manifest::Image host;
+    host.name = host_image_name;
+    host.base = settings_.default_image;
+    host.add = {{".", spec.cwd}};
+    host.workdir = spec.cwd;
+    if (auto prepared = prepare_registry_image(ctx, *this, cloud_, spec, host); !prepared) return prepared.error();
+    spec.image = host.name;
+    return {};
   }
 
   util::Result<void> check_image_target(const Config& config, const std::string& image) const override {
@@ -406,13 +424,62 @@ class KubernetesBackend final : public Backend {
     }
     capacity.known = true;
     capacity.note = "nodes' allocatable nvidia.com/gpu minus the pods bound to them";
-    for (const auto& g : node_gpus(nodes->body.value("items", json::array()), pods->body.value("items", json::array()), settings_)) {
+    for (const auto& g : node_gpus(nodes->body.value("items", json::array()), pods->body.value("items", json::array()), settings_, &catalog())) {
       capacity.gpus.push_back({g.type, g.memory_gb, g.free, g.total});
     }
     return capacity;
   }
 
+  // Deletes the run's Jobs (every attempt's; their pods by background propagation) and its Secret
+  // if one is left (a run that ended while no gpurun process watched it).
+  util::Result<void> forget_remote(const Run& run) override {
+    if (run.remote_id.empty()) return {};
+    auto api = connect();
+    if (!api) return api.error();
+    auto jobs = (*api)->expect("GET", (*api)->collection("jobs") + "?labelSelector=" + http::url_encode(run_selector(run.id)));
+    if (!jobs) return jobs.error();
+    const json options = {{"kind", "DeleteOptions"}, {"apiVersion", "v1"}, {"propagationPolicy", "Background"}};
+    for (const auto& job : jobs->body.value("items", json::array())) {
+      auto deleted = (*api)->expect("DELETE", (*api)->collection("jobs") + "/" + name_of(job), options, 404);
+      if (!deleted) return deleted.error();
+    }
+    return delete_secret(**api, run);
+  }
+
+  // Offers from the nodes' gpu_label values and allocatable nvidia.com/gpu (a cloud without gpus:).
+  util::Result<DiscoveredOffers> discover_offers() override {
+    auto nodes = list_nodes();
+    if (!nodes) return nodes.error();
+    DiscoveredOffers found;
+    found.offers = node_offers(*nodes, settings_, catalog(), found.skipped);
+    found.note = fmt::format("from the labels {} and allocatable nvidia.com/gpu of its nodes", settings_.gpu_label);
+    return found;
+  }
+
  private:
+  const gpu::Catalog& catalog() const {
+    static const gpu::Catalog builtin = gpu::Catalog::builtin();
+    return config_ ? config_->catalog : builtin;
+  }
+
+  // The cluster's nodes (the API's list items); an error names the cloud and how to fix it.
+  util::Result<json> list_nodes() const {
+    auto api = connect();
+    if (!api) return api.error();
+    auto nodes = (*api)->call("GET", "/api/v1/nodes");
+    if (!nodes) {
+      return util::make_error(ExitCode::backend, fmt::format("cannot list the GPU nodes of cloud '{}': {}; check that its API "
+                                                             "server is up, or declare its GPUs with 'gpus:'",
+                                                             cloud_.name, nodes.error().message));
+    }
+    if (!nodes->ok()) {
+      auto refused = api_error(cloud_.name, "GET", "/api/v1/nodes", *nodes);
+      refused.message += "; or declare the cloud's GPUs with 'gpus:'";
+      return refused;
+    }
+    return nodes->body.value("items", json::array());
+  }
+
   util::Result<std::shared_ptr<KubernetesApi>> connect() const {
     if (api_) return api_;
     auto api = KubernetesApi::connect(settings_, cloud_.name);
@@ -436,6 +503,8 @@ class KubernetesBackend final : public Backend {
     request.secret = secret;
     if (!spec.gpu_alternatives.empty()) request.gpu_count = spec.gpu_alternatives.front().count;
     request.gpu_products = products_for(spec, settings_);
+    request.cpu = spec.cpu;
+    request.memory_bytes = spec.memory_bytes;
     for (const auto& mount : spec.mounts) request.claims.emplace_back(mount.path, claim_name(spec.app, mount.volume));
     return request;
   }
@@ -460,13 +529,31 @@ class KubernetesBackend final : public Backend {
     if (!image) return image.error();
     const JobRequest request =
         job_request(spec, run.id, attempt, api.namespace_name(), *image, has_secrets ? secret_name(run.id) : "");
-    const json job = job_json(spec, settings_, request);
+    JobRequest asked = request;
+    if (auto values = discovered_products(spec, asked); !values) return values.error();
+    const json job = job_json(spec, settings_, asked);
     if (auto made = api.expect("POST", api.collection("jobs"), job); !made) return made.error();
     const std::string name = job["metadata"]["name"];
     if (auto set = store.set_remote_id(run.id, name); !set) return set.error();
     if (attempt != run.attempt) (void)store.set_attempt(run.id, attempt);
     (void)store.update_status(run.id, RunStatus::queued,
                               fmt::format("waiting for {} on {}: submitted as Job {}", wanted(spec), cloud_.name, name));
+    return {};
+  }
+
+  // A GPU type gpu_products does not name: the node label values that mean it (from the nodes), so
+  // that the pod's affinity still keeps it to that type.
+  util::Result<void> discovered_products(const RunSpec& spec, JobRequest& request) const {
+    if (!request.gpu_products.empty() || spec.gpu_alternatives.empty() || spec.gpu_alternatives.front().type.empty()) return {};
+    const auto& a = spec.gpu_alternatives.front();
+    auto nodes = list_nodes();
+    if (!nodes) return nodes.error();
+    request.gpu_products = node_label_values(*nodes, settings_, catalog(), a.type, a.min_memory_gb, a.max_memory_gb);
+    if (request.gpu_products.empty()) {
+      return util::make_error(ExitCode::unschedulable, fmt::format("no node of cloud '{}' has {} GPUs (label {}); map its "
+                                                                   "label value in gpu_products",
+                                                                   cloud_.name, a.type, settings_.gpu_label));
+    }
     return {};
   }
 
@@ -500,7 +587,7 @@ class KubernetesBackend final : public Backend {
     std::vector<std::string> values;
     auto spec = run_spec_from_json(run.spec_json);
     if (spec && spec->secrets.empty()) return values;
-    if (spec && config_ != nullptr) {
+    if (spec && config_) {
       const auto environ_entries = process_environment();
       for (const auto& name : spec->secrets) {
         for (const auto& [key, value] : secret_values(*config_, name, environ_entries)) values.push_back(value);
@@ -567,7 +654,7 @@ class KubernetesBackend final : public Backend {
     auto nodes = api.call("GET", "/api/v1/nodes");
     auto pods = api.call("GET", "/api/v1/pods?fieldSelector=" + http::url_encode("status.phase!=Succeeded,status.phase!=Failed"));
     if (!nodes || !pods || !nodes->ok() || !pods->ok()) return std::nullopt;
-    for (const auto& g : node_gpus(nodes->body.value("items", json::array()), pods->body.value("items", json::array()), settings_)) {
+    for (const auto& g : node_gpus(nodes->body.value("items", json::array()), pods->body.value("items", json::array()), settings_, &catalog())) {
       if (util::iequals(g.type, asked.type) && (g.memory_gb == 0 || asked.min_memory_gb == 0 || g.memory_gb >= asked.min_memory_gb)) {
         return g;
       }
@@ -649,7 +736,7 @@ class KubernetesBackend final : public Backend {
 
   CloudConfig cloud_;
   KubernetesSettings settings_;
-  const Config* config_ = nullptr;
+  std::optional<Config> config_;
   mutable std::shared_ptr<KubernetesApi> api_;
   // Counts the refreshes of every kubernetes backend of this process (a command may refresh through
   // another instance than the one it opened the log with): logs fetch again after each.

@@ -8,6 +8,7 @@
 #include <ctime>
 #include <regex>
 
+#include "gpu/discovery.hpp"
 #include "util/sha256.hpp"
 #include "util/strings.hpp"
 
@@ -82,11 +83,18 @@ json container_json(const RunSpec& spec, const JobRequest& request) {
   } else if (spec.image.empty() && !spec.cwd.empty()) {
     container["workingDir"] = spec.cwd;
   }
+  // Memory's limit is its request (a run past it is OOM-killed at the size it asked, never evicted
+  // for using more than it asked); cpu has no limit (a limit would throttle, not protect).
   json resources = json::object();
-  if (request.gpu_count > 0) resources["limits"] = {{"nvidia.com/gpu", std::to_string(request.gpu_count)}};
+  json limits = json::object();
   json requests = json::object();
+  if (request.gpu_count > 0) limits["nvidia.com/gpu"] = std::to_string(request.gpu_count);
   if (request.cpu) requests["cpu"] = cores_quantity(*request.cpu);
-  if (request.memory_bytes) requests["memory"] = std::to_string(*request.memory_bytes);
+  if (request.memory_bytes) {
+    requests["memory"] = std::to_string(*request.memory_bytes);
+    limits["memory"] = requests["memory"];
+  }
+  if (!limits.empty()) resources["limits"] = limits;
   if (!requests.empty()) resources["requests"] = requests;
   container["resources"] = resources;
   json mounts = json::array({{{"name", "dshm"}, {"mountPath", "/dev/shm"}}});
@@ -284,7 +292,8 @@ std::map<std::string, int> gpus_in_use(const json& pods) {
 
 }  // namespace
 
-std::vector<NodeGpus> node_gpus(const json& nodes, const json& pods, const KubernetesSettings& settings) {
+std::vector<NodeGpus> node_gpus(const json& nodes, const json& pods, const KubernetesSettings& settings,
+                                const gpu::Catalog* catalog) {
   std::vector<NodeGpus> out;
   for (const auto& product : settings.gpu_products) out.push_back({product.type, product.memory_gb, 0, 0});
   const auto used = gpus_in_use(pods);
@@ -293,16 +302,152 @@ std::vector<NodeGpus> node_gpus(const json& nodes, const json& pods, const Kuber
     const std::string value = labels.value(settings.gpu_label, "");
     const int total = gpu_quantity(node.value("status", json::object()).value("allocatable", json::object()));
     if (value.empty() || total == 0) continue;
-    for (std::size_t i = 0; i < settings.gpu_products.size(); ++i) {
-      const auto& values = settings.gpu_products[i].values;
-      if (std::find(values.begin(), values.end(), value) == values.end()) continue;
-      auto in_use = used.find(node.value("metadata", json::object()).value("name", ""));
-      out[i].total += total;
-      out[i].free += std::max(0, total - (in_use == used.end() ? 0 : in_use->second));
-      break;
+    auto in_use = used.find(node.value("metadata", json::object()).value("name", ""));
+    const int free = std::max(0, total - (in_use == used.end() ? 0 : in_use->second));
+    auto named = std::find_if(settings.gpu_products.begin(), settings.gpu_products.end(), [&](const GpuProduct& p) {
+      return std::find(p.values.begin(), p.values.end(), value) != p.values.end();
+    });
+    std::optional<std::size_t> slot;
+    if (named != settings.gpu_products.end()) {
+      slot = static_cast<std::size_t>(named - settings.gpu_products.begin());
+    } else if (catalog != nullptr) {  // a type only the node's label names (offers without gpus:)
+      auto type = node_gpu_type(node, settings, *catalog);
+      if (!type) continue;
+      auto same = std::find_if(out.begin() + static_cast<std::ptrdiff_t>(settings.gpu_products.size()), out.end(),
+                               [&](const NodeGpus& g) { return g.type == type->type && g.memory_gb == type->memory_gb; });
+      slot = static_cast<std::size_t>(same - out.begin());
+      if (same == out.end()) out.push_back({type->type, type->memory_gb, 0, 0});
     }
+    if (!slot) continue;
+    out[*slot].total += total;
+    out[*slot].free += free;
   }
   return out;
+}
+
+namespace {
+
+// `value` without a vendor prefix ("NVIDIA-", "Tesla-", GKE's "nvidia-tesla-"), any case.
+std::string_view without_vendor(std::string_view value) {
+  for (bool stripped = true; stripped;) {
+    stripped = false;
+    for (std::string_view prefix : {"nvidia-", "nvidia ", "tesla-", "tesla "}) {
+      if (value.size() > prefix.size() && util::iequals(value.substr(0, prefix.size()), prefix)) {
+        value.remove_prefix(prefix.size());
+        stripped = true;
+      }
+    }
+  }
+  return value;
+}
+
+// A variant of `type` holding `memory_mib` (0: unknown -> the catalog's default).
+std::optional<int> variant_of(const gpu::GpuType& type, std::uint64_t memory_mib) {
+  if (memory_mib == 0) return type.default_memory_gb;
+  if (auto mapped = gpu::map_device_name(type.name, memory_mib << 20); mapped && util::iequals(mapped->first, type.name)) {
+    return mapped->second;
+  }
+  // Types the device table does not know: the smallest variant at least as large (1 GB slack).
+  for (int gb : type.memory_gb) {
+    if (static_cast<std::uint64_t>(gb) * 1024 + 1024 >= memory_mib) return gb;
+  }
+  return std::nullopt;
+}
+
+// A catalog type (and variant when the name carries one) for a label value.
+std::optional<std::pair<const gpu::GpuType*, int>> type_of_value(std::string_view value, std::uint64_t memory_mib,
+                                                                 const gpu::Catalog& catalog) {
+  const std::string bare(without_vendor(value));
+  std::string spaced = bare;  // labels spell the driver's "H100 80GB HBM3" as "H100-80GB-HBM3"
+  std::replace(spaced.begin(), spaced.end(), '-', ' ');
+  for (const auto& name : {bare, spaced}) {
+    if (auto mapped = gpu::map_device_name(name, memory_mib << 20)) {
+      if (const auto* type = catalog.find(mapped->first)) return std::pair{type, mapped->second};
+    }
+  }
+  if (const auto* type = catalog.find(bare)) return std::pair{type, 0};
+  static const std::regex sized(R"(^(.+)-(\d+)gb$)", std::regex::icase);  // GKE: nvidia-a100-80gb
+  if (std::smatch m; std::regex_match(bare, m, sized)) {
+    if (const auto* type = catalog.find(m[1].str())) {
+      const int gb = std::stoi(m[2].str());
+      if (std::find(type->memory_gb.begin(), type->memory_gb.end(), gb) != type->memory_gb.end()) return std::pair{type, gb};
+    }
+  }
+  return std::nullopt;
+}
+
+bool in_range(int gb, int min_gb, int max_gb) { return (min_gb == 0 || gb >= min_gb) && (max_gb == 0 || gb <= max_gb); }
+
+}  // namespace
+
+std::optional<gpu::GpuSlot> node_gpu_type(const nlohmann::json& node, const KubernetesSettings& settings,
+                                          const gpu::Catalog& catalog, std::string* why) {
+  const json& labels = node.value("metadata", json::object()).value("labels", json::object());
+  const std::string value = labels.value(settings.gpu_label, "");
+  const int count = gpu_quantity(node.value("status", json::object()).value("allocatable", json::object()));
+  if (count == 0) return std::nullopt;
+  const std::string name = node.value("metadata", json::object()).value("name", "");
+  if (value.empty()) {
+    if (why != nullptr) *why = fmt::format("node {} has {} nvidia.com/gpu but no label {}", name, count, settings.gpu_label);
+    return std::nullopt;
+  }
+  const std::uint64_t memory_mib = util::parse_uint(labels.value("nvidia.com/gpu.memory", "")).value_or(0);
+  for (const auto& product : settings.gpu_products) {
+    if (std::find(product.values.begin(), product.values.end(), value) == product.values.end()) continue;
+    const auto* type = catalog.find(product.type);
+    if (type == nullptr) continue;
+    auto gb = product.memory_gb != 0 ? std::optional<int>(product.memory_gb) : variant_of(*type, memory_mib);
+    if (gb) return gpu::GpuSlot{type->name, *gb, count};
+  }
+  if (auto found = type_of_value(value, memory_mib, catalog)) {
+    auto gb = found->second != 0 ? std::optional<int>(found->second) : variant_of(*found->first, memory_mib);
+    if (gb) return gpu::GpuSlot{found->first->name, *gb, count};
+  }
+  if (why != nullptr) {
+    *why = fmt::format("node {}: {}={} is no GPU type of the catalog; map it in gpu_products (e.g. T4: {})", name,
+                       settings.gpu_label, value, value);
+  }
+  return std::nullopt;
+}
+
+std::vector<gpu::GpuSlot> node_offers(const nlohmann::json& nodes, const KubernetesSettings& settings,
+                                      const gpu::Catalog& catalog, std::vector<std::string>& skipped) {
+  std::vector<gpu::GpuSlot> offers;
+  for (const auto& node : nodes) {
+    std::string why;
+    auto slot = node_gpu_type(node, settings, catalog, &why);
+    if (!slot) {
+      if (!why.empty()) skipped.push_back(why);
+      continue;
+    }
+    auto same = std::find_if(offers.begin(), offers.end(),
+                             [&](const gpu::GpuSlot& o) { return o.type == slot->type && o.memory_gb == slot->memory_gb; });
+    if (same == offers.end()) {
+      offers.push_back(*slot);
+    } else {
+      same->count = std::max(same->count, slot->count);
+    }
+  }
+  const auto rank = [&](const gpu::GpuSlot& o) {
+    const auto& types = catalog.types();
+    auto at = std::find_if(types.begin(), types.end(), [&](const gpu::GpuType& t) { return t.name == o.type; });
+    return std::pair{at - types.begin(), o.memory_gb};
+  };
+  std::sort(offers.begin(), offers.end(), [&](const auto& a, const auto& b) { return rank(a) < rank(b); });
+  return offers;
+}
+
+std::vector<std::string> node_label_values(const nlohmann::json& nodes, const KubernetesSettings& settings,
+                                           const gpu::Catalog& catalog, const std::string& type, int min_gb, int max_gb) {
+  std::vector<std::string> values;
+  for (const auto& node : nodes) {
+    auto slot = node_gpu_type(node, settings, catalog);
+    if (!slot || !util::iequals(slot->type, type) || !in_range(slot->memory_gb, min_gb, max_gb)) continue;
+    values.push_back(node.value("metadata", json::object()).value("labels", json::object()).value(settings.gpu_label, ""));
+  }
+  std::sort(values.begin(), values.end());
+  values.erase(std::unique(values.begin(), values.end()), values.end());
+  return values;
 }
 
 std::string gpu_shortage_words(int count, const std::optional<NodeGpus>& gpus) {

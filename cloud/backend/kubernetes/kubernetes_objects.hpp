@@ -15,6 +15,8 @@
 
 #include "cloud/backend/kubernetes/kubernetes_settings.hpp"
 #include "cloud/plan/run_spec.hpp"
+#include "gpu/catalog.hpp"
+#include "gpu/spec.hpp"
 
 namespace gpurun::cloud {
 
@@ -77,8 +79,30 @@ struct NodeGpus {
 
 // The GPUs per `gpu_products` type from the nodes' `gpu_label` and allocatable nvidia.com/gpu,
 // minus the nvidia.com/gpu limits of the pods bound to them that have not ended (`nodes` and `pods`
-// are the API's lists' items). Nodes whose product no entry names are left out; config order.
-std::vector<NodeGpus> node_gpus(const nlohmann::json& nodes, const nlohmann::json& pods, const KubernetesSettings& settings);
+// are the API's lists' items), in config order; with `catalog`, then the types of nodes no entry
+// names (node_gpu_type), else those nodes are left out.
+std::vector<NodeGpus> node_gpus(const nlohmann::json& nodes, const nlohmann::json& pods, const KubernetesSettings& settings,
+                                const gpu::Catalog* catalog = nullptr);
+
+// The catalog type and memory variant of a node's GPUs (count: its allocatable nvidia.com/gpu),
+// from its `gpu_label` value: a `gpu_products` value means that entry's type; another value is
+// read as a device or catalog name ("NVIDIA-A100-SXM4-40GB", "Tesla-T4", GKE's "nvidia-tesla-t4",
+// "nvidia-a100-80gb"). A variant not named comes from the node's nvidia.com/gpu.memory label
+// (MiB), else the type's default. nullopt for nodes without GPUs; `why` says why a GPU node's
+// value means no catalog type (then also nullopt).
+std::optional<gpu::GpuSlot> node_gpu_type(const nlohmann::json& node, const KubernetesSettings& settings,
+                                          const gpu::Catalog& catalog, std::string* why = nullptr);
+
+// A cloud's offers from its nodes (node_gpu_type of each), in catalog order: per type and variant,
+// the most allocatable on one node (the most one function can get). Nodes whose value means no
+// catalog type are left out, each with a sentence in `skipped`.
+std::vector<gpu::GpuSlot> node_offers(const nlohmann::json& nodes, const KubernetesSettings& settings,
+                                      const gpu::Catalog& catalog, std::vector<std::string>& skipped);
+
+// The `gpu_label` values of the nodes whose GPUs are `type` with memory in [min_gb, max_gb]
+// (0: unbounded), sorted and unique (a node affinity for types gpu_products does not name).
+std::vector<std::string> node_label_values(const nlohmann::json& nodes, const KubernetesSettings& settings,
+                                           const gpu::Catalog& catalog, const std::string& type, int min_gb, int max_gb);
 
 // Why `count` GPUs do not fit, given the asked type's GPUs on the nodes (when known): "all N in
 // use" when none is free, else "no node has COUNT free".

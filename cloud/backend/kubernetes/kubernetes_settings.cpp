@@ -194,6 +194,7 @@ BackendKeyParser kubernetes_config_keys() {
     auto settings = std::make_shared<KubernetesSettings>();
     if (value.is_map()) parse_kubernetes_settings(check, value, path, catalog, *settings);
     cloud.settings = settings;
+    cloud.discover_gpus = !cloud.gpus_declared;  // offers from the nodes (discover_offers)
   };
   return parser;
 }

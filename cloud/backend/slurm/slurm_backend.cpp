@@ -729,6 +729,9 @@ util::Result<slurm::JobSubmit> slurm_job_for(const CloudConfig& cloud, const Run
     const long grace = std::max<long>(10, static_cast<long>(spec.kill_grace.count() / 1000));
     job.signal = fmt::format("TERM@{}", grace);
   }
+  // The function's cpu and memory, rounded up to whole cores and MiB (--cpus-per-task, --mem).
+  if (spec.cpu) job.cpus_per_task = static_cast<int>(std::ceil(*spec.cpu));
+  if (spec.memory_bytes) job.memory_per_node_mb = static_cast<long>((*spec.memory_bytes + (1ULL << 20) - 1) >> 20);
   job.current_working_directory = spec.cwd;
   job.account = settings.account;
   job.qos = settings.qos;

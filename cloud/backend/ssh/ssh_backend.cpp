@@ -133,19 +133,20 @@ class SshBackend final : public Backend {
 
   // The GPUs of hosts without declared ones: as cached when found within the hour, else asked
   // from the host's gpurun now (and cached). A host with none, or that cannot be asked, says so.
-  FoundGpus found_gpus() override {
-    FoundGpus found;
+  util::Result<DiscoveredOffers> discover_offers() override {
+    DiscoveredOffers found;
+    found.note = "declared, and found on its hosts without gpus:";
     for (auto* host : hosts_.all()) {
       if (!host->host().discover) continue;
       if (!host->load_found_gpus(catalog_)) {
         auto notes = host->find_gpus(catalog_);
         if (!notes) {
-          found.notes.push_back(fmt::format("host {} of cloud '{}': its GPUs are unknown ({}); it offers {} until it answers",
-                                            host->label(), cloud_.name, notes.error().message,
-                                            host->host().gpus.empty() ? std::string("none") : "what it had last"));
+          found.skipped.push_back(fmt::format("host {}: its GPUs are unknown ({}); it offers {} until it answers", host->label(),
+                                              notes.error().message,
+                                              host->host().gpus.empty() ? std::string("none") : "what it had last"));
         } else if (host->host().gpus.empty()) {
-          found.notes.push_back(fmt::format("host {} of cloud '{}' has no GPU{}; it runs only functions without one", host->label(),
-                                            cloud_.name, notes->empty() ? "" : " (" + util::join(*notes, "; ") + ")"));
+          found.skipped.push_back(fmt::format("host {} has no GPU{}; it runs only functions without one", host->label(),
+                                              notes->empty() ? "" : " (" + util::join(*notes, "; ") + ")"));
         }
       }
       for (const auto& slot : host->host().gpus) add_offer(found.offers, slot);

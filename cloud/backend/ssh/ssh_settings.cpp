@@ -115,6 +115,8 @@ void parse_ssh_cloud(Checker& check, const YamlNode& value, const std::string& p
   cloud.gpus_as_written.clear();
   parse_hosts(check, value, path, catalog, common, lease_dir, cloud, *settings);
   cloud.gpus_declared = true;
+  // Hosts without `gpus:` add what they have at plan time (Backend::discover_offers).
+  cloud.discover_gpus = std::any_of(settings->hosts.begin(), settings->hosts.end(), [](const auto& h) { return h.discover; });
   cloud.settings = std::move(settings);
 }
 

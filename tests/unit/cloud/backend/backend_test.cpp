@@ -99,6 +99,15 @@ TEST_CASE("backend: slurm job fields for a run") {
   CHECK(job->environment.at("GPURUN_FUNCTION") == "train");
   CHECK(job->script.find("sekrit") == std::string::npos);
   CHECK(job->script.find(" node-exec --log /scratch/logs/rabc.log -- python 'it'\\''s'\n") != std::string::npos);
+  CHECK_FALSE(job->cpus_per_task.has_value());
+  CHECK_FALSE(job->memory_per_node_mb.has_value());
+  RunSpec sized = spec();
+  sized.cpu = 1.5;
+  sized.memory_bytes = (1ULL << 30) + 1;
+  job = slurm_job_for(cloud, sized, "rabc", {}, 0);
+  REQUIRE(job.ok());
+  CHECK(job->cpus_per_task == std::optional<int>(2));
+  CHECK(job->memory_per_node_mb == std::optional<long>(1025));
 }
 
 TEST_CASE("backend: slurm dry run redacts secret values") {

@@ -162,6 +162,34 @@ TEST_CASE("placement: unschedulable names what was asked and what each cloud off
         "cloud's 'gpus:' in the config");
 }
 
+TEST_CASE("placement: a cloud without gpus: whose backend discovers offers takes them from PlanInputs") {
+  std::vector<util::Diagnostic> diagnostics;
+  auto config = cloud::parse_config("clouds:\n  k8s: {backend: kubernetes, default_image: \"busybox\"}\n"
+                                    "  k8s-fixed: {backend: kubernetes, gpus: [\"T4:1\"]}\n",
+                                    "c.yaml", diagnostics);
+  REQUIRE(config.ok());
+  CHECK(config->find_cloud("k8s")->discover_gpus);
+  CHECK_FALSE(config->find_cloud("k8s-fixed")->discover_gpus);
+  manifest::Manifest m;
+  m.app = "a";
+  m.functions = {fn("a100", "A100-40GB:2", *config)};
+  cloud::PlanInputs inputs;
+  inputs.discovered_offers["k8s"] = {{"T4", 16, 4}, {"A100", 40, 2}};
+  inputs.discovered_notes["k8s"] = "from its nodes";
+  auto plan = cloud::make_plan(m, *config, inputs);
+  REQUIRE_MESSAGE(plan.ok(), plan.error().message);
+  CHECK(placed(*plan, "a100").cloud == "k8s");
+  CHECK(placed(*plan, "a100").gpu == gpu::GpuSlot{"A100", 40, 2});
+
+  inputs.discovered_offers.erase("k8s");
+  inputs.discovered_notes["k8s"] = "cannot list the GPU nodes of cloud 'k8s': refused";
+  inputs.cloud_override = "k8s";
+  auto refused = cloud::make_plan(m, *config, inputs);
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.error().message.find("k8s offers no GPUs (cannot list the GPU nodes of cloud 'k8s': refused)") !=
+        std::string::npos);
+}
+
 TEST_CASE("placement: local offers come from the inventory") {
   std::vector<util::Diagnostic> diagnostics;
   auto config = cloud::parse_config("", "c.yaml", diagnostics);
@@ -189,7 +217,7 @@ TEST_CASE("placement: GPUs a backend found on a cloud's machines join its config
   m.functions = {fn("two", "T4:2", *config), fn("big", "A100", *config)};
   cloud::PlanInputs inputs;
   CHECK_FALSE(cloud::make_plan(m, *config, inputs).ok());  // only the declared T4:1
-  inputs.found_offers["lab"] = {gpu::GpuSlot{"T4", 16, 2}, gpu::GpuSlot{"A100", 80, 1}};
+  inputs.discovered_offers["lab"] = {gpu::GpuSlot{"T4", 16, 2}, gpu::GpuSlot{"A100", 80, 1}};
   CHECK(cloud::describe_offers(cloud::cloud_offers(*config->find_cloud("lab"), inputs)) == "T4:2, A100-80GB:1");
   auto plan = cloud::make_plan(m, *config, inputs);
   REQUIRE_MESSAGE(plan.ok(), plan.error().message);

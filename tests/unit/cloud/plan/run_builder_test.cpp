@@ -74,6 +74,22 @@ TEST_CASE("run spec: --env overrides the manifest's env, secrets are names only"
   CHECK(back->argv == spec.argv);
 }
 
+TEST_CASE("run spec: the function's cpu and memory, kept through the stored JSON") {
+  Fixture fx;
+  auto m = fx.manifest("app: a\nfunctions:\n  big: {command: [env], cpu: 0.5, memory: 2GiB}\n  plain: {command: [env]}\n");
+  const auto big = fx.spec(m, "big");
+  CHECK(big.cpu == std::optional<double>(0.5));
+  CHECK(big.memory_bytes == std::optional<std::uint64_t>(2ULL << 30));
+  auto back = cloud::run_spec_from_json(cloud::to_json(big));
+  REQUIRE(back.ok());
+  CHECK(back->cpu == big.cpu);
+  CHECK(back->memory_bytes == big.memory_bytes);
+  const auto plain = cloud::run_spec_from_json(cloud::to_json(fx.spec(m, "plain")));
+  REQUIRE(plain.ok());
+  CHECK_FALSE(plain->cpu.has_value());
+  CHECK_FALSE(plain->memory_bytes.has_value());
+}
+
 TEST_CASE("run spec: GPU alternatives for the lease; any = the pool, then any local GPU") {
   Fixture fx;
   auto m = fx.manifest("app: a\nfunctions:\n  any: {command: [x], gpu: \"any:2\"}\n  a100: {command: [x], gpu: A100}\n"

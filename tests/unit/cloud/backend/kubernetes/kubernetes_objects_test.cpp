@@ -82,7 +82,7 @@ TEST_CASE("the Job of an attempt") {
                                          {{"name", "GPURUN_FUNCTION"}, {"value", "train_Big"}},
                                          {{"name", "GPURUN_ATTEMPT"}, {"value", "2"}}}));
   CHECK(container["envFrom"][0]["secretRef"]["name"] == "gpurun-rabc-secrets");
-  CHECK(container["resources"]["limits"]["nvidia.com/gpu"] == "2");
+  CHECK(container["resources"]["limits"] == json{{"nvidia.com/gpu", "2"}, {"memory", "1024"}});
   CHECK(container["resources"]["requests"] == json{{"cpu", "1500m"}, {"memory", "1024"}});
   CHECK(container["volumeMounts"] ==
         json::array({{{"name", "dshm"}, {"mountPath", "/dev/shm"}}, {{"name", "volume-0"}, {"mountPath", "/data"}}}));
@@ -178,6 +178,18 @@ TEST_CASE("GPU capacity from the nodes' labels and allocatable minus the bound p
   CHECK(gpus[1].memory_gb == 40);
   CHECK(gpus[1].total == 2);
   CHECK(gpus[1].free == 2);
+
+  // Without gpu_products (offers from the nodes), with the catalog: each node's own type.
+  const auto catalog = gpu::Catalog::builtin();
+  const auto found = node_gpus(nodes, pods, KubernetesSettings{}, &catalog);
+  REQUIRE(found.size() == 2);
+  CHECK(found[0].type == "T4");
+  CHECK(found[0].memory_gb == 16);
+  CHECK(found[0].free == 1);
+  CHECK(found[1].type == "A100");
+  CHECK(found[1].memory_gb == 40);
+  CHECK(found[1].total == 2);
+  CHECK(node_gpus(nodes, pods, KubernetesSettings{}).empty());
 }
 
 TEST_CASE("a container that could not start exits as a shell would") {
@@ -192,4 +204,55 @@ TEST_CASE("GPU shortage in words: all in use, or no node with enough free") {
   CHECK(gpu_shortage_words(1, NodeGpus{"T4", 0, 0, 4}) == "all 4 in use");
   CHECK(gpu_shortage_words(2, NodeGpus{"A100", 40, 1, 2}) == "no node has 2 free");
   CHECK(gpu_shortage_words(2, std::nullopt) == "no node has 2 free");
+}
+
+namespace {
+
+json gpu_node(const std::string& name, const std::string& label, const std::string& value, int gpus,
+              const std::string& memory_mib = "") {
+  json labels = json::object();
+  if (!value.empty()) labels[label] = value;
+  if (!memory_mib.empty()) labels["nvidia.com/gpu.memory"] = memory_mib;
+  return json{{"metadata", {{"name", name}, {"labels", labels}}},
+              {"status", {{"allocatable", {{"cpu", "8"}, {"nvidia.com/gpu", std::to_string(gpus)}}}}}};
+}
+
+}  // namespace
+
+TEST_CASE("offers from the nodes: gpu_products first, then device and catalog names; the most on one node") {
+  const auto catalog = gpu::Catalog::builtin();
+  KubernetesSettings settings;
+  settings.gpu_products = {{"T4", 0, {"t4-custom"}}, {"A100", 80, {"big-a100"}}};
+  const std::string label = settings.gpu_label;
+  const json nodes = json::array({gpu_node("a", label, "t4-custom", 4),
+                                  gpu_node("b", label, "Tesla-T4", 8),
+                                  gpu_node("c", label, "NVIDIA-A100-SXM4-40GB", 2),
+                                  gpu_node("d", label, "big-a100", 8),
+                                  gpu_node("e", label, "NVIDIA-H100-80GB-HBM3", 8, "81559"),
+                                  gpu_node("f", label, "mystery-9000", 2),
+                                  gpu_node("g", label, "", 1),
+                                  gpu_node("cpu", label, "", 0)});
+  std::vector<std::string> skipped;
+  const auto offers = node_offers(nodes, settings, catalog, skipped);
+  CHECK(offers == std::vector<gpu::GpuSlot>{{"T4", 16, 8}, {"A100", 40, 2}, {"A100", 80, 8}, {"H100", 80, 8}});
+  CHECK(skipped == std::vector<std::string>{
+                       "node f: nvidia.com/gpu.product=mystery-9000 is no GPU type of the catalog; map it in gpu_products "
+                       "(e.g. T4: mystery-9000)",
+                       "node g has 1 nvidia.com/gpu but no label nvidia.com/gpu.product"});
+
+  KubernetesSettings gke;
+  gke.gpu_label = "cloud.google.com/gke-accelerator";
+  const json gke_nodes = json::array({gpu_node("t", gke.gpu_label, "nvidia-tesla-t4", 4),
+                                      gpu_node("a", gke.gpu_label, "nvidia-a100-80gb", 8),
+                                      gpu_node("l", gke.gpu_label, "nvidia-l4", 1)});
+  skipped.clear();
+  CHECK(node_offers(gke_nodes, gke, catalog, skipped) ==
+        std::vector<gpu::GpuSlot>{{"T4", 16, 4}, {"L4", 24, 1}, {"A100", 80, 8}});
+  CHECK(skipped.empty());
+
+  // A type only the nodes name: the pod's affinity takes their values for it.
+  CHECK(node_label_values(nodes, settings, catalog, "T4", 0, 0) == std::vector<std::string>{"Tesla-T4", "t4-custom"});
+  CHECK(node_label_values(nodes, settings, catalog, "A100", 80, 0) == std::vector<std::string>{"big-a100"});
+  CHECK(node_label_values(nodes, settings, catalog, "A100", 40, 40) == std::vector<std::string>{"NVIDIA-A100-SXM4-40GB"});
+  CHECK(node_label_values(nodes, settings, catalog, "L4", 0, 0).empty());
 }
