@@ -263,7 +263,7 @@ run_as 1 --config "$TEST_DIR/found.yaml" plan
 expect_eq "found: plan exit ($ERR)" 0 "$RC"
 expect_contains "found: T4:2 on the host that has them" "found (hosts: 127.0.0.1:$PORT_A)" "$(printf '%s\n' "$OUT" | grep '^two ')"
 expect_contains "found: A100-80GB too" "A100-80GB" "$(printf '%s\n' "$OUT" | grep '^big ')"
-expect_contains "found: the host without GPUs says so" "gpurun: note: host 127.0.0.1:$PORT_B of cloud 'found' has no GPU (" "$ERR"
+expect_contains "found: the host without GPUs says so" "gpurun: note: cloud 'found': host 127.0.0.1:$PORT_B has no GPU (" "$ERR"
 expect_contains "found: and why" "nvidia-smi" "$ERR"
 expect_contains "found: cached per host" '"offers":["T4:2","A100-80GB:1"]' "$(cat "$TEST_DIR/client1/state/ssh-hosts/127.0.0.1:$PORT_A/gpus.json" 2>&1)"
 calls=$(wc -l < "$home1/fakebin/calls")
