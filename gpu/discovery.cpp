@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <chrono>
@@ -51,7 +52,15 @@ using NvmlDeviceGetHandleByIndexFn = NvmlReturn (*)(unsigned int, NvmlDevice*);
 using NvmlDeviceGetStringFn = NvmlReturn (*)(NvmlDevice, char*, unsigned int);
 using NvmlDeviceGetMemoryInfoFn = NvmlReturn (*)(NvmlDevice, NvmlMemory*);
 using NvmlDeviceGetPciInfoFn = NvmlReturn (*)(NvmlDevice, NvmlPciInfo*);
+struct NvmlProcessInfo {  // nvmlProcessInfo_v2_t, also what the _v3 call fills
+  unsigned int pid;
+  unsigned long long used_gpu_memory;
+  unsigned int gpu_instance_id;
+  unsigned int compute_instance_id;
+};
+using NvmlDeviceGetProcessesFn = NvmlReturn (*)(NvmlDevice, unsigned int*, NvmlProcessInfo*);
 }
+constexpr NvmlReturn nvml_insufficient_size = 7;  // NVML_ERROR_INSUFFICIENT_SIZE
 
 constexpr unsigned int nvml_string_buffer_size = 96;  // NVML_DEVICE_NAME_V2/UUID_V2 buffer sizes
 constexpr int nvidia_smi_timeout_ms = 20'000;
@@ -330,6 +339,65 @@ std::optional<std::vector<LocalDevice>> discover_nvidia_smi(const std::string& p
   return std::move(parsed).value();
 }
 
+// The pids of one device's compute processes; nullopt when NVML will not say.
+std::optional<std::vector<long>> nvml_device_pids(NvmlDeviceGetProcessesFn get_processes, NvmlDevice device) {
+  std::vector<NvmlProcessInfo> infos(64);
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    auto count = static_cast<unsigned int>(infos.size());
+    const NvmlReturn rc = get_processes(device, &count, infos.data());
+    if (rc == nvml_insufficient_size) {
+      infos.resize(static_cast<std::size_t>(count) + 16);
+      continue;
+    }
+    if (rc != 0) return std::nullopt;
+    std::vector<long> pids;
+    for (unsigned int i = 0; i < count && i < infos.size(); ++i) pids.push_back(static_cast<long>(infos[i].pid));
+    std::sort(pids.begin(), pids.end());
+    return pids;
+  }
+  return std::nullopt;
+}
+
+// Compute processes through NVML; nullopt when NVML or its process query cannot be used.
+std::optional<std::vector<DeviceProcesses>> nvml_compute_processes(const std::string& path) {
+  auto opened = util::DynamicLibrary::open(path);
+  if (!opened) return std::nullopt;
+  const util::DynamicLibrary& library = *opened;
+  auto init = library.symbol<NvmlInitFn>("nvmlInit_v2");
+  auto shutdown = library.symbol<NvmlShutdownFn>("nvmlShutdown");
+  auto get_count = library.symbol<NvmlDeviceGetCountFn>("nvmlDeviceGetCount_v2");
+  auto get_handle = library.symbol<NvmlDeviceGetHandleByIndexFn>("nvmlDeviceGetHandleByIndex_v2");
+  auto get_uuid = library.symbol<NvmlDeviceGetStringFn>("nvmlDeviceGetUUID");
+  auto get_processes = library.symbol<NvmlDeviceGetProcessesFn>("nvmlDeviceGetComputeRunningProcesses_v3");
+  if (get_processes == nullptr) get_processes = library.symbol<NvmlDeviceGetProcessesFn>("nvmlDeviceGetComputeRunningProcesses_v2");
+  if (!init || !shutdown || !get_count || !get_handle || !get_uuid || !get_processes) return std::nullopt;
+  if (init() != 0) return std::nullopt;
+  std::optional<std::vector<DeviceProcesses>> found = std::vector<DeviceProcesses>{};
+  unsigned int count = 0;
+  if (get_count(&count) != 0) found.reset();
+  for (unsigned int i = 0; found && i < count; ++i) {
+    NvmlDevice device = nullptr;
+    char uuid[nvml_string_buffer_size] = {};
+    if (get_handle(i, &device) != 0 || get_uuid(device, uuid, sizeof uuid) != 0) continue;
+    auto pids = nvml_device_pids(get_processes, device);
+    if (!pids) {
+      found.reset();  // a device NVML cannot answer for: let nvidia-smi try
+    } else if (!pids->empty()) {
+      found->push_back(DeviceProcesses{static_cast<int>(i), c_string(uuid, sizeof uuid), std::move(*pids)});
+    }
+  }
+  shutdown();
+  return found;
+}
+
+// Compute processes through nvidia-smi; empty when it cannot run or says something else.
+std::vector<DeviceProcesses> nvidia_smi_compute_processes(const std::string& program) {
+  auto run = capture({program, "--query-compute-apps=gpu_uuid,pid", "--format=csv,noheader"}, nvidia_smi_timeout_ms);
+  if (!run || run->status != 0) return {};
+  auto parsed = parse_compute_apps_csv(run->output);
+  return parsed ? std::move(parsed).value() : std::vector<DeviceProcesses>{};
+}
+
 std::string env_or(const char* name, const char* fallback) {
   const char* value = std::getenv(name);
   return value != nullptr && *value != '\0' ? value : fallback;
@@ -403,6 +471,38 @@ Discovery discover_local_gpus(const DiscoveryOptions& options) {
   discovery.devices = std::move(*devices);
   for (auto& note : map_devices(discovery.devices)) discovery.notes.push_back(std::move(note));
   return discovery;
+}
+
+std::vector<DeviceProcesses> find_compute_processes(const DiscoveryOptions& options) {
+  const std::string nvml = options.nvml_library.empty() ? "libnvidia-ml.so.1" : options.nvml_library;
+  const std::string smi = options.nvidia_smi.empty() ? "nvidia-smi" : options.nvidia_smi;
+  if (auto found = nvml_compute_processes(nvml)) return std::move(*found);
+  return nvidia_smi_compute_processes(smi);
+}
+
+util::Result<std::vector<DeviceProcesses>> parse_compute_apps_csv(std::string_view text) {
+  std::vector<DeviceProcesses> devices;
+  const auto lines = util::split(text, '\n');
+  for (std::size_t n = 0; n < lines.size(); ++n) {
+    const std::string_view line = util::trim(lines[n]);
+    if (line.empty()) continue;
+    const std::string where = "output line " + std::to_string(n + 1) + " '" + std::string(line) + "': ";
+    const auto fields = util::split(line, ',');
+    if (fields.size() != 2 || util::trim(fields[0]).empty()) {
+      return util::make_error(util::ExitCode::backend, where + "expected 'gpu_uuid, pid'");
+    }
+    const std::string uuid(util::trim(fields[0]));
+    const std::string_view pid_text = util::trim(fields[1]);
+    const auto pid = util::parse_uint(pid_text);
+    // Inside a container nvidia-smi may not know the pid: the device is still in use.
+    if (!pid && pid_text != "[N/A]") return util::make_error(util::ExitCode::backend, where + "bad pid");
+    auto same = std::find_if(devices.begin(), devices.end(), [&](const DeviceProcesses& d) { return d.uuid == uuid; });
+    if (same == devices.end()) same = devices.insert(devices.end(), DeviceProcesses{-1, uuid, {}});
+    if (pid && std::find(same->pids.begin(), same->pids.end(), static_cast<long>(*pid)) == same->pids.end()) {
+      same->pids.insert(std::upper_bound(same->pids.begin(), same->pids.end(), static_cast<long>(*pid)), static_cast<long>(*pid));
+    }
+  }
+  return devices;
 }
 
 Discovery discover_local_gpus() { return discover_local_gpus(discovery_options_from_env()); }

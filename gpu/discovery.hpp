@@ -38,6 +38,15 @@ struct DiscoveryOptions {
   std::string nvidia_smi;
 };
 
+// A device that has compute processes right now, and their pids (ascending).
+struct DeviceProcesses {
+  int index = -1;     // the driver's index; -1 when the source does not say (nvidia-smi)
+  std::string uuid;   // "GPU-8f2c..."
+  std::vector<long> pids;
+
+  bool operator==(const DeviceProcesses&) const = default;
+};
+
 // A GPU type named in a declaration (GPURUN_LOCAL_GPUS="T4:2,A100-40GB:1"), already parsed.
 struct DeclaredGpu {
   std::string type;   // canonical catalog name
@@ -62,6 +71,15 @@ Discovery discover_local_gpus();
 // Parses `nvidia-smi --query-gpu=index,uuid,name,memory.total[,pci.bus_id] --format=csv,noheader`
 // output ("0, GPU-aaa, Tesla T4, 15360 MiB"); types are not mapped. Errors name the bad line.
 util::Result<std::vector<LocalDevice>> parse_nvidia_smi_csv(std::string_view text);
+
+// Lists the devices that have compute processes right now (NVML's
+// nvmlDeviceGetComputeRunningProcesses, else `nvidia-smi --query-compute-apps`). No driver, no
+// tool or a failing one: an empty list, never an error.
+std::vector<DeviceProcesses> find_compute_processes(const DiscoveryOptions& options);
+
+// Parses `nvidia-smi --query-compute-apps=gpu_uuid,pid --format=csv,noheader` output
+// ("GPU-aaa, 4242"), grouped by device in order of first appearance. Errors name the bad line.
+util::Result<std::vector<DeviceProcesses>> parse_compute_apps_csv(std::string_view text);
 
 // Fills type and memory_gb of each device through map_device_name; returns one note per device
 // outside the catalog.

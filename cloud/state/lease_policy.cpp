@@ -81,6 +81,28 @@ bool intersects(const std::set<std::string>& a, const std::set<std::string>& b) 
   return std::any_of(a.begin(), a.end(), [&](const std::string& k) { return b.count(k) > 0; });
 }
 
+bool taken(const LeaseRequest& request, const std::string& key) {
+  return request.busy.count(key) > 0 || request.external.count(key) > 0;
+}
+
+// " (GPU 1 by a process outside gpurun: pid 4242; GPU 3 by processes outside gpurun: pids 7, 9)"
+// for the candidate devices that only processes outside gpurun hold; empty when there are none.
+std::string outside_use(const LeaseRequest& request, const std::set<std::string>& keys) {
+  std::vector<std::string> parts;
+  for (const LeaseDevice& d : request.inventory) {
+    const std::string key = device_key_of(d);
+    const auto found = request.external.find(key);
+    if (keys.count(key) == 0 || request.busy.count(key) > 0 || found == request.external.end()) continue;
+    std::vector<std::string> pids;
+    for (long pid : found->second) pids.push_back(std::to_string(pid));
+    const bool many = pids.size() > 1;
+    std::string part = "GPU " + std::to_string(d.index) + (many ? " by processes" : " by a process") + " outside gpurun";
+    if (!pids.empty()) part += (many ? ": pids " : ": pid ") + util::join(pids, ", ");
+    parts.push_back(std::move(part));
+  }
+  return parts.empty() ? "" : " (" + util::join(parts, "; ") + ")";
+}
+
 }  // namespace
 
 std::string device_key(const LeaseDevice& device) { return device_key_of(device); }
@@ -113,7 +135,7 @@ LeaseOutcome decide_lease(const LeaseRequest& request) {
     if (!mine.possible(i) || blocked[i]) continue;
     std::vector<LeaseDevice> free;
     for (const LeaseDevice& d : inventory) {
-      if (matches(d, alternatives[i]) && request.busy.count(device_key_of(d)) == 0) free.push_back(d);
+      if (matches(d, alternatives[i]) && !taken(request, device_key_of(d))) free.push_back(d);
     }
     if (static_cast<int>(free.size()) < alternatives[i].count) continue;
     std::stable_sort(free.begin(), free.end(), [](const LeaseDevice& a, const LeaseDevice& b) {
@@ -124,11 +146,12 @@ LeaseOutcome decide_lease(const LeaseRequest& request) {
     return LeaseGranted{std::move(free), static_cast<int>(i)};
   }
   long busy_count =
-      std::count_if(mine.keys.begin(), mine.keys.end(), [&](const std::string& k) { return request.busy.count(k) > 0; });
+      std::count_if(mine.keys.begin(), mine.keys.end(), [&](const std::string& k) { return taken(request, k); });
   // "all 2 in use" or "1 of 2 in use", the same words the remote backends use for their GPUs.
   const std::string total = std::to_string(mine.keys.size());
   std::string reason = busy_count == static_cast<long>(mine.keys.size()) ? "all " + total + " in use"
                                                                          : std::to_string(busy_count) + " of " + total + " in use";
+  reason += outside_use(request, mine.keys);
   if (ahead > 0) reason += ", " + std::to_string(ahead) + (ahead == 1 ? " request" : " requests") + " ahead";
   return LeaseWaiting{reason};
 }

@@ -17,12 +17,14 @@ struct LeaseRequest {
   std::vector<LeaseAlternative> alternatives;                    // in preference order
   std::vector<LeaseDevice> inventory;                            // every device of the cloud
   std::set<std::string> busy;                                    // device_key of granted devices
+  ExternalUse external;                                          // devices in use outside gpurun
   std::vector<std::vector<LeaseAlternative>> earlier_waiting;    // earlier tickets, oldest first
 };
 
 // Grants the first alternative with enough free matching devices none of which an earlier
-// waiting ticket could use (FIFO without starvation); Impossible when no alternative fits the
-// inventory even when idle; else Waiting with a reason ("1 of 2 busy, 1 request ahead").
+// waiting ticket could use (FIFO without starvation); devices in `external` are not free either.
+// Impossible when no alternative fits the inventory even when idle; else Waiting with a reason
+// ("all 2 in use (GPU 1 by a process outside gpurun: pid 4242), 1 request ahead").
 LeaseOutcome decide_lease(const LeaseRequest& request);
 
 // A device's identity on its cloud: its uuid, else "index:N".

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <variant>
 #include <vector>
@@ -17,6 +18,10 @@ struct LeaseDevice {
   int memory_gb = 0;
   bool operator==(const LeaseDevice&) const = default;
 };
+
+// Devices that processes outside gpurun use right now: device key (uuid) -> their pids (may be
+// empty when the driver does not say). Such a device counts as busy unless gpurun leased it.
+using ExternalUse = std::map<std::string, std::vector<long>>;
 
 // A queued lease request: its sequence number gives the arrival order.
 using LeaseTicket = std::int64_t;

@@ -254,15 +254,20 @@ class StateStore {
   // In one write transaction: grants the first alternative that has enough free matching devices
   // (smallest sufficient memory first) and none of whose devices an earlier waiting ticket of the
   // same cloud could use (FIFO without starvation). Asking again after a grant returns the same
-  // devices; Impossible when no alternative fits the inventory even when idle.
-  util::Result<LeaseOutcome> try_grant(LeaseTicket ticket, const std::vector<LeaseDevice>& inventory);
+  // devices; Impossible when no alternative fits the inventory even when idle. Devices in
+  // `external` (used by processes outside gpurun) are not granted.
+  util::Result<LeaseOutcome> try_grant(LeaseTicket ticket, const std::vector<LeaseDevice>& inventory,
+                                       const ExternalUse& external = {});
   // Polls try_grant (and reconcile_lost about twice a second) until granted or impossible;
   // `on_waiting` gets each new waiting reason. Error ExitCode::cancelled when *cancelled turns
-  // true; the ticket stays queued until released.
+  // true; the ticket stays queued until released. `external_use` (when set) is asked at most
+  // once per `external_every` for the devices processes outside gpurun use.
   util::Result<LeaseOutcome> wait_for_grant(LeaseTicket ticket, const std::vector<LeaseDevice>& inventory,
                                             std::chrono::milliseconds poll = std::chrono::milliseconds(50),
                                             const std::function<void(const std::string&)>& on_waiting = {},
-                                            const std::atomic<bool>* cancelled = nullptr);
+                                            const std::atomic<bool>* cancelled = nullptr,
+                                            const std::function<ExternalUse()>& external_use = {},
+                                            std::chrono::milliseconds external_every = std::chrono::seconds(1));
   // Drops the ticket and its devices; releasing twice is fine.
   util::Result<void> release_lease(LeaseTicket ticket);
   // The devices currently granted on `cloud` (by index) with the run holding each.

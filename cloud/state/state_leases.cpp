@@ -54,7 +54,8 @@ util::Result<LeaseTicket> StateStore::enqueue_lease(const std::string& run_id, c
   });
 }
 
-util::Result<LeaseOutcome> StateStore::try_grant(LeaseTicket ticket, const std::vector<LeaseDevice>& inventory) {
+util::Result<LeaseOutcome> StateStore::try_grant(LeaseTicket ticket, const std::vector<LeaseDevice>& inventory,
+                                                 const ExternalUse& external) {
   return guarded(dir_, [&]() -> util::Result<LeaseOutcome> {
     Transaction tx(*db_);
     Statement load = db_->prepare(
@@ -70,6 +71,7 @@ util::Result<LeaseOutcome> StateStore::try_grant(LeaseTicket ticket, const std::
     request.alternatives = alternatives_from_json(load.text(1));
     if (load.integer(2) != 0) return LeaseOutcome(LeaseGranted{granted_devices(*db_, ticket), load.integer(3)});
     request.inventory = inventory;
+    request.external = external;
     Statement busy = db_->prepare("SELECT device_key FROM lease_devices WHERE cloud=?1");
     busy.bind(1, request.cloud);
     while (busy.step()) request.busy.insert(busy.text(0));
@@ -100,10 +102,14 @@ util::Result<LeaseOutcome> StateStore::try_grant(LeaseTicket ticket, const std::
 util::Result<LeaseOutcome> StateStore::wait_for_grant(LeaseTicket ticket, const std::vector<LeaseDevice>& inventory,
                                                       std::chrono::milliseconds poll,
                                                       const std::function<void(const std::string&)>& on_waiting,
-                                                      const std::atomic<bool>* cancelled) {
+                                                      const std::atomic<bool>* cancelled,
+                                                      const std::function<ExternalUse()>& external_use,
+                                                      std::chrono::milliseconds external_every) {
   using Clock = std::chrono::steady_clock;
   constexpr auto reconcile_every = std::chrono::milliseconds(500);
   std::optional<Clock::time_point> last_reconcile;
+  std::optional<Clock::time_point> last_external;
+  ExternalUse external;
   std::string last_reason;
   while (true) {
     if (cancelled && cancelled->load()) {
@@ -113,7 +119,11 @@ util::Result<LeaseOutcome> StateStore::wait_for_grant(LeaseTicket ticket, const 
       if (auto reconciled = reconcile_lost(); !reconciled) return reconciled.error();
       last_reconcile = Clock::now();
     }
-    auto outcome = try_grant(ticket, inventory);
+    if (external_use && (!last_external || Clock::now() - *last_external >= external_every)) {
+      external = external_use();  // a probe of the driver: not on every poll
+      last_external = Clock::now();
+    }
+    auto outcome = try_grant(ticket, inventory, external);
     if (!outcome) return outcome.error();
     const auto* waiting = std::get_if<LeaseWaiting>(&*outcome);
     if (!waiting) return outcome;

@@ -2,7 +2,9 @@
  * It exports the NVML entry points that gpu/discovery.cpp calls, with NVML's ABI.
  *   FAKE_NVML_DEVICES="NVIDIA A100-SXM4-40GB:40960:GPU-aaa;Tesla T4:15360:GPU-bbb"
  *     (name:memory MiB:uuid, ';'-separated) is what nvmlInit_v2 discovers;
- *   FAKE_NVML_FAIL=<code> makes nvmlInit_v2 return that NVML error code (9 when not a number). */
+ *   FAKE_NVML_FAIL=<code> makes nvmlInit_v2 return that NVML error code (9 when not a number);
+ *   FAKE_NVML_PROCESSES="GPU-aaa:4242,4243;GPU-bbb:7" (uuid:pids, ';'-separated) are the compute
+ *     processes nvmlDeviceGetComputeRunningProcesses_v3 reports. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +29,12 @@ typedef struct {
   unsigned long long free;
   unsigned long long used;
 } nvmlMemory_t;
+typedef struct {
+  unsigned int pid;
+  unsigned long long usedGpuMemory;
+  unsigned int gpuInstanceId;
+  unsigned int computeInstanceId;
+} nvmlProcessInfo_t;
 typedef struct {
   char busIdLegacy[16];
   unsigned int domain;
@@ -143,5 +151,40 @@ nvmlReturn_t nvmlDeviceGetPciInfo_v3(nvmlDevice_t device, nvmlPciInfo_t* pci) {
   pci->pciDeviceId = 0x20b010de;
   snprintf(pci->busIdLegacy, sizeof pci->busIdLegacy, "0000:%02X:00.0", pci->bus);
   snprintf(pci->busId, sizeof pci->busId, "00000000:%02X:00.0", pci->bus);
+  return NVML_SUCCESS;
+}
+
+/* The pids FAKE_NVML_PROCESSES lists for the device: all of them when they fit, else
+ * NVML_ERROR_INSUFFICIENT_SIZE with the count needed, as NVML does. */
+nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t device, unsigned int* count, nvmlProcessInfo_t* infos) {
+  if (!initialized) return NVML_ERROR_UNINITIALIZED;
+  if (device == NULL || count == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+  unsigned int found = 0;
+  unsigned int pids[256];
+  const char* spec = getenv("FAKE_NVML_PROCESSES");
+  size_t uuid_length = strlen(device->uuid);
+  while (spec != NULL && *spec != '\0') {
+    const char* end = strchr(spec, ';');
+    size_t length = end != NULL ? (size_t)(end - spec) : strlen(spec);
+    if (length > uuid_length && spec[uuid_length] == ':' && strncmp(spec, device->uuid, uuid_length) == 0) {
+      const char* at = spec + uuid_length + 1;
+      while (at < spec + length && found < 256) {
+        char* next = NULL;
+        pids[found++] = (unsigned int)strtoul(at, &next, 10);
+        at = (*next == ',') ? next + 1 : spec + length;
+      }
+    }
+    spec = end != NULL ? end + 1 : NULL;
+  }
+  if (found > *count) {
+    *count = found;
+    return NVML_ERROR_INSUFFICIENT_SIZE;
+  }
+  for (unsigned int i = 0; i < found; ++i) {
+    memset(&infos[i], 0, sizeof infos[i]);
+    infos[i].pid = pids[i];
+    infos[i].usedGpuMemory = 1ULL << 30;
+  }
+  *count = found;
   return NVML_SUCCESS;
 }

@@ -14,8 +14,10 @@
 #include <cstring>
 #include <filesystem>
 #include <fmt/format.h>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include "cloud/images/image_store.hpp"
@@ -25,6 +27,7 @@
 #include "cloud/state/logs.hpp"
 #include "cloud/exec/process.hpp"
 #include "cloud/exec/sandbox.hpp"
+#include "gpu/discovery.hpp"
 #include "util/process_group.hpp"
 #include "util/strings.hpp"
 #include "util/units.hpp"
@@ -138,6 +141,23 @@ class SpaceReserve {
  private:
   std::string path_;
 };
+
+// Asks the driver (NVML, else nvidia-smi) which of `inventory`'s devices processes outside gpurun
+// use, by uuid; unset when no device has a driver uuid (declared devices, "GPU-declared-N").
+std::function<ExternalUse()> external_use_probe(const std::vector<LeaseDevice>& inventory) {
+  std::set<std::string> uuids;
+  for (const auto& d : inventory) {
+    if (!d.uuid.empty() && !d.uuid.starts_with("GPU-declared-")) uuids.insert(d.uuid);
+  }
+  if (uuids.empty()) return {};
+  return [uuids] {
+    ExternalUse external;
+    for (auto& device : gpu::find_compute_processes(gpu::discovery_options_from_env())) {
+      if (uuids.count(device.uuid) > 0) external[device.uuid] = std::move(device.pids);
+    }
+    return external;
+  };
+}
 
 // Runs a run's attempts in the detached supervisor process. A failed state or log write (a full
 // disk) ends the run: the workload is stopped as for a cancel and the run fails with the write's
@@ -282,7 +302,7 @@ class Supervisor {
           note(store_.update_status(run_.id, RunStatus::queued,
                                     fmt::format("waiting for {} on {}: {}", describe_alternatives(spec_), spec_.cloud, reason)));
         },
-        &cancelled);
+        &cancelled, external_use_probe(inv));
     done.store(true);
     watcher.join();
     if (!outcome) {

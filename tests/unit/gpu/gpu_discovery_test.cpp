@@ -152,6 +152,59 @@ TEST_CASE("parse_nvidia_smi_csv reads the query output") {
   CHECK(index.error().message == "output line 1 'x, GPU-aaa, Tesla T4, 15360 MiB': bad index");
 }
 
+TEST_CASE("parse_compute_apps_csv groups the compute apps by device") {
+  auto parsed = parse_compute_apps_csv(
+      "GPU-bbb, 4242\n"
+      "\n"
+      "GPU-aaa, 17\n"
+      "GPU-bbb, 99\n"
+      "GPU-bbb, 4242\n"
+      "GPU-ccc, [N/A]\n");
+  REQUIRE(parsed.ok());
+  CHECK(*parsed == std::vector<DeviceProcesses>{{-1, "GPU-bbb", {99, 4242}}, {-1, "GPU-aaa", {17}}, {-1, "GPU-ccc", {}}});
+  CHECK(parse_compute_apps_csv("").value().empty());
+
+  auto fields = parse_compute_apps_csv("GPU-aaa, 17, python\n");
+  REQUIRE_FALSE(fields.ok());
+  CHECK(fields.error().message == "output line 1 'GPU-aaa, 17, python': expected 'gpu_uuid, pid'");
+  auto pid = parse_compute_apps_csv("GPU-aaa, 17\nGPU-bbb, x\n");
+  REQUIRE_FALSE(pid.ok());
+  CHECK(pid.error().message == "output line 2 'GPU-bbb, x': bad pid");
+  auto words = parse_compute_apps_csv("No running processes found\n");
+  REQUIRE_FALSE(words.ok());
+  CHECK(words.error().message == "output line 1 'No running processes found': expected 'gpu_uuid, pid'");
+}
+
+TEST_CASE("find_compute_processes asks NVML, else nvidia-smi, else reports none") {
+  TempDir dir;
+  ScopedEnv devices("FAKE_NVML_DEVICES", "Tesla T4:15360:GPU-aaa;Tesla T4:15360:GPU-bbb;Tesla T4:15360:GPU-ccc");
+  const std::string smi = dir.script("nvidia-smi",
+                                     "[ \"$1\" = --query-compute-apps=gpu_uuid,pid ] || exit 3\n"
+                                     "echo 'GPU-ccc, 5'\n");
+  SUBCASE("NVML, many pids on one device") {
+    std::string many = "GPU-bbb:";
+    for (int pid = 1000; pid < 1100; ++pid) many += std::to_string(pid) + (pid < 1099 ? "," : "");
+    ScopedEnv processes("FAKE_NVML_PROCESSES", (many + ";GPU-aaa:42").c_str());
+    ScopedEnv fail("FAKE_NVML_FAIL", nullptr);
+    const auto found = find_compute_processes({GPURUN_FAKE_NVML, smi});
+    REQUIRE(found.size() == 2);
+    CHECK(found[0] == DeviceProcesses{0, "GPU-aaa", {42}});
+    CHECK(found[1].index == 1);
+    CHECK(found[1].uuid == "GPU-bbb");
+    CHECK(found[1].pids.size() == 100);  // more than the first buffer holds: asked again with room
+    CHECK(found[1].pids.front() == 1000);
+  }
+  SUBCASE("nvidia-smi when NVML fails") {
+    ScopedEnv fail("FAKE_NVML_FAIL", "9");
+    CHECK(find_compute_processes({GPURUN_FAKE_NVML, smi}) == std::vector<DeviceProcesses>{{-1, "GPU-ccc", {5}}});
+  }
+  SUBCASE("neither: none, not an error") {
+    ScopedEnv fail("FAKE_NVML_FAIL", "9");
+    CHECK(find_compute_processes({GPURUN_FAKE_NVML, (dir.path / "nvidia-smi-missing").string()}).empty());
+    CHECK(find_compute_processes({GPURUN_FAKE_NVML, dir.script("failing-smi", "echo oops; exit 9\n")}).empty());
+  }
+}
+
 TEST_CASE("map_devices fills catalog types and notes the others") {
   std::vector<LocalDevice> devices{{0, "GPU-a", "NVIDIA L4", 23034 * mib, "", std::nullopt, 0},
                                    {1, "GPU-b", "NVIDIA GeForce RTX 4090", 23028 * mib, "", "A10G", 24},

@@ -777,6 +777,65 @@ TEST_CASE("wait_for_grant reports progress and stops when cancelled") {
   CHECK(store.get_run(holder.run.id)->status == RunStatus::lost);
 }
 
+TEST_CASE("GPUs used by processes outside gpurun count as busy, FIFO kept") {
+  TempDir tmp;
+  StateStore store = open_store(tmp.state());
+  std::vector<CreatedRun> runs;
+  for (int i = 0; i < 4; ++i) runs.push_back(make_run(store));
+  const auto inventory = t4s(2);
+  auto grant_with = [&](LeaseTicket ticket, const ExternalUse& external) {
+    auto outcome = store.try_grant(ticket, inventory, external);
+    REQUIRE_MESSAGE(outcome.ok(), outcome.error().message);
+    return *outcome;
+  };
+  // Device 0 is in use outside gpurun: the other one is taken.
+  LeaseTicket a = enqueue(store, runs[0].run.id, {{"T4", 0, 1}});
+  CHECK(granted_indexes(grant_with(a, {{"GPU-t4-0", {4242}}})) == std::vector<int>{1});
+  LeaseTicket b = enqueue(store, runs[1].run.id, {{"T4", 0, 1}});
+  CHECK(waiting_reason(grant_with(b, {{"GPU-t4-0", {4242}}})) == "all 2 in use (GPU 0 by a process outside gpurun: pid 4242)");
+  // A device gpurun leased is gpurun's, whatever runs on it; several pids, and an unknown one.
+  CHECK(waiting_reason(grant_with(b, {{"GPU-t4-0", {7, 9}}, {"GPU-t4-1", {11}}})) ==
+        "all 2 in use (GPU 0 by processes outside gpurun: pids 7, 9)");
+  CHECK(waiting_reason(grant_with(b, {{"GPU-t4-0", {}}})) == "all 2 in use (GPU 0 by a process outside gpurun)");
+  // A later request waits behind b even for the device b waits for.
+  LeaseTicket c = enqueue(store, runs[2].run.id, {{"T4", 0, 1}});
+  REQUIRE(store.release_lease(a).ok());
+  CHECK(waiting_reason(grant_with(c, {{"GPU-t4-0", {4242}}})) ==
+        "1 of 2 in use (GPU 0 by a process outside gpurun: pid 4242), 1 request ahead");
+  CHECK(granted_indexes(grant_with(b, {{"GPU-t4-0", {4242}}})) == std::vector<int>{1});
+  CHECK(waiting_reason(grant_with(c, {{"GPU-t4-0", {4242}}})) == "all 2 in use (GPU 0 by a process outside gpurun: pid 4242)");
+  // The outside process ends: device 0 is free again.
+  CHECK(granted_indexes(grant_with(c, {})) == std::vector<int>{0});
+  // Outside use never makes a request impossible: it waits.
+  LeaseTicket both = enqueue(store, runs[3].run.id, {{"T4", 0, 2}});
+  REQUIRE(store.release_lease(b).ok());
+  REQUIRE(store.release_lease(c).ok());
+  CHECK(waiting_reason(grant_with(both, {{"GPU-t4-1", {5}}})) == "1 of 2 in use (GPU 1 by a process outside gpurun: pid 5)");
+}
+
+TEST_CASE("wait_for_grant asks for outside use at most once per interval, and again while waiting") {
+  TempDir tmp;
+  StateStore store = open_store(tmp.state());
+  CreatedRun waiter = make_run(store);
+  LeaseTicket ticket = enqueue(store, waiter.run.id, {{"T4", 0, 1}});
+  int asked = 0;
+  std::vector<std::string> reasons;
+  const auto started = std::chrono::steady_clock::now();
+  auto outcome = store.wait_for_grant(
+      ticket, t4s(1), std::chrono::milliseconds(5), [&](const std::string& reason) { reasons.push_back(reason); }, nullptr,
+      [&]() -> ExternalUse {
+        ++asked;
+        return asked < 3 ? ExternalUse{{"GPU-t4-0", {4242}}} : ExternalUse{};
+      },
+      std::chrono::milliseconds(200));
+  const auto waited = std::chrono::steady_clock::now() - started;
+  REQUIRE(outcome.ok());
+  CHECK(granted_indexes(*outcome) == std::vector<int>{0});
+  CHECK(asked == 3);
+  CHECK(waited >= std::chrono::milliseconds(400));  // two intervals of 200 ms, polled every 5 ms
+  CHECK(reasons == std::vector<std::string>{"all 1 in use (GPU 0 by a process outside gpurun: pid 4242)"});
+}
+
 TEST_CASE("image locations: recorded per digest and cloud, a v1 database is migrated") {
   TempDir temp;
   const std::string dir = temp.state();
