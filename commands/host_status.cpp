@@ -1,11 +1,14 @@
 // gpurun host-status (hidden): the status side of `backend: ssh`. Prints, as one JSON object, the
 // runs RUN_ID... of the state dir --state-dir (the host-wide lease dir) and how many of the
-// host's GPUs are leased: one call per host answers for all of a client's runs there.
+// host's GPUs are leased, and how many others processes outside gpurun use (NVML/nvidia-smi):
+// one call per host answers for all of a client's runs there.
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "commands/common.hpp"
+#include "gpu/discovery.hpp"
 
 namespace gpurun::commands {
 
@@ -34,6 +37,15 @@ int run_host_status(Context& ctx, const HostStatusOptions& options) {
   }
   auto leased = store->leased_devices("local");
   out["leased"] = leased ? static_cast<int>(leased->size()) : 0;
+  std::set<std::string> leased_uuids;
+  if (leased) {
+    for (const auto& [device, run] : *leased) leased_uuids.insert(device.uuid);
+  }
+  int busy_outside = 0;
+  for (const auto& device : gpu::find_compute_processes(gpu::discovery_options_from_env())) {
+    if (!device.uuid.empty() && leased_uuids.count(device.uuid) == 0) ++busy_outside;
+  }
+  out["busy_outside"] = busy_outside;
   ctx.out << out.dump() << '\n';
   return 0;
 }

@@ -233,6 +233,8 @@ case "\$SSH_CONNECTION" in
   *" $PORT_A") ;;
   *) echo "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver." >&2; exit 9 ;;
 esac
+# --query-compute-apps: the processes listed in \$HOME/fakebin/apps (none unless the test writes some).
+case "\$*" in *query-compute-apps*) cat "\$HOME/fakebin/apps" 2>/dev/null; exit 0 ;; esac
 echo "0, GPU-fake-0, Tesla T4, 15360 MiB, 00000000:3B:00.0"
 echo "1, GPU-fake-1, Tesla T4, 15360 MiB, 00000000:3C:00.0"
 echo "2, GPU-fake-2, NVIDIA A100-SXM4-80GB, 81920 MiB, 00000000:3D:00.0"
@@ -276,6 +278,17 @@ run_as 1 --config "$TEST_DIR/found.yaml" run two
 expect_eq "found: two runs on the found T4s ($ERR)" "two on 0,1" "$OUT"
 run_as 1 --config "$TEST_DIR/found.yaml" run big
 expect_eq "found: big runs on the found A100 ($ERR)" "big on 2" "$OUT"
+# A process outside gpurun on the A100 (host a's driver says so): the run waits there, saying why,
+# and starts once that process is gone.
+echo "GPU-fake-2, 4242" > "$home1/fakebin/apps"; chown "$USER1:" "$home1/fakebin/apps"
+run_as 1 --config "$TEST_DIR/found.yaml" run big --detach
+busy_id=$OUT
+busy_said() { as_client 1 --config "$TEST_DIR/found.yaml" ps --all --json 2>/dev/null | grep -q 'by a process outside gpurun: pid 4242'; }
+wait_until 20 busy_said ||
+  fail "found: a GPU used outside gpurun was not said busy ($(run_as 1 --config "$TEST_DIR/found.yaml" ps --all; echo "$OUT"))"
+rm -f "$home1/fakebin/apps"
+run_as 1 --config "$TEST_DIR/found.yaml" wait "$busy_id"
+expect_eq "found: the run starts once the outside process is gone" 0 "$RC"
 run_as 1 --config "$TEST_DIR/found.yaml" plan --json
 expect_eq "found: plan --json names the hosts" "hosts: 127.0.0.1:$PORT_A" \
   "$(python3 -c 'import json,sys; print([f for f in json.loads(sys.argv[1])["functions"] if f["name"]=="two"][0]["note"])' "$OUT")"

@@ -335,15 +335,15 @@ class SshBackend final : public Backend {
     return refresh_runs(store, std::vector<Run>(runs.begin(), runs.end()), false);
   }
 
-  // Free and total GPUs by type: each host's declared GPUs less those its lease dir has leased
-  // (one round trip per host); an unreachable host counts as having none free.
+  // Free and total GPUs by type: each host's GPUs less those its lease dir has leased and those
+  // processes outside gpurun use (one round trip per host); an unreachable host has none free.
   util::Result<Capacity> capacity(StateStore& /*store*/) override {
     Capacity capacity;
     capacity.known = true;
     std::vector<std::string> unreachable;
     for (auto* host : hosts_.all()) {
       auto status = host->statuses({});
-      int leased = status ? status->leased : host->total_gpus();
+      int leased = status ? status->in_use() : host->total_gpus();
       if (!status) unreachable.push_back(host->label());
       for (const auto& slot : host->host().gpus) {
         const int busy = std::min(leased, slot.count);

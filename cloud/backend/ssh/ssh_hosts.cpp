@@ -126,6 +126,7 @@ util::Result<HostStatus> HostConnection::statuses(const std::vector<std::string>
   if (result->exit_code != 0 || json.is_discarded() || !json.is_object()) return remote_failure(*this, "asking for run status", *result);
   HostStatus status;
   status.leased = json.value("leased", 0);
+  status.busy_outside = json.value("busy_outside", 0);
   const nlohmann::json runs = json.contains("runs") && json["runs"].is_object() ? json["runs"] : nlohmann::json::object();
   for (const auto& [id, run] : runs.items()) {
     if (!run.is_object()) continue;
@@ -291,7 +292,7 @@ util::Result<HostChoice> SshHosts::choose(const std::vector<LeaseAlternative>& a
       if (warn) warn(fmt::format("host {} of cloud '{}' is unreachable, skipped: {}", host->label(), cloud_, status.error().message));
       continue;
     }
-    const int free = std::max(0, host->total_gpus() - status->leased);
+    const int free = std::max(0, host->total_gpus() - status->in_use());
     if (*need == 0 || free >= *need) {
       std::string why = *need == 0 ? std::string("the first reachable host (CPU only)")
                                    : fmt::format("{} of its {} GPUs free", free, host->total_gpus());

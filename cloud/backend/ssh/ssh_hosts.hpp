@@ -29,10 +29,13 @@ struct RemoteRunStatus {
   int attempt = 1;
 };
 
-// One host-status answer: the runs asked for (missing: unknown there) and the GPUs leased now.
+// One host-status answer: the runs asked for (missing: unknown there), the GPUs leased now and
+// those processes outside gpurun use (NVML/nvidia-smi on the host).
 struct HostStatus {
   std::map<std::string, RemoteRunStatus> runs;
   int leased = 0;
+  int busy_outside = 0;
+  int in_use() const { return leased + busy_outside; }
 };
 
 class HostConnection {
