@@ -541,6 +541,8 @@ YAML
   expect_code "writer" 0 run writer
   expect_code "reader" 0 run reader
   expect_eq "the reader sees what the writer wrote" "payload-vols" "$OUT"
+  # A volume lives where its backend keeps it (state dir, cluster, host, claim): never in the project.
+  expect_eq "nothing new in the project directory" "config gpurun.yaml state" "$(ls | grep -vx cache | sort | tr '\n' ' ' | sed 's/ $//')"
 }
 
 # gpurun processes of this state dir that are not a run's supervisor (which holds its run's lock).

@@ -266,6 +266,12 @@ class KubernetesBackend final : public Backend {
     return claim_name(app, volume);
   }
 
+  // A volume is a PersistentVolumeClaim, made when a run first mounts it (launch): nothing here.
+  util::Result<std::string> prepare_volume(PrepareContext& ctx, const RunSpec& spec, const std::string& volume,
+                                           const std::optional<Volume>& /*existing*/) override {
+    return volume_path(ctx.store.dir(), spec.app, volume);
+  }
+
   util::Result<void> prepare_image(PrepareContext& ctx, const PlacedFunction& placed, RunSpec& spec) override {
     if (placed.gpu) spec.gpu_alternatives = {{placed.gpu->type, placed.gpu->memory_gb, placed.gpu->count}};
     if (!spec.image.empty()) return prepare_registry_image(ctx, *this, cloud_, spec);

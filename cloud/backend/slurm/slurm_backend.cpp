@@ -183,6 +183,14 @@ class SlurmBackend final : public Backend {
     return fmt::format("{}/{}/{}", dir, app, volume);
   }
 
+  // Over ssh the cluster's files are not this machine's: the volume's directory is made on the
+  // cluster in the submit's round trip (JobSubmit::directories), not here.
+  util::Result<std::string> prepare_volume(PrepareContext& ctx, const RunSpec& spec, const std::string& volume,
+                                           const std::optional<Volume>& existing) override {
+    if (slurm().transport != "ssh") return Backend::prepare_volume(ctx, spec, volume, existing);
+    return volume_path(ctx.store.dir(), spec.app, volume);
+  }
+
   // Slurm gets the one GPU slot placement chose on this cloud; the nodes pull the function's
   // image from the cloud's registry: built (content addressed), and pushed unless the state says
   // the cloud already holds that digest (with ctx.dry_run: built only).
