@@ -153,6 +153,23 @@ std::string c_string(const char* buffer, std::size_t size) {
   return std::string(buffer, strnlen(buffer, size));
 }
 
+// The NVML entry points every query uses: start, stop, and the devices by index with their UUIDs
+// (each null when the library lacks it).
+struct NvmlDevices {
+  NvmlInitFn init;
+  NvmlShutdownFn shutdown;
+  NvmlDeviceGetCountFn get_count;
+  NvmlDeviceGetHandleByIndexFn get_handle;
+  NvmlDeviceGetStringFn get_uuid;
+
+  static NvmlDevices load(const util::DynamicLibrary& library) {
+    return {library.symbol<NvmlInitFn>("nvmlInit_v2"), library.symbol<NvmlShutdownFn>("nvmlShutdown"),
+            library.symbol<NvmlDeviceGetCountFn>("nvmlDeviceGetCount_v2"),
+            library.symbol<NvmlDeviceGetHandleByIndexFn>("nvmlDeviceGetHandleByIndex_v2"),
+            library.symbol<NvmlDeviceGetStringFn>("nvmlDeviceGetUUID")};
+  }
+};
+
 // Lists devices through NVML; nullopt (with a note) when NVML cannot be used at all.
 std::optional<std::vector<LocalDevice>> discover_nvml(const std::string& path, std::vector<std::string>& notes) {
   auto opened = util::DynamicLibrary::open(path);
@@ -161,13 +178,9 @@ std::optional<std::vector<LocalDevice>> discover_nvml(const std::string& path, s
     return std::nullopt;
   }
   const util::DynamicLibrary& library = *opened;
-  auto init = library.symbol<NvmlInitFn>("nvmlInit_v2");
-  auto shutdown = library.symbol<NvmlShutdownFn>("nvmlShutdown");
+  const auto [init, shutdown, get_count, get_handle, get_uuid] = NvmlDevices::load(library);
   auto error_string = library.symbol<NvmlErrorStringFn>("nvmlErrorString");
-  auto get_count = library.symbol<NvmlDeviceGetCountFn>("nvmlDeviceGetCount_v2");
-  auto get_handle = library.symbol<NvmlDeviceGetHandleByIndexFn>("nvmlDeviceGetHandleByIndex_v2");
   auto get_name = library.symbol<NvmlDeviceGetStringFn>("nvmlDeviceGetName");
-  auto get_uuid = library.symbol<NvmlDeviceGetStringFn>("nvmlDeviceGetUUID");
   auto get_memory = library.symbol<NvmlDeviceGetMemoryInfoFn>("nvmlDeviceGetMemoryInfo");
   auto get_pci = library.symbol<NvmlDeviceGetPciInfoFn>("nvmlDeviceGetPciInfo_v3");
   if (get_pci == nullptr) get_pci = library.symbol<NvmlDeviceGetPciInfoFn>("nvmlDeviceGetPciInfo_v2");
@@ -363,11 +376,7 @@ std::optional<std::vector<DeviceProcesses>> nvml_compute_processes(const std::st
   auto opened = util::DynamicLibrary::open(path);
   if (!opened) return std::nullopt;
   const util::DynamicLibrary& library = *opened;
-  auto init = library.symbol<NvmlInitFn>("nvmlInit_v2");
-  auto shutdown = library.symbol<NvmlShutdownFn>("nvmlShutdown");
-  auto get_count = library.symbol<NvmlDeviceGetCountFn>("nvmlDeviceGetCount_v2");
-  auto get_handle = library.symbol<NvmlDeviceGetHandleByIndexFn>("nvmlDeviceGetHandleByIndex_v2");
-  auto get_uuid = library.symbol<NvmlDeviceGetStringFn>("nvmlDeviceGetUUID");
+  const auto [init, shutdown, get_count, get_handle, get_uuid] = NvmlDevices::load(library);
   auto get_processes = library.symbol<NvmlDeviceGetProcessesFn>("nvmlDeviceGetComputeRunningProcesses_v3");
   if (get_processes == nullptr) get_processes = library.symbol<NvmlDeviceGetProcessesFn>("nvmlDeviceGetComputeRunningProcesses_v2");
   if (!init || !shutdown || !get_count || !get_handle || !get_uuid || !get_processes) return std::nullopt;
