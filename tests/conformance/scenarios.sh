@@ -157,12 +157,14 @@ YAML
 
 # secret_manifest: a function that prints its secrets on stdout and stderr, API_TOKEN also split
 # across two writes 0.3 s apart and API_PEM split after its 36th byte, then waits a moment.
+# (The sleep before the stderr line: where a backend merges stderr into stdout, a stderr line
+# read while the PEM's lines are could land inside it, which is masked line by line then.)
 secret_manifest() {
   cat > gpurun.yaml <<'YAML'
 app: secretive
 functions:
   secret:
-    command: ["sh", "-c", "echo token=$API_TOKEN; printf '%s' \"$API_TOKEN\" | head -c 6; sleep 0.3; printf '%s\\n' \"$API_TOKEN\" | tail -c +7; printf 'pem=%s' \"$API_PEM\" | head -c 40; sleep 0.3; printf '%s!\\n' \"$API_PEM\" | tail -c +37; echo err=$API_TOKEN >&2; sleep ${HOLD:-0}; echo done"]
+    command: ["sh", "-c", "echo token=$API_TOKEN; printf '%s' \"$API_TOKEN\" | head -c 6; sleep 0.3; printf '%s\\n' \"$API_TOKEN\" | tail -c +7; printf 'pem=%s' \"$API_PEM\" | head -c 40; sleep 0.3; printf '%s!\\n' \"$API_PEM\" | tail -c +37; sleep 0.5; echo err=$API_TOKEN >&2; sleep ${HOLD:-0}; echo done"]
     secrets: [svc]
 YAML
 }

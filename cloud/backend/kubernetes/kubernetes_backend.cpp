@@ -589,10 +589,16 @@ class KubernetesBackend final : public Backend {
 
   // The values that mask a run's log: its Kubernetes Secret's (while the run has one) and those of
   // its secrets this process knows (the config, GPURUN_SECRET_* variables).
-  std::vector<std::string> mask_values(KubernetesApi& api, const Run& run) const {
+  // `complete` (when given) tells whether every value of the run's secrets is among them: it has
+  // none, or its Secret was read.
+  std::vector<std::string> mask_values(KubernetesApi& api, const Run& run, bool* complete = nullptr) const {
     std::vector<std::string> values;
+    if (complete != nullptr) *complete = false;
     auto spec = run_spec_from_json(run.spec_json);
-    if (spec && spec->secrets.empty()) return values;
+    if (spec && spec->secrets.empty()) {
+      if (complete != nullptr) *complete = true;
+      return values;
+    }
     if (spec && config_) {
       const auto environ_entries = process_environment();
       for (const auto& name : spec->secrets) {
@@ -607,24 +613,33 @@ class KubernetesBackend final : public Backend {
       if (!value->is_string()) continue;
       if (auto decoded = decode_base64(value->get<std::string>())) values.push_back(std::move(*decoded));
     }
+    if (complete != nullptr) *complete = true;
     return values;
   }
 
   // Saves the run's log (what its pods hold now) masked with the run's secret values, while its
   // Secret still has them, into the run's directory, where open_log finds it: the values are gone
-  // once the run ended, and a reader may not know them. Best effort; an existing copy stays.
+  // once the run ended, and a reader may not know them. Best effort. The first copy stays: a
+  // process that sees the end after another one deleted the Secret knows fewer values, so it saves
+  // nothing (and never replaces a copy).
   void save_log(const StateStore& store, const Run& run) const {
     const std::string path = saved_log_path(store, run);
     if (run.remote_id.empty() || ::access(path.c_str(), F_OK) == 0) return;
     auto api = connect();
     if (!api) return;
-    PodLogBytes bytes(*api, run, mask_values(**api, run), refreshes_, true);
+    bool complete = false;
+    auto values = mask_values(**api, run, &complete);
+    if (!complete) return;
+    PodLogBytes bytes(*api, run, std::move(values), refreshes_, true);
     auto size = bytes.size();
     if (!size) return;
     std::string text(*size, '\0');
     auto got = bytes.read(0, text.data(), text.size());
     if (!got || *got != text.size()) return;
-    (void)util::write_file_atomically(path, text);
+    const std::string temporary = fmt::format("{}.{}.tmp", path, ::getpid());
+    if (!util::write_file_atomically(temporary, text)) return;
+    (void)::link(temporary.c_str(), path.c_str());  // fails when another process saved it first
+    ::unlink(temporary.c_str());
   }
 
   void update(KubernetesApi& api, StateStore& store, const Run& run, const std::vector<json>& jobs, const std::vector<json>& pods) {

@@ -2,7 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "cloud/backend/kubernetes/kubernetes_objects.hpp"
+#include "util/strings.hpp"
 
 namespace gpurun::cloud {
 
@@ -21,6 +24,18 @@ std::optional<std::int64_t> line_time(std::string_view raw, std::size_t& text_st
 std::int64_t whole_second(std::int64_t unix_ms) { return unix_ms - ((unix_ms % 1000) + 1000) % 1000; }
 
 }  // namespace
+
+PodLogRecords::PodLogRecords(int attempt, std::vector<std::string> secrets) : encoder_(attempt, secrets) {
+  for (const auto& value : secrets) {
+    if (value.find('\n') == std::string::npos) continue;
+    for (const auto& line : util::split(value, '\n')) {
+      std::string_view piece = util::trim(line);
+      if (piece.size() >= 8) value_lines_.emplace_back(piece);
+    }
+  }
+  // Longer first, so that a line inside a longer one does not split it.
+  std::sort(value_lines_.begin(), value_lines_.end(), [](const auto& a, const auto& b) { return a.size() > b.size(); });
+}
 
 void PodLogRecords::take_line(std::string_view raw, bool line_end, std::int64_t fallback_ms) {
   std::size_t text_start = 0;
@@ -72,6 +87,11 @@ void PodLogRecords::take(std::string_view reply, std::int64_t fallback_ms, bool 
 std::string PodLogRecords::take_records() {
   std::string records = encoder_.records();
   encoder_.clear_records();
+  for (const auto& piece : value_lines_) {
+    for (auto at = records.find(piece); at != std::string::npos; at = records.find(piece, at + 3)) {
+      records.replace(at, piece.size(), "***");
+    }
+  }
   return records;
 }
 

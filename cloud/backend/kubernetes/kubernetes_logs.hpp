@@ -20,7 +20,7 @@ namespace gpurun::cloud {
 // taken already; those are skipped.
 class PodLogRecords {
  public:
-  PodLogRecords(int attempt, std::vector<std::string> secrets) : encoder_(attempt, std::move(secrets)) {}
+  PodLogRecords(int attempt, std::vector<std::string> secrets);
 
   // Takes a reply of the pod log API (timestamps=true) fetched with sinceTime since_ms() (the
   // whole log while that is nullopt). Its complete lines not taken before become stdout records
@@ -40,6 +40,9 @@ class PodLogRecords {
   void take_line(std::string_view raw, bool line_end, std::int64_t fallback_ms);
 
   LogEncoder encoder_;
+  // Each line (8+ characters) of the multi-line values, masked again in the records: the API
+  // merges stdout and stderr, so a stderr line may land inside a multi-line value written to stdout.
+  std::vector<std::string> value_lines_;
   std::optional<std::int64_t> since_ms_;
   std::multiset<std::string> boundary_;  // lines taken (with their time) from since_ms_ on
   std::int64_t last_ms_ = 0;

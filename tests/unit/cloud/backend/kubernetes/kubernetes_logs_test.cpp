@@ -55,7 +55,15 @@ TEST_CASE("secret values are masked across the pod log's lines and fetches, a mu
   CHECK(log.take_records() == "1000 1 o token=*** and ***\n");
   log.take("1970-01-01T00:00:01Z MIIBOg\n1970-01-01T00:00:02Z -----END K-----!\n1970-01-01T00:00:02Z done\n", 0, false);
   CHECK(log.take_records() == "2000 1 o ***!\n2000 1 o done\n");
-  // Lines that only start like a value are shown once the log ends.
+  // A line of a multi-line value on its own (8+ characters) is masked too, once the log ends.
   log.take("1970-01-01T00:00:03Z -----BEGIN K-----\n", 0, true);
-  CHECK(log.take_records() == "3000 1 o -----BEGIN K-----\n");
+  CHECK(log.take_records() == "3000 1 o ***\n");
+}
+
+TEST_CASE("a multi-line value with a stderr line merged into its middle is masked line by line") {
+  PodLogRecords log(1, {"-----BEGIN K-----\nMIIBOgAAAA\n-----END K-----"});
+  log.take("1970-01-01T00:00:01Z pem=-----BEGIN K-----\n1970-01-01T00:00:01Z err=boom\n"
+           "1970-01-01T00:00:01Z MIIBOgAAAA\n1970-01-01T00:00:01Z -----END K-----!\n",
+           0, true);
+  CHECK(log.take_records() == "1000 1 o pem=***\n1000 1 o err=boom\n1000 1 o ***\n1000 1 o ***!\n");
 }
