@@ -94,6 +94,7 @@ struct Transfer {
   std::size_t body_offset = 0;  // into request->body
   bool receiver_aborted = false;
   bool reader_failed = false;
+  bool stopped = false;  // keep_going said false
   std::uint64_t body_read = 0;  // body bytes handed to curl (upload_now also counts chunk framing)
   std::uint64_t last_progress = 0;
   long status = 0;  // of the response being received
@@ -163,6 +164,18 @@ std::size_t on_read(char* buffer, std::size_t size, std::size_t count, void* use
 
 int on_progress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t upload_now) {
   auto* transfer = static_cast<Transfer*>(user);
+  if (transfer->request->keep_going) {
+    bool keep_going = false;
+    try {
+      keep_going = transfer->request->keep_going();
+    } catch (...) {
+      keep_going = false;
+    }
+    if (!keep_going) {
+      transfer->stopped = true;
+      return 1;
+    }
+  }
   auto sent = std::min(static_cast<std::uint64_t>(upload_now), transfer->body_read);
   if (transfer->request->on_upload_progress && sent != transfer->last_progress) {
     transfer->last_progress = sent;
@@ -285,7 +298,7 @@ util::Result<Response> Client::perform(const Request& request) {
   } else if (request.method != "GET") {
     http::curl().easy_setopt(curl, CURLOPT_CUSTOMREQUEST, request.method.c_str());
   }
-  if (request.on_upload_progress) {
+  if (request.on_upload_progress || request.keep_going) {
     http::curl().easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
     http::curl().easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, on_progress);
     http::curl().easy_setopt(curl, CURLOPT_XFERINFODATA, &transfer);
@@ -297,6 +310,9 @@ util::Result<Response> Client::perform(const Request& request) {
   if (code != CURLE_OK) {
     if (transfer.receiver_aborted) return fail("the download was aborted by its receiver");
     if (transfer.reader_failed) return fail("reading the upload body failed");
+    if (transfer.stopped) {
+      return util::Error{util::ExitCode::backend, shown_url + ": the transfer was stopped by gpurun before it ended"};
+    }
     if (code == CURLE_OPERATION_TIMEDOUT && request.low_speed_timeout_s > 0 &&
         std::string_view(error_buffer).find("too slow") != std::string_view::npos) {
       return util::Error{util::ExitCode::backend, shown_url + ": the server stalled (nothing moved for " +

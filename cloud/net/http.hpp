@@ -27,6 +27,9 @@ struct Request {
   std::function<bool(const char* data, std::size_t size)> on_body;
   // Upload progress: total bytes sent so far.
   std::function<void(std::uint64_t sent)> on_upload_progress;
+  // Asked about once a second, also while nothing moves (an idle stream); false stops the
+  // transfer, which is then an Error. Lets another thread end a long follow.
+  std::function<bool()> keep_going;
   std::string unix_socket;
   long connect_timeout_ms = 5'000;
   long timeout_ms = 0;            // whole request; 0 = none (streams can be long)

@@ -121,6 +121,8 @@ functions:
     command: ["sh", "-c", "echo plain-ok"]
   hostread:
     command: ["cat", "data.txt"]
+  ticker:
+    command: ["sh", "-c", "echo tick-one; sleep 7; date +%s > two-at; echo tick-two"]
 YAML
 cd app
 
@@ -221,6 +223,23 @@ PY
 expect_contains "host function: the layer holds the manifest's files at their path" "/data.txt" "$LAYER_FILES"
 expect_contains "host function: ... and its subfolders" "/src/message.txt" "$LAYER_FILES"
 expect_not_contains "host function: .gpurunignore applies" "/base/" "$LAYER_FILES"
+
+# --- logs -f follows the pod log stream: a line shows before the next is written, few log GETs ---
+TICK=$("$GPURUN" run ticker --detach)
+"$GPURUN" logs -f "$TICK" > "$TEST_DIR/tick.out" 2> "$TEST_DIR/tick.err" &
+TICK_LOGS=$!
+shows_tick_one() { grep -q tick-one "$TEST_DIR/tick.out"; }
+check; wait_until 30 shows_tick_one || fail "logs -f: tick-one never showed: $(cat "$TEST_DIR/tick.err")"
+check; [ ! -e two-at ] || fail "logs -f: tick-one showed only after tick-two was written"
+wait "$TICK_LOGS"
+expect_eq "logs -f: exit ($(cat "$TEST_DIR/tick.err"))" 0 "$?"
+expect_eq "logs -f: every line once" $'tick-one\ntick-two' "$(cat "$TEST_DIR/tick.out")"
+TICK_GETS=$(grep -i "/gpurun-modal-ticker-$TICK-1-" "$K8S_DIR/log-requests")
+expect_contains "logs -f: the log is followed over the stream" "follow=true" "$TICK_GETS"
+# Polling once a second would GET the log 7+ times; the first fetch, the stream (plus a reconnect
+# or two when the container ended) and the final fetch take at most 5.
+check; [ "$(printf '%s\n' "$TICK_GETS" | wc -l)" -le 5 ] || fail "logs -f: too many pod log GETs: $TICK_GETS"
+rm -f two-at
 
 # --- prune deletes the pruned runs' Jobs (kept for logs until then) ---
 expect_eq "before prune: big's Job is kept" 200 "$(api_status "/apis/batch/v1/namespaces/ml/jobs/gpurun-modal-big-$BIG-1")"

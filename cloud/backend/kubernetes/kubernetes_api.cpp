@@ -120,11 +120,13 @@ util::Result<ApiReply> KubernetesApi::expect(const std::string& method, const st
   return reply;
 }
 
-util::Result<long> KubernetesApi::stream(const std::string& path, const std::function<bool(const char*, std::size_t)>& on_body) {
+util::Result<long> KubernetesApi::stream(const std::string& path, const std::function<bool(const char*, std::size_t)>& on_body,
+                                         const std::function<bool()>& keep_going) {
   http::Request request = request_for("GET", path);
   request.timeout_ms = 0;
   request.low_speed_timeout_s = 0;  // a follow is quiet while the workload is
   request.on_body = on_body;
+  request.keep_going = keep_going;
   auto response = client_->perform(request);
   if (!response) return response.error();
   if (response->status < 200 || response->status >= 300) {
@@ -132,6 +134,12 @@ util::Result<long> KubernetesApi::stream(const std::string& path, const std::fun
     return api_error(cloud_, "GET", path, reply);
   }
   return response->status;
+}
+
+KubernetesApi KubernetesApi::fork() const {
+  KubernetesApi copy = *this;
+  copy.client_ = std::make_shared<http::Client>();
+  return copy;
 }
 
 std::string KubernetesApi::collection(const std::string& resource) const {

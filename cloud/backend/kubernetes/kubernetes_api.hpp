@@ -42,8 +42,12 @@ class KubernetesApi {
   // what was refused and how to fix it (401: credentials, 403: RBAC with the verb and resource).
   util::Result<ApiReply> expect(const std::string& method, const std::string& path,
                                 const std::optional<nlohmann::json>& body = std::nullopt, long also_ok = 0);
-  // GET `path` streaming the body to `on_body` (false stops) with the low-speed timeout off (log follows).
-  util::Result<long> stream(const std::string& path, const std::function<bool(const char*, std::size_t)>& on_body);
+  // GET `path` streaming the body to `on_body` (false stops) with the low-speed timeout off (log
+  // follows); `keep_going` (asked about once a second, also while idle) false stops it too.
+  util::Result<long> stream(const std::string& path, const std::function<bool(const char*, std::size_t)>& on_body,
+                            const std::function<bool()>& keep_going = {});
+  // A copy with its own HTTP client (a client is not thread-safe): for use on another thread.
+  KubernetesApi fork() const;
 
   // The namespaced collection path: "/api/v1/namespaces/<ns>/<resource>" or, for jobs,
   // "/apis/batch/v1/namespaces/<ns>/jobs".

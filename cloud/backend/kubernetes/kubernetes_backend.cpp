@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cloud/backend/kubernetes/kubernetes_api.hpp"
+#include "cloud/backend/kubernetes/kubernetes_follow.hpp"
 #include "cloud/backend/kubernetes/kubernetes_kubeconfig.hpp"
 #include "cloud/backend/kubernetes/kubernetes_logs.hpp"
 #include "cloud/backend/kubernetes/kubernetes_objects.hpp"
@@ -131,8 +132,9 @@ std::shared_ptr<std::atomic<std::uint64_t>> process_refreshes() {
 }
 
 // A run's log: each attempt's pod log (timestamps=true) as records, "attempt N started" markers
-// between them, secret values masked (PodLogRecords). A pod's log is fetched whole once, then from
-// the second of its last line on (sinceTime), until its pod ended or is gone. The log only grows:
+// between them, secret values masked (PodLogRecords). A running pod's log is fetched whole once,
+// then followed over the API's stream on a thread (PodLogFollow, resumed with sinceTime when
+// dropped); once the pod ended the rest is fetched from the second of its last line on (sinceTime). The log only grows:
 // an attempt's records follow once every earlier attempt's log is complete. It is fetched again
 // when a reader has read all of it and the backend refreshed a run since (so the read after a
 // refresh that saw the end is complete), or 1 s has passed. With `complete`, every pod counts as
@@ -166,6 +168,7 @@ class PodLogBytes final : public LogBytes {
   struct Attempt {
     Attempt(int attempt, std::vector<std::string> secrets) : log(attempt, std::move(secrets)) {}
     PodLogRecords log;
+    std::unique_ptr<PodLogFollow> follow;  // while its pod runs
     std::string ready;  // records not in text_ yet (an earlier attempt's log is not complete)
     bool done = false;  // its pod ended and its log was read to the end, or the pod is gone
   };
@@ -212,13 +215,34 @@ class PodLogBytes final : public LogBytes {
     return {};
   }
 
-  // The part of the pod's log not fetched yet (all of it the first time).
+  // The part of the pod's log not taken yet: while the pod runs, what was there when it was first
+  // seen (so a one-time read is complete), then what its follow brought; once it ended the rest.
   util::Result<void> fetch(Attempt& attempt, const json& pod) {
     const json& status = pod.value("status", json::object());
     const std::string phase = status.value("phase", "");
     const bool ended = complete_ || phase == "Succeeded" || phase == "Failed";
     if ((phase == "Pending" || phase.empty()) && !ended) return {};
-    std::string path = api_->collection("pods") + "/" + name_of(pod) + "/log?timestamps=true";
+    const std::string log_path = api_->collection("pods") + "/" + name_of(pod) + "/log";
+    const std::int64_t started = time_ms(status, "startTime", created_ms(pod));
+    if (attempt.follow) {  // what the stream brought
+      attempt.log.take(attempt.follow->take_lines(), started, false);
+      if (ended) attempt.follow.reset();
+    }
+    if (!attempt.follow) {
+      if (auto got = fetch_rest(attempt, pod, log_path, started, ended); !got) return got.error();
+    }
+    if (phase == "Running" && !ended && !attempt.follow) {
+      attempt.follow = std::make_unique<PodLogFollow>(api_->fork(), log_path, attempt.log.since_ms());
+    }
+    attempt.ready += attempt.log.take_records();
+    attempt.done = ended;
+    return {};
+  }
+
+  // One GET of the pod's log from the second of its last line taken on (all of it the first time).
+  util::Result<void> fetch_rest(Attempt& attempt, const json& pod, const std::string& log_path, std::int64_t started,
+                                bool ended) {
+    std::string path = log_path + "?timestamps=true";
     if (auto since = attempt.log.since_ms()) path += "&sinceTime=" + http::url_encode(format_rfc3339(*since));
     auto log = api_->call("GET", path);
     if (!log) return log.error();
@@ -229,10 +253,7 @@ class PodLogBytes final : public LogBytes {
       return util::make_error(ExitCode::backend, fmt::format("cannot read the log of pod {} (HTTP {}): {}", name_of(pod),
                                                              log->status, log->text.substr(0, 200)));
     }
-    const std::int64_t started = time_ms(status, "startTime", created_ms(pod));
     attempt.log.take(log->ok() ? std::string_view(log->text) : std::string_view(), started, ended);
-    attempt.ready += attempt.log.take_records();
-    attempt.done = ended;
     return {};
   }
 

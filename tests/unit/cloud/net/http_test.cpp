@@ -164,6 +164,31 @@ TEST_CASE("http: a stalled server is abandoned after the low-speed timeout") {
   CHECK(elapsed < std::chrono::milliseconds(2400));
 }
 
+TEST_CASE("http: keep_going false stops an idle transfer, as an Error") {
+  LoopbackHttp server([](const SeenRequest& seen) {
+    if (seen.target == "/idle") std::this_thread::sleep_for(std::chrono::milliseconds(3000));
+    return http_response(200, "body");
+  });
+  Client client;
+  Request request{.url = server.url("/quick")};
+  request.low_speed_timeout_s = 0;
+  int asked = 0;
+  request.keep_going = [&] { return ++asked > 0; };
+  auto quick = client.perform(request);
+  REQUIRE(quick.ok());
+  CHECK(quick->body == "body");
+
+  request.url = server.url("/idle");
+  const auto started = std::chrono::steady_clock::now();
+  request.keep_going = [&] { return std::chrono::steady_clock::now() - started < std::chrono::milliseconds(300); };
+  auto stopped = client.perform(request);
+  const auto elapsed = std::chrono::steady_clock::now() - started;
+  REQUIRE_FALSE(stopped.ok());
+  CHECK(stopped.error().code == util::ExitCode::backend);
+  CHECK(stopped.error().message == server.url("/idle") + ": the transfer was stopped by gpurun before it ended");
+  CHECK(elapsed < std::chrono::milliseconds(2500));
+}
+
 TEST_CASE("http: requests over a unix socket") {
   test::TempDir dir;
   std::string socket_path = dir.path() + "/api.sock";
