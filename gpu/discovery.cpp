@@ -420,6 +420,24 @@ const NameEntry* find_name(std::string_view name) {
   return nullptr;
 }
 
+// One line of nvidia-smi's CSV output: how errors name it, and its comma-separated fields.
+struct CsvRow {
+  std::string where;  // "output line N '<line>': "
+  std::vector<std::string> fields;
+};
+
+// The non-empty lines of nvidia-smi's `--format=csv,noheader` output.
+std::vector<CsvRow> csv_rows(std::string_view text) {
+  std::vector<CsvRow> rows;
+  const auto lines = util::split(text, '\n');
+  for (std::size_t n = 0; n < lines.size(); ++n) {
+    const std::string_view line = util::trim(lines[n]);
+    if (line.empty()) continue;
+    rows.push_back({"output line " + std::to_string(n + 1) + " '" + std::string(line) + "': ", util::split(line, ',')});
+  }
+  return rows;
+}
+
 }  // namespace
 
 std::optional<std::pair<std::string, int>> map_device_name(std::string_view name, std::uint64_t memory_bytes) {
@@ -491,12 +509,7 @@ std::vector<DeviceProcesses> find_compute_processes(const DiscoveryOptions& opti
 
 util::Result<std::vector<DeviceProcesses>> parse_compute_apps_csv(std::string_view text) {
   std::vector<DeviceProcesses> devices;
-  const auto lines = util::split(text, '\n');
-  for (std::size_t n = 0; n < lines.size(); ++n) {
-    const std::string_view line = util::trim(lines[n]);
-    if (line.empty()) continue;
-    const std::string where = "output line " + std::to_string(n + 1) + " '" + std::string(line) + "': ";
-    const auto fields = util::split(line, ',');
+  for (const auto& [where, fields] : csv_rows(text)) {
     if (fields.size() != 2 || util::trim(fields[0]).empty()) {
       return util::make_error(util::ExitCode::backend, where + "expected 'gpu_uuid, pid'");
     }
@@ -518,12 +531,7 @@ Discovery discover_local_gpus() { return discover_local_gpus(discovery_options_f
 
 util::Result<std::vector<LocalDevice>> parse_nvidia_smi_csv(std::string_view text) {
   std::vector<LocalDevice> devices;
-  const auto lines = util::split(text, '\n');
-  for (std::size_t n = 0; n < lines.size(); ++n) {
-    const std::string_view line = util::trim(lines[n]);
-    if (line.empty()) continue;
-    const std::string where = "output line " + std::to_string(n + 1) + " '" + std::string(line) + "': ";
-    const auto fields = util::split(line, ',');
+  for (const auto& [where, fields] : csv_rows(text)) {
     if (fields.size() != 4 && fields.size() != 5) {
       return util::make_error(util::ExitCode::backend,
                               where + "expected 'index, uuid, name, memory.total[, pci.bus_id]'");
