@@ -342,7 +342,7 @@ class SshBackend final : public Backend {
     capacity.known = true;
     std::vector<std::string> unreachable;
     for (auto* host : hosts_.all()) {
-      auto status = host->statuses({});
+      auto status = host->statuses({}, /*gpu_use=*/true);
       int leased = status ? status->in_use() : host->total_gpus();
       if (!status) unreachable.push_back(host->label());
       for (const auto& slot : host->host().gpus) {

@@ -117,8 +117,9 @@ util::Result<std::string> HostConnection::start_run(const RunSpec& spec, const S
   return json["run_id"].get<std::string>();
 }
 
-util::Result<HostStatus> HostConnection::statuses(const std::vector<std::string>& ids) {
+util::Result<HostStatus> HostConnection::statuses(const std::vector<std::string>& ids, bool gpu_use) {
   std::string args = "host-status --state-dir \"$GPURUN_STATE_DIR\"";
+  if (gpu_use) args += " --gpu-use";
   for (const auto& id : ids) args += " " + util::shell_quote(id);
   auto result = gpurun(args);
   if (!result) return result.error();
@@ -287,7 +288,7 @@ util::Result<HostChoice> SshHosts::choose(const std::vector<LeaseAlternative>& a
     const auto need = need_on(host->host(), alternatives);
     if (!need) continue;
     any_serves = true;
-    auto status = host->statuses({});
+    auto status = host->statuses({}, /*gpu_use=*/true);
     if (!status) {
       if (warn) warn(fmt::format("host {} of cloud '{}' is unreachable, skipped: {}", host->label(), cloud_, status.error().message));
       continue;

@@ -52,8 +52,9 @@ class HostConnection {
   const SshClient& client() const { return *client_; }
   // Starts `spec` there (spec and secrets on stdin); returns the remote run id.
   util::Result<std::string> start_run(const RunSpec& spec, const SecretValues& secrets);
-  // What the host records of `ids`, and its leased GPUs, in one round trip.
-  util::Result<HostStatus> statuses(const std::vector<std::string>& ids);
+  // What the host records of `ids`, and its leased GPUs, in one round trip; with `gpu_use`, also
+  // the GPUs processes outside gpurun use (asks the host's driver: for choosing a host, not polls).
+  util::Result<HostStatus> statuses(const std::vector<std::string>& ids, bool gpu_use = false);
   // Asks the host to cancel remote run `id`.
   util::Result<void> cancel_run(const std::string& id);
   // The remote run's log after its first `offset` bytes (empty: nothing new or no log yet): one
